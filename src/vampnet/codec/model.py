@@ -1,0 +1,266 @@
+"""The LAC/DAC-family codec: convolutional encoder, residual vector quantiser, HiFi-GAN-style decoder, and
+loading/saving (official `.pth` from the original training code, or our safetensors format).
+
+Architecture sizes always come from the checkpoint's configuration, never from constants here."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, OptionError
+from ..serialization import load_state_strict, read_checkpoint, save_safetensors
+from .layers import Snake, WNConv1d, WNConvTranspose1d
+from .quantize import ResidualVectorQuantizer
+
+KIND = "codec"
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Codec hyper-parameters, named as the official LAC constructor's keyword arguments."""
+
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
+    decoder_dim: int = 512
+    decoder_rates: tuple[int, ...] = (8, 8, 4, 3)
+    n_codebooks: int = 14
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+    quantizer_dropout: bool = False
+    sample_rate: int = 44100
+
+    def __post_init__(self):
+        object.__setattr__(self, "encoder_rates", tuple(int(r) for r in self.encoder_rates))
+        object.__setattr__(self, "decoder_rates", tuple(int(r) for r in self.decoder_rates))
+        if not self.encoder_rates or not self.decoder_rates or min(self.encoder_rates + self.decoder_rates) < 1:
+            raise CheckpointError(f"codec config has invalid rates: {self.encoder_rates} / {self.decoder_rates}")
+        if min(self.encoder_dim, self.decoder_dim, self.n_codebooks, self.codebook_size, self.codebook_dim) < 1:
+            raise CheckpointError("codec config has a non-positive size")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CodecConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["encoder_rates"] = list(self.encoder_rates)
+        d["decoder_rates"] = list(self.decoder_rates)
+        return d
+
+    @property
+    def hop_length(self) -> int:
+        # LAC takes the hop from the decoder rates (DAC takes it from the encoder's)
+        return math.prod(self.decoder_rates)
+
+    @property
+    def encoder_out_dim(self) -> int:
+        return self.encoder_dim * 2 ** len(self.encoder_rates)
+
+
+class ResidualUnit(nn.Module):
+    """Encoder residual unit: Snake -> dilated conv k7 -> Snake -> conv 1x1, added to the input."""
+
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake(dim), WNConv1d(dim, dim, 7, dilation=dilation, padding=3 * dilation), Snake(dim), WNConv1d(dim, dim, 1)
+        )
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class EncoderBlock(nn.Module):
+    """Three residual units at the input width, then a strided conv that doubles channels and divides time."""
+
+    def __init__(self, dim_in: int, dim_out: int, stride: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            ResidualUnit(dim_in, 1), ResidualUnit(dim_in, 3), ResidualUnit(dim_in, 9),
+            Snake(dim_in), WNConv1d(dim_in, dim_out, 2 * stride, stride=stride, padding=stride // 2),
+        )
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Encoder(nn.Module):
+    """Waveform (B, 1, N) -> continuous latents (B, encoder_dim * 2^len(rates), N / prod(rates))."""
+
+    def __init__(self, dim: int, rates: tuple[int, ...]):
+        super().__init__()
+        layers = [WNConv1d(1, dim, 7, padding=3)]
+        for stride in rates:
+            layers.append(EncoderBlock(dim, dim * 2, stride))
+            dim *= 2
+        layers += [Snake(dim), WNConv1d(dim, dim, 3, padding=1)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class MRFLayer(nn.Module):
+    """One residual layer of a multi-receptive-field chain: Snake -> dilated conv k -> Snake -> conv k."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int):
+        super().__init__()
+        self.layer = nn.Sequential(
+            Snake(dim), WNConv1d(dim, dim, kernel, dilation=dilation, padding=(kernel - 1) * dilation // 2),
+            Snake(dim), WNConv1d(dim, dim, kernel, padding=(kernel - 1) // 2),
+        )
+
+    def forward(self, x):
+        return x + self.layer(x)
+
+
+class MRFChain(nn.Module):
+    """Three MRF layers of one kernel size with dilations 1, 3, 5."""
+
+    def __init__(self, dim: int, kernel: int):
+        super().__init__()
+        self.block = nn.ModuleList(MRFLayer(dim, kernel, d) for d in (1, 3, 5))
+
+    def forward(self, x):
+        for layer in self.block:
+            x = layer(x)
+        return x
+
+
+class MultiReceptiveField(nn.Module):
+    """Mean of three chains (kernels 3, 7, 11) run on the same input."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.mrf_blocks = nn.ModuleList(MRFChain(dim, k) for k in (3, 7, 11))
+
+    def forward(self, x):
+        out = self.mrf_blocks[0](x)
+        for chain in self.mrf_blocks[1:]:
+            out = out + chain(x)
+        return out / len(self.mrf_blocks)
+
+
+class DecoderBlock(nn.Module):
+    """Snake -> transposed conv (upsample by stride, halve channels) -> multi-receptive-field block."""
+
+    def __init__(self, dim_in: int, dim_out: int, stride: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake(dim_in), WNConvTranspose1d(dim_in, dim_out, 2 * stride, stride=stride, padding=stride // 2),
+            MultiReceptiveField(dim_out),
+        )
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Decoder(nn.Module):
+    """Quantised latents (B, D, T) -> waveform (B, 1, T * prod(rates)) in [-1, 1]."""
+
+    def __init__(self, input_dim: int, dim: int, rates: tuple[int, ...]):
+        super().__init__()
+        layers = [WNConv1d(input_dim, dim, 7, padding=3)]
+        for j, stride in enumerate(rates):
+            layers.append(DecoderBlock(dim // 2**j, dim // 2 ** (j + 1), stride))
+        out_dim = dim // 2 ** len(rates)
+        layers += [Snake(out_dim), WNConv1d(out_dim, 1, 7, padding=3), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class Codec(nn.Module):
+    """Neural audio codec: `encode` waveforms to (B, K, T) int64 codes and `decode` codes back to waveforms."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder_dim, config.encoder_rates)
+        self.quantizer = ResidualVectorQuantizer(
+            config.encoder_out_dim, config.n_codebooks, config.codebook_size, config.codebook_dim
+        )
+        self.decoder = Decoder(config.encoder_out_dim, config.decoder_dim, config.decoder_rates)
+
+    # --- attributes users rely on -------------------------------------------------------------------------
+    sample_rate = property(lambda self: self.config.sample_rate)
+    hop_length = property(lambda self: self.config.hop_length)
+    n_codebooks = property(lambda self: self.config.n_codebooks)
+    codebook_size = property(lambda self: self.config.codebook_size)
+    codebook_dim = property(lambda self: self.config.codebook_dim)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def frames(self, n_samples: int) -> int:
+        """Number of code frames for n_samples of audio (after right-padding to a hop multiple)."""
+        return math.ceil(n_samples / self.hop_length)
+
+    # --- encode / decode ----------------------------------------------------------------------------------
+    def pad(self, wav: torch.Tensor) -> torch.Tensor:
+        """Right-pad (B, 1, N) with zeros to a multiple of the hop length."""
+        pad = self.frames(wav.shape[-1]) * self.hop_length - wav.shape[-1]
+        return F.pad(wav, (0, pad)) if pad else wav
+
+    def _check_wav(self, wav):
+        if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
+            raise OptionError(f"codec.encode expects a float tensor shaped (batch, 1, samples), got {_describe(wav)}")
+        if wav.shape[-1] == 0:
+            raise OptionError("codec.encode got an empty waveform")
+        if not wav.is_floating_point():
+            raise OptionError(f"codec.encode expects floating-point audio, got {wav.dtype}")
+
+    def encode_latents(self, wav: torch.Tensor, n_quantizers: int | None = None) -> dict:
+        """Full quantiser output for (B, 1, N) audio: z, codes, latents (see ResidualVectorQuantizer)."""
+        self._check_wav(wav)
+        param = next(self.parameters())
+        z = self.encoder(self.pad(wav).to(param.device, param.dtype))
+        return self.quantizer(z, n_quantizers)
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, 1, N) float at `sample_rate` -> (B, K, ceil(N / hop)) int64 codes."""
+        return self.encode_latents(wav)["codes"]
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, k, T) int codes (k <= n_codebooks) -> (B, 1, T * hop) float waveform."""
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
+            raise OptionError(f"codec.decode expects integer codes shaped (batch, codebooks, frames), got {_describe(codes)}")
+        if codes.shape[1] < 1 or codes.shape[1] > self.n_codebooks:
+            raise OptionError(f"codec.decode got {codes.shape[1]} codebooks; this codec has {self.n_codebooks}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise OptionError(f"codes must lie in [0, {self.codebook_size}); got values in [{int(codes.min())}, {int(codes.max())}]")
+        param = next(self.parameters())
+        return self.decoder(self.quantizer.from_codes(codes.to(param.device)))
+
+    # --- persistence --------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, device: str | torch.device = "cpu") -> "Codec":
+        """Load an official LAC `.pth` (architecture from metadata['kwargs']) or our safetensors codec."""
+        ckpt = read_checkpoint(path)
+        if ckpt.official:
+            if ckpt.kind == "bare_state_dict" or "encoder_rates" not in ckpt.config:
+                raise CheckpointError(f"{path} is not a codec checkpoint (its configuration has no encoder_rates)")
+        elif ckpt.kind != KIND:
+            raise CheckpointError(f"{path} is a '{ckpt.kind}' checkpoint, not a codec")
+        config = CodecConfig.from_dict(ckpt.config)
+        codec = cls(config)
+        load_state_strict(codec, ckpt.state_dict, path)
+        return codec.to(device).eval()
+
+    def save(self, path) -> None:
+        """Write our safetensors format (weights + config), atomically."""
+        save_safetensors(path, self.state_dict(), KIND, self.config.to_dict())
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"{x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__

@@ -1,0 +1,21 @@
+"""The typed exceptions of the package: every error a user can cause is one of these, with a one-line message."""
+
+
+class VampNetError(Exception):
+    """Base class: a problem with the user's input, files or options (never a bug in vampnet)."""
+
+
+class AudioError(VampNetError):
+    """An audio file is missing, unreadable, empty or otherwise unusable."""
+
+
+class CheckpointError(VampNetError):
+    """A checkpoint is missing, corrupt, of the wrong kind, or does not match its architecture."""
+
+
+class OptionError(VampNetError, ValueError):
+    """An option or argument has a value outside what it accepts."""
+
+
+class CodesFileError(VampNetError):
+    """A token file (codes .npz, compressed file) is missing, corrupt or inconsistent."""

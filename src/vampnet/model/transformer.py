@@ -1,0 +1,304 @@
+"""The masked bidirectional transformer of VampNet (one class for "coarse" and "coarse-to-fine").
+
+Read top to bottom: codebook embedding -> N pre-norm layers (relative-position self-attention, GEGLU
+feed-forward) -> final RMSNorm -> weight-normalised classifier giving logits for every non-conditioning codebook.
+Loading reads official `coarse.pth` / `c2f.pth` files (LoRA deltas merged, SPEC §1.3) or our safetensors format.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, OptionError
+from ..serialization import load_state_strict, read_checkpoint, save_safetensors
+
+KIND = "transformer"
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a masked transformer; names follow the official VampNet keyword arguments."""
+
+    n_codebooks: int = 4
+    n_conditioning_codebooks: int = 0
+    vocab_size: int = 1024
+    latent_dim: int = 8
+    embedding_dim: int = 1280
+    n_heads: int = 20
+    n_layers: int = 20
+    dropout: float = 0.1
+    num_buckets: int = 32
+    max_distance: int = 128
+
+    def __post_init__(self):
+        if self.embedding_dim % self.n_heads:
+            raise CheckpointError(f"embedding_dim {self.embedding_dim} is not divisible by n_heads {self.n_heads}")
+        if not 0 <= self.n_conditioning_codebooks < self.n_codebooks:
+            raise CheckpointError(
+                f"n_conditioning_codebooks must be in [0, n_codebooks); got {self.n_conditioning_codebooks} of {self.n_codebooks}")
+        if min(self.vocab_size, self.latent_dim, self.n_layers, self.n_heads) < 1:
+            raise CheckpointError("transformer config has a non-positive size")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_official_kwargs(cls, kwargs: dict) -> "TransformerConfig":
+        """Translate the original VampNet constructor kwargs, refusing variants this engine does not implement."""
+        if kwargs.get("r_cond_dim", 0) not in (0, None):
+            raise CheckpointError("official checkpoints with r_cond_dim != 0 are not supported (the original asserts 0)")
+        if kwargs.get("noise_mode", "mask") != "mask":
+            raise CheckpointError(f"unsupported noise_mode {kwargs.get('noise_mode')!r} (only 'mask' exists)")
+        if kwargs.get("flash_attn", False):
+            raise CheckpointError("checkpoints saved with flash_attn=True use other parameter names and are not supported")
+        if kwargs.get("ctrl_dims"):
+            raise CheckpointError("checkpoints with control signals (ctrl_dims) are not supported")
+        return cls.from_dict({**kwargs, "latent_dim": kwargs.get("latent_dim", 8)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def n_predict_codebooks(self) -> int:
+        return self.n_codebooks - self.n_conditioning_codebooks
+
+
+# --- building blocks ----------------------------------------------------------------------------------------
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale (eps 1e-6), computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight.float() * y).to(x.dtype)
+
+
+def relative_position_buckets(length: int, num_buckets: int = 32, max_distance: int = 128, device=None) -> torch.Tensor:
+    """(T, T) bucket index of rel = key - query, bidirectional T5 bucketing evaluated in float32 like the original."""
+    pos = torch.arange(length, device=device)
+    rel = pos[None, :] - pos[:, None]
+    half = num_buckets // 2
+    bucket = (rel > 0).long() * half
+    dist = rel.abs()
+    max_exact = half // 2
+    large = max_exact + (
+        torch.log(dist.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+    ).long()
+    large = large.clamp(max=half - 1)
+    return bucket + torch.where(dist < max_exact, dist, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias from bucketed relative positions, shared by every layer (computed once per length)."""
+
+    def __init__(self, n_heads: int, num_buckets: int, max_distance: int):
+        super().__init__()
+        self.table = nn.Embedding(num_buckets, n_heads)
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self._cache: dict = {}
+
+    def forward(self, length: int) -> torch.Tensor:
+        """-> (1, H, T, T) additive attention bias. Cached while the table cannot change (no grad)."""
+        if torch.is_grad_enabled() and self.training:
+            return self._compute(length)
+        key = (length, self.table.weight.device, self.table.weight.dtype, self.table.weight._version)
+        bias = self._cache.get(key)
+        if bias is None:
+            self._cache = {k: v for k, v in self._cache.items() if k[3] == key[3]}
+            bias = self._cache[key] = self._compute(length)
+        return bias
+
+    def _compute(self, length: int) -> torch.Tensor:
+        buckets = relative_position_buckets(length, self.num_buckets, self.max_distance, self.table.weight.device)
+        return self.table(buckets).permute(2, 0, 1).unsqueeze(0)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (no biases) with an additive relative-position bias, via SDPA."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x, bias):
+        B, T, D = x.shape
+        heads = lambda t: t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, d)
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class GEGLUFeedForward(nn.Module):
+    """w_in to 4D, split into value (first half) and gate (second half), value * gelu_tanh(gate), w_out to D."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.w_in = nn.Linear(dim, 4 * dim, bias=False)
+        self.w_out = nn.Linear(2 * dim, dim, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        value, gate = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(self.drop(value * F.gelu(gate, approximate="tanh")))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm residual layer: x + attn(norm(x)); x + ff(norm(x))."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.embedding_dim)
+        self.attn = SelfAttention(cfg.embedding_dim, cfg.n_heads, cfg.dropout)
+        self.ff_norm = RMSNorm(cfg.embedding_dim)
+        self.ff = GEGLUFeedForward(cfg.embedding_dim, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, bias):
+        x = x + self.drop(self.attn(self.attn_norm(x), bias))
+        return x + self.drop(self.ff(self.ff_norm(x)))
+
+
+class CodebookEmbedding(nn.Module):
+    """Codes (B, K, T) -> (B, T, D): each token's codec codebook vector (or its codebook's learned MASK latent),
+    concatenated over codebooks and projected to the model width."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        K, V, L = cfg.n_codebooks, cfg.vocab_size, cfg.latent_dim
+        self.register_buffer("codebooks", torch.zeros(K, V, L))  # frozen copy of the codec's codebooks
+        self.mask_latent = nn.Parameter(torch.randn(K, L))
+        self.proj = nn.Linear(K * L, cfg.embedding_dim)
+
+    def latents(self, codes):
+        """(B, K, T) -> (B, T, K*L); channel i*L + j is dim j of codebook i, as in the original."""
+        K = self.codebooks.shape[0]
+        table = torch.cat([self.codebooks, self.mask_latent.unsqueeze(1)], dim=1)  # (K, V+1, L)
+        lat = table[torch.arange(K, device=codes.device)[None, :, None], codes]  # (B, K, T, L)
+        return lat.permute(0, 2, 1, 3).flatten(2)
+
+    def forward(self, codes):
+        return self.proj(self.latents(codes))
+
+
+class WeightNormLinear(nn.Module):
+    """Linear layer with weight normalisation (g * v / ||v|| per output row), used by the classifier."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.randn(dim_out, dim_in) / math.sqrt(dim_in))
+        self.weight_g = nn.Parameter(self.weight_v.detach().norm(dim=1, keepdim=True).clone())
+        self.bias = nn.Parameter(torch.zeros(dim_out))
+
+    def weight(self):
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+
+    def forward(self, x):
+        return F.linear(x, self.weight(), self.bias)
+
+
+# --- the model ----------------------------------------------------------------------------------------------
+
+class MaskedTransformer(nn.Module):
+    """Bidirectional transformer over a (B, K, T) token grid; predicts the K - C non-conditioning codebooks.
+
+    Token id `vocab_size` is MASK. `model(codes)` returns logits (B, K - C, T, vocab_size)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = CodebookEmbedding(config)
+        self.rel_bias = RelativePositionBias(config.n_heads, config.num_buckets, config.max_distance)
+        self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.embedding_dim)
+        # rows ordered (codebook, token): row c * V + v is token v of predicted codebook c
+        self.classifier = WeightNormLinear(config.embedding_dim, config.n_predict_codebooks * config.vocab_size)
+
+    n_codebooks = property(lambda self: self.config.n_codebooks)
+    n_conditioning_codebooks = property(lambda self: self.config.n_conditioning_codebooks)
+    n_predict_codebooks = property(lambda self: self.config.n_predict_codebooks)
+    vocab_size = property(lambda self: self.config.vocab_size)
+    mask_token = property(lambda self: self.config.vocab_size)
+
+    def hidden(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, K, T) codes -> (B, T, D) final normalised hidden states."""
+        self._check_codes(codes)
+        x = self.embedding(codes)
+        bias = self.rel_bias(codes.shape[-1])
+        for layer in self.layers:
+            x = layer(x, bias)
+        return self.norm(x)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., D) hidden states -> (..., P, V) logits."""
+        return self.classifier(h).unflatten(-1, (self.n_predict_codebooks, self.vocab_size))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, K, T) codes with MASK = vocab_size -> (B, P, T, V) logits."""
+        return self.classify(self.hidden(codes)).permute(0, 2, 1, 3)
+
+    def _check_codes(self, codes):
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
+            raise OptionError(f"expected integer codes shaped (batch, {self.n_codebooks}, frames), got "
+                              f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
+        if codes.shape[1] != self.n_codebooks:
+            raise OptionError(f"this model takes {self.n_codebooks} codebooks, got {codes.shape[1]}")
+        if codes.shape[2] == 0:
+            raise OptionError("codes have no frames")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # --- persistence ----------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, codec=None, device: str | torch.device = "cpu") -> "MaskedTransformer":
+        """Load an official coarse/c2f `.pth` (needs the codec, whose codebooks embed the tokens) or our format."""
+        ckpt = read_checkpoint(path)
+        if not ckpt.official:
+            if ckpt.kind != KIND:
+                raise CheckpointError(f"{path} is a '{ckpt.kind}' checkpoint, not a transformer")
+            model = cls(TransformerConfig.from_dict(ckpt.config))
+            load_state_strict(model, ckpt.state_dict, path)
+        else:
+            if ckpt.kind == "bare_state_dict":
+                raise CheckpointError(f"{path} holds only a bare state dict (a LoRA file?); load the base model first")
+            if "embedding_dim" not in ckpt.config or "n_codebooks" not in ckpt.config:
+                raise CheckpointError(f"{path} is not a VampNet transformer checkpoint (no embedding_dim/n_codebooks)")
+            if codec is None:
+                raise CheckpointError(f"{path} is an official checkpoint: loading it needs the codec (its codebooks)")
+            from .official import convert_official_state
+
+            config = TransformerConfig.from_official_kwargs(ckpt.config)
+            model = cls(config)
+            state = convert_official_state(ckpt.state_dict, config, codec, source=path)
+            load_state_strict(model, state, path)
+        if codec is not None:
+            _check_compatible(model.config, codec, path)
+        return model.to(device).eval()
+
+    def save(self, path) -> None:
+        """Write our safetensors format (weights, the codec codebooks it embeds with, config), atomically."""
+        save_safetensors(path, self.state_dict(), KIND, self.config.to_dict())
+
+
+def _check_compatible(cfg: TransformerConfig, codec, path) -> None:
+    if cfg.vocab_size != codec.codebook_size or cfg.latent_dim != codec.codebook_dim or cfg.n_codebooks > codec.n_codebooks:
+        raise CheckpointError(
+            f"{path} does not fit the codec: model has {cfg.n_codebooks} codebooks of {cfg.vocab_size} x {cfg.latent_dim}, "
+            f"codec has {codec.n_codebooks} of {codec.codebook_size} x {codec.codebook_dim}")

@@ -1,0 +1,187 @@
+"""Confidence-based parallel iterative decoding (the paper's sampler, SPEC §4.1).
+
+Start with every masked token set to MASK. At each of `steps` passes the model predicts all masked tokens at
+once; a token is drawn for each; the least confident draws (confidence = log p + annealed Gumbel noise) are
+masked again, so that after step i only floor(cos(pi/2 * (i+1)/steps) * N0) remain masked. The last pass fixes
+every token. Differences from the original, on purpose: typical filtering really filters, the masked-token
+count N0 is per batch row (the original sums it over the batch), and randomness comes from one generator seeded
+by `seed`, so a seed reproduces the output (with the same RNG consumption order as the original)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import OptionError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Options of `generate`; the defaults are the original interface's (36 steps, temperature 1, mask temp 10.5)."""
+
+    steps: int = 36
+    temperature: float = 1.0
+    mask_temperature: float = 10.5
+    sample_cutoff: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_filtering: bool = False
+    typical_mass: float = 0.15
+    typical_min_tokens: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise OptionError(f"steps must be a positive integer, got {self.steps!r}")
+        for name in ("temperature", "mask_temperature", "sample_cutoff", "typical_mass"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise OptionError(f"{name} must be a finite number, got {value!r}")
+        if self.temperature < 0 or self.mask_temperature < 0:
+            raise OptionError("temperature and mask_temperature must be >= 0")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise OptionError(f"top_k must be a positive integer or None, got {self.top_k!r}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise OptionError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
+        if not 0 < self.typical_mass <= 1:
+            raise OptionError(f"typical_mass must be in (0, 1], got {self.typical_mass!r}")
+        if not isinstance(self.typical_min_tokens, int) or self.typical_min_tokens < 1:
+            raise OptionError(f"typical_min_tokens must be a positive integer, got {self.typical_min_tokens!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mask_schedule(r: torch.Tensor) -> torch.Tensor:
+    """gamma(r) = cos(pi r / 2) clamped to [1e-10, 1]: the fraction of tokens still masked after progress r."""
+    return torch.cos(r * math.pi / 2).clamp(1e-10, 1.0)
+
+
+def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Typical, top-k and top-p filtering of (..., V) logits: removed tokens get -inf."""
+    if cfg.typical_filtering:
+        logits = typical_filter(logits, cfg.typical_mass, cfg.typical_min_tokens)
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = logits.topk(cfg.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1:
+        sorted_logits, idx = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative > cfg.top_p
+        remove[..., 1:] = remove[..., :-1].clone()  # keep the first token that crosses top_p
+        remove[..., 0] = False
+        logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    return logits
+
+
+def typical_filter(logits: torch.Tensor, mass: float, min_tokens: int) -> torch.Tensor:
+    """Locally typical sampling (Meister et al. 2022): keep the tokens whose surprisal is closest to the entropy,
+    the smallest such set holding `mass` of the probability (at least `min_tokens` tokens)."""
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    entropy = -(p * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
+    deviation = (-logp - entropy).abs()
+    sorted_dev, idx = deviation.sort(dim=-1)
+    cumulative = p.gather(-1, idx).cumsum(-1)
+    n_keep = (cumulative < mass).sum(-1, keepdim=True) + 1  # include the token that reaches the mass
+    n_keep = n_keep.clamp(min=min(min_tokens, logits.shape[-1]))
+    ranks = torch.arange(logits.shape[-1], device=logits.device)
+    remove_sorted = ranks >= n_keep
+    remove = remove_sorted.scatter(-1, idx, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def generate(model, codes: torch.Tensor, mask: torch.Tensor, *, steps: int = 36, temperature: float = 1.0,
+             mask_temperature: float = 10.5, sample_cutoff: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, typical_filtering: bool = False, typical_mass: float = 0.15,
+             typical_min_tokens: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
+             progress=None) -> torch.Tensor:
+    """Fill the masked tokens of `codes` (B, K, T) where `mask` (bool, same shape) is True.
+
+    Conditioning codebooks and unmasked tokens are returned unchanged; no MASK remains. `sample_cutoff < 0`
+    takes the argmax at every step; otherwise steps with i/steps <= sample_cutoff draw from the distribution.
+    `seed` (or an explicit `generator`) makes the result reproducible. `progress(i, steps)` is called per step."""
+    cfg = SamplingConfig(steps=steps, temperature=temperature, mask_temperature=mask_temperature,
+                         sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical_filtering,
+                         typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
+    return generate_with_config(model, codes, mask, cfg, seed=seed, generator=generator, progress=progress)
+
+
+def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None):
+    """`generate` with the options gathered in a SamplingConfig (what the pipeline calls)."""
+    codes, mask = _check_inputs(model, codes, mask)
+    param = next(model.parameters())
+    device = param.device
+    if generator is None:
+        generator = torch.Generator(device="cpu")
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return _decode(model, codes.to(device), mask.to(device), cfg, generator, progress)
+    finally:
+        model.train(was_training)
+
+
+def _check_inputs(model, codes, mask):
+    K, C = model.n_codebooks, model.n_conditioning_codebooks
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
+        raise OptionError("codes must be an integer tensor shaped (batch, codebooks, frames)")
+    if codes.shape[1] != K:
+        raise OptionError(f"the model takes {K} codebooks, codes have {codes.shape[1]}")
+    if not isinstance(mask, torch.Tensor) or mask.shape != codes.shape:
+        raise OptionError(f"mask must have the shape of codes {tuple(codes.shape)}, got "
+                          f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    mask = mask.bool().clone()
+    mask[:, :C] = False  # conditioning codebooks are never generated
+    keep = ~mask
+    if keep.any() and (codes[keep].min() < 0 or codes[keep].max() >= model.vocab_size):
+        raise OptionError(f"unmasked codes must lie in [0, {model.vocab_size})")
+    return codes.long(), mask
+
+
+def _decode(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator, progress):
+    B, K, T = codes.shape
+    C, P, V, MASK = model.n_conditioning_codebooks, model.n_predict_codebooks, model.vocab_size, model.mask_token
+    cond = codes[:, :C]
+    flat = lambda x: x.transpose(1, 2).reshape(B, T * P)      # (B, P, T) -> (B, T*P), index t*P + c
+    unflat = lambda x: x.view(B, T, P).transpose(1, 2)         # inverse
+    z = flat(torch.where(mask, MASK, codes)[:, C:])            # (B, T*P): current tokens, MASK where unknown
+    n_total = (z == MASK).sum(-1, keepdim=True)                # N0 per batch row (B, 1)
+    sampled = z
+    for i in range(cfg.steps):
+        r = torch.full((B, 1), (i + 1) / cfg.steps, dtype=torch.float32, device=z.device)
+        logits = model(torch.cat([cond, unflat(z)], 1))          # (B, P, T, V)
+        logits = logits.permute(0, 2, 1, 3).reshape(B, T * P, V).float()
+        logits = filter_logits(logits, cfg)
+        probs = (logits / cfg.temperature if cfg.temperature > 0 else logits).softmax(-1)
+        if i / cfg.steps <= cfg.sample_cutoff:
+            draws = torch.multinomial(probs.view(-1, V).cpu(), 1, generator=generator).to(z.device)
+            token = draws.view(B, T * P)
+        else:
+            token = logits.argmax(-1)
+        p_token = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+
+        still_masked = z == MASK
+        sampled = torch.where(still_masked, token, z)
+        confidence_p = torch.where(still_masked, p_token, torch.full_like(p_token, math.inf))
+
+        # how many stay masked after this step; float32 like the original so the counts match it exactly
+        n_mask = torch.floor(mask_schedule(r) * n_total.float()).long()
+        if i < cfg.steps - 1:
+            n_mask = torch.maximum(torch.ones_like(n_mask), torch.minimum(still_masked.sum(-1, keepdim=True) - 1, n_mask))
+        n_mask = n_mask.clamp(max=T * P - 1)
+
+        u = torch.empty(B, T * P).uniform_(1e-20, 1, generator=generator).to(z.device)
+        gumbel = -torch.log(-torch.log(u))
+        confidence = torch.log(confidence_p) + cfg.mask_temperature * (1 - r) * gumbel
+        cutoff = confidence.sort(-1).values.gather(-1, n_mask)
+        remask = confidence < cutoff
+        z = torch.where(remask, MASK, sampled)
+        if progress is not None:
+            progress(i + 1, cfg.steps)
+    return torch.cat([cond, unflat(sampled)], 1)
