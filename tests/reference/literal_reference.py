@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -662,5 +663,5 @@ def load_vampnet(path):
 
 def save_container(model, kwargs, path, state_dict=None):
     sd = model.state_dict() if state_dict is None else state_dict
-    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in sd.items())  # like module.state_dict()
     torch.save({"state_dict": sd, "metadata": {"kwargs": dict(kwargs)}}, path)

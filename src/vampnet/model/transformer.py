@@ -110,15 +110,21 @@ class RelativePositionBias(nn.Module):
         self._cache: dict = {}
 
     def forward(self, length: int) -> torch.Tensor:
-        """-> (1, H, T, T) additive attention bias. Cached while the table cannot change (no grad)."""
-        if torch.is_grad_enabled() and self.training:
+        """-> (1, H, T, T) additive attention bias, cached per length in eval mode (the table is fixed there)."""
+        if self.training or torch.is_grad_enabled():
             return self._compute(length)
-        key = (length, self.table.weight.device, self.table.weight.dtype, self.table.weight._version)
-        bias = self._cache.get(key)
-        if bias is None:
-            self._cache = {k: v for k, v in self._cache.items() if k[3] == key[3]}
-            bias = self._cache[key] = self._compute(length)
-        return bias
+        key = (length, self.table.weight.device, self.table.weight.dtype)
+        if key not in self._cache:
+            self._cache[key] = self._compute(length)
+        return self._cache[key]
+
+    def train(self, mode: bool = True):
+        self._cache = {}  # weights may change while training, and are replaced on load
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = {}
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def _compute(self, length: int) -> torch.Tensor:
         buckets = relative_position_buckets(length, self.num_buckets, self.max_distance, self.table.weight.device)

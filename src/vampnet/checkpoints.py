@@ -1,0 +1,108 @@
+"""Model files: finding a model folder's files, converting official `.pth` checkpoints to our safetensors format,
+describing a checkpoint, and downloading the official weights from the Hugging Face hub (lazily, on request only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .codec import Codec
+from .errors import CheckpointError
+from .model import MaskedTransformer
+from .serialization import read_checkpoint
+
+PARTS = ("codec", "coarse", "c2f")
+EXTENSIONS = (".safetensors", ".pth")
+OFFICIAL_REPO = "hugggof/vampnet"
+OFFICIAL_FILES = {"codec": "codec.pth", "coarse": "coarse.pth", "c2f": "c2f.pth"}
+OFFICIAL_LICENCE = "CC BY-NC-SA 4.0 (the official VampNet weights; non-commercial, separate from this package's licence)"
+
+
+def find_model_files(folder) -> dict[str, Path | None]:
+    """{'codec': path, 'coarse': path or None, 'c2f': path or None} for a folder of <part>.safetensors or <part>.pth."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder not found: {folder}")
+    files: dict[str, Path | None] = {}
+    for part in PARTS:
+        files[part] = next((folder / f"{part}{ext}" for ext in EXTENSIONS if (folder / f"{part}{ext}").is_file()), None)
+    if files["codec"] is None:
+        raise CheckpointError(f"{folder} has no codec.safetensors or codec.pth")
+    return files
+
+
+def kind_of(path) -> str:
+    """'codec', 'transformer' or 'lora' for a checkpoint file, from its content (not its name)."""
+    ckpt = read_checkpoint(path)
+    if not ckpt.official:
+        return ckpt.kind or "unknown"
+    if ckpt.kind == "bare_state_dict":
+        return "lora" if all("lora_" in k for k in ckpt.state_dict) else "unknown"
+    if "encoder_rates" in ckpt.config:
+        return "codec"
+    if "embedding_dim" in ckpt.config:
+        return "transformer"
+    return "unknown"
+
+
+def convert(src, dst, codec=None) -> Path:
+    """Convert one official checkpoint (codec or transformer) to our format; transformers need the codec
+    (a Codec or a path). The converted model gives the same outputs (tested)."""
+    kind = kind_of(src)
+    if kind == "codec":
+        Codec.load(src).save(dst)
+    elif kind == "transformer":
+        if codec is None:
+            raise CheckpointError(f"converting the transformer {src} needs its codec (--codec PATH)")
+        codec = codec if isinstance(codec, Codec) else Codec.load(codec)
+        MaskedTransformer.load(src, codec).save(dst)
+    else:
+        raise CheckpointError(f"{src} is neither a codec nor a transformer checkpoint")
+    return Path(dst)
+
+
+def convert_folder(src_dir, dst_dir) -> dict[str, Path]:
+    """Convert a folder of official codec/coarse/c2f files into a folder of our safetensors files."""
+    files = find_model_files(src_dir)
+    dst_dir = Path(dst_dir)
+    codec = Codec.load(files["codec"])
+    out = {"codec": dst_dir / "codec.safetensors"}
+    codec.save(out["codec"])
+    for part in ("coarse", "c2f"):
+        if files[part] is not None:
+            out[part] = dst_dir / f"{part}.safetensors"
+            MaskedTransformer.load(files[part], codec).save(out[part])
+    return out
+
+
+def describe(path) -> dict:
+    """What `vampnet info` prints: format, kind, configuration and parameter count."""
+    ckpt = read_checkpoint(path)
+    kind = kind_of(path)
+    return {
+        "path": str(path),
+        "format": "official (.pth container)" if ckpt.official else "vampnet (safetensors)",
+        "kind": kind,
+        "config": ckpt.config,
+        "tensors": len(ckpt.state_dict),
+        "parameters": sum(t.numel() for t in ckpt.state_dict.values()),
+        "has_lora": any("lora_" in k for k in ckpt.state_dict),
+    }
+
+
+def download_official(dest, repo_id: str = OFFICIAL_REPO, revision: str | None = None, parts=PARTS,
+                      filenames: dict[str, str] | None = None) -> dict[str, Path]:
+    """Download the official checkpoints from the Hugging Face hub into `dest` (huggingface_hub's cache and
+    resumption apply). Nothing is downloaded at import time or unless this is called."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        raise CheckpointError("downloading needs huggingface_hub (pip install huggingface_hub)") from None
+    names = {**OFFICIAL_FILES, **(filenames or {})}
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for part in parts:
+        try:
+            out[part] = Path(hf_hub_download(repo_id=repo_id, filename=names[part], revision=revision, local_dir=dest))
+        except Exception as e:
+            raise CheckpointError(f"download of {names[part]} from {repo_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return out

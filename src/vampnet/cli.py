@@ -1,0 +1,259 @@
+"""The `vampnet` command: parse options, call the pipeline, report. No model logic lives here.
+
+Every failure the user can cause ends with one line `error: ...` and exit status 1 (2 for bad usage)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="VampNet: vamp, inpaint, continue and compress music with masked acoustic token models.")
+
+MODELS_HELP = "folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official weights"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("VAMPNET_HOME", Path.home() / ".cache" / "vampnet"))
+
+
+def _models_dir(models: Optional[str]) -> Optional[Path]:
+    if models == "official":
+        return _home() / "official"
+    return Path(models) if models else None
+
+
+def _load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **options):
+    from .errors import CheckpointError
+    from .pipeline import Pipeline
+
+    folder = _models_dir(models)
+    if folder is None and codec is None:
+        raise CheckpointError("no model given: pass --models DIR (run 'vampnet download' for the official weights)")
+    pipeline = Pipeline.load(folder, codec=codec, coarse=coarse, c2f=c2f, device=device, **options)
+    if need_generation and pipeline.coarse is None:
+        raise CheckpointError("the model folder has no coarse model (coarse.safetensors or coarse.pth)")
+    return pipeline
+
+
+def _check_output(path: Path, suffixes) -> None:
+    from .errors import OptionError
+
+    if path.suffix.lower() not in suffixes:
+        raise OptionError(f"output {path} must end in one of {', '.join(suffixes)}")
+    if path.exists() and path.is_dir():
+        raise OptionError(f"output {path} is a folder")
+
+
+def _check_input(path: Path) -> None:
+    from .errors import AudioError
+
+    if not path.is_file():
+        raise AudioError(f"input not found: {path}")
+
+
+class _ProgressReporter:
+    """Draws one rich progress bar per pipeline stage on stderr."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description:>15}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=Console(stderr=True), disable=quiet, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+
+def _parse_ranges(ranges: List[str]):
+    from .errors import OptionError
+
+    out = []
+    for text in ranges:
+        try:
+            a, b = (float(x) for x in text.split("-", 1))
+        except ValueError:
+            raise OptionError(f"--range takes START-END in seconds (e.g. 1.5-3), got {text!r}") from None
+        out.append((a, b))
+    return tuple(out)
+
+
+@app.command()
+def vamp(
+    input: Path = typer.Argument(..., help="audio file to vamp (wav/flac/ogg/mp3...)"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    codec: Optional[Path] = typer.Option(None, help="codec checkpoint (overrides the folder's)"),
+    coarse: Optional[Path] = typer.Option(None, help="coarse checkpoint (overrides the folder's)"),
+    c2f: Optional[Path] = typer.Option(None, help="coarse-to-fine checkpoint (overrides the folder's)"),
+    seed: Optional[int] = typer.Option(None, help="random seed; the same seed gives the same result"),
+    steps: int = typer.Option(36, min=1, help="coarse sampling steps"),
+    c2f_steps: int = typer.Option(2, "--c2f-steps", min=1, help="coarse-to-fine sampling steps"),
+    temperature: float = typer.Option(1.0, min=0.0, help="sampling temperature"),
+    mask_temperature: float = typer.Option(10.5, "--mask-temperature", min=0.0, help="randomness of which tokens stay masked"),
+    sample_cutoff: float = typer.Option(1.0, "--sample-cutoff", help="fraction of steps that sample (later ones take the argmax)"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="sample only among the k likeliest tokens"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass"),
+    typical: bool = typer.Option(False, "--typical/--no-typical", help="locally typical sampling"),
+    typical_mass: float = typer.Option(0.15, "--typical-mass", min=0.0, max=1.0),
+    typical_min_tokens: int = typer.Option(1, "--typical-min-tokens", min=1),
+    periodic: int = typer.Option(7, min=0, help="keep every P-th frame as prompt (0: none)"),
+    periodic_width: int = typer.Option(1, "--periodic-width", min=1, help="frames kept around each periodic anchor"),
+    random_roll: bool = typer.Option(False, "--random-roll", help="shift the periodic pattern randomly"),
+    upper_codebooks: int = typer.Option(3, "--upper-codebooks", min=0, help="generate every codebook from this index up"),
+    keep_codebooks: int = typer.Option(0, "--keep-codebooks", min=0, help="keep the lowest N codebooks entirely"),
+    prefix: float = typer.Option(0.0, min=0.0, help="seconds kept at the start"),
+    suffix: float = typer.Option(0.0, min=0.0, help="seconds kept at the end"),
+    range_: List[str] = typer.Option([], "--range", help="generate only inside START-END seconds (repeatable)"),
+    dropout: float = typer.Option(0.0, min=0.0, max=1.0, help="probability of dropping a kept frame"),
+    random_intensity: float = typer.Option(1.0, "--random-intensity", min=0.0, max=1.0, help="fraction of tokens the random mask generates"),
+    window: float = typer.Option(10.0, min=0.1, help="coarse context window in seconds (long audio is windowed)"),
+    overlap: float = typer.Option(2.5, min=0.0, help="overlap of coarse windows in seconds"),
+    device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bars"),
+):
+    """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
+    from .prompts import PromptConfig
+    from .sampling import SamplingConfig
+
+    _check_input(input)
+    _check_output(output, (".wav", ".flac", ".ogg"))
+    prompt = PromptConfig(periodic_prompt=periodic, periodic_width=periodic_width, random_roll=random_roll,
+                          prefix_s=prefix, suffix_s=suffix, ranges_s=_parse_ranges(range_), upper_codebook_mask=upper_codebooks,
+                          keep_codebooks=keep_codebooks, dropout=dropout, random_intensity=random_intensity)
+    sampling = SamplingConfig(steps=steps, temperature=temperature, mask_temperature=mask_temperature,
+                              sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical,
+                              typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
+    c2f_sampling = SamplingConfig(steps=c2f_steps)
+    pipeline = _load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap)
+    with _ProgressReporter(quiet) as progress:
+        result = pipeline.vamp_file(input, output, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
+                                    seed=seed, progress=progress)
+    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']}, "
+               f"{100 * result.settings['generated_fraction']:.0f}% of tokens generated)", err=True)
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output", help="token file (.npz)"),
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
+    device: str = typer.Option("cpu"),
+):
+    """Encode audio to codec tokens (.npz)."""
+    _check_input(input)
+    _check_output(output, (".npz",))
+    codes = _load_pipeline(models, codec, device=device, need_generation=False).encode_file(input, output)
+    typer.echo(f"wrote {output}: {codes.shape[1]} codebooks x {codes.shape[2]} frames", err=True)
+
+
+@app.command()
+def decode(
+    input: Path = typer.Argument(..., help="token file (.npz) from 'vampnet encode'"),
+    output: Path = typer.Option(..., "-o", "--output", help="audio file (.wav/.flac/.ogg)"),
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
+    device: str = typer.Option("cpu"),
+):
+    """Decode codec tokens (.npz) back to audio."""
+    from .errors import CodesFileError
+
+    if not input.is_file():
+        raise CodesFileError(f"token file not found: {input}")
+    _check_output(output, (".wav", ".flac", ".ogg"))
+    _load_pipeline(models, codec, device=device, need_generation=False).decode_file(input, output)
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="official .pth file, or a folder of codec/coarse/c2f .pth files"),
+    output: Path = typer.Option(..., "-o", "--output", help="output .safetensors file (or folder for a folder)"),
+    codec: Optional[Path] = typer.Option(None, help="the codec, needed to convert a transformer file"),
+):
+    """Convert official checkpoints to vampnet's safetensors format (same outputs, no pickle)."""
+    from .checkpoints import convert as convert_file, convert_folder
+    from .errors import OptionError
+
+    if source.is_dir():
+        for part, path in convert_folder(source, output).items():
+            typer.echo(f"{part}: {path}", err=True)
+        return
+    if output.suffix != ".safetensors":
+        raise OptionError("the output of a file conversion must end in .safetensors")
+    convert_file(source, output, codec)
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def info(checkpoint: Path = typer.Argument(..., help="checkpoint file (.pth or .safetensors)")):
+    """Describe a checkpoint: format, kind, configuration, parameters."""
+    from .checkpoints import describe
+
+    typer.echo(json.dumps(describe(checkpoint), indent=2, default=str))
+
+
+@app.command()
+def download(
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="folder (default: $VAMPNET_HOME/official)"),
+    repo: str = typer.Option("hugggof/vampnet", help="Hugging Face repository"),
+    revision: Optional[str] = typer.Option(None, help="branch, tag or commit"),
+):
+    """Download the official VampNet weights (CC BY-NC-SA 4.0) from the Hugging Face hub."""
+    from .checkpoints import OFFICIAL_LICENCE, download_official
+
+    dest = output or _home() / "official"
+    for part, path in download_official(dest, repo_id=repo, revision=revision).items():
+        typer.echo(f"{part}: {path}", err=True)
+    typer.echo(f"licence: {OFFICIAL_LICENCE}. Use them with --models {dest}", err=True)
+
+
+def main(argv=None) -> int:
+    """Entry point: run the app, turning our errors into one line and a non-zero exit."""
+    from .errors import VampNetError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except VampNetError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 1
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as e:  # click usage errors and anything unexpected: one line, no traceback
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # typer/click usage errors print their own message
+            e.show()
+            return e.exit_code
+        if os.environ.get("VAMPNET_DEBUG"):
+            raise
+        typer.echo(f"error: unexpected {type(e).__name__}: {e} (set VAMPNET_DEBUG=1 for a traceback)", err=True)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,242 @@
+"""The one flow every front end drives: audio -> codec tokens -> prompt mask -> coarse generation (windowed for
+any length) -> coarse-to-fine (chunks batched) -> codec decode -> audio at the input's loudness."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import audio
+from .checkpoints import find_model_files
+from .codec import Codec
+from .errors import CheckpointError, CodesFileError, OptionError
+from .model import MaskedTransformer
+from .prompts import PromptConfig, seconds_to_frames
+from .sampling import SamplingConfig, generate_with_config
+from .tokens import load_codes, save_codes
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+DEFAULT_C2F_SAMPLING = SamplingConfig(steps=2)  # the original app's coarse-to-fine settings
+
+
+@dataclass
+class VampResult:
+    """A generated signal with the tokens and mask that produced it."""
+
+    audio: torch.Tensor  # (1, 1, samples) float32
+    sample_rate: int
+    codes: torch.Tensor  # (1, K, T) int64
+    mask: torch.Tensor   # (1, K, T) bool, True = generated
+    settings: dict = field(default_factory=dict)
+
+    def save(self, path) -> Path:
+        return audio.save(path, self.audio, self.sample_rate, metadata=self.settings)
+
+
+class Pipeline:
+    """Codec + coarse transformer (+ optional coarse-to-fine transformer) and the flow between them."""
+
+    def __init__(self, codec: Codec, coarse: MaskedTransformer | None = None, c2f: MaskedTransformer | None = None, *,
+                 device: str | torch.device = "cpu", coarse_window_s: float = 10.0, window_overlap_s: float = 2.5,
+                 c2f_chunk_s: float = 3.0, c2f_batch_size: int = 16):
+        if coarse is None and c2f is not None:
+            raise CheckpointError("a coarse-to-fine model needs a coarse model beside it")
+        if coarse is not None and coarse.n_conditioning_codebooks != 0:
+            raise CheckpointError("the coarse model must have no conditioning codebooks (is it a coarse-to-fine model?)")
+        if c2f is not None:
+            if c2f.n_conditioning_codebooks != coarse.n_codebooks:
+                raise CheckpointError(f"the coarse-to-fine model is conditioned on {c2f.n_conditioning_codebooks} codebooks "
+                                      f"but the coarse model makes {coarse.n_codebooks}")
+        n_codebooks = (c2f or coarse or codec).n_codebooks
+        if n_codebooks > codec.n_codebooks:
+            raise CheckpointError(f"the models use {n_codebooks} codebooks but the codec has {codec.n_codebooks}")
+        if not 0 <= window_overlap_s < coarse_window_s or c2f_chunk_s <= 0 or c2f_batch_size < 1:
+            raise OptionError("window sizes must be positive and the overlap shorter than the window")
+        self.device = torch.device(device)
+        self.codec = codec.to(self.device).eval()
+        self.coarse = coarse.to(self.device).eval() if coarse is not None else None
+        self.c2f = c2f.to(self.device).eval() if c2f is not None else None
+        self.n_codebooks = n_codebooks
+        # (a pipeline with only a codec serves encode/decode jobs)
+        self.coarse_window = max(2, seconds_to_frames(coarse_window_s, self.frame_rate))
+        self.window_overlap = min(self.coarse_window - 1, seconds_to_frames(window_overlap_s, self.frame_rate))
+        self.c2f_chunk = max(1, seconds_to_frames(c2f_chunk_s, self.frame_rate))
+        self.c2f_batch_size = c2f_batch_size
+
+    # --- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, models=None, *, codec=None, coarse=None, c2f=None, device="cpu", **options) -> "Pipeline":
+        """From a folder holding codec/coarse/c2f files (ours or official), or explicit paths (which win)."""
+        files = find_model_files(models) if models is not None else {"codec": None, "coarse": None, "c2f": None}
+        files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
+        if files["codec"] is None:
+            raise CheckpointError("no codec given (give a model folder or --codec PATH)")
+        codec_model = Codec.load(files["codec"])
+        coarse_model = MaskedTransformer.load(files["coarse"], codec_model) if files["coarse"] is not None else None
+        c2f_model = MaskedTransformer.load(files["c2f"], codec_model) if files["c2f"] is not None else None
+        return cls(codec_model, coarse_model, c2f_model, device=device, **options)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.codec.frame_rate
+
+    # --- the steps ------------------------------------------------------------------------------------------
+    def preprocess(self, wav: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, float]:
+        """(1, C, N) at any rate -> ((1, 1, M) mono at the codec rate, loudness -24 LUFS, peak <= 1; input loudness)."""
+        if wav.dim() == 2:
+            wav = wav.unsqueeze(0)
+        if wav.dim() != 3 or wav.shape[0] != 1 or wav.shape[-1] == 0:
+            raise OptionError(f"expected one non-empty signal shaped (1, channels, samples), got {tuple(wav.shape)}")
+        wav = audio.resample(audio.to_mono(wav.float()), int(sample_rate), self.sample_rate)
+        return audio.normalize_loudness(wav, self.sample_rate)
+
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """(1, 1, N) at the codec rate -> (1, K, T) codes of the codebooks the models use."""
+        return self.codec.encode(wav.to(self.device))[:, : self.n_codebooks]
+
+    def build_mask(self, codes: torch.Tensor, prompt: PromptConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+        return prompt.build(codes, self.frame_rate, generator).to(codes.device)
+
+    def generate(self, codes: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig | None = None,
+                 c2f_sampling: SamplingConfig | None = None, *, seed: int | None = None,
+                 generator: torch.Generator | None = None, progress: Progress | None = None) -> torch.Tensor:
+        """Fill the masked tokens: coarse codebooks by windows, then the fine codebooks by batched chunks."""
+        if self.coarse is None:
+            raise CheckpointError("this pipeline has no coarse model, so it cannot generate (only encode/decode)")
+        sampling = sampling or SamplingConfig()
+        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        if codes.shape[1] != self.n_codebooks or mask.shape != codes.shape:
+            raise OptionError(f"codes and mask must be shaped (B, {self.n_codebooks}, T)")
+        generator = generator or _generator(seed)
+        Kc = self.coarse.n_codebooks
+        coarse = self._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, progress)
+        if self.c2f is None:
+            return coarse
+        return self._coarse_to_fine(torch.cat([coarse, codes[:, Kc:]], 1), mask, c2f_sampling, generator, progress)
+
+    def _generate_coarse(self, codes, mask, sampling, generator, progress):
+        """Windows of the model's context; each keeps what earlier windows fixed, so no seams appear.
+
+        A window commits its tokens up to half an overlap before its end (the rest had too little look-ahead);
+        the next window starts an overlap before that end, so it sees committed tokens on its left."""
+        T, W, O = codes.shape[-1], self.coarse_window, self.window_overlap
+        codes, todo = codes.clone(), mask.clone()
+        starts = _window_starts(T, W, O)
+        for n, start in enumerate(starts):
+            end = min(start + W, T)
+            last = n == len(starts) - 1
+            commit_end = end if last else end - O // 2
+            report = None if progress is None else (lambda i, s, n=n: progress("coarse", n * s + i, len(starts) * s))
+            out = generate_with_config(self.coarse, codes[..., start:end], todo[..., start:end], sampling,
+                                       generator=generator, progress=report)
+            codes[..., start:commit_end] = out[..., : commit_end - start]
+            todo[..., start:commit_end] = False
+        return codes
+
+    def _coarse_to_fine(self, codes, mask, sampling, generator, progress):
+        """All chunks of `c2f_chunk` frames go through the model as one batch (in groups of c2f_batch_size)."""
+        B, K, T = codes.shape
+        L = self.c2f_chunk
+        n = math.ceil(T / L)
+        pad = n * L - T
+        codes = torch.nn.functional.pad(codes, (0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad), value=True)
+        chunks = lambda x: x.view(B, K, n, L).permute(0, 2, 1, 3).reshape(B * n, K, L)
+        c, m = chunks(codes), chunks(mask)
+        outs = []
+        groups = range(0, B * n, self.c2f_batch_size)
+        for g, i in enumerate(groups):
+            report = None if progress is None else (lambda d, s, g=g: progress("coarse-to-fine", g * s + d, len(groups) * s))
+            outs.append(generate_with_config(self.c2f, c[i:i + self.c2f_batch_size], m[i:i + self.c2f_batch_size],
+                                             sampling, generator=generator, progress=report))
+        out = torch.cat(outs).view(B, n, K, L).permute(0, 2, 1, 3).reshape(B, K, n * L)
+        return out[..., :T]
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
+        """(1, K, T) codes -> (1, 1, samples) at the codec rate, cropped to n_samples when given."""
+        wav = self.codec.decode(codes.to(self.device)).float().cpu()
+        return wav[..., :n_samples] if n_samples is not None else wav
+
+    # --- the whole job --------------------------------------------------------------------------------------
+    def vamp(self, wav: torch.Tensor, sample_rate: int, *, prompt: PromptConfig | None = None,
+             sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+             seed: int | None = None, progress: Progress | None = None) -> VampResult:
+        """Vamp one signal: preprocess, encode, mask, generate, decode, restore the input's loudness."""
+        prompt = prompt or PromptConfig()
+        sampling = sampling or SamplingConfig()
+        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        generator = _generator(seed)
+        x, input_loudness = self.preprocess(wav, sample_rate)
+        if progress:
+            progress("encode", 0, 1)
+        codes = self.encode(x)
+        if progress:
+            progress("encode", 1, 1)
+        mask = self.build_mask(codes, prompt, generator)
+        out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress)
+        if progress:
+            progress("decode", 0, 1)
+        y = audio.match_loudness(self.decode(out, x.shape[-1]), self.sample_rate, input_loudness)
+        if progress:
+            progress("decode", 1, 1)
+        settings = {"seed": seed, "prompt": prompt.to_dict(), "sampling": sampling.to_dict(),
+                    "c2f_sampling": c2f_sampling.to_dict(), "generated_fraction": float(mask.float().mean())}
+        return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), settings)
+
+    def encode_file(self, src, dst) -> torch.Tensor:
+        """Audio file -> token file (.npz) holding the codes and what decoding needs (length, loudness)."""
+        wav, sr = audio.load(src)
+        x, input_loudness = self.preprocess(wav, sr)
+        codes = self.encode(x).cpu()
+        save_codes(dst, codes, sample_rate=self.sample_rate, hop_length=self.codec.hop_length,
+                   codebook_size=self.codec.codebook_size, n_samples=x.shape[-1], loudness=input_loudness)
+        return codes
+
+    def decode_file(self, src, dst) -> Path:
+        """Token file -> audio file at the codec rate and the original loudness."""
+        codes, meta = load_codes(src)
+        if (meta["sample_rate"], meta["hop_length"], meta["codebook_size"]) != (
+                self.sample_rate, self.codec.hop_length, self.codec.codebook_size) or codes.shape[1] > self.codec.n_codebooks:
+            raise CodesFileError(f"{src} was made by another codec ({meta['sample_rate']} Hz, hop {meta['hop_length']}, "
+                                 f"{codes.shape[1]} x {meta['codebook_size']} codes)")
+        wav = audio.match_loudness(self.decode(codes, meta["n_samples"]), self.sample_rate, meta["loudness"])
+        return audio.save(dst, wav, self.sample_rate)
+
+    def vamp_file(self, src, dst, **kwargs) -> VampResult:
+        """Read `src`, vamp it, write `dst` atomically (WAV/FLAC/OGG by extension)."""
+        wav, sr = audio.load(src)
+        result = self.vamp(wav, sr, **kwargs)
+        result.save(dst)
+        return result
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+def _window_starts(T: int, W: int, O: int) -> list[int]:
+    """Start frames of the coarse windows over T frames (window W, overlap O); the last window ends at T."""
+    if T <= W:
+        return [0]
+    starts, start = [0], 0
+    while start + W < T:
+        start = min(start + W - O, T - W)
+        starts.append(start)
+    return starts

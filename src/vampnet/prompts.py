@@ -1,0 +1,177 @@
+"""Mask builders ("prompts"): which tokens of a (B, K, T) grid to generate (True) and which to keep (False).
+
+Every builder returns a fresh bool tensor; combine them with `&` (generate only where both do, i.e. keep what
+either keeps) and `|` (generate where either does). All are vectorised; randomness takes a torch.Generator."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .errors import OptionError
+
+Shape = tuple[int, int, int]
+
+
+def _shape(like) -> Shape:
+    shape = tuple(like.shape) if isinstance(like, torch.Tensor) else tuple(like)
+    if len(shape) != 3:
+        raise OptionError(f"masks are shaped (batch, codebooks, frames); got {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def seconds_to_frames(seconds: float, frame_rate: float) -> int:
+    """Frames covering `seconds` (rounded up, as the original's s2t)."""
+    if seconds < 0 or not math.isfinite(seconds):
+        raise OptionError(f"a duration in seconds must be >= 0, got {seconds}")
+    return math.ceil(round(seconds * frame_rate, 6))
+
+
+def full(like) -> torch.Tensor:
+    """Generate everything."""
+    return torch.ones(_shape(like), dtype=torch.bool)
+
+
+def empty(like) -> torch.Tensor:
+    """Generate nothing (keep everything)."""
+    return torch.zeros(_shape(like), dtype=torch.bool)
+
+
+def periodic(like, period: int, width: int = 1, random_roll: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keep every `period`-th frame (and width // 2 frames each side) in all codebooks; generate the rest.
+
+    period 0 keeps nothing. With random_roll the pattern is shifted by a random offset in [0, period)."""
+    B, K, T = _shape(like)
+    if period < 0 or width < 1:
+        raise OptionError(f"periodic prompt needs period >= 0 and width >= 1, got period={period}, width={width}")
+    if period == 0:
+        return full(like)
+    t = torch.arange(T)
+    half = width // 2
+    phase = t % period
+    # kept: within width // 2 of an anchor frame (a multiple of period that lies inside the clip)
+    base = (phase <= half) | ((period - phase <= half) & (t + period - phase < T))
+    if random_roll:
+        shift = torch.randint(0, period, (B, 1), generator=generator)
+        near = base[(t[None, :] - shift) % T]                  # circular shift per batch item, like torch.roll
+    else:
+        near = base.unsqueeze(0).expand(B, T)
+    keep = near.unsqueeze(1).expand(B, K, T)
+    return ~keep
+
+
+def prefix_suffix(like, n_prefix: int, n_suffix: int) -> torch.Tensor:
+    """Keep the first n_prefix and last n_suffix frames; generate the middle ("inpaint" in the original)."""
+    B, K, T = _shape(like)
+    if n_prefix < 0 or n_suffix < 0:
+        raise OptionError("prefix and suffix lengths must be >= 0")
+    t = torch.arange(T)
+    keep = (t < n_prefix) | (t >= T - n_suffix)
+    return (~keep).view(1, 1, T).expand(B, K, T).clone()
+
+
+def time_ranges(like, ranges) -> torch.Tensor:
+    """Generate only inside the given [start, end) frame ranges; keep everything else."""
+    B, K, T = _shape(like)
+    t = torch.arange(T)
+    gen = torch.zeros(T, dtype=torch.bool)
+    for start, end in ranges:
+        if start < 0 or end < start:
+            raise OptionError(f"a time range needs 0 <= start <= end, got ({start}, {end})")
+        gen |= (t >= start) & (t < end)
+    return gen.view(1, 1, T).expand(B, K, T).clone()
+
+
+def codebook_mask(mask: torch.Tensor, first: int) -> torch.Tensor:
+    """Generate every codebook from index `first` up ("upper codebook mask"): only lower ones can be kept."""
+    if first < 0:
+        raise OptionError(f"upper codebook mask needs an index >= 0, got {first}")
+    out = mask.clone()
+    out[:, first:] = True
+    return out
+
+
+def codebook_unmask(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Keep the first n codebooks entirely (they condition the rest)."""
+    if n < 0:
+        raise OptionError(f"the number of kept codebooks must be >= 0, got {n}")
+    out = mask.clone()
+    out[:, :n] = False
+    return out
+
+
+def dropout(mask: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Drop each kept frame (in all codebooks) with probability p, so it is generated after all."""
+    if not 0 <= p <= 1:
+        raise OptionError(f"dropout must be in [0, 1], got {p}")
+    if p == 0:
+        return mask.clone()
+    B, K, T = mask.shape
+    drop = torch.rand(B, 1, T, generator=generator) < p
+    return mask | drop.expand(B, K, T)
+
+
+def linear_random(like, r, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Generate each token with probability r (a scalar or one value per batch item)."""
+    B, K, T = _shape(like)
+    r = torch.as_tensor(r, dtype=torch.float32).reshape(-1, 1, 1).expand(B, 1, 1)
+    if (r < 0).any() or (r > 1).any():
+        raise OptionError("random mask intensity must be in [0, 1]")
+    return torch.rand(B, K, T, generator=generator) < r
+
+
+def training_mask(like, r, n_conditioning: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The training-time mask: per item, each token is generated with probability cos(pi r / 2) (SPEC §5),
+    conditioning codebooks always kept."""
+    from .sampling import mask_schedule  # the same schedule the sampler follows
+
+    r = torch.as_tensor(r, dtype=torch.float32).reshape(-1)
+    return codebook_unmask(linear_random(like, mask_schedule(r), generator), n_conditioning)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """A prompt described by musical options; `build` turns it into a mask (combined as the original's build_mask)."""
+
+    periodic_prompt: int = 7
+    periodic_width: int = 1
+    random_roll: bool = False
+    prefix_s: float = 0.0
+    suffix_s: float = 0.0
+    ranges_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)
+    upper_codebook_mask: int | None = 3
+    keep_codebooks: int = 0
+    dropout: float = 0.0
+    random_intensity: float = 1.0
+
+    def __post_init__(self):
+        if self.periodic_prompt < 0 or self.periodic_width < 1:
+            raise OptionError("periodic prompt must be >= 0 and its width >= 1")
+        if self.prefix_s < 0 or self.suffix_s < 0:
+            raise OptionError("prefix and suffix must be >= 0 seconds")
+        if not 0 <= self.dropout <= 1 or not 0 <= self.random_intensity <= 1:
+            raise OptionError("dropout and random intensity must be in [0, 1]")
+        if self.upper_codebook_mask is not None and self.upper_codebook_mask < 0:
+            raise OptionError("upper codebook mask must be >= 0")
+        for a, b in self.ranges_s:
+            if a < 0 or b <= a:
+                raise OptionError(f"a time range needs 0 <= start < end, got {a}-{b}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def build(self, like, frame_rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mask for a grid shaped like `like`, frames at `frame_rate` per second."""
+        mask = full(like)
+        if self.random_intensity < 1:
+            mask &= linear_random(like, self.random_intensity, generator)
+        mask &= prefix_suffix(like, seconds_to_frames(self.prefix_s, frame_rate), seconds_to_frames(self.suffix_s, frame_rate))
+        mask &= periodic(like, self.periodic_prompt, self.periodic_width, self.random_roll, generator)
+        if self.ranges_s:
+            mask &= time_ranges(like, [(int(a * frame_rate), seconds_to_frames(b, frame_rate)) for a, b in self.ranges_s])
+        mask = dropout(mask, self.dropout, generator)
+        mask = codebook_unmask(mask, self.keep_codebooks)
+        if self.upper_codebook_mask is not None:
+            mask = codebook_mask(mask, self.upper_codebook_mask)
+        return mask
