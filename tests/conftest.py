@@ -1,0 +1,84 @@
+"""Shared test fixtures: the reference fixture sets, tiny models, and short synthetic audio."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SET_A = ROOT.parent / "shared" / "reference" / "fixtures"
+SET_B = ROOT / "tests" / "fixtures_b"
+FIXTURE_SETS = {"set_a": SET_A, "set_b": SET_B}
+
+
+def sine_mix(seconds: float, sr: int = 44100, seed: int = 0) -> np.ndarray:
+    """A deterministic musical-ish test signal: two partials with a tremolo and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.15 * np.sin(2 * np.pi * 330 * t + 1.0)
+    x *= 0.6 + 0.4 * np.sin(2 * np.pi * 2 * t)
+    return (x + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def set_a() -> Path:
+    assert SET_A.is_dir(), f"reference fixtures missing at {SET_A} (../shared must sit beside the repository)"
+    return SET_A
+
+
+@pytest.fixture(scope="session")
+def codec_a(set_a):
+    from vampnet import Codec
+
+    return Codec.load(set_a / "codec.pth")
+
+
+@pytest.fixture(scope="session")
+def coarse_a(set_a, codec_a):
+    from vampnet import MaskedTransformer
+
+    return MaskedTransformer.load(set_a / "coarse.pth", codec_a)
+
+
+@pytest.fixture(scope="session")
+def c2f_a(set_a, codec_a):
+    from vampnet import MaskedTransformer
+
+    return MaskedTransformer.load(set_a / "c2f.pth", codec_a)
+
+
+@pytest.fixture(scope="session")
+def pipeline_a(codec_a, coarse_a, c2f_a):
+    from vampnet import Pipeline
+
+    return Pipeline(codec_a, coarse_a, c2f_a)
+
+
+@pytest.fixture(scope="session")
+def ours_dir(tmp_path_factory, set_a) -> Path:
+    """Set A converted to our safetensors format."""
+    from vampnet.checkpoints import convert_folder
+
+    out = tmp_path_factory.mktemp("ours")
+    convert_folder(set_a, out)
+    return out
+
+
+@pytest.fixture
+def wav_file(tmp_path) -> Path:
+    path = tmp_path / "in.wav"
+    sf.write(path, sine_mix(2.5), 44100)
+    return path
+
+
+def frames_for(seconds: float, hop: int = 768, sr: int = 44100) -> int:
+    return math.ceil(seconds * sr / hop)
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(0)
