@@ -1,0 +1,80 @@
+"""Mask builders against hand-written expectations."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vampnet import OptionError, PromptConfig
+from vampnet import prompts as P
+
+
+def kept_frames(mask, b=0, k=0):
+    return (~mask[b, k]).nonzero().flatten().tolist()
+
+
+def test_periodic_keeps_every_pth_frame_with_width():
+    assert kept_frames(P.periodic((1, 2, 12), 4)) == [0, 4, 8]
+    assert kept_frames(P.periodic((1, 2, 12), 4, width=3)) == [0, 1, 3, 4, 5, 7, 8, 9]
+    assert P.periodic((1, 2, 12), 0).all()
+    m = P.periodic((1, 3, 12), 5)
+    assert torch.equal(m[:, 0], m[:, 2])  # same in every codebook
+
+
+def test_periodic_random_roll_shifts_the_pattern(generator):
+    m = P.periodic((4, 1, 20), 5, random_roll=True, generator=generator)
+    for b in range(4):
+        frames = kept_frames(m, b)
+        assert len(frames) == 4 and all((f - frames[0]) % 5 == 0 for f in frames)
+
+
+def test_prefix_suffix_and_ranges():
+    assert kept_frames(P.prefix_suffix((1, 1, 10), 2, 3)) == [0, 1, 7, 8, 9]
+    m = P.time_ranges((1, 2, 10), [(2, 4), (7, 9)])
+    assert m[0, 1].int().tolist() == [0, 0, 1, 1, 0, 0, 0, 1, 1, 0]
+
+
+def test_codebook_mask_and_unmask():
+    base = P.empty((1, 5, 4))
+    assert P.codebook_mask(base, 3)[0, :, 0].tolist() == [False, False, False, True, True]
+    assert P.codebook_unmask(P.full((1, 5, 4)), 2)[0, :, 0].tolist() == [False, False, True, True, True]
+
+
+def test_dropout_extremes_and_rate(generator):
+    base = P.empty((1, 2, 4000))
+    assert not P.dropout(base, 0.0).any()
+    assert P.dropout(base, 1.0).all()
+    d = P.dropout(base, 0.25, generator)
+    assert torch.equal(d[:, 0], d[:, 1])  # whole frames
+    assert abs(d.float().mean().item() - 0.25) < 0.03
+
+
+def test_composition_with_and_or():
+    a = P.periodic((1, 1, 8), 4)          # keeps 0, 4
+    b = P.prefix_suffix((1, 1, 8), 2, 0)  # keeps 0, 1
+    assert kept_frames(a & b) == [0, 1, 4]   # keep what either keeps
+    assert kept_frames(a | b) == [0]         # keep only what both keep
+
+
+def test_training_mask_rate_follows_cosine(generator):
+    m = P.training_mask((2000, 2, 50), torch.full((2000,), 1 / 3), n_conditioning=1, generator=generator)
+    assert not m[:, 0].any()
+    assert abs(m[:, 1].float().mean().item() - 0.8660) < 0.01  # cos(pi/6)
+
+
+def test_linear_random_rate(generator):
+    assert abs(P.linear_random((1, 4, 5000), 0.3, generator).float().mean().item() - 0.3) < 0.02
+
+
+def test_prompt_config_builds_in_seconds():
+    rate = 10.0  # frames per second
+    m = PromptConfig(periodic_prompt=0, prefix_s=0.5, suffix_s=0.2, upper_codebook_mask=2).build((1, 4, 30), rate)
+    assert kept_frames(m, k=0) == [0, 1, 2, 3, 4, 28, 29]
+    assert m[:, 2:].all()
+    m = PromptConfig(periodic_prompt=0, ranges_s=((1.0, 1.5),), upper_codebook_mask=None).build((1, 2, 30), rate)
+    assert m[0, 0].nonzero().flatten().tolist() == [10, 11, 12, 13, 14]
+
+
+def test_bad_prompt_values_raise():
+    for kw in (dict(periodic_prompt=-1), dict(dropout=2.0), dict(prefix_s=-1), dict(ranges_s=((2.0, 1.0),))):
+        with pytest.raises(OptionError):
+            PromptConfig(**kw)

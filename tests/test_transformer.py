@@ -1,0 +1,120 @@
+"""The masked transformer: relative-position buckets, official conversion (LoRA rule, key checks), our format."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vampnet import CheckpointError, MaskedTransformer, OptionError
+from vampnet.model import relative_position_buckets
+from vampnet.model.official import merge_lora
+
+
+def spec_bucket(rel: int) -> int:
+    """The rel -> bucket table written out in SPEC §2.4."""
+    a = abs(rel)
+    ranges = [(0, 7, None), (8, 11, 8), (12, 15, 9), (16, 22, 10), (23, 31, 11), (32, 45, 12), (46, 63, 13), (64, 90, 14)]
+    for lo, hi, b in ranges:
+        if lo <= a <= hi:
+            base = a if b is None else b
+            break
+    else:
+        base = 15
+    return base + (16 if rel > 0 else 0)
+
+
+def test_relative_position_buckets_match_the_specified_table():
+    T = 300
+    buckets = relative_position_buckets(T)
+    for q in (0, 1, 150, 299):
+        for k in range(T):
+            assert buckets[q, k] == spec_bucket(k - q), (q, k)
+    assert 16 not in buckets.unique().tolist()
+
+
+def test_logits_shape_and_attributes(coarse_a, c2f_a):
+    codes = torch.randint(0, 1024, (2, 6, 9))
+    assert c2f_a(codes).shape == (2, 2, 9, 1024)
+    assert coarse_a(codes[:, :4]).shape == (2, 4, 9, 1024)
+    assert (c2f_a.n_codebooks, c2f_a.n_conditioning_codebooks, c2f_a.vocab_size, c2f_a.mask_token) == (6, 4, 1024, 1024)
+
+
+def test_bias_cache_does_not_change_results(coarse_a):
+    codes = torch.randint(0, 1025, (1, 4, 20))
+    with torch.inference_mode():
+        a = coarse_a(codes)
+        b = coarse_a(codes)  # second call uses the cached bias
+    with torch.no_grad():
+        c = coarse_a(codes)
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_wrong_number_of_codebooks_is_a_clear_error(coarse_a):
+    with pytest.raises(OptionError, match="4 codebooks"):
+        coarse_a(torch.zeros(1, 3, 5, dtype=torch.long))
+
+
+def test_lora_rule_is_weight_plus_b_at_a_over_rank():
+    w, a, b = torch.randn(6, 5), torch.randn(8, 5), torch.randn(6, 8)
+    assert torch.allclose(merge_lora(w, a, b), w + b @ a / 8)
+
+
+def _official(set_a, part="coarse"):
+    return torch.load(set_a / f"{part}.pth", weights_only=True)
+
+
+def test_absent_lora_means_no_delta_and_present_lora_is_merged(set_a, codec_a, coarse_a, tmp_path):
+    obj = _official(set_a)
+    key = "transformer.layers.1.self_attn.w_qs"
+    sd = obj["state_dict"]
+    w, a, b = sd[key + ".weight"], sd[key + ".lora_A"], sd[key + ".lora_B"]
+    assert torch.allclose(coarse_a.layers[1].attn.q.weight, w + (b @ a) / a.shape[0])
+    obj["state_dict"] = {k: v for k, v in sd.items() if "lora_" not in k}
+    torch.save(obj, tmp_path / "nolora.pth")
+    model = MaskedTransformer.load(tmp_path / "nolora.pth", codec_a)
+    assert torch.equal(model.layers[1].attn.q.weight, w)
+
+
+def test_missing_or_unexpected_official_keys_are_named(set_a, codec_a, tmp_path):
+    obj = _official(set_a)
+    del obj["state_dict"]["transformer.layers.1.feed_forward.w_2.weight"]
+    torch.save(obj, tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match=r"transformer\.layers\.1\.feed_forward\.w_2\.weight"):
+        MaskedTransformer.load(tmp_path / "missing.pth", codec_a)
+    obj = _official(set_a)
+    obj["state_dict"]["transformer.layers.0.cross_attn.weight"] = torch.zeros(2)
+    torch.save(obj, tmp_path / "extra.pth")
+    with pytest.raises(CheckpointError, match="cross_attn"):
+        MaskedTransformer.load(tmp_path / "extra.pth", codec_a)
+    obj = _official(set_a)
+    obj["state_dict"]["transformer.norm.weight"] = torch.zeros(3)
+    torch.save(obj, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match="shape"):
+        MaskedTransformer.load(tmp_path / "shape.pth", codec_a)
+
+
+def test_wrong_kind_and_missing_codec_are_errors(set_a, codec_a):
+    with pytest.raises(CheckpointError, match="not a VampNet transformer"):
+        MaskedTransformer.load(set_a / "codec.pth", codec_a)
+    with pytest.raises(CheckpointError, match="needs the codec"):
+        MaskedTransformer.load(set_a / "coarse.pth")
+
+
+def test_our_format_round_trip_gives_identical_logits(coarse_a, c2f_a, tmp_path):
+    codes = torch.randint(0, 1025, (1, 6, 30))
+    for model, c in ((coarse_a, codes[:, :4]), (c2f_a, codes)):
+        model.save(tmp_path / "m.safetensors")
+        again = MaskedTransformer.load(tmp_path / "m.safetensors")  # self-contained: no codec needed
+        with torch.inference_mode():
+            assert torch.equal(again(c), model(c))
+
+
+def test_converted_checkpoint_reproduces_fixture_logits(ours_dir, set_a):
+    model = MaskedTransformer.load(ours_dir / "coarse.safetensors")
+    codes = torch.from_numpy(np.load(set_a / "coarse_codes_in.npy"))
+    ref = np.load(set_a / "coarse_logits.npy")
+    with torch.inference_mode():
+        logits = model(codes).numpy()
+    B, V, TP = ref.shape
+    ref = ref.reshape(B, V, TP // 4, 4).transpose(0, 3, 2, 1)
+    assert np.abs(logits - ref).max() <= 1e-4
