@@ -18,6 +18,7 @@ class CountingModel(torch.nn.Module):
         super().__init__()
         self.model = model
         self.seen: list[list[int]] = []
+        self.train(model.training)  # a new Module starts in training mode; keep the wrapped model's mode
 
     def __getattr__(self, name):
         try:

@@ -1,0 +1,127 @@
+"""The `vampnet` command end to end on the fixture models, and its errors: one line, non-zero exit, no traceback,
+no output file left behind."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ROOT, SET_A, sine_mix
+
+EXE = Path(sys.executable).parent / "vampnet"
+
+
+def run(*args, timeout=300):
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clean_failure(proc, output: Path | None = None):
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert lines and ("error" in lines[-1].lower())
+    if output is not None:
+        assert not output.exists()
+        assert not list(output.parent.glob(f".{output.name}.*"))  # no temporary file left either
+
+
+def test_vamp_writes_audio_of_the_input_duration(wav_file, tmp_path):
+    out = tmp_path / "out.wav"
+    proc = run("vamp", wav_file, "-o", out, "--models", SET_A, "--seed", 1, "--steps", 3, "--c2f-steps", 2,
+               "--periodic", 5, "--prefix", 0.5, "--top-p", 0.9, "-q")
+    assert proc.returncode == 0, proc.stderr
+    y, sr = sf.read(out)
+    assert sr == 44100 and len(y) == sf.info(str(wav_file)).frames and np.isfinite(y).all()
+    assert "seed 1" in proc.stderr
+
+
+def test_same_seed_gives_the_same_file(wav_file, tmp_path):
+    for name in ("a.wav", "b.wav"):
+        assert run("vamp", wav_file, "-o", tmp_path / name, "--models", SET_A, "--seed", 5, "--steps", 2, "-q").returncode == 0
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
+
+
+def test_encode_decode_round_trip(wav_file, tmp_path):
+    assert run("encode", wav_file, "-o", tmp_path / "c.npz", "--models", SET_A).returncode == 0
+    with np.load(tmp_path / "c.npz") as f:
+        assert f["codes"].shape[:2] == (1, 6)
+    assert run("decode", tmp_path / "c.npz", "-o", tmp_path / "d.wav", "--codec", SET_A / "codec.pth").returncode == 0
+    assert sf.info(str(tmp_path / "d.wav")).frames == sf.info(str(wav_file)).frames
+
+
+def test_convert_folder_then_vamp_with_converted_models_gives_identical_output(wav_file, tmp_path):
+    assert run("convert", SET_A, "-o", tmp_path / "ours").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["c2f.safetensors", "coarse.safetensors", "codec.safetensors"]
+    for models, name in ((SET_A, "off.wav"), (tmp_path / "ours", "ours.wav")):
+        assert run("vamp", wav_file, "-o", tmp_path / name, "--models", models, "--seed", 3, "--steps", 3, "-q").returncode == 0
+    assert np.array_equal(sf.read(tmp_path / "off.wav")[0], sf.read(tmp_path / "ours.wav")[0])
+
+
+def test_convert_single_file_and_info(tmp_path):
+    assert run("convert", SET_A / "coarse.pth", "-o", tmp_path / "coarse.safetensors", "--codec", SET_A / "codec.pth").returncode == 0
+    proc = run("info", tmp_path / "coarse.safetensors")
+    info = json.loads(proc.stdout)
+    assert info["kind"] == "transformer" and info["config"]["n_codebooks"] == 4 and info["format"].startswith("vampnet")
+    info = json.loads(run("info", SET_A / "codec.pth").stdout)
+    assert info["kind"] == "codec" and info["config"]["n_codebooks"] == 6
+    assert_clean_failure(run("convert", SET_A / "coarse.pth", "-o", tmp_path / "x.safetensors"))  # needs --codec
+
+
+def test_missing_input(tmp_path):
+    out = tmp_path / "o.wav"
+    assert_clean_failure(run("vamp", tmp_path / "nope.wav", "-o", out, "--models", SET_A), out)
+
+
+def test_corrupt_and_empty_audio(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00junk")
+    out = tmp_path / "o.wav"
+    assert_clean_failure(run("vamp", bad, "-o", out, "--models", SET_A), out)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 44100)
+    assert_clean_failure(run("vamp", empty, "-o", out, "--models", SET_A), out)
+
+
+@pytest.mark.parametrize("args", [["--steps", "0"], ["--temperature", "-1"], ["--top-p", "2"], ["--dropout", "1.5"],
+                                  ["--range", "3-1"], ["--range", "abc"], ["--periodic", "-2"]])
+def test_bad_option_values(wav_file, tmp_path, args):
+    out = tmp_path / "o.wav"
+    assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A, *args), out)
+
+
+def test_wrong_checkpoint_kind_and_missing_models(wav_file, tmp_path):
+    out = tmp_path / "o.wav"
+    assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A, "--coarse", SET_A / "codec.pth"), out)
+    assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", tmp_path / "nowhere"), out)
+    assert_clean_failure(run("vamp", wav_file, "-o", out), out)
+    assert_clean_failure(run("info", wav_file))
+
+
+def test_unsupported_output_extension(wav_file, tmp_path):
+    out = tmp_path / "o.mp3"
+    assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A), out)
+
+
+def test_existing_output_survives_a_failed_run(wav_file, tmp_path):
+    out = tmp_path / "keep.wav"
+    sf.write(out, sine_mix(0.5), 44100)
+    before = out.read_bytes()
+    assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A, "--coarse", SET_A / "codec.pth"))
+    assert out.read_bytes() == before
+
+
+def test_corrupt_token_file(tmp_path):
+    bad = tmp_path / "c.npz"
+    bad.write_bytes(b"PK\x03\x04 nonsense")
+    assert_clean_failure(run("decode", bad, "-o", tmp_path / "o.wav", "--models", SET_A), tmp_path / "o.wav")
+
+
+def test_shared_cli_contract_holds():
+    proc = subprocess.run(["bash", str(ROOT.parent / "shared" / "checks" / "cli_contract.sh"), str(EXE)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,62 @@
+"""Packaging promises: a fast, side-effect-free import; downloads only on request."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vampnet
+
+
+def test_import_is_light_and_downloads_nothing():
+    code = ("import sys, time; t = time.perf_counter(); import vampnet; dt = time.perf_counter() - t; "
+            "print(dt, 'torch' in sys.modules, 'huggingface_hub' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 2.0 and out[1] == "False" and out[2] == "False"
+
+
+def test_public_api_names_resolve():
+    for name in ("Pipeline", "Codec", "MaskedTransformer", "generate", "prompts", "PromptConfig", "SamplingConfig",
+                 "VampNetError", "CheckpointError", "AudioError", "OptionError"):
+        assert getattr(vampnet, name) is not None
+    with pytest.raises(AttributeError):
+        vampnet.not_a_thing  # noqa: B018
+    assert issubclass(vampnet.OptionError, vampnet.VampNetError)
+
+
+def test_download_uses_the_hub_client_with_the_official_names(monkeypatch, tmp_path, set_a):
+    """The real download code, exercised against a stand-in for the hub that serves local files."""
+    import shutil
+
+    import huggingface_hub
+
+    from vampnet.checkpoints import download_official, find_model_files
+
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, local_dir=None, **kw):
+        calls.append((repo_id, filename, revision))
+        target = Path(local_dir) / filename
+        shutil.copy(set_a / filename, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    out = download_official(tmp_path / "official", revision="main")
+    assert [c[1] for c in calls] == ["codec.pth", "coarse.pth", "c2f.pth"]
+    assert all(c[0] == "hugggof/vampnet" and c[2] == "main" for c in calls)
+    assert find_model_files(tmp_path / "official") == {k: v for k, v in out.items()}
+
+
+def test_download_failure_is_a_checkpoint_error(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from vampnet.checkpoints import download_official
+
+    def offline(**kw):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: offline())
+    with pytest.raises(vampnet.CheckpointError, match="download of codec.pth"):
+        download_official(tmp_path)
