@@ -98,3 +98,17 @@ def test_official_leading_orig_mod_prefix_is_accepted(set_a, tmp_path):
     with torch.inference_mode():
         out = Codec.load(tmp_path / "compiled.pth").encode(torch.from_numpy(np.load(set_a / "audio_in.npy")))
     assert np.array_equal(out.numpy(), codes)
+
+
+@pytest.mark.parametrize("chunk", [7, 16])
+def test_chunked_encode_and_decode_equal_whole_signal_processing(set_a, chunk):
+    """Long audio is processed in chunks with receptive-field context: the same codes and (to float rounding) audio."""
+    whole = Codec.load(set_a / "codec.pth")
+    chunked = Codec.load(set_a / "codec.pth")
+    chunked.chunk_frames = chunk
+    wav = torch.from_numpy(np.load(set_a / "audio_in.npy"))
+    with torch.inference_mode():
+        codes = whole.encode(wav)
+        assert codes.shape[-1] > chunk + 2 * whole.config.encoder_context_frames()  # the chunked path really runs
+        assert torch.equal(chunked.encode(wav), codes)
+        assert (whole.decode(codes) - chunked.decode(codes)).abs().max() < 1e-5

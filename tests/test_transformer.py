@@ -118,3 +118,13 @@ def test_converted_checkpoint_reproduces_fixture_logits(ours_dir, set_a):
     B, V, TP = ref.shape
     ref = ref.reshape(B, V, TP // 4, 4).transpose(0, 3, 2, 1)
     assert np.abs(logits - ref).max() <= 1e-4
+
+
+def test_model_paired_with_another_codec_is_refused(set_a, ours_dir, tmp_path):
+    from vampnet import Codec
+
+    codec = Codec.load(set_a / "codec.pth")
+    with torch.no_grad():
+        codec.quantizer.quantizers[1].codebook.weight.add_(0.5)
+    with pytest.raises(CheckpointError, match="another codec"):
+        MaskedTransformer.load(ours_dir / "coarse.safetensors", codec)

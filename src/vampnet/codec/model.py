@@ -62,6 +62,25 @@ class CodecConfig:
     def encoder_out_dim(self) -> int:
         return self.encoder_dim * 2 ** len(self.encoder_rates)
 
+    def encoder_context_frames(self) -> int:
+        """Frames on each side that influence one encoder output frame (an upper bound of the receptive radius)."""
+        radius, stride = 3, 1  # input conv k7
+        for s in self.encoder_rates:
+            radius += 3 * (1 + 3 + 9) * stride + 2 * s * stride  # dilated k7 residual units, strided conv k=2s
+            stride *= s
+        radius += stride  # output conv k3
+        return math.ceil(radius / self.hop_length) + 1
+
+    def decoder_context_frames(self) -> int:
+        """Frames on each side that influence the samples of one decoded frame (upper bound)."""
+        radius, upsampled = 3.0, 1  # input conv k7 at the frame rate
+        for s in self.decoder_rates:
+            upsampled *= s
+            mrf = sum((11 - 1) // 2 * (d + 1) for d in (1, 3, 5))  # the widest chain: kernel 11, dilations 1/3/5
+            radius += (2 * s + mrf) / upsampled
+        radius += 3 / upsampled  # output conv k7
+        return math.ceil(radius) + 1
+
 
 class ResidualUnit(nn.Module):
     """Encoder residual unit: Snake -> dilated conv k7 -> Snake -> conv 1x1, added to the input."""
@@ -178,11 +197,15 @@ class Decoder(nn.Module):
 
 
 class Codec(nn.Module):
-    """Neural audio codec: `encode` waveforms to (B, K, T) int64 codes and `decode` codes back to waveforms."""
+    """Neural audio codec: `encode` waveforms to (B, K, T) int64 codes and `decode` codes back to waveforms.
 
-    def __init__(self, config: CodecConfig):
+    Long signals are processed in chunks of `chunk_frames` frames with enough context on each side to cover the
+    convolutions' receptive field, so memory stays flat and the result equals whole-signal processing."""
+
+    def __init__(self, config: CodecConfig, chunk_frames: int = 1024):
         super().__init__()
         self.config = config
+        self.chunk_frames = chunk_frames
         self.encoder = Encoder(config.encoder_dim, config.encoder_rates)
         self.quantizer = ResidualVectorQuantizer(
             config.encoder_out_dim, config.n_codebooks, config.codebook_size, config.codebook_dim
@@ -227,7 +250,19 @@ class Codec(nn.Module):
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, 1, N) float at `sample_rate` -> (B, K, ceil(N / hop)) int64 codes."""
-        return self.encode_latents(wav)["codes"]
+        self._check_wav(wav)
+        wav = self.pad(wav)
+        hop, T = self.hop_length, wav.shape[-1] // self.hop_length
+        ctx = self.config.encoder_context_frames()
+        if T <= self.chunk_frames + 2 * ctx:
+            return self.encode_latents(wav)["codes"]
+        out = []
+        for a in range(0, T, self.chunk_frames):
+            b = min(a + self.chunk_frames, T)
+            lo, hi = max(0, a - ctx), min(T, b + ctx)
+            codes = self.encode_latents(wav[..., lo * hop: hi * hop])["codes"]
+            out.append(codes[..., a - lo: b - lo])
+        return torch.cat(out, -1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, k, T) int codes (k <= n_codebooks) -> (B, 1, T * hop) float waveform."""
@@ -238,7 +273,18 @@ class Codec(nn.Module):
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise OptionError(f"codes must lie in [0, {self.codebook_size}); got values in [{int(codes.min())}, {int(codes.max())}]")
         param = next(self.parameters())
-        return self.decoder(self.quantizer.from_codes(codes.to(param.device)))
+        codes = codes.to(param.device)
+        T, hop = codes.shape[-1], self.hop_length
+        ctx = self.config.decoder_context_frames()
+        if T <= self.chunk_frames + 2 * ctx:
+            return self.decoder(self.quantizer.from_codes(codes))
+        out = []
+        for a in range(0, T, self.chunk_frames):
+            b = min(a + self.chunk_frames, T)
+            lo, hi = max(0, a - ctx), min(T, b + ctx)
+            wav = self.decoder(self.quantizer.from_codes(codes[..., lo:hi]))
+            out.append(wav[..., (a - lo) * hop: (b - lo) * hop])
+        return torch.cat(out, -1)
 
     # --- persistence --------------------------------------------------------------------------------------
     @classmethod

@@ -295,7 +295,7 @@ class MaskedTransformer(nn.Module):
             state = convert_official_state(ckpt.state_dict, config, codec, source=path)
             load_state_strict(model, state, path)
         if codec is not None:
-            _check_compatible(model.config, codec, path)
+            _check_compatible(model, codec, path)
         return model.to(device).eval()
 
     def save(self, path) -> None:
@@ -303,8 +303,13 @@ class MaskedTransformer(nn.Module):
         save_safetensors(path, self.state_dict(), KIND, self.config.to_dict())
 
 
-def _check_compatible(cfg: TransformerConfig, codec, path) -> None:
+def _check_compatible(model: "MaskedTransformer", codec, path) -> None:
+    """The model embeds tokens with the codec's codebooks: sizes must fit and the vectors must be the same."""
+    cfg = model.config
     if cfg.vocab_size != codec.codebook_size or cfg.latent_dim != codec.codebook_dim or cfg.n_codebooks > codec.n_codebooks:
         raise CheckpointError(
             f"{path} does not fit the codec: model has {cfg.n_codebooks} codebooks of {cfg.vocab_size} x {cfg.latent_dim}, "
             f"codec has {codec.n_codebooks} of {codec.codebook_size} x {codec.codebook_dim}")
+    codec_books = torch.stack([q.codebook.weight.detach().float().cpu() for q in codec.quantizer.quantizers[: cfg.n_codebooks]])
+    if not torch.allclose(model.embedding.codebooks.float().cpu(), codec_books):
+        raise CheckpointError(f"{path} was made with another codec (its codebook vectors differ from this codec's)")
