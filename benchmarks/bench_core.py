@@ -57,8 +57,8 @@ FULL = {
 }
 
 QUICK = {
-    "codec": dict(encoder_dim=4, encoder_rates=[2, 4, 4, 5], decoder_dim=32, decoder_rates=[5, 4, 4, 2],
-                  n_codebooks=4, codebook_size=16, codebook_dim=4, quantizer_dropout=False, sample_rate=16000),
+    "codec": dict(encoder_dim=4, encoder_rates=[2, 4, 4, 4], decoder_dim=32, decoder_rates=[4, 4, 4, 2],
+                  n_codebooks=4, codebook_size=16, codebook_dim=4, quantizer_dropout=False, sample_rate=12800),
     "alt_decoder_dim": 16,
     "coarse": dict(n_codebooks=2, n_conditioning_codebooks=0, vocab_size=16, latent_dim=4, embedding_dim=32,
                    n_heads=2, n_layers=2),
@@ -152,6 +152,35 @@ def transformer_flops(cfg: TransformerConfig, T: int, B: int = 1) -> dict:
     return parts
 
 
+def codec_flops(cfg: dict, frames: int) -> dict:
+    """Convolution FLOPs (2 per multiply-add) of encoding / decoding `frames` frames with a LAC codec.
+
+    conv C_in -> C_out, kernel k, output length L: 2*C_in*C_out*k*L; transposed conv: 2*C_in*C_out*k*L_in.
+    Encoder: conv 1->E0 k7; per block (input width C, length L, stride s) three residual units (k7 + 1x1) =
+    3*2*C*C*8*L and the strided conv C->2C, k 2s = 2*C*2C*2s*L/s; final conv k3. Quantiser projections and the
+    nearest-code search included; decoder: conv k7, per block a transposed conv and a multi-receptive-field
+    block (3 chains x 3 layers x 2 convs of kernel 3/7/11) = 2*C^2*L*2*3*(3+7+11), final conv C->1 k7.
+    Snake activations, weight norm and additions are not counted."""
+    E0, K, L, V = cfg["encoder_dim"], cfg["n_codebooks"], cfg["codebook_dim"], cfg["codebook_size"]
+    n = frames * math.prod(cfg["encoder_rates"])
+    enc = 2 * E0 * 7 * n
+    C, length = E0, n
+    for s in cfg["encoder_rates"]:
+        enc += 3 * 2 * C * C * (7 + 1) * length + 2 * C * 2 * C * 2 * s * (length // s)
+        C, length = 2 * C, length // s
+    enc += 2 * C * C * 3 * length
+    enc += K * (2 * C * L * length + 2 * L * C * length + 2 * length * V * L)
+    D = cfg["decoder_dim"]
+    dec = K * 2 * L * C * frames + 2 * C * D * 7 * frames
+    length = frames
+    for s in cfg["decoder_rates"]:
+        dec += 2 * D * (D // 2) * 2 * s * length
+        D, length = D // 2, length * s
+        dec += 2 * D * D * length * 2 * 3 * (3 + 7 + 11)
+    dec += 2 * D * 7 * length
+    return {"encode": enc, "decode": dec}
+
+
 # --- official container writer (runs in a child process, so its memory is not in our peak) ------------------
 
 def official_transformer_state(model: MaskedTransformer, generator: torch.Generator) -> dict:
@@ -191,6 +220,8 @@ def probe_codes(cfg: TransformerConfig, T: int, seed: int) -> torch.Tensor:
 
 
 def write_official(folder: Path, spec: dict) -> None:
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     codec = Codec(CodecConfig.from_dict(spec["codec"])).eval()
@@ -242,10 +273,9 @@ def bench_matmul(M: int, K: int, N: int) -> dict:
     w = b.t().contiguous()  # nn.Linear's layout: weight (N, K), y = x @ w.T
     flops = 2 * M * N * K
     t1 = time.perf_counter()
-    reps = 3
     timeit(lambda: torch.mm(a, b), 1, 1)
-    once = time.perf_counter() - t1
-    reps = max(3, min(20, int(1.5 / max(once / 2, 1e-4))))
+    once = (time.perf_counter() - t1) / 2
+    reps = max(3, min(20, int(1.5 / max(once, 1e-4))))  # about 1.5 s of products, 3 to 20 of them
     mm = timeit(lambda: torch.mm(a, b), reps, 1)
     lin = timeit(lambda: torch.nn.functional.linear(a, w), reps, 1)
     return {"shape": (M, K, N), "flops": flops, "reps": reps,
@@ -330,6 +360,9 @@ def n_params(m: torch.nn.Module) -> int:
 
 def run(args) -> dict:
     spec = dict(QUICK if args.quick else FULL)
+    if args.quick:
+        # tiny ops are dominated by thread hand-offs, which stall when another process holds a core
+        torch.set_num_threads(1)
     seconds = args.seconds if args.seconds is not None else spec["seconds"]
     steps = args.steps if args.steps is not None else spec["steps"]
     c2f_steps = args.c2f_steps
@@ -341,10 +374,10 @@ def run(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="vampnet-bench-") as tmp:
         folder = Path(tmp)
-        # 1. write the official files in a child process (its memory does not count in our ru_maxrss)
+        # 1. write the official files in a child process (its memory does not count in our peak)
         log(f"[bench] writing official-format checkpoints to {folder} ...")
         t = time.perf_counter()
-        child = {k: spec[k] for k in ("codec", "coarse", "c2f", "probe_frames")}
+        child = {**{k: spec[k] for k in ("codec", "coarse", "c2f", "probe_frames")}, "threads": torch.get_num_threads()}
         subprocess.run([sys.executable, __file__, "--_write-official", str(folder), "--_spec", json.dumps(child)], check=True)
         res["write_s"] = time.perf_counter() - t
         res["file_mb"] = {p.stem: p.stat().st_size / 1e6 for p in sorted(folder.glob("*.pth")) if p.stem != "probe"}
@@ -355,6 +388,8 @@ def run(args) -> dict:
         t, c = time.perf_counter(), cpu_seconds()
         pipe = Pipeline.load(folder, **spec["pipeline"])
         res["load"] = (time.perf_counter() - t, cpu_seconds() - c, peak_rss_gb())
+        gc.collect()
+        res["rss_after_load_gb"] = (_status_kb("VmRSS") or 0) / 2**20
         res["params"] = {"codec": n_params(pipe.codec), "coarse": n_params(pipe.coarse), "c2f": n_params(pipe.c2f)}
         probe = torch.load(folder / "probe.pt", weights_only=True)
 
@@ -401,8 +436,8 @@ def run(args) -> dict:
     res["generated_fraction"] = result.settings["generated_fraction"]
     res["output_finite"] = bool(torch.isfinite(result.audio).all())
     T = res["vamp_frames"]
-    n_windows = 1 if T <= pipe.coarse_window else None
-    res["coarse_gen_flops"] = steps * transformer_flops(pipe.coarse.config, min(T, pipe.coarse_window))["total"] if n_windows else None
+    one_window = T <= pipe.coarse_window  # longer inputs run several overlapping windows: no simple count
+    res["coarse_gen_flops"] = steps * transformer_flops(pipe.coarse.config, T)["total"] if one_window else None
     n_chunks = math.ceil(T / pipe.c2f_chunk)
     res["c2f_shape"] = (n_chunks, pipe.c2f_chunk)
     res["c2f_flops"] = c2f_steps * transformer_flops(pipe.c2f.config, pipe.c2f_chunk, B=n_chunks)["total"]
@@ -426,7 +461,10 @@ def run(args) -> dict:
         res["profile_forward"] = profile_ops(lambda: pipe.coarse(fwd_codes))
         res["profile_decode"] = profile_ops(lambda: alt.decode(codes))
 
-    res["ru_maxrss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # resetting VmHWM also resets what getrusage reports, so the process peak is the largest peak seen
+    peaks = [res["load"][2], res["alt_codec"]["decode"][2], peak_rss_gb()]
+    peaks += [v[2] for k, v in res["stages"].items() if k != "coarse_steps"]
+    res["process_peak_gb"] = max(peaks) if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     res["machine"]["loadavg_end"] = os.getloadavg()
     return res
 
@@ -469,7 +507,8 @@ def markdown(res: dict) -> str:
     files = ", ".join(f"{k}.pth {v:.0f} MB" for k, v in res["file_mb"].items())
     rt = res["roundtrip"]
     L.append(f"- loaded with `Pipeline.load` from official-format files ({files}; written in {res['write_s']:.0f} s "
-             f"by a child process): load {res['load'][0]:.1f} s, peak RSS while loading {res['load'][2]:.2f} GB; "
+             f"by a child process): load {res['load'][0]:.1f} s, peak RSS while loading {res['load'][2]:.2f} GB"
+             + (f", RSS after loading {res['rss_after_load_gb']:.2f} GB" if "rss_after_load_gb" in res else "") + "; "
              f"round trip vs the built models: codec codes equal {rt['codec_codes_equal']}, "
              f"coarse logits max |diff| {rt['coarse_max_abs_diff']:.1e}, c2f {rt['c2f_max_abs_diff']:.1e}")
     L.append(f"- input: {res['seconds']} s of synthetic 48 kHz stereo -> {res['vamp_frames']} frames; prompt: periodic 7, "
@@ -500,8 +539,9 @@ def markdown(res: dict) -> str:
     row(f"codec decode, decoder_dim {a['decoder_dim']} (same tokens; not in end to end)", "decode", a["decode"])
     row("**end to end** (`Pipeline.vamp`)", "total", st["total"])
     peak_vamp = max(v[2] for k, v in st.items() if k != "coarse_steps")
-    L.append(f"| peak RSS: during the vamp / whole process incl. loading (ru_maxrss) | — | — | "
-             f"{peak_vamp:.2f} / {res['ru_maxrss_gb']:.2f} | {_f(orig.get('peak_gb'), 1)} GB | — |")
+    process_peak = res.get("process_peak_gb", max(peak_vamp, res["load"][2], a["decode"][2]))
+    L.append(f"| peak RSS: during the vamp / whole process incl. loading | — | — | "
+             f"{peak_vamp:.2f} / {process_peak:.2f} | {_f(orig.get('peak_gb'), 1)} GB | — |")
     L.append("")
 
     # throughput
@@ -523,6 +563,13 @@ def markdown(res: dict) -> str:
     if c2f_gf:
         L.append(f"| coarse-to-fine ({res['c2f_steps']} forwards of {res['c2f_shape'][0]}x{res['c2f_shape'][1]} frames + sampling) | "
                  f"{_g(res['c2f_flops'] / 1e9)} | {_g(st['c2f'][0])} | {_g(c2f_gf)} | {c2f_gf / mm['mm_gflops']:.2f} |")
+    frames = res["vamp_frames"]
+    cf = codec_flops(c, frames)
+    cf_alt = codec_flops({**c, "decoder_dim": a["decoder_dim"]}, frames)
+    for name, flops, t in ((f"codec encode ({frames} frames; convolutions)", cf["encode"], st["encode"][0]),
+                           (f"codec decode, decoder_dim {c['decoder_dim']} (convolutions)", cf["decode"], st["decode"][0]),
+                           (f"codec decode, decoder_dim {a['decoder_dim']} (convolutions)", cf_alt["decode"], a["decode"][0])):
+        L.append(f"| {name} | {_g(flops / 1e9)} | {_g(t)} | {_g(flops / t / 1e9)} | {flops / t / 1e9 / mm['mm_gflops']:.2f} |")
     L.append("")
     parts = ", ".join(f"{k} {_g(v / 1e9)}" for k, v in fl.items() if k != "total")
     L.append(f"Coarse forward FLOPs (GFLOP): {parts}. Formula per item, 2·M·N·K for every matrix product: "
@@ -547,23 +594,28 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=None, help="audio length (default 10; 1 with --quick)")
     p.add_argument("--steps", type=int, default=None, help="coarse sampling steps (default 36; 4 with --quick)")
     p.add_argument("--c2f-steps", type=int, default=2, help="coarse-to-fine sampling steps (default 2)")
-    p.add_argument("--quick", action="store_true", help="tiny configuration, a few seconds (to check the script runs)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny configuration on 1 thread, a few seconds (to check the script runs)")
     p.add_argument("--output", type=Path, help="also write the markdown report here")
     p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     p.add_argument("--silent", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--from-json", type=Path, help="do not run: render the report of an earlier --json file")
     p.add_argument("--_write-official", dest="write_official", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_spec", dest="spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.write_official is not None:
         write_official(args.write_official, json.loads(args.spec))
         return 0
-    res = run(args)
+    if args.from_json is not None:
+        res = json.loads(args.from_json.read_text())
+    else:
+        res = run(args)
     md = markdown(res)
     print(md)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(md + "\n")
-    if args.json:
+    if args.json and args.from_json is None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1, default=str))
     return 0

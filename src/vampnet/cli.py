@@ -224,6 +224,56 @@ def download(
     typer.echo(f"licence: {OFFICIAL_LICENCE}. Use them with --models {dest}", err=True)
 
 
+@app.command()
+def tokenize(
+    audio_dirs: List[Path] = typer.Argument(..., help="folders of audio files (searched recursively)"),
+    output: Path = typer.Option(..., "-o", "--output", help="dataset folder (created, or resumed)"),
+    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
+    models: Optional[str] = typer.Option(None, "--models", help="take the codec from this model folder"),
+    excerpt: float = typer.Option(10.0, min=0.1, help="excerpt length in seconds"),
+    loudness_cutoff: float = typer.Option(-40.0, "--loudness-cutoff", help="skip excerpts quieter than this (LUFS)"),
+    val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99, help="share of files for validation"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+):
+    """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
+    from .train.data import TokenizeConfig, tokenize as run_tokenize
+
+    from .checkpoints import find_model_files
+
+    pipeline = _load_pipeline(models, codec, need_generation=False)
+    codec_path = codec or find_model_files(_models_dir(models))["codec"]
+    config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
+                            val_fraction=val_fraction)
+    stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()), progress=not quiet)
+    typer.echo(json.dumps(stats), err=True)
+
+
+TRAIN_DEFAULTS = {
+    "coarse": {"n_codebooks": 4, "n_conditioning_codebooks": 0, "window_s": 10.0},
+    "c2f": {"n_codebooks": 14, "n_conditioning_codebooks": 4, "window_s": 3.0},
+}
+
+
+@app.command()
+def train(
+    kind: str = typer.Argument(..., help="coarse or c2f"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (YAML)"),
+    set_: List[str] = typer.Option([], "--set", help="override one option: key=value (repeatable)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/latest"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+):
+    """Train a coarse or coarse-to-fine model on a token dataset (also under torchrun for several processes)."""
+    from .errors import OptionError
+    from .train.config import load_config
+    from .train.masked import train as run_train
+
+    if kind not in TRAIN_DEFAULTS:
+        raise OptionError(f"train takes 'coarse' or 'c2f', got {kind!r}")
+    cfg = load_config(config, set_, **TRAIN_DEFAULTS[kind])
+    metrics = run_train(cfg, resume=resume, progress=not quiet)
+    typer.echo(json.dumps({k: v for k, v in metrics.items()}, default=float), err=True)
+
+
 def main(argv=None) -> int:
     """Entry point: run the app, turning our errors into one line and a non-zero exit."""
     from .errors import VampNetError

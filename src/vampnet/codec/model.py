@@ -27,7 +27,7 @@ class CodecConfig:
     encoder_dim: int = 64
     encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
     decoder_dim: int = 512
-    decoder_rates: tuple[int, ...] = (8, 8, 4, 3)
+    decoder_rates: tuple[int, ...] = (4, 4, 4, 2, 2, 2)
     n_codebooks: int = 14
     codebook_size: int = 1024
     codebook_dim: int = 8
@@ -39,6 +39,9 @@ class CodecConfig:
         object.__setattr__(self, "decoder_rates", tuple(int(r) for r in self.decoder_rates))
         if not self.encoder_rates or not self.decoder_rates or min(self.encoder_rates + self.decoder_rates) < 1:
             raise CheckpointError(f"codec config has invalid rates: {self.encoder_rates} / {self.decoder_rates}")
+        if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
+            raise CheckpointError(f"codec encoder rates {self.encoder_rates} and decoder rates {self.decoder_rates} "
+                                  "have different products, so frames would not map back to samples")
         if min(self.encoder_dim, self.decoder_dim, self.n_codebooks, self.codebook_size, self.codebook_dim) < 1:
             raise CheckpointError("codec config has a non-positive size")
 

@@ -115,6 +115,8 @@ class RelativePositionBias(nn.Module):
             return self._compute(length)
         key = (length, self.table.weight.device, self.table.weight.dtype)
         if key not in self._cache:
+            if len(self._cache) >= 8:  # bound the memory of many different lengths
+                self._cache.pop(next(iter(self._cache)))
             self._cache[key] = self._compute(length)
         return self._cache[key]
 
@@ -128,7 +130,7 @@ class RelativePositionBias(nn.Module):
 
     def _compute(self, length: int) -> torch.Tensor:
         buckets = relative_position_buckets(length, self.num_buckets, self.max_distance, self.table.weight.device)
-        return self.table(buckets).permute(2, 0, 1).unsqueeze(0)
+        return self.table(buckets).permute(2, 0, 1).unsqueeze(0).contiguous()  # a view would be copied per layer
 
 
 class SelfAttention(nn.Module):

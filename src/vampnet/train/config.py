@@ -1,0 +1,101 @@
+"""Training run configuration: frozen dataclasses read from YAML (unknown keys are errors that name the key),
+with `key=value` overrides from the command line."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..errors import OptionError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A masked-token training run of a coarse or coarse-to-fine transformer (SPEC §5 defaults where they apply)."""
+
+    dataset: str = ""                  # token dataset folder (vampnet tokenize)
+    output: str = ""                   # run folder: checkpoints, log.csv, previews
+    codec: str | None = None           # codec checkpoint; default: the one recorded in the dataset manifest
+    # model (vocab size and latent width come from the codec)
+    n_codebooks: int = 4
+    n_conditioning_codebooks: int = 0
+    embedding_dim: int = 256
+    n_heads: int = 4
+    n_layers: int = 4
+    dropout: float = 0.1
+    init: str | None = None            # start from this model checkpoint (full fine-tuning)
+    # data and optimisation
+    window_s: float = 10.0             # training window (10 s coarse, 3 s coarse-to-fine in the paper)
+    batch_size: int = 8                # global batch, split over processes
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr_factor: float = 2.0             # Noam schedule: factor * D^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    warmup_steps: int = 10000
+    weight_decay: float = 0.01
+    grad_clip: float = 5.0
+    label_smoothing: float = 0.1
+    bf16: bool = False                 # bfloat16 autocast
+    compile: bool = False              # torch.compile the model
+    # bookkeeping
+    val_every: int = 200
+    val_windows: int = 64
+    save_every: int = 1000             # also keep step-N checkpoints at this interval (0: only latest/best)
+    preview_every: int = 0             # write audio previews of validation excerpts (0: never)
+    preview_steps: int = 12
+    seed: int = 0
+    device: str = "cpu"
+    # LoRA fine-tuning (vampnet finetune): rank 0 trains every weight
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+
+    def __post_init__(self):
+        positive = ("embedding_dim", "n_heads", "n_layers", "batch_size", "grad_accum", "max_steps", "warmup_steps",
+                    "val_windows", "preview_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise OptionError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            raise OptionError("dropout and label_smoothing must be in [0, 1)")
+        if self.window_s <= 0 or self.lr_factor <= 0 or self.grad_clip <= 0:
+            raise OptionError("window_s, lr_factor and grad_clip must be positive")
+        if self.embedding_dim % self.n_heads:
+            raise OptionError("embedding_dim must be divisible by n_heads")
+        if self.lora_rank < 0:
+            raise OptionError("lora_rank must be >= 0")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path=None, overrides: list[str] | tuple = (), **defaults) -> TrainConfig:
+    """Read a YAML run file, apply `defaults` (what the command implies) under it and `key=value` overrides over it."""
+    import yaml
+
+    values: dict = dict(defaults)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise OptionError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise OptionError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise OptionError(f"{path} must hold a mapping of option: value")
+        values.update(loaded)
+    known = {f.name: f for f in fields(TrainConfig)}
+    for item in overrides:
+        if "=" not in item:
+            raise OptionError(f"--set takes key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = yaml.safe_load(raw)
+    for key in values:
+        if key not in known:
+            raise OptionError(f"unknown training option '{key}'")
+    try:
+        return TrainConfig(**values)
+    except TypeError as e:
+        raise OptionError(str(e)) from None

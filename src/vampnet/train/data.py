@@ -1,0 +1,264 @@
+"""Tokenised datasets: audio folders -> codec tokens on disk, so training never runs the codec encoder.
+
+Layout of a dataset folder (all standard formats, inspectable with numpy / a spreadsheet):
+    manifest.json         codec identity and configuration, tokenizer settings
+    index.csv             one row per kept excerpt: source file, split, start, frames, loudness, token file, offset
+    tokens/<id>.npy       int16 (codebooks, frames) tokens of one source file's kept excerpts, concatenated;
+                          opened memory-mapped
+Files are assigned to train/validation by a hash of their relative path (deterministic, independent of order);
+excerpts quieter than a loudness cutoff are skipped; re-running resumes where it stopped."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import audio
+from ..errors import AudioError, OptionError, VampNetError
+from ..serialization import atomic_path
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
+INDEX_FIELDS = ["source", "split", "excerpt", "start_s", "frames", "loudness", "tokens_file", "offset"]
+
+
+class DatasetError(VampNetError):
+    """A token dataset is missing, inconsistent, or was made with another codec or settings."""
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """How audio becomes training tokens."""
+
+    excerpt_s: float = 10.0          # audio is cut into excerpts of this length (the last may be shorter)
+    min_excerpt_s: float = 1.0       # shorter leftovers are dropped
+    loudness_cutoff: float = -40.0   # excerpts quieter than this (LUFS) are skipped as silence
+    target_lufs: float = -24.0       # loudness every excerpt is normalised to before encoding (as at inference)
+    val_fraction: float = 0.05       # share of source files that go to validation
+    split_salt: str = "vampnet"      # changes which files land in validation
+
+    def __post_init__(self):
+        if self.excerpt_s <= 0 or not 0 < self.min_excerpt_s <= self.excerpt_s:
+            raise OptionError("excerpt lengths must be positive, with min_excerpt_s <= excerpt_s")
+        if not 0 <= self.val_fraction < 1:
+            raise OptionError("val_fraction must be in [0, 1)")
+
+
+def split_of(relpath: str, val_fraction: float, salt: str = "vampnet") -> str:
+    """'val' or 'train' for a file, from a hash of its relative path: stable across runs, machines and order."""
+    h = int.from_bytes(hashlib.sha1(f"{salt}/{relpath}".encode()).digest()[:8], "big") / 2**64
+    return "val" if h < val_fraction else "train"
+
+
+def find_audio(dirs) -> list[tuple[Path, str]]:
+    """(absolute path, path relative to its root) of every audio file under the given folders, sorted."""
+    found = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise AudioError(f"audio folder not found: {d}")
+        for p in sorted(d.rglob("*")):
+            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
+                found.append((p, f"{d.name}/{p.relative_to(d).as_posix()}"))
+    return found
+
+
+def codec_fingerprint(codec) -> str:
+    """A short hash of the codec's weights: a dataset only fits the codec that made it."""
+    h = hashlib.sha1()
+    for name, t in sorted(codec.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def read_index(folder) -> list[dict]:
+    path = Path(folder) / "index.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["excerpt"], r["frames"], r["offset"] = int(r["excerpt"]), int(r["frames"]), int(r["offset"])
+        r["start_s"], r["loudness"] = float(r["start_s"]), float(r["loudness"])
+    return rows
+
+
+def _write_index(folder: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=INDEX_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(folder / "index.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def read_manifest(folder) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise DatasetError(f"{folder} is not a token dataset (no manifest.json)")
+    return json.loads(path.read_text())
+
+
+def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig(), codec_path: str | None = None,
+             batch_size: int = 4, progress: bool = True) -> dict:
+    """Encode every audio file under `audio_dirs` into the dataset folder `out_dir`; returns summary counts.
+
+    Files already in the index are skipped, so an interrupted run continues where it stopped. Unreadable files
+    are reported and skipped, not fatal."""
+    out = Path(out_dir)
+    (out / "tokens").mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": "vampnet-tokens", "version": 1, "codec_fingerprint": codec_fingerprint(codec),
+        "codec_path": str(codec_path) if codec_path else None, "codec_config": codec.config.to_dict(),
+        "sample_rate": codec.sample_rate, "hop_length": codec.hop_length, "n_codebooks": codec.n_codebooks,
+        "codebook_size": codec.codebook_size, "tokenize": asdict(config),
+    }
+    if (out / "manifest.json").exists():
+        old = read_manifest(out)
+        for key in ("codec_fingerprint", "tokenize"):
+            if old.get(key) != manifest[key]:
+                raise DatasetError(f"{out} was made with a different {key.replace('_', ' ')}; use a new folder")
+    else:
+        with atomic_path(out / "manifest.json") as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2))
+    rows = read_index(out)
+    done = {r["source"] for r in rows} | _skipped_sources(out)
+    files = find_audio(audio_dirs)
+    todo = [(p, rel) for p, rel in files if rel not in done]
+    stats = {"files": len(files), "already_done": len(files) - len(todo), "encoded": 0, "excerpts": 0,
+             "silent_excerpts": 0, "unreadable": 0}
+    from tqdm.auto import tqdm
+
+    for path, rel in tqdm(todo, desc="tokenize", unit="file", disable=not progress):
+        try:
+            wav, sr = audio.load(path)
+        except AudioError as e:
+            stats["unreadable"] += 1
+            _record_skip(out, rel, str(e))
+            continue
+        wav = audio.resample(audio.to_mono(wav), sr, codec.sample_rate)
+        excerpts, silent = _excerpts(wav, codec.sample_rate, config)
+        stats["silent_excerpts"] += silent
+        token_file = f"tokens/{hashlib.sha1(rel.encode()).hexdigest()[:20]}.npy"
+        new_rows, blocks, offset = [], [], 0
+        for group in _batches(excerpts, batch_size):
+            with torch.inference_mode():
+                codes = codec.encode(torch.cat([x for _, x, _ in group]))
+            for (start, x, loud), c in zip(group, codes):
+                frames = math.ceil(x.shape[-1] / codec.hop_length)
+                blocks.append(c[:, :frames].numpy().astype(np.int16))
+                new_rows.append({"source": rel, "split": split_of(rel, config.val_fraction, config.split_salt),
+                                 "excerpt": len(new_rows), "start_s": round(start / codec.sample_rate, 4),
+                                 "frames": frames, "loudness": round(loud, 2), "tokens_file": token_file, "offset": offset})
+                offset += frames
+        if not blocks:
+            _record_skip(out, rel, "silent")
+            continue
+        with atomic_path(out / token_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.concatenate(blocks, axis=1))
+        rows.extend(new_rows)
+        _write_index(out, rows)  # after the tokens: an indexed file is always complete
+        stats["encoded"] += 1
+        stats["excerpts"] += len(new_rows)
+    return stats
+
+
+def _excerpts(wav, sr, config):
+    """Cut (1, 1, N) audio into excerpts; keep those above the loudness cutoff, normalised to the target.
+    Equal-length excerpts come first so they batch together."""
+    n = int(round(config.excerpt_s * sr))
+    kept, silent = [], 0
+    for start in range(0, wav.shape[-1], n):
+        x = wav[..., start:start + n]
+        if x.shape[-1] < config.min_excerpt_s * sr:
+            continue
+        loud = audio.loudness(x, sr)
+        if not math.isfinite(loud) or loud < config.loudness_cutoff:
+            silent += 1
+            continue
+        x, _ = audio.normalize_loudness(x, sr, config.target_lufs)
+        kept.append((start, x, loud))
+    return kept, silent
+
+
+def _batches(items, size):
+    """Groups of equal-length excerpts, at most `size` each."""
+    group = []
+    for item in items:
+        if group and (len(group) == size or group[0][1].shape[-1] != item[1].shape[-1]):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def _record_skip(out: Path, rel: str, reason: str) -> None:
+    with open(out / "skipped.csv", "a", newline="") as f:
+        csv.writer(f).writerow([rel, reason])
+
+
+def _skipped_sources(out: Path) -> set[str]:
+    path = out / "skipped.csv"
+    if not path.exists():
+        return set()
+    with open(path, newline="") as f:
+        return {row[0] for row in csv.reader(f) if row}
+
+
+class TokenDataset:
+    """Windows of tokens from one split of a dataset folder, memory-mapped.
+
+    `batch(indices)` returns (B, K, window) int64 windows; `sample_indices(generator, n)` draws windows uniformly
+    over all frames (an excerpt long enough for the window is chosen with probability proportional to its
+    length, then an offset). Validation uses `fixed_indices(n)`: n windows spread evenly over the split."""
+
+    def __init__(self, folder, split: str, window_frames: int, n_codebooks: int | None = None):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(folder)
+        self.window = int(window_frames)
+        self.n_codebooks = n_codebooks or self.manifest["n_codebooks"]
+        if self.n_codebooks > self.manifest["n_codebooks"]:
+            raise DatasetError(f"the dataset has {self.manifest['n_codebooks']} codebooks, {self.n_codebooks} requested")
+        rows = [r for r in read_index(folder) if r["split"] == split and r["frames"] >= self.window]
+        if not rows:
+            raise DatasetError(f"{folder} has no {split} excerpts of at least {self.window} frames")
+        self.rows = rows
+        self._arrays: dict[str, np.ndarray] = {}
+        spans = np.array([r["frames"] - self.window + 1 for r in rows], dtype=np.int64)
+        self._cum = np.concatenate([[0], np.cumsum(spans)])
+
+    def __len__(self) -> int:
+        """Number of distinct windows."""
+        return int(self._cum[-1])
+
+    def _tokens(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.folder / name, mmap_mode="r")
+        return self._arrays[name]
+
+    def window_at(self, index: int) -> np.ndarray:
+        row = int(np.searchsorted(self._cum, index, side="right") - 1)
+        r = self.rows[row]
+        start = r["offset"] + index - int(self._cum[row])
+        return self._tokens(r["tokens_file"])[: self.n_codebooks, start:start + self.window]
+
+    def sample_indices(self, generator: torch.Generator, n: int) -> list[int]:
+        return torch.randint(0, len(self), (n,), generator=generator).tolist()
+
+    def fixed_indices(self, limit: int | None = None) -> list[int]:
+        """`limit` windows spread evenly over the split (every excerpt's first window when limit is None)."""
+        if limit is None:
+            return [int(c) for c in self._cum[:-1]]
+        return sorted({int(round(x)) for x in np.linspace(0, len(self) - 1, limit)})
+
+    def batch(self, indices) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.window_at(i) for i in indices]).astype(np.int64))

@@ -1,0 +1,294 @@
+"""Masked-token training of a coarse or coarse-to-fine transformer (the paper's objective, SPEC §5).
+
+Per item r ~ U(0, 1) from a scrambled Sobol sequence; each token is masked with probability cos(pi r / 2)
+(conditioning codebooks never); cross-entropy with label smoothing on masked tokens only; AdamW with the Noam
+warm-up schedule and gradient clipping. Validation reports loss and masked-token accuracy (top-1, top-25) for
+r < 0.5 and r >= 0.5. Checkpoints (`latest`, `best`, `step-N`) resume exactly; under torchrun it trains with DDP."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import prompts
+from ..codec import Codec
+from ..errors import OptionError
+from ..model import MaskedTransformer, TransformerConfig
+from . import distributed
+from .config import TrainConfig
+from .data import TokenDataset, read_manifest
+from .state import load_training_checkpoint, save_training_checkpoint
+
+LOG_FIELDS = ["step", "lr", "train_loss", "grad_norm", "val_loss", "val_acc1", "val_acc1_lo", "val_acc25_lo", "val_acc1_hi",
+              "val_acc25_hi", "val_tokens", "seconds"]
+
+
+def noam_lr(step: int, dim: int, factor: float, warmup: int) -> float:
+    """factor * dim^-0.5 * min(step^-0.5, step * warmup^-1.5), steps counted from 1."""
+    step = max(step, 1)
+    return factor * dim**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from integers (seed, step, rank...)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def build_model(cfg: TrainConfig, codec: Codec) -> MaskedTransformer:
+    """A fresh transformer for this run (or the `init` checkpoint), embedding tokens with the codec's codebooks."""
+    if cfg.init:
+        model = MaskedTransformer.load(cfg.init, codec)
+        if (model.n_codebooks, model.n_conditioning_codebooks) != (cfg.n_codebooks, cfg.n_conditioning_codebooks):
+            raise OptionError(f"--init model has {model.n_codebooks} codebooks ({model.n_conditioning_codebooks} conditioning), "
+                              f"the run asks for {cfg.n_codebooks} ({cfg.n_conditioning_codebooks})")
+        return model
+    if cfg.n_codebooks > codec.n_codebooks:
+        raise OptionError(f"the model would use {cfg.n_codebooks} codebooks; the codec has {codec.n_codebooks}")
+    mcfg = TransformerConfig(n_codebooks=cfg.n_codebooks, n_conditioning_codebooks=cfg.n_conditioning_codebooks,
+                             vocab_size=codec.codebook_size, latent_dim=codec.codebook_dim,
+                             embedding_dim=cfg.embedding_dim, n_heads=cfg.n_heads, n_layers=cfg.n_layers, dropout=cfg.dropout)
+    torch.manual_seed(cfg.seed)  # every rank starts from the same weights
+    model = MaskedTransformer(mcfg)
+    with torch.no_grad():
+        model.embedding.codebooks.copy_(torch.stack([q.codebook.weight for q in codec.quantizer.quantizers[: cfg.n_codebooks]]))
+    return model
+
+
+def masked_token_loss(model, codes: torch.Tensor, mask: torch.Tensor, label_smoothing: float, autocast=nullcontext):
+    """(sum of cross-entropy over masked predicted tokens, their count, logits of those tokens, their targets)."""
+    C = mask.shape[1] - _n_predict(model)
+    with autocast():
+        logits = model(torch.where(mask, _mask_token(model), codes))  # (B, P, T, V)
+    sel = mask[:, C:]
+    picked, target = logits[sel].float(), codes[:, C:][sel]
+    loss = F.cross_entropy(picked, target, label_smoothing=label_smoothing, reduction="sum")
+    return loss, sel.sum(), picked, target
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _n_predict(model):
+    return _unwrap(model).n_predict_codebooks
+
+
+def _mask_token(model):
+    return _unwrap(model).mask_token
+
+
+class Trainer:
+    """Runs one training configuration; `run()` trains to `max_steps`, resuming from `latest` when asked."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        if not cfg.dataset or not cfg.output:
+            raise OptionError("a training run needs `dataset` and `output`")
+        self.dist = distributed.init(cfg.device)
+        if cfg.batch_size % self.dist.world:
+            raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
+        self.out = Path(cfg.output)
+        manifest = read_manifest(cfg.dataset)
+        codec_path = cfg.codec or manifest.get("codec_path")
+        if not codec_path:
+            raise OptionError("no codec: set `codec` in the run config")
+        self.codec = Codec.load(codec_path)
+        self.frames = max(2, math.ceil(cfg.window_s * self.codec.frame_rate))
+        self.train_data = TokenDataset(cfg.dataset, "train", self.frames, cfg.n_codebooks)
+        try:
+            self.val_data = TokenDataset(cfg.dataset, "val", self.frames, cfg.n_codebooks)
+        except Exception:
+            self.val_data = None
+        self.model = build_model(cfg, self.codec).to(cfg.device)
+        self.trainable = self._prepare_trainable()
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+        self.step, self.best = 0, math.inf
+        if resume and (self.out / "latest").exists():
+            state = load_training_checkpoint(self.out / "latest", self.model, self.optimizer)
+            self.step, self.best = state["step"], state.get("best_val_loss", math.inf)
+        self.forward_model = self.model
+        if self.dist.enabled:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.autocast = (lambda: torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)) \
+            if cfg.bf16 else nullcontext
+
+    def _prepare_trainable(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # --- one optimisation step --------------------------------------------------------------------------------
+    def train_step(self, sobol) -> tuple[float, float]:
+        cfg, d = self.cfg, self.dist
+        lr = noam_lr(self.step, self.model.config.embedding_dim, cfg.lr_factor, cfg.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        data_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, self.step))
+        torch.manual_seed(mix_seed(cfg.seed, self.step, d.rank))  # dropout noise
+        K, C, B = cfg.n_codebooks, cfg.n_conditioning_codebooks, cfg.batch_size
+        total = torch.zeros(2)
+        for micro in range(cfg.grad_accum):
+            idx = self.train_data.sample_indices(data_gen, B)
+            r = sobol.draw(B).squeeze(1)
+            mask = prompts.training_mask((B, K, self.frames), r, C, data_gen)[d.slice(B)]
+            codes = self.train_data.batch(idx[d.slice(B)])
+            sync = nullcontext() if (not d.enabled or micro == cfg.grad_accum - 1) else self.forward_model.no_sync()
+            with sync:
+                loss_sum, count, _, _ = masked_token_loss(self.forward_model, codes.to(cfg.device), mask.to(cfg.device),
+                                                          cfg.label_smoothing, self.autocast)
+                n = d.all_reduce_sum(count.detach().float().cpu().clone()).clamp(min=1)
+                (loss_sum * d.world / n / cfg.grad_accum).backward()
+            total += torch.stack([loss_sum.detach().float().cpu(), count.float().cpu()])
+        d.all_reduce_sum(total)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(total[0] / total[1].clamp(min=1)), float(grad_norm)
+
+    # --- validation ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Loss (plain cross-entropy) and masked-token top-1/top-25 accuracy on fixed validation windows with
+        evenly spaced r, split into r < 0.5 ("lo", mostly visible context) and r >= 0.5 ("hi")."""
+        if self.val_data is None:
+            return {}
+        cfg, d = self.cfg, self.dist
+        self.model.eval()
+        idx = self.val_data.fixed_indices(cfg.val_windows)
+        idx = (idx * cfg.val_windows)[: cfg.val_windows]  # a split with fewer windows repeats them at other r
+        n = len(idx)
+        r_all = (torch.arange(n) + 0.5) / n
+        gen = torch.Generator().manual_seed(cfg.seed)
+        masks = prompts.training_mask((n, cfg.n_codebooks, self.frames), r_all, cfg.n_conditioning_codebooks, gen)
+        # per half (lo: r < 0.5, hi: r >= 0.5): loss sum, tokens, top-1 hits, top-25 hits
+        stats = torch.zeros(2, 4)
+        for i in range(d.rank, n, d.world):
+            codes = self.val_data.batch([idx[i]]).to(cfg.device)
+            loss, count, logits, target = masked_token_loss(self.model, codes, masks[i:i + 1].to(cfg.device), 0.0, self.autocast)
+            top = logits.topk(min(25, logits.shape[-1]), -1).indices
+            hits1 = (top[:, 0] == target).sum()
+            hits25 = (top == target[:, None]).any(-1).sum()
+            stats[int(r_all[i] >= 0.5)] += torch.stack([loss, count, hits1, hits25]).float().cpu()
+        d.all_reduce_sum(stats)
+        ratio = lambda a, b: float(a / b) if b > 0 else float("nan")
+        lo, hi = stats
+        return {"val_loss": ratio(lo[0] + hi[0], lo[1] + hi[1]), "val_acc1": ratio(lo[2] + hi[2], lo[1] + hi[1]),
+                "val_acc1_lo": ratio(lo[2], lo[1]),
+                "val_acc25_lo": ratio(lo[3], lo[1]), "val_acc1_hi": ratio(hi[2], hi[1]), "val_acc25_hi": ratio(hi[3], hi[1]),
+                "val_tokens": int(lo[1] + hi[1])}
+
+    # --- the run ---------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, d = self.cfg, self.dist
+        sobol = torch.quasirandom.SobolEngine(1, scramble=True, seed=cfg.seed)
+        sobol.fast_forward(self.step * cfg.batch_size * cfg.grad_accum)
+        if d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(_to_yaml(cfg.to_dict()))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {self.out.name}", disable=not (self.progress and d.main))
+        start, last, bad_steps = time.time(), {}, 0
+        while self.step < cfg.max_steps:
+            self.step += 1
+            loss, grad_norm = self.train_step(sobol)
+            bad_steps = bad_steps + 1 if not math.isfinite(loss) or not math.isfinite(grad_norm) else 0
+            if bad_steps >= 10:
+                raise FloatingPointError(f"loss or gradient not finite for 10 steps in a row (step {self.step}); "
+                                         "lower lr_factor or enable grad clipping")
+            row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss,
+                   "grad_norm": grad_norm, "seconds": round(time.time() - start, 2)}
+            at_end = self.step == cfg.max_steps
+            if self.step % cfg.val_every == 0 or at_end:
+                row.update(self.validate())
+                self._save(row, at_end)
+            elif cfg.save_every and self.step % cfg.save_every == 0:
+                self._save(row, at_end)
+            if cfg.preview_every and self.step % cfg.preview_every == 0 and d.main:
+                self.write_previews()
+            if d.main:
+                self._log(row)
+            last = row
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        bar.close()
+        last["max_rank_divergence"] = distributed.max_param_divergence(self.model, d)
+        if d.main:
+            (self.out / "final.json").write_text(_json(last))
+        d.barrier()
+        return last
+
+    def _save(self, row: dict, at_end: bool):
+        cfg, d = self.cfg, self.dist
+        if not d.main:
+            d.barrier()
+            return
+        val = row.get("val_loss", math.nan)
+        if math.isfinite(val) and val < self.best:
+            self.best = val
+            save_training_checkpoint(self.out / "best", self.model, self.optimizer, self._trainer_state(row))
+        save_training_checkpoint(self.out / "latest", self.model, self.optimizer, self._trainer_state(row))
+        if cfg.save_every and self.step % cfg.save_every == 0:
+            save_training_checkpoint(self.out / f"step-{self.step:07d}", self.model, self.optimizer, self._trainer_state(row))
+        d.barrier()
+
+    def _trainer_state(self, row: dict) -> dict:
+        return {"step": self.step, "best_val_loss": self.best, "metrics": row, "config": self.cfg.to_dict(),
+                "world_size": self.dist.world}
+
+    def _log(self, row: dict):
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def write_previews(self, n: int = 2):
+        """Vamp the first validation windows (periodic prompt 7) and write input/vamp audio side by side."""
+        if self.val_data is None:
+            return
+        from .. import audio
+        from ..sampling import generate
+
+        folder = self.out / "previews" / f"step-{self.step:07d}"
+        codes = self.val_data.batch(self.val_data.fixed_indices(n))
+        mask = prompts.periodic(codes, 7)
+        out = generate(self.model, codes, mask, steps=self.cfg.preview_steps, seed=self.cfg.seed)
+        self.model.train()
+        with torch.inference_mode():
+            for i in range(codes.shape[0]):
+                audio.save(folder / f"{i}-input.wav", self.codec.decode(codes[i:i + 1]), self.codec.sample_rate)
+                audio.save(folder / f"{i}-vamp.wav", self.codec.decode(out[i:i + 1]), self.codec.sample_rate)
+
+
+def _to_yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _json(d: dict) -> str:
+    import json
+
+    return json.dumps(d, indent=2, default=float)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train to cfg.max_steps (resuming from `latest` when asked); returns the last step's metrics."""
+    trainer = Trainer(cfg, resume=resume, progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        distributed.shutdown(trainer.dist)
