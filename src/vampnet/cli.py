@@ -28,6 +28,7 @@ def _models_dir(models: Optional[str]) -> Optional[Path]:
 
 
 def _load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **options):
+    """The one Pipeline every command drives, from --models and the per-file overrides."""
     from .errors import CheckpointError
     from .pipeline import Pipeline
 
@@ -101,6 +102,9 @@ def vamp(
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint (overrides the folder's)"),
     coarse: Optional[Path] = typer.Option(None, help="coarse checkpoint (overrides the folder's)"),
     c2f: Optional[Path] = typer.Option(None, help="coarse-to-fine checkpoint (overrides the folder's)"),
+    lora: Optional[Path] = typer.Option(None, "--lora", help="folder of fine-tuned adapters from 'vampnet finetune'"),
+    coarse_lora: Optional[Path] = typer.Option(None, "--coarse-lora", help="one coarse LoRA file (ours or the original's)"),
+    c2f_lora: Optional[Path] = typer.Option(None, "--c2f-lora", help="one coarse-to-fine LoRA file"),
     seed: Optional[int] = typer.Option(None, help="random seed; the same seed gives the same result"),
     steps: int = typer.Option(36, min=1, help="coarse sampling steps"),
     c2f_steps: int = typer.Option(2, "--c2f-steps", min=1, help="coarse-to-fine sampling steps"),
@@ -140,7 +144,8 @@ def vamp(
                               sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical,
                               typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
     c2f_sampling = SamplingConfig(steps=c2f_steps)
-    pipeline = _load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap)
+    pipeline = _load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
+                              lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora)
     with _ProgressReporter(quiet) as progress:
         result = pipeline.vamp_file(input, output, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
                                     seed=seed, progress=progress)
@@ -272,6 +277,29 @@ def train(
     cfg = load_config(config, set_, **TRAIN_DEFAULTS[kind])
     metrics = run_train(cfg, resume=resume, progress=not quiet)
     typer.echo(json.dumps({k: v for k, v in metrics.items()}, default=float), err=True)
+
+
+@app.command()
+def finetune(
+    audio_dirs: List[Path] = typer.Argument(..., help="folders of your audio"),
+    base: str = typer.Option(..., "--base", help="base model folder ('official' for the downloaded weights)"),
+    output: Path = typer.Option(..., "-o", "--output", help="output folder: dataset, runs, adapters"),
+    steps: int = typer.Option(500, min=1, help="training steps per model"),
+    lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="LoRA rank"),
+    full: bool = typer.Option(False, "--full", help="fine-tune every weight instead of LoRA adapters"),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    excerpt: float = typer.Option(10.0, min=1.0, help="excerpt length in seconds"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+):
+    """Fine-tune a model on your own audio (LoRA by default); then vamp with --models BASE --lora OUTPUT."""
+    from .train.finetune import finetune as run_finetune
+
+    written = run_finetune(audio_dirs, _models_dir(base), output, steps=steps, lora_rank=lora_rank, full=full,
+                           batch_size=batch_size, excerpt_s=excerpt, seed=seed, device=device, progress=not quiet)
+    for part, path in written.items():
+        typer.echo(f"{part}: {path}", err=True)
 
 
 def main(argv=None) -> int:

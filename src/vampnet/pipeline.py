@@ -14,6 +14,7 @@ from .checkpoints import find_model_files
 from .codec import Codec
 from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
+from .model.lora import load_adapter
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig, generate_with_config
 from .tokens import load_codes, save_codes
@@ -69,8 +70,12 @@ class Pipeline:
 
     # --- construction ---------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, models=None, *, codec=None, coarse=None, c2f=None, device="cpu", **options) -> "Pipeline":
-        """From a folder holding codec/coarse/c2f files (ours or official), or explicit paths (which win)."""
+    def load(cls, models=None, *, codec=None, coarse=None, c2f=None, lora=None, coarse_lora=None, c2f_lora=None,
+             device="cpu", **options) -> "Pipeline":
+        """From a folder holding codec/coarse/c2f files (ours or official), or explicit paths (which win).
+
+        `lora` is a folder of fine-tuned adapters (`coarse.lora.safetensors`, `c2f.lora.safetensors`, as written by
+        `vampnet finetune`); `coarse_lora` / `c2f_lora` name single adapter files (ours or the original's)."""
         files = find_model_files(models) if models is not None else {"codec": None, "coarse": None, "c2f": None}
         files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
         if files["codec"] is None:
@@ -78,6 +83,20 @@ class Pipeline:
         codec_model = Codec.load(files["codec"])
         coarse_model = MaskedTransformer.load(files["coarse"], codec_model) if files["coarse"] is not None else None
         c2f_model = MaskedTransformer.load(files["c2f"], codec_model) if files["c2f"] is not None else None
+        adapters = {"coarse": coarse_lora, "c2f": c2f_lora}
+        if lora is not None:
+            if not Path(lora).is_dir():
+                raise CheckpointError(f"LoRA folder not found: {lora}")
+            for part in adapters:
+                found = Path(lora) / f"{part}.lora.safetensors"
+                adapters[part] = adapters[part] or (found if found.is_file() else None)
+            if not any(adapters.values()):
+                raise CheckpointError(f"{lora} holds no coarse.lora.safetensors or c2f.lora.safetensors")
+        for part, model in (("coarse", coarse_model), ("c2f", c2f_model)):
+            if adapters[part] is not None:
+                if model is None:
+                    raise CheckpointError(f"a {part} adapter was given but there is no {part} model")
+                load_adapter(model, adapters[part])
         return cls(codec_model, coarse_model, c2f_model, device=device, **options)
 
     @property

@@ -106,7 +106,12 @@ def _read_safetensors(path: Path) -> LoadedCheckpoint:
 
 def _read_official(path: Path) -> LoadedCheckpoint:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: weights are paged in from the file instead of copied into memory
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) files
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
@@ -123,7 +128,7 @@ def _read_official(path: Path) -> LoadedCheckpoint:
     raise CheckpointError(f"{path} is not a VampNet checkpoint (unexpected content)")
 
 
-def load_state_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source) -> None:
+def load_state_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source, assign: bool = False) -> None:
     """Load every parameter and buffer of `module` from `state_dict`, refusing missing, unexpected or misshapen keys.
 
     The original code loads non-strictly and silently keeps random weights for missing keys; we name the key."""
@@ -137,4 +142,5 @@ def load_state_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tenso
     for k, v in own.items():
         if tuple(state_dict[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{source}: key '{k}' has shape {tuple(state_dict[k].shape)}, the architecture needs {tuple(v.shape)}")
-    module.load_state_dict({k: state_dict[k].to(v.dtype) for k, v in own.items()}, strict=True)
+    # assign=True adopts the loaded tensors (for modules built on the meta device: no init, no copy)
+    module.load_state_dict({k: state_dict[k].to(v.dtype) for k, v in own.items()}, strict=True, assign=assign)

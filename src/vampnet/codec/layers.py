@@ -19,7 +19,11 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        if torch.is_grad_enabled():
+            return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        # inference: the same operations in the same order (bit-identical), without three temporaries
+        y = torch.mul(self.alpha, x).sin_()
+        return y.mul_(y).mul_((self.alpha + 1e-9).reciprocal()).add_(x)
 
 
 class _WeightNormed(nn.Module):

@@ -300,8 +300,9 @@ class Codec(nn.Module):
         elif ckpt.kind != KIND:
             raise CheckpointError(f"{path} is a '{ckpt.kind}' checkpoint, not a codec")
         config = CodecConfig.from_dict(ckpt.config)
-        codec = cls(config)
-        load_state_strict(codec, ckpt.state_dict, path)
+        with torch.device("meta"):  # skip random initialisation: every weight comes from the file
+            codec = cls(config)
+        load_state_strict(codec, ckpt.state_dict, path, assign=True)
         return codec.to(device).eval()
 
     def save(self, path) -> None:

@@ -281,8 +281,9 @@ class MaskedTransformer(nn.Module):
         if not ckpt.official:
             if ckpt.kind != KIND:
                 raise CheckpointError(f"{path} is a '{ckpt.kind}' checkpoint, not a transformer")
-            model = cls(TransformerConfig.from_dict(ckpt.config))
-            load_state_strict(model, ckpt.state_dict, path)
+            with torch.device("meta"):  # skip random initialisation: every weight comes from the file
+                model = cls(TransformerConfig.from_dict(ckpt.config))
+            load_state_strict(model, ckpt.state_dict, path, assign=True)
         else:
             if ckpt.kind == "bare_state_dict":
                 raise CheckpointError(f"{path} holds only a bare state dict (a LoRA file?); load the base model first")
@@ -293,9 +294,10 @@ class MaskedTransformer(nn.Module):
             from .official import convert_official_state
 
             config = TransformerConfig.from_official_kwargs(ckpt.config)
-            model = cls(config)
+            with torch.device("meta"):
+                model = cls(config)
             state = convert_official_state(ckpt.state_dict, config, codec, source=path)
-            load_state_strict(model, state, path)
+            load_state_strict(model, state, path, assign=True)
         if codec is not None:
             _check_compatible(model, codec, path)
         return model.to(device).eval()

@@ -112,7 +112,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
         self.step, self.best = 0, math.inf
         if resume and (self.out / "latest").exists():
-            state = load_training_checkpoint(self.out / "latest", self.model, self.optimizer)
+            state = load_training_checkpoint(self.out / "latest", self.model, self.optimizer, read_model=self._model_io()[1])
             self.step, self.best = state["step"], state.get("best_val_loss", math.inf)
         self.forward_model = self.model
         if self.dist.enabled:
@@ -123,7 +123,24 @@ class Trainer:
             if cfg.bf16 else nullcontext
 
     def _prepare_trainable(self):
+        """LoRA runs add adapters and train only them; otherwise every weight trains."""
+        if self.cfg.lora_rank > 0:
+            from .finetune import inject_lora
+
+            inject_lora(self.model, self.cfg.lora_rank, self.cfg.lora_alpha)
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _model_io(self):
+        """(writer, reader) of the model part of a checkpoint folder: None for full models, adapter files for LoRA."""
+        if self.cfg.lora_rank <= 0:
+            return None, None
+        from ..model.lora import read_adapter, save_adapter
+        from .finetune import ADAPTER_FILE, extract_adapters, restore_adapters
+
+        base = self.model.config.to_dict()
+        write = lambda folder: save_adapter(folder / ADAPTER_FILE, *extract_adapters(self.model), base)
+        read = lambda folder: restore_adapters(self.model, read_adapter(folder / ADAPTER_FILE)[0])
+        return write, read
 
     # --- one optimisation step --------------------------------------------------------------------------------
     def train_step(self, sobol) -> tuple[float, float]:
@@ -233,13 +250,15 @@ class Trainer:
         if not d.main:
             d.barrier()
             return
+        write = self._model_io()[0]
+        save = lambda name: save_training_checkpoint(self.out / name, self.model, self.optimizer, self._trainer_state(row), write)
         val = row.get("val_loss", math.nan)
         if math.isfinite(val) and val < self.best:
             self.best = val
-            save_training_checkpoint(self.out / "best", self.model, self.optimizer, self._trainer_state(row))
-        save_training_checkpoint(self.out / "latest", self.model, self.optimizer, self._trainer_state(row))
+            save("best")
+        save("latest")
         if cfg.save_every and self.step % cfg.save_every == 0:
-            save_training_checkpoint(self.out / f"step-{self.step:07d}", self.model, self.optimizer, self._trainer_state(row))
+            save(f"step-{self.step:07d}")
         d.barrier()
 
     def _trainer_state(self, row: dict) -> dict:

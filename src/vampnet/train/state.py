@@ -42,15 +42,21 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_training_checkpoint(folder, model, optimizer, trainer: dict) -> Path:
-    """Write model + optimiser + trainer state into `folder`, replacing any previous one in one step."""
+def save_training_checkpoint(folder, model, optimizer, trainer: dict, write_model=None) -> Path:
+    """Write model + optimiser + trainer state into `folder`, replacing any previous one in one step.
+
+    `write_model(folder)` replaces the default `model.save(folder / "model.safetensors")` (LoRA runs save only
+    their adapter)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        model.save(tmp / MODEL_FILE)
+        if write_model is None:
+            model.save(tmp / MODEL_FILE)
+        else:
+            write_model(tmp)
         tensors, meta = optimizer_to_flat(optimizer)
         save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"meta": json.dumps(meta)})
         (tmp / TRAINER_FILE).write_text(json.dumps(trainer, indent=2, default=float))
@@ -69,8 +75,9 @@ def save_training_checkpoint(folder, model, optimizer, trainer: dict) -> Path:
     return folder
 
 
-def load_training_checkpoint(folder, model, optimizer) -> dict:
-    """Restore model and optimiser from `folder`; returns the trainer state (step, metrics, config)."""
+def load_training_checkpoint(folder, model, optimizer, read_model=None) -> dict:
+    """Restore model and optimiser from `folder`; returns the trainer state (step, metrics, config).
+    `read_model(folder)` replaces the default reading of model.safetensors into `model`."""
     from safetensors import safe_open
 
     folder = Path(folder)
@@ -81,8 +88,10 @@ def load_training_checkpoint(folder, model, optimizer) -> dict:
             folder = old
         else:
             raise CheckpointError(f"no training checkpoint in {folder}")
-    loaded = type(model).load(folder / MODEL_FILE)
-    model.load_state_dict(loaded.state_dict())
+    if read_model is None:
+        model.load_state_dict(type(model).load(folder / MODEL_FILE).state_dict())
+    else:
+        read_model(folder)
     with safe_open(str(folder / OPTIMIZER_FILE), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["meta"])

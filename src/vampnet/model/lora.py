@@ -1,0 +1,82 @@
+"""LoRA adapters on the masked transformer: reading adapter files (ours, and the original's bare
+`lora_A`/`lora_B` dicts) and merging them into the base weights for inference (W + B @ A * scaling).
+
+Adapters are trained with peft (vampnet.train.finetune) on the same projections the original adapted:
+attention q, v and output, and both feed-forward weights."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import CheckpointError
+from ..serialization import read_checkpoint, save_safetensors
+from .official import LORA_PROJECTIONS
+
+KIND = "lora"
+TARGET_MODULES = ("attn.q", "attn.v", "attn.out", "ff.w_in", "ff.w_out")
+# the original's module names -> ours (SPEC §1.3)
+_OFFICIAL_TO_OURS = dict(zip(LORA_PROJECTIONS, TARGET_MODULES))
+
+
+def save_adapter(path, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float, base_config: dict) -> None:
+    """Write adapters {module name: (A (r, in), B (out, r))} in our format."""
+    state = {}
+    for name, (a, b) in adapters.items():
+        state[f"{name}.lora_A"], state[f"{name}.lora_B"] = a, b
+    save_safetensors(path, state, KIND, {"scaling": scaling, "base": base_config})
+
+
+def read_adapter(path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """Our adapter file, or an original LoRA file (bare dict, scaling 1/r as loralib with lora_alpha=1)."""
+    ckpt = read_checkpoint(path)
+    if not ckpt.official and ckpt.kind != KIND:
+        raise CheckpointError(f"{path} is a '{ckpt.kind}' checkpoint, not a LoRA adapter")
+    if ckpt.official and ckpt.kind != "bare_state_dict":
+        raise CheckpointError(f"{path} is a full checkpoint, not a LoRA file; load it as a model instead")
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in ckpt.state_dict.items():
+        if not key.endswith((".lora_A", ".lora_B")):
+            raise CheckpointError(f"{path}: unexpected key '{key}' in a LoRA file")
+        name, which = key.rsplit(".", 1)
+        if ckpt.official:
+            name = _official_name(name, path)
+        pairs.setdefault(name, {})[which] = value.float()
+    adapters = {}
+    for name, p in pairs.items():
+        if set(p) != {"lora_A", "lora_B"}:
+            raise CheckpointError(f"{path}: '{name}' has only one of lora_A / lora_B")
+        adapters[name] = (p["lora_A"], p["lora_B"])
+    if not adapters:
+        raise CheckpointError(f"{path} holds no LoRA weights")
+    if ckpt.official:
+        rank = next(iter(adapters.values()))[0].shape[0]
+        return adapters, 1.0 / rank
+    return adapters, float(ckpt.config["scaling"])
+
+
+def _official_name(name: str, path) -> str:
+    # transformer.layers.{l}.self_attn.w_qs -> layers.{l}.attn.q
+    parts = name.split(".")
+    if len(parts) < 4 or parts[0] != "transformer" or parts[1] != "layers" or ".".join(parts[3:]) not in _OFFICIAL_TO_OURS:
+        raise CheckpointError(f"{path}: '{name}' is not a LoRA-adapted projection of VampNet")
+    return f"layers.{parts[2]}.{_OFFICIAL_TO_OURS['.'.join(parts[3:])]}"
+
+
+@torch.no_grad()
+def merge_adapter(model, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float) -> None:
+    """W <- W + (B @ A) * scaling for each adapted linear layer of `model`, checking names and shapes."""
+    modules = dict(model.named_modules())
+    for name, (a, b) in adapters.items():
+        layer = modules.get(name)
+        if layer is None or not isinstance(layer, torch.nn.Linear):
+            raise CheckpointError(f"the adapter names '{name}', which is not a linear layer of this model")
+        w = layer.weight
+        if a.shape[1] != w.shape[1] or b.shape[0] != w.shape[0] or a.shape[0] != b.shape[1]:
+            raise CheckpointError(f"adapter '{name}' has shapes {tuple(a.shape)} / {tuple(b.shape)}, the layer {tuple(w.shape)}")
+        w.add_(((b.to(w.device) @ a.to(w.device)) * scaling).to(w.dtype))
+    model.rel_bias.train(model.training)  # clears cached tensors derived from weights
+
+
+def load_adapter(model, path) -> None:
+    """Merge the adapter file at `path` into `model` (ours or an original LoRA file)."""
+    adapters, scaling = read_adapter(path)
+    merge_adapter(model, adapters, scaling)

@@ -1,0 +1,238 @@
+"""Codec training on tiny synthetic audio: spectral distances checked by hand, quantizer dropout, discriminator
+shapes, the mel distance going down, exact resume, and two-process DDP equal to one process."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vampnet.codec import Codec, CodecConfig
+from vampnet.spectral import (hz_to_mel, mel_filterbank, mel_spectrogram, mel_to_hz, multiscale_mel_distance,
+                              multiscale_stft_loss, stft)
+from vampnet.train.codec_trainer import (CodecTrainConfig, draw_n_quantizers, load_codec_config, quantize,
+                                         train_codec)
+from vampnet.train.discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss,
+                                          feature_matching_loss, generator_adversarial_loss)
+
+SR = 16000
+TINY_CODEC = dict(encoder_dim=4, encoder_rates=(2, 4, 8), decoder_dim=32, decoder_rates=(8, 4, 2), n_codebooks=4,
+                  codebook_size=64, codebook_dim=4, sample_rate=SR)
+
+
+def noise(n: int, seed: int = 0, scale: float = 0.1) -> torch.Tensor:
+    return scale * torch.randn(1, 1, n, generator=torch.Generator().manual_seed(seed))
+
+
+# --- spectral ------------------------------------------------------------------------------------------------------
+def test_slaney_mel_scale_is_linear_below_1khz_and_inverts():
+    assert hz_to_mel(1000.0) == pytest.approx(15.0)
+    assert hz_to_mel(200 / 3) == pytest.approx(1.0)
+    assert hz_to_mel(6400.0) == pytest.approx(15.0 + 27.0)  # 27 mels per factor 6.4 above 1 kHz
+    f = np.array([0.0, 50.0, 999.0, 1000.0, 4000.0, 22050.0])
+    assert np.allclose(mel_to_hz(hz_to_mel(f)), f)
+
+
+def test_mel_filters_are_unit_area_triangles_on_the_slaney_scale():
+    n_fft = 4096
+    fb = mel_filterbank(SR, n_fft, 40).double()
+    assert fb.shape == (40, n_fft // 2 + 1) and (fb >= 0).all()
+    bin_hz = SR / n_fft
+    # each triangle has height 2 / base width, so area 1 in Hz (up to sampling the triangle at FFT bins)
+    assert torch.allclose(fb.sum(1) * bin_hz, torch.ones(40, dtype=torch.float64), atol=0.02)
+    edges = mel_to_hz(np.linspace(0, hz_to_mel(SR / 2), 42))
+    peaks = fb.argmax(1).numpy() * bin_hz
+    assert np.allclose(peaks, edges[1:-1], atol=bin_hz)
+
+
+def test_stft_frames_and_sine_peak():
+    t = torch.arange(SR) / SR
+    x = torch.sin(2 * math.pi * 1000 * t)[None, None]
+    spec = stft(x, 512)
+    assert spec.shape == (1, 1, 257, 1 + SR // 128)
+    assert int(spec.abs()[0, 0, :, 10].argmax()) == 1000 * 512 // SR
+    mel = mel_spectrogram(x, SR, 512, 40)
+    band = int(mel[0, 0, :, 10].argmax())
+    edges = mel_to_hz(np.linspace(0, hz_to_mel(SR / 2), 42))
+    assert edges[band] < 1000 < edges[band + 2]
+
+
+def test_mel_distance_is_zero_for_identical_signals_and_symmetric():
+    x, y = noise(8000, 0), noise(8000, 1)
+    assert float(multiscale_mel_distance(x, x.clone(), SR)) == 0.0
+    assert float(multiscale_mel_distance(x, y, SR)) == pytest.approx(float(multiscale_mel_distance(y, x, SR)), rel=1e-6)
+    assert float(multiscale_stft_loss(x, x.clone())) == 0.0
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_mel_distance_of_a_scaled_signal_is_the_analytic_value(scale):
+    """For y = s x every mel magnitude scales by s, so each scale's log term is |2 log10 s| exactly (no bin is near
+    the 1e-5 clamp for noise) and its magnitude term is |s - 1| times the mean mel magnitude of x."""
+    x = noise(16000, 3)
+    got = float(multiscale_mel_distance(x, scale * x, SR))
+    expected = 0.0
+    for n_mels, window in ((150, 2048), (80, 512)):
+        mx = mel_spectrogram(x, SR, window, n_mels).double()
+        assert mx.min() > 1e-5 / min(scale, 1.0)
+        expected += 2 * abs(math.log10(scale)) + abs(scale - 1) * float(mx.mean())
+    assert got == pytest.approx(expected, rel=1e-4)
+    log_only = float(multiscale_mel_distance(x, scale * x, SR, mag_weight=0.0))
+    assert log_only == pytest.approx(2 * 2 * abs(math.log10(scale)), rel=1e-4)
+
+
+# --- quantizer dropout and VQ losses -----------------------------------------------------------------------------
+def test_quantizer_dropout_uses_fewer_codebooks_for_part_of_the_batch():
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(**TINY_CODEC))
+    K, B = codec.n_codebooks, 8
+    n = draw_n_quantizers(B, K, 0.5, torch.Generator().manual_seed(1))
+    assert n.shape == (B,) and n.min() >= 1 and n.max() <= K
+    assert (n == K).sum() >= B // 2  # the other half drew a count in [1, K]
+    assert any((draw_n_quantizers(B, K, 0.5, torch.Generator().manual_seed(s)) < K).any() for s in range(5))
+    assert (draw_n_quantizers(B, K, 0.0, torch.Generator().manual_seed(1)) == K).all()
+
+    z = codec.encoder(noise(64 * 10, 5).repeat(4, 1, 1) * torch.tensor([1.0, 0.5, 2.0, 1.5])[:, None, None])
+    counts = torch.tensor([1, 2, K, 3])
+    with torch.no_grad():
+        q = quantize(codec.quantizer, z, counts)
+        for b, k in enumerate(counts.tolist()):  # each item is exactly the first k stages of the codec's own RVQ
+            assert torch.equal(q["z"][b], codec.quantizer(z, k)["z"][b])
+        assert torch.equal(quantize(codec.quantizer, z)["z"], codec.quantizer(z)["z"])
+    # training mode: straight-through forward value, VQ losses with gradients to the encoder side and the codebooks
+    q = quantize(codec.quantizer, z, counts)
+    assert q["commitment"] > 0 and torch.allclose(q["commitment"], q["codebook"])
+    (q["commitment"] + q["codebook"]).backward()
+    assert codec.quantizer.quantizers[0].codebook.weight.grad.abs().sum() > 0
+    assert codec.quantizer.quantizers[0].in_proj.weight_v.grad.abs().sum() > 0
+    # stage K-1 is used by one item of four: its losses count for that item only
+    assert codec.quantizer.quantizers[K - 1].codebook.weight.grad.abs().sum() > 0
+
+
+# --- discriminators ------------------------------------------------------------------------------------------------
+def test_discriminator_returns_feature_maps_and_logits_per_sub_discriminator():
+    disc = Discriminator(DiscriminatorConfig(periods=(2, 3, 5), stft_windows=(256, 128), width=2))
+    x = noise(1000, 0).repeat(2, 1, 1)
+    with torch.no_grad():
+        out = disc(x)
+        fake = disc(0.5 * noise(1000, 1).repeat(2, 1, 1))
+    assert len(out) == 5
+    for maps in out:
+        assert len(maps) == 6 and maps[-1].shape[:2] == (2, 1)
+    assert out[1][0].shape[-1] == 3  # period 3 folds the waveform into 3 columns
+    assert float(feature_matching_loss(out, out)) == 0.0
+    assert float(discriminator_loss(out, fake)) > 0 and float(generator_adversarial_loss(fake)) > 0
+    assert any("original0" in k for k in disc.state_dict())  # weight-normalised convolutions
+
+
+# --- training runs -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("codec_audio")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(SR * 2.0)) / SR
+    for i, f0 in enumerate((220.0, 330.0, 495.0)):
+        x = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * 2.01 * f0 * t)
+        x *= 0.6 + 0.4 * np.sin(2 * np.pi * (1 + i) * t)
+        sf.write(folder / f"tone{i}.wav", (x + 0.005 * rng.standard_normal(len(t))).astype(np.float32), SR)
+    sf.write(folder / "silence.wav", np.zeros(SR, dtype=np.float32), SR)
+    return folder
+
+
+def tiny_run(audio_dir, out, **kw) -> CodecTrainConfig:
+    base = dict(audio=[str(audio_dir)], output=str(out), **TINY_CODEC, excerpt_s=0.2, batch_size=4, max_steps=6,
+                lr=3e-3, lr_decay=0.999, val_excerpts=3, val_excerpt_s=0.5, val_every=3, save_every=0,
+                mel_windows=(64, 256, 1024), mel_bands=(10, 40, 80), disc_periods=(2, 3, 5, 7, 11),
+                disc_stft_windows=(512, 256, 128), disc_width=2)
+    base.update(kw)
+    return CodecTrainConfig(**base)
+
+
+def _log(out: Path) -> list[dict]:
+    with open(out / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_mel_distance_decreases_during_training(audio_dir, tmp_path):
+    cfg = tiny_run(audio_dir, tmp_path / "run", max_steps=40, val_every=10, disc_start=20)
+    final = train_codec(cfg, progress=False)
+    rows = _log(tmp_path / "run")
+    val = [(int(r["step"]), float(r["val_mel_distance"])) for r in rows if r["val_mel_distance"]]
+    mel = [float(r["mel"]) for r in rows if r["mel"]]
+    print("val mel distance by step:", val)
+    print("train mel loss, steps 1-40:", [round(m, 3) for m in mel])
+    assert [s for s, _ in val] == [0, 10, 20, 30, 40]
+    assert val[-1][1] < 0.8 * val[0][1]
+    assert np.mean(mel[-5:]) < np.mean(mel[:5])
+    assert all(float(r["adv"]) == 0.0 for r in rows[1:21]) and all(float(r["adv"]) > 0 for r in rows[21:])
+    assert final["step"] == 40
+    codec = Codec.load(tmp_path / "run" / "latest" / "model.safetensors")
+    assert codec.config == cfg.codec_config()
+    for name in ("model.safetensors", "optimizer.safetensors", "discriminator.safetensors",
+                 "discriminator_optimizer.safetensors", "trainer.json"):
+        assert (tmp_path / "run" / "best" / name).is_file()
+
+
+def _states(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for name in ("model", "optimizer", "discriminator", "discriminator_optimizer"):
+        out.update({f"{name}/{k}": v for k, v in load_file(folder / f"{name}.safetensors").items()})
+    return out
+
+
+def test_resume_equals_uninterrupted_run(audio_dir, tmp_path):
+    cfg = tiny_run(audio_dir, tmp_path / "full", max_steps=6, val_every=3, disc_start=2, save_every=3)
+    train_codec(cfg, progress=False)
+    half = cfg.replace(output=str(tmp_path / "half"), max_steps=3)
+    train_codec(half, progress=False)
+    train_codec(half.replace(max_steps=6), resume=True, progress=False)
+    a, b = _states(tmp_path / "full" / "latest"), _states(tmp_path / "half" / "latest")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "half" / "latest" / "trainer.json").read_text())["step"] == 6
+    assert (tmp_path / "full" / "step-0000003").is_dir()
+    assert [r["loss"] for r in _log(tmp_path / "full")] == [r["loss"] for r in _log(tmp_path / "half")]
+
+
+def test_config_file_errors_name_the_key(tmp_path):
+    from vampnet import OptionError
+
+    (tmp_path / "bad.yaml").write_text("audio: x\noutput: y\nlearning_rate: 3\n")
+    with pytest.raises(OptionError, match="learning_rate"):
+        load_codec_config(tmp_path / "bad.yaml")
+    cfg = load_codec_config(None, ["audio=/data/music", "output=o", "encoder_rates=[2, 4]", "decoder_rates=[4,2]"])
+    assert cfg.audio == ("/data/music",) and cfg.encoder_rates == (2, 4)
+    with pytest.raises(OptionError, match="rates"):
+        CodecTrainConfig(encoder_rates=(2, 4), decoder_rates=(2, 2))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(audio_dir, tmp_path):
+    cfg = tiny_run(audio_dir, tmp_path / "single", max_steps=4, val_every=2, disc_start=1)
+    train_codec(cfg, progress=False)
+    (tmp_path / "run.yaml").write_text(json.dumps({**cfg.to_dict(), "output": str(tmp_path / "ddp")}))
+    script = tmp_path / "launch.py"
+    script.write_text("import sys\nfrom vampnet.train.codec_trainer import load_codec_config, train_codec\n"
+                      "train_codec(load_codec_config(sys.argv[1]), progress=False)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                           str(script), str(tmp_path / "run.yaml")], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads((tmp_path / "ddp" / "final.json").read_text())
+    assert final["max_rank_divergence"] == 0.0 and final["max_rank_divergence_disc"] == 0.0
+    a = Codec.load(tmp_path / "single" / "latest" / "model.safetensors").state_dict()
+    b = Codec.load(tmp_path / "ddp" / "latest" / "model.safetensors").state_dict()
+    torch.manual_seed(cfg.seed)
+    init = Codec(cfg.codec_config()).state_dict()
+    moved = max((a[k] - init[k]).abs().max().item() for k in a)
+    differ = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert moved > 1e-3 and differ < 1e-2 * moved, (moved, differ)
