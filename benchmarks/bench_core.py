@@ -12,8 +12,9 @@ What it does (see benchmarks/README.md):
      end to end) from its progress callback, with the peak RSS and CPU use of each stage;
   3. times one coarse forward, counts its FLOPs analytically and compares the achieved GFLOP/s with a single
      fp32 matrix product of a comparable shape timed in the same run;
-  4. decodes the same tokens with a decoder_dim 512 codec (the width the ~180 MB official file suggests);
-  5. profiles one coarse forward and one (512-wide) decode by operator.
+  4. decodes the same tokens with a second decoder width (1536, lac/conf/base.yml's; the main run uses 512, the
+     width the ~180 MB official file suggests, SPEC appendix);
+  5. profiles one coarse forward and one decode by operator.
 `--quick` runs the same code on a tiny configuration in a few seconds (for tests)."""
 from __future__ import annotations
 
@@ -39,15 +40,15 @@ except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vampnet import Codec, CodecConfig, MaskedTransformer, Pipeline, PromptConfig, SamplingConfig, TransformerConfig
-from vampnet.model.official import LORA_PROJECTIONS, _LAYER_MAP
+from vampnet.model.official import LORA_PROJECTIONS, LAYER_MAP
 
 # --- configurations -----------------------------------------------------------------------------------------
 
 FULL = {
     # LAC kwargs as the official codec.pth would hold them (SPEC §1.4: 14 x 1024 x 8, 44.1 kHz, hop 768)
-    "codec": dict(encoder_dim=64, encoder_rates=[2, 4, 8, 12], decoder_dim=1536, decoder_rates=[12, 8, 4, 2],
+    "codec": dict(encoder_dim=64, encoder_rates=[2, 4, 8, 12], decoder_dim=512, decoder_rates=[12, 8, 4, 2],
                   n_codebooks=14, codebook_size=1024, codebook_dim=8, quantizer_dropout=False, sample_rate=44100),
-    "alt_decoder_dim": 512,
+    "alt_decoder_dim": 1536,
     "coarse": dict(n_codebooks=4, n_conditioning_codebooks=0, vocab_size=1024, latent_dim=8, embedding_dim=1280,
                    n_heads=20, n_layers=20),
     "c2f": dict(n_codebooks=14, n_conditioning_codebooks=4, vocab_size=1024, latent_dim=8, embedding_dim=1280,
@@ -197,7 +198,7 @@ def official_transformer_state(model: MaskedTransformer, generator: torch.Genera
         "transformer.norm.weight": sd["norm.weight"],
     }
     for i in range(cfg.n_layers):
-        for theirs, ours in _LAYER_MAP.items():
+        for theirs, ours in LAYER_MAP.items():
             out[f"transformer.layers.{i}.{theirs}"] = sd[f"layers.{i}.{ours}"]
         for proj in LORA_PROJECTIONS:
             w = out[f"transformer.layers.{i}.{proj}.weight"]
@@ -442,7 +443,7 @@ def run(args) -> dict:
     res["c2f_shape"] = (n_chunks, pipe.c2f_chunk)
     res["c2f_flops"] = c2f_steps * transformer_flops(pipe.c2f.config, pipe.c2f_chunk, B=n_chunks)["total"]
 
-    # 5. the same tokens through a decoder_dim 512 codec (random weights, built directly)
+    # 5. the same tokens through a codec of the alternative decoder width (random weights, built directly)
     alt_cfg = CodecConfig.from_dict({**spec["codec"], "decoder_dim": spec["alt_decoder_dim"]})
     alt = Codec(alt_cfg).eval()
     res["alt_codec"] = {"decoder_dim": alt_cfg.decoder_dim, "params": n_params(alt)}
@@ -456,7 +457,7 @@ def run(args) -> dict:
         res["alt_codec"]["decode"] = (time.perf_counter() - t, cpu_seconds() - c, peak_rss_gb())
 
     # 6. where the time goes, by operator
-    log("[bench] profiling one coarse forward and one 512-wide decode ...")
+    log("[bench] profiling one coarse forward and one decode ...")
     with torch.inference_mode():
         res["profile_forward"] = profile_ops(lambda: pipe.coarse(fwd_codes))
         res["profile_decode"] = profile_ops(lambda: alt.decode(codes))

@@ -12,7 +12,7 @@ from ..errors import CheckpointError
 
 LORA_PROJECTIONS = ("self_attn.w_qs", "self_attn.w_vs", "self_attn.fc", "feed_forward.w_1", "feed_forward.w_2")
 
-_LAYER_MAP = {
+LAYER_MAP = {
     "norm_1.weight": "attn_norm.weight",
     "self_attn.w_qs.weight": "attn.q.weight",
     "self_attn.w_ks.weight": "attn.k.weight",
@@ -30,7 +30,7 @@ def official_keys(config) -> set[str]:
             "classifier.layers.0.weight_v", "classifier.layers.0.weight_g", "classifier.layers.0.bias",
             "transformer.layers.0.self_attn.relative_attention_bias.weight"}
     for layer in range(config.n_layers):
-        keys |= {f"transformer.layers.{layer}.{k}" for k in _LAYER_MAP}
+        keys |= {f"transformer.layers.{layer}.{k}" for k in LAYER_MAP}
     return keys
 
 
@@ -64,7 +64,7 @@ def convert_official_state(state: dict, config, codec, source) -> dict[str, torc
     out["rel_bias.table.weight"] = f32("transformer.layers.0.self_attn.relative_attention_bias.weight")
     for i in range(config.n_layers):
         pre = f"transformer.layers.{i}."
-        for theirs, ours in _LAYER_MAP.items():
+        for theirs, ours in LAYER_MAP.items():
             weight = f32(pre + theirs)
             proj = theirs.removesuffix(".weight")
             a, b = state.get(f"{pre}{proj}.lora_A"), state.get(f"{pre}{proj}.lora_B")
