@@ -25,6 +25,15 @@ DEFAULT_C2F_SAMPLING = SamplingConfig(steps=2)  # the original app's coarse-to-f
 
 
 @dataclass
+class Prepared:
+    """An input signal as tokens, with its length at the codec rate and its loudness before normalisation."""
+
+    codes: torch.Tensor  # (1, K, T)
+    n_samples: int
+    loudness: float
+
+
+@dataclass
 class VampResult:
     """A generated signal with the tokens and mask that produced it."""
 
@@ -155,6 +164,10 @@ class Pipeline:
             last = n == len(starts) - 1
             commit_end = end if last else end - O // 2
             report = None if progress is None else (lambda i, s, n=n: progress("coarse", n * s + i, len(starts) * s))
+            if not todo[..., start:end].any():  # nothing to generate here (e.g. the kept part of a continuation)
+                if report:
+                    report(sampling.steps, sampling.steps)
+                continue
             out = generate_with_config(self.coarse, codes[..., start:end], todo[..., start:end], sampling,
                                        generator=generator, progress=report)
             codes[..., start:commit_end] = out[..., : commit_end - start]
@@ -187,32 +200,46 @@ class Pipeline:
         return wav[..., :n_samples] if n_samples is not None else wav
 
     # --- the whole job --------------------------------------------------------------------------------------
-    def vamp(self, wav: torch.Tensor, sample_rate: int, *, prompt: PromptConfig | None = None,
-             sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
-             seed: int | None = None, progress: Progress | None = None) -> VampResult:
-        """Vamp one signal: preprocess, encode, mask, generate, decode, restore the input's loudness."""
-        prompt = prompt or PromptConfig()
-        sampling = sampling or SamplingConfig()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        generator = _generator(seed)
+    def prepare(self, wav: torch.Tensor, sample_rate: int, progress: Progress | None = None) -> "Prepared":
+        """Preprocess and encode a signal: its tokens plus what rendering needs (length, loudness)."""
         x, input_loudness = self.preprocess(wav, sample_rate)
         if progress:
             progress("encode", 0, 1)
         codes = self.encode(x)
         if progress:
             progress("encode", 1, 1)
-        mask = self.build_mask(codes, prompt, generator)
+        return Prepared(codes, x.shape[-1], input_loudness)
+
+    def render(self, codes: torch.Tensor, mask: torch.Tensor, *, n_samples: int | None, loudness: float,
+               sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+               seed: int | None = None, generator: torch.Generator | None = None, progress: Progress | None = None,
+               settings: dict | None = None) -> VampResult:
+        """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS)."""
+        sampling = sampling or SamplingConfig()
+        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        generator = generator or _generator(seed)
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress)
         if progress:
             progress("decode", 0, 1)
-        y = audio.match_loudness(self.decode(out, x.shape[-1]), self.sample_rate, input_loudness)
+        y = audio.match_loudness(self.decode(out, n_samples), self.sample_rate, loudness)
         if progress:
             progress("decode", 1, 1)
-        settings = {"seed": seed, "prompt": prompt.to_dict(), "sampling": sampling.to_dict(),
-                    "c2f_sampling": c2f_sampling.to_dict(), "generated_fraction": float(mask.float().mean())}
-        return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), settings)
+        info = {"sampling": sampling.to_dict(), "c2f_sampling": c2f_sampling.to_dict(),
+                "generated_fraction": float(mask.float().mean()), **(settings or {})}
+        return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), info)
+
+    def vamp(self, wav: torch.Tensor, sample_rate: int, *, prompt: PromptConfig | None = None,
+             sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+             seed: int | None = None, progress: Progress | None = None) -> VampResult:
+        """Vamp one signal: preprocess, encode, mask, generate, decode, restore the input's loudness."""
+        prompt = prompt or PromptConfig()
+        seed = new_seed() if seed is None else seed
+        generator = _generator(seed)
+        prepared = self.prepare(wav, sample_rate, progress)
+        mask = self.build_mask(prepared.codes, prompt, generator)
+        return self.render(prepared.codes, mask, n_samples=prepared.n_samples, loudness=prepared.loudness,
+                           sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
+                           settings={"seed": seed, "prompt": prompt.to_dict()})
 
     def encode_file(self, src, dst) -> torch.Tensor:
         """Audio file -> token file (.npz) holding the codes and what decoding needs (length, loudness)."""
@@ -239,6 +266,11 @@ class Pipeline:
         result = self.vamp(wav, sr, **kwargs)
         result.save(dst)
         return result
+
+
+def new_seed() -> int:
+    """A fresh random seed, reported with results so any of them can be reproduced."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
 
 
 def _generator(seed: int | None) -> torch.Generator:

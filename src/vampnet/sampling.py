@@ -110,6 +110,10 @@ def generate(model, codes: torch.Tensor, mask: torch.Tensor, *, steps: int = 36,
 def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None):
     """`generate` with the options gathered in a SamplingConfig (what the pipeline calls)."""
     codes, mask = _check_inputs(model, codes, mask)
+    if not mask.any():  # nothing to generate: no forward pass needed
+        if progress is not None:
+            progress(cfg.steps, cfg.steps)
+        return codes.clone()
     param = next(model.parameters())
     device = param.device
     if generator is None:
