@@ -125,3 +125,31 @@ def test_shared_cli_contract_holds():
     proc = subprocess.run(["bash", str(ROOT.parent / "shared" / "checks" / "cli_contract.sh"), str(EXE)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mode_commands_end_to_end(wav_file, tmp_path):
+    common = ["--models", SET_A, "--seed", "0", "--steps", "2", "-q"]
+    assert run("loop", wav_file, "-o", tmp_path / "loop.wav", "--variations", "2", "--seconds", "1", "--repeats", "1", *common).returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("loop*.wav")) == ["loop-1.wav", "loop-2.wav", "loop.wav"]
+    assert sf.info(str(tmp_path / "loop-1.wav")).duration == pytest.approx(1.0, abs=0.02)
+    assert run("continue", wav_file, "-o", tmp_path / "cont.wav", "--seconds", "1", *common).returncode == 0
+    assert sf.info(str(tmp_path / "cont.wav")).duration == pytest.approx(3.5, abs=0.03)
+    assert run("inpaint", wav_file, "-o", tmp_path / "inp.wav", "--start", "0.5", "--end", "1", *common).returncode == 0
+    proc = run("compress", wav_file, "-o", tmp_path / "c.vmpz", "--codebooks", "2", "--period", "4", "--models", SET_A)
+    assert proc.returncode == 0 and "kbps" in proc.stdout
+    real = float(proc.stdout.split("bitrate ")[1].split(" kbps")[0])
+    assert real == pytest.approx((tmp_path / "c.vmpz").stat().st_size * 8 / 2.5 / 1000, rel=1e-3)
+    assert run("decompress", tmp_path / "c.vmpz", "-o", tmp_path / "d.wav", *common).returncode == 0
+    assert sf.info(str(tmp_path / "d.wav")).frames == sf.info(str(wav_file)).frames
+    assert run("vamp", wav_file, "-o", tmp_path / "p.wav", "--preset", "wild", *common).returncode == 0
+
+
+def test_mode_command_errors(wav_file, tmp_path):
+    assert_clean_failure(run("continue", wav_file, "-o", tmp_path / "c.wav", "--models", SET_A), tmp_path / "c.wav")
+    assert_clean_failure(run("inpaint", wav_file, "-o", tmp_path / "i.wav", "--start", "1", "--models", SET_A), tmp_path / "i.wav")
+    assert_clean_failure(run("inpaint", wav_file, "-o", tmp_path / "i.wav", "--start", "9", "--end", "10", "--models", SET_A),
+                         tmp_path / "i.wav")
+    assert_clean_failure(run("loop", wav_file, "-o", tmp_path / "l.wav", "--preset", "loud", "--models", SET_A), tmp_path / "l.wav")
+    assert_clean_failure(run("compress", wav_file, "-o", tmp_path / "c.wav", "--models", SET_A))
+    (tmp_path / "bad.vmpz").write_bytes(b"VAMPNETZ\x01")
+    assert_clean_failure(run("decompress", tmp_path / "bad.vmpz", "-o", tmp_path / "d.wav", "--models", SET_A), tmp_path / "d.wav")

@@ -136,14 +136,28 @@ def test_discriminator_returns_feature_maps_and_logits_per_sub_discriminator():
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("codec_audio")
-    rng = np.random.default_rng(0)
     t = np.arange(int(SR * 2.0)) / SR
     for i, f0 in enumerate((220.0, 330.0, 495.0)):
         x = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * 2.01 * f0 * t)
         x *= 0.6 + 0.4 * np.sin(2 * np.pi * (1 + i) * t)
-        sf.write(folder / f"tone{i}.wav", (x + 0.005 * rng.standard_normal(len(t))).astype(np.float32), SR)
+        sf.write(folder / f"tone{i}.wav", x.astype(np.float32), SR)
     sf.write(folder / "silence.wav", np.zeros(SR, dtype=np.float32), SR)
     return folder
+
+
+def test_excerpts_are_deterministic_loudness_normalised_and_never_silent(audio_dir):
+    from vampnet import audio
+    from vampnet.train.codec_trainer import ExcerptSampler, list_audio
+
+    files = [p for p, _ in list_audio([audio_dir])]
+    assert [p.name for p in files] == ["silence.wav", "tone0.wav", "tone1.wav", "tone2.wav"]
+    sampler = ExcerptSampler(files, SR, 3200)
+    for seed in range(12):
+        x = sampler.excerpt(seed)
+        assert x.shape == (1, 1, 3200) and torch.equal(x, sampler.excerpt(seed))
+        assert audio.loudness(x, SR) == pytest.approx(-24.0, abs=0.1)
+    with pytest.raises(Exception, match="LUFS"):
+        ExcerptSampler(files[:1], SR, 3200).excerpt(0)
 
 
 def tiny_run(audio_dir, out, **kw) -> CodecTrainConfig:
@@ -217,7 +231,9 @@ def test_config_file_errors_name_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(audio_dir, tmp_path):
-    cfg = tiny_run(audio_dir, tmp_path / "single", max_steps=4, val_every=2, disc_start=1)
+    """Losses agree to float rounding; whole weights are not compared because the nearest-code choice and Adam's
+    first steps (update ~ lr * sign(gradient)) turn rounding differences into visible ones within a few steps."""
+    cfg = tiny_run(audio_dir, tmp_path / "single", max_steps=3, val_every=3, disc_start=0)
     train_codec(cfg, progress=False)
     (tmp_path / "run.yaml").write_text(json.dumps({**cfg.to_dict(), "output": str(tmp_path / "ddp")}))
     script = tmp_path / "launch.py"
@@ -229,10 +245,9 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(audio_di
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((tmp_path / "ddp" / "final.json").read_text())
     assert final["max_rank_divergence"] == 0.0 and final["max_rank_divergence_disc"] == 0.0
-    a = Codec.load(tmp_path / "single" / "latest" / "model.safetensors").state_dict()
-    b = Codec.load(tmp_path / "ddp" / "latest" / "model.safetensors").state_dict()
-    torch.manual_seed(cfg.seed)
-    init = Codec(cfg.codec_config()).state_dict()
-    moved = max((a[k] - init[k]).abs().max().item() for k in a)
-    differ = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert moved > 1e-3 and differ < 1e-2 * moved, (moved, differ)
+    single, ddp = _log(tmp_path / "single")[1:], _log(tmp_path / "ddp")[1:]
+    assert [r["step"] for r in ddp] == ["1", "2", "3"]
+    for a, b in zip(single, ddp):
+        for key in ("loss", "mel", "waveform", "adv", "feature", "commitment", "disc_loss"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4), (a["step"], key)
+    Codec.load(tmp_path / "ddp" / "latest" / "model.safetensors")

@@ -10,7 +10,7 @@ import torch
 from conftest import sine_mix
 from vampnet import OptionError, Pipeline, PromptConfig, SamplingConfig
 from vampnet import audio as A
-from vampnet.pipeline import _window_starts
+from vampnet.pipeline import window_starts
 
 
 def wav(seconds, sr=44100):
@@ -37,9 +37,9 @@ def test_vamp_is_reproducible_with_a_seed(pipeline_a):
     assert not torch.equal(a.codes, c.codes)
 
 
-def test_window_starts_cover_everything_and_overlap():
-    assert _window_starts(50, 100, 10) == [0]
-    starts = _window_starts(1000, 100, 20)
+def testwindow_starts_cover_everything_and_overlap():
+    assert window_starts(50, 100, 10) == [0]
+    starts = window_starts(1000, 100, 20)
     assert starts[0] == 0 and starts[-1] == 900
     assert all(b - a <= 80 for a, b in zip(starts, starts[1:]))
 
@@ -52,7 +52,7 @@ def test_long_audio_is_windowed_and_each_window_sees_the_previous(codec_a, coars
     x = wav(3.5)
     calls = []
     res = pipe.vamp(x, 44100, sampling=SamplingConfig(steps=3), seed=0, progress=lambda s, d, t: calls.append((s, d, t)))
-    n_windows = len(_window_starts(res.codes.shape[-1], pipe.coarse_window, pipe.window_overlap))
+    n_windows = len(window_starts(res.codes.shape[-1], pipe.coarse_window, pipe.window_overlap))
     assert n_windows >= 4
     assert [c for c in calls if c[0] == "coarse"][-1] == ("coarse", 3 * n_windows, 3 * n_windows)
     assert res.audio.shape[-1] == x.shape[-1] and (res.codes < 1024).all()
@@ -69,7 +69,7 @@ def test_windows_condition_on_committed_tokens(codec_a, coarse_a):
     out = pipe.generate(codes, mask, sampling, seed=0)
     W, O = pipe.coarse_window, pipe.window_overlap
     # the second window, regenerated alone with the first window's committed tokens as its prompt, matches
-    s1 = _window_starts(T, W, O)[1]
+    s1 = window_starts(T, W, O)[1]
     commit0 = W - O // 2
     window_codes = out[..., s1:s1 + W].clone()
     window_mask = torch.ones_like(window_codes, dtype=torch.bool)

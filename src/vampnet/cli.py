@@ -116,6 +116,7 @@ def vamp(
     typical: bool = typer.Option(False, "--typical/--no-typical", help="locally typical sampling"),
     typical_mass: float = typer.Option(0.15, "--typical-mass", min=0.0, max=1.0),
     typical_min_tokens: int = typer.Option(1, "--typical-min-tokens", min=1),
+    preset_name: Optional[str] = typer.Option(None, "--preset", help="subtle | variation | wild (sets the prompt options below)"),
     periodic: int = typer.Option(7, min=0, help="keep every P-th frame as prompt (0: none)"),
     periodic_width: int = typer.Option(1, "--periodic-width", min=1, help="frames kept around each periodic anchor"),
     random_roll: bool = typer.Option(False, "--random-roll", help="shift the periodic pattern randomly"),
@@ -140,6 +141,10 @@ def vamp(
     prompt = PromptConfig(periodic_prompt=periodic, periodic_width=periodic_width, random_roll=random_roll,
                           prefix_s=prefix, suffix_s=suffix, ranges_s=_parse_ranges(range_), upper_codebook_mask=upper_codebooks,
                           keep_codebooks=keep_codebooks, dropout=dropout, random_intensity=random_intensity)
+    if preset_name is not None:
+        from .modes import preset
+
+        prompt = preset(preset_name, prefix_s=prefix, suffix_s=suffix, ranges_s=prompt.ranges_s, keep_codebooks=keep_codebooks)
     sampling = SamplingConfig(steps=steps, temperature=temperature, mask_temperature=mask_temperature,
                               sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical,
                               typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
@@ -151,6 +156,160 @@ def vamp(
                                     seed=seed, progress=progress)
     typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']}, "
                f"{100 * result.settings['generated_fraction']:.0f}% of tokens generated)", err=True)
+
+
+# options shared by the musical-mode commands (one definition, reused in each signature)
+_MODELS = typer.Option(None, "--models", help=MODELS_HELP)
+_LORA = typer.Option(None, "--lora", help="folder of fine-tuned adapters")
+_SEED = typer.Option(None, help="random seed; the same seed gives the same result")
+_STEPS = typer.Option(36, min=1, help="coarse sampling steps")
+_C2F_STEPS = typer.Option(2, "--c2f-steps", min=1, help="coarse-to-fine sampling steps")
+_TEMPERATURE = typer.Option(1.0, min=0.0, help="sampling temperature")
+_TOP_P = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass")
+_DEVICE = typer.Option("cpu", help="torch device")
+_QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
+_AUDIO_OUT = (".wav", ".flac", ".ogg")
+
+
+def _mode_setup(input: Path, output: Path, models, lora, device, suffixes=_AUDIO_OUT):
+    _check_input(input)
+    _check_output(output, suffixes)
+    from . import audio
+
+    pipeline = _load_pipeline(models, device=device, lora=lora)
+    wav, sr = audio.load(input)
+    return pipeline, wav, sr
+
+
+def _sampling(steps, temperature, top_p, c2f_steps):
+    from .sampling import SamplingConfig
+
+    return SamplingConfig(steps=steps, temperature=temperature, top_p=top_p), SamplingConfig(steps=c2f_steps)
+
+
+@app.command()
+def loop(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
+    variations: int = typer.Option(4, min=1, help="number of variations"),
+    seconds: Optional[float] = typer.Option(None, min=0.1, help="loop length (default: the whole clip)"),
+    preset_name: str = typer.Option("variation", "--preset", help="subtle | variation | wild"),
+    feedback: int = typer.Option(0, min=0, help="re-vamp each variation this many more times"),
+    repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
+    models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    device: str = _DEVICE, quiet: bool = _QUIET,
+):
+    """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
+    from . import audio, modes
+
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    with _ProgressReporter(quiet) as progress:
+        result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, prompt=modes.preset(preset_name),
+                            feedback=feedback, repeats=repeats, sampling=sampling, c2f_sampling=c2f_sampling,
+                            seed=seed, progress=progress)
+    for i, v in enumerate(result.variations, 1):
+        v.save(output.with_name(f"{output.stem}-{i}{output.suffix}"))
+    audio.save(output, result.chain, result.sample_rate)
+    typer.echo(f"wrote {output} and {len(result.variations)} loops ({output.stem}-1{output.suffix} ...), "
+               f"seed {result.variations[0].settings['seed']}", err=True)
+
+
+@app.command("continue")
+def continue_(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output"),
+    seconds: float = typer.Option(0.0, min=0.0, help="seconds to add after the end"),
+    before: float = typer.Option(0.0, min=0.0, help="seconds to add before the start"),
+    models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    device: str = _DEVICE, quiet: bool = _QUIET,
+):
+    """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
+    from . import modes
+
+    from .errors import OptionError
+
+    if seconds <= 0 and before <= 0:
+        raise OptionError("give --seconds and/or --before")
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    with _ProgressReporter(quiet) as progress:
+        result = modes.continue_audio(pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling,
+                                      c2f_sampling=c2f_sampling, seed=seed, progress=progress)
+    result.save(output)
+    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
+
+
+@app.command()
+def inpaint(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output"),
+    start: Optional[float] = typer.Option(None, min=0.0, help="start of the range to regenerate (seconds)"),
+    end: Optional[float] = typer.Option(None, min=0.0, help="end of the range to regenerate (seconds)"),
+    range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
+    models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    device: str = _DEVICE, quiet: bool = _QUIET,
+):
+    """Regenerate one or more time ranges, with the rest of the clip as context."""
+    from . import modes
+    from .errors import OptionError
+
+    ranges = list(_parse_ranges(range_))
+    if (start is None) != (end is None):
+        raise OptionError("give both --start and --end")
+    if start is not None:
+        ranges.insert(0, (start, end))
+    if not ranges:
+        raise OptionError("give --start/--end or --range")
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    with _ProgressReporter(quiet) as progress:
+        result = modes.inpaint(pipeline, wav, sr, ranges, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
+                               progress=progress)
+    result.save(output)
+    typer.echo(f"wrote {output} (seed {result.settings['seed']})", err=True)
+
+
+@app.command()
+def compress(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output", help="compressed file (.vmpz)"),
+    codebooks: int = typer.Option(4, "--codebooks", min=1, help="codebooks kept (Nk)"),
+    period: int = typer.Option(1, min=1, help="keep every P-th frame"),
+    models: Optional[str] = _MODELS, device: str = _DEVICE,
+):
+    """Keep only some tokens (Nk codebooks at every P-th frame) in a small file; prints the bitrate."""
+    from . import modes
+
+    pipeline, wav, sr = _mode_setup(input, output, models, None, device, suffixes=(".vmpz",))
+    info = modes.compress(pipeline, wav, sr, output, codebooks=codebooks, period=period)
+    typer.echo(f"wrote {output}: {info.bytes} bytes for {info.seconds:.2f} s, {info.kept_tokens} tokens; "
+               f"bitrate {info.real_kbps:.3f} kbps from the file size (nominal {info.nominal_kbps:.3f} kbps)")
+
+
+@app.command()
+def decompress(
+    input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
+    output: Path = typer.Option(..., "-o", "--output"),
+    models: Optional[str] = _MODELS, seed: Optional[int] = _SEED, steps: int = _STEPS, c2f_steps: int = _C2F_STEPS,
+    temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, device: str = _DEVICE, quiet: bool = _QUIET,
+):
+    """Regenerate audio from a compressed file: VampNet fills the tokens that were not kept."""
+    from . import modes
+    from .errors import CodesFileError
+
+    if not input.is_file():
+        raise CodesFileError(f"compressed file not found: {input}")
+    _check_output(output, _AUDIO_OUT)
+    pipeline = _load_pipeline(models, device=device)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    with _ProgressReporter(quiet) as progress:
+        result = modes.decompress(pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress)
+    result.save(output)
+    typer.echo(f"wrote {output}", err=True)
 
 
 @app.command()

@@ -144,7 +144,7 @@ class Pipeline:
         c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
         if codes.shape[1] != self.n_codebooks or mask.shape != codes.shape:
             raise OptionError(f"codes and mask must be shaped (B, {self.n_codebooks}, T)")
-        generator = generator or _generator(seed)
+        generator = generator or seeded_generator(seed)
         Kc = self.coarse.n_codebooks
         coarse = self._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, progress)
         if self.c2f is None:
@@ -158,7 +158,7 @@ class Pipeline:
         the next window starts an overlap before that end, so it sees committed tokens on its left."""
         T, W, O = codes.shape[-1], self.coarse_window, self.window_overlap
         codes, todo = codes.clone(), mask.clone()
-        starts = _window_starts(T, W, O)
+        starts = window_starts(T, W, O)
         for n, start in enumerate(starts):
             end = min(start + W, T)
             last = n == len(starts) - 1
@@ -217,7 +217,7 @@ class Pipeline:
         """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS)."""
         sampling = sampling or SamplingConfig()
         c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
-        generator = generator or _generator(seed)
+        generator = generator or seeded_generator(seed)
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress)
         if progress:
             progress("decode", 0, 1)
@@ -234,7 +234,7 @@ class Pipeline:
         """Vamp one signal: preprocess, encode, mask, generate, decode, restore the input's loudness."""
         prompt = prompt or PromptConfig()
         seed = new_seed() if seed is None else seed
-        generator = _generator(seed)
+        generator = seeded_generator(seed)
         prepared = self.prepare(wav, sample_rate, progress)
         mask = self.build_mask(prepared.codes, prompt, generator)
         return self.render(prepared.codes, mask, n_samples=prepared.n_samples, loudness=prepared.loudness,
@@ -273,7 +273,8 @@ def new_seed() -> int:
     return int(torch.randint(0, 2**31 - 1, (1,)).item())
 
 
-def _generator(seed: int | None) -> torch.Generator:
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with `seed` (or randomly when None)."""
     g = torch.Generator()
     if seed is None:
         g.seed()
@@ -282,7 +283,7 @@ def _generator(seed: int | None) -> torch.Generator:
     return g
 
 
-def _window_starts(T: int, W: int, O: int) -> list[int]:
+def window_starts(T: int, W: int, O: int) -> list[int]:
     """Start frames of the coarse windows over T frames (window W, overlap O); the last window ends at T."""
     if T <= W:
         return [0]

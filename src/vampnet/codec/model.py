@@ -289,6 +289,16 @@ class Codec(nn.Module):
             out.append(wav[..., (a - lo) * hop: (b - lo) * hop])
         return torch.cat(out, -1)
 
+    def fingerprint(self) -> str:
+        """A short hash of the weights: token files and datasets only fit the codec that made them."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     # --- persistence --------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path, device: str | torch.device = "cpu") -> "Codec":

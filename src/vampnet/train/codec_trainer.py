@@ -101,7 +101,7 @@ class CodecTrainConfig:
     mel_bands: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
     # discriminator
     discriminator: bool = True
-    disc_start: int = 0                      # adversarial training from this step on (reconstruction losses only before)
+    disc_start: int = 0                      # reconstruction-only warm-up steps (adversarial from step disc_start + 1)
     disc_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
     disc_stft_windows: tuple[int, ...] = (2048, 1024, 512)
     disc_width: int = 32
@@ -514,7 +514,7 @@ class CodecTrainer:
 
         stats.update(loss=loss.detach(), mel=mel.detach(), waveform=wave.detach(), commitment=commitment.detach(),
                      codebook=codebook.detach(), grad_norm=g_norm.detach())
-        names = sorted(stats)
+        names = [k for k in LOG_FIELDS if k in stats]
         values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32).cpu() for k in names])
         values = d.all_reduce_sum(values) / d.world  # averages over ranks (each saw an equal share)
         return {"lr": lr, **{k: float(v) for k, v in zip(names, values)}}
@@ -561,12 +561,9 @@ class CodecTrainer:
             at_end = self.step == cfg.max_steps
             if self.step % cfg.val_every == 0 or at_end:
                 row.update(self.validate())
-                row["seconds"] = round(time.time() - start, 2)
-                self._save(row)
-            elif cfg.save_every and self.step % cfg.save_every == 0:
-                row["seconds"] = round(time.time() - start, 2)
-                self._save(row)
             row["seconds"] = round(time.time() - start, 2)
+            if self.step % cfg.val_every == 0 or at_end or (cfg.save_every and self.step % cfg.save_every == 0):
+                self._save(row)
             if d.main:
                 self._log(row)
             last = row

@@ -69,15 +69,6 @@ def find_audio(dirs) -> list[tuple[Path, str]]:
     return found
 
 
-def codec_fingerprint(codec) -> str:
-    """A short hash of the codec's weights: a dataset only fits the codec that made it."""
-    h = hashlib.sha1()
-    for name, t in sorted(codec.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def read_index(folder) -> list[dict]:
     path = Path(folder) / "index.csv"
     if not path.exists():
@@ -115,7 +106,7 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
     out = Path(out_dir)
     (out / "tokens").mkdir(parents=True, exist_ok=True)
     manifest = {
-        "format": "vampnet-tokens", "version": 1, "codec_fingerprint": codec_fingerprint(codec),
+        "format": "vampnet-tokens", "version": 1, "codec_fingerprint": codec.fingerprint(),
         "codec_path": str(codec_path) if codec_path else None, "codec_config": codec.config.to_dict(),
         "sample_rate": codec.sample_rate, "hop_length": codec.hop_length, "n_codebooks": codec.n_codebooks,
         "codebook_size": codec.codebook_size, "tokenize": asdict(config),

@@ -1,0 +1,271 @@
+"""Musical jobs built on the one pipeline, each a prompt plus a pipeline call: vamp presets, loops with variations
+that loop seamlessly, continuation (outpainting, forwards or backwards), inpainting of time ranges, and
+compression to a file that keeps only some tokens (decompression regenerates the rest)."""
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import math
+import struct
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio
+from .errors import CodesFileError, OptionError
+from .pipeline import Pipeline, Progress, VampResult, new_seed, seeded_generator
+from .prompts import PromptConfig, periodic, seconds_to_frames, time_ranges
+from .sampling import SamplingConfig
+from .serialization import atomic_path
+
+PRESETS = {
+    # keep every 3rd frame of all coarse codebooks: close to the input, new detail
+    "subtle": PromptConfig(periodic_prompt=3, upper_codebook_mask=4),
+    # the original app's default: every 7th frame of the lowest 3 codebooks
+    "variation": PromptConfig(periodic_prompt=7, upper_codebook_mask=3),
+    # every 13th frame of the lowest codebook only, a few of those dropped: loosely follows the input
+    "wild": PromptConfig(periodic_prompt=13, upper_codebook_mask=1, dropout=0.2),
+}
+
+
+def preset(name: str, **changes) -> PromptConfig:
+    """A named prompt preset, optionally with fields changed."""
+    if name not in PRESETS:
+        raise OptionError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **changes)
+
+
+# --- continuation and inpainting -------------------------------------------------------------------------------
+
+def continue_audio(pipeline: Pipeline, wav, sample_rate: int, *, seconds: float = 0.0, before: float = 0.0,
+                   sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+                   seed: int | None = None, progress: Progress | None = None) -> VampResult:
+    """Extend a clip by `seconds` after its end and/or `before` seconds ahead of its start. The input's tokens are
+    kept; new ones are generated in windows, each conditioned on what precedes it, so any length works."""
+    if seconds < 0 or before < 0 or seconds + before <= 0:
+        raise OptionError("continue needs --seconds and/or --before greater than 0")
+    seed = new_seed() if seed is None else seed
+    prep = pipeline.prepare(wav, sample_rate, progress)
+    n_before, n_after = (seconds_to_frames(s, pipeline.frame_rate) for s in (before, seconds))
+    B, K, T = prep.codes.shape
+    codes = torch.cat([prep.codes.new_zeros(B, K, n_before), prep.codes, prep.codes.new_zeros(B, K, n_after)], -1)
+    mask = torch.ones_like(codes, dtype=torch.bool)
+    mask[..., n_before:n_before + T] = False
+    return pipeline.render(codes, mask, n_samples=None, loudness=prep.loudness, sampling=sampling,
+                           c2f_sampling=c2f_sampling, seed=seed, progress=progress,
+                           settings={"mode": "continue", "seed": seed, "seconds": seconds, "before": before,
+                                     "input_frames": [n_before, n_before + T]})
+
+
+def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float, float]], *,
+            sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+            seed: int | None = None, progress: Progress | None = None) -> VampResult:
+    """Regenerate the given [start, end) time ranges (seconds) in every codebook, with the rest as context."""
+    if not ranges:
+        raise OptionError("inpaint needs at least one range")
+    seed = new_seed() if seed is None else seed
+    prep = pipeline.prepare(wav, sample_rate, progress)
+    duration = prep.n_samples / pipeline.sample_rate
+    frames = []
+    for a, b in ranges:
+        if not 0 <= a < b or a >= duration:
+            raise OptionError(f"range {a:g}-{b:g} s is empty or outside the clip (0-{duration:.2f} s)")
+        frames.append((int(a * pipeline.frame_rate), seconds_to_frames(min(b, duration), pipeline.frame_rate)))
+    mask = time_ranges(prep.codes, frames).to(prep.codes.device)
+    return pipeline.render(prep.codes, mask, n_samples=prep.n_samples, loudness=prep.loudness, sampling=sampling,
+                           c2f_sampling=c2f_sampling, seed=seed, progress=progress,
+                           settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges]})
+
+
+# --- loops -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class LoopResult:
+    """Variations of a loop (each loops seamlessly) and one signal that chains them."""
+
+    variations: list[VampResult]
+    chain: torch.Tensor  # (1, 1, samples)
+    sample_rate: int
+
+
+def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seconds: float | None = None,
+         prompt: PromptConfig | None = None, feedback: int = 0, seam_s: float = 0.25, repeats: int = 1,
+         sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+         seed: int | None = None, progress: Progress | None = None) -> LoopResult:
+    """Turn the first `seconds` of a clip (all of it by default) into `variations` loops.
+
+    Each variation is a vamp of the loop (re-vamped `feedback` more times); then the joint where its end meets
+    its start is regenerated with the end before it and the start after it as context, and the audio is decoded
+    with wrap-around context, so it loops without a seam. `chain` plays the variations one after another
+    (`repeats` times each), decoded as one signal."""
+    if variations < 1 or feedback < 0 or repeats < 1 or seam_s <= 0:
+        raise OptionError("loop needs variations >= 1, feedback >= 0, repeats >= 1 and a positive seam")
+    prompt = prompt or PRESETS["variation"]
+    seed = new_seed() if seed is None else seed
+    prep = pipeline.prepare(wav, sample_rate, progress)
+    T = prep.codes.shape[-1] if seconds is None else seconds_to_frames(seconds, pipeline.frame_rate)
+    if T < 4 or T > prep.codes.shape[-1]:
+        raise OptionError(f"the loop must be between 4 frames and the clip's length ({prep.codes.shape[-1] / pipeline.frame_rate:.2f} s)")
+    region = prep.codes[..., :T]
+    seam = min(max(1, seconds_to_frames(seam_s, pipeline.frame_rate)), T // 4)
+    results, grids = [], []
+    for i in range(variations):
+        generator = seeded_generator(seed + i)
+        v = region
+        for _ in range(1 + feedback):
+            v = pipeline.generate(v, prompt.build(v, pipeline.frame_rate, generator).to(v.device), sampling,
+                                  c2f_sampling, generator=generator, progress=progress)
+        v = _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress)
+        wav_i = audio.match_loudness(_decode_looped(pipeline, v), pipeline.sample_rate, prep.loudness)
+        results.append(VampResult(wav_i, pipeline.sample_rate, v.cpu(), torch.ones_like(v, dtype=torch.bool).cpu(),
+                                  {"mode": "loop", "seed": seed + i, "variation": i + 1, "feedback": feedback,
+                                   "prompt": prompt.to_dict(), "loop_frames": T}))
+        grids += [v] * repeats
+    chain = audio.match_loudness(_decode_looped(pipeline, torch.cat(grids, -1)), pipeline.sample_rate, prep.loudness)
+    return LoopResult(results, chain, pipeline.sample_rate)
+
+
+def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
+    """Regenerate the last and first `seam` frames of a loop with the loop's end and start around them."""
+    T = v.shape[-1]
+    ctx = min(T - seam, max(seam, (pipeline.coarse_window - 2 * seam) // 2))
+    joint = torch.cat([v[..., T - seam - ctx:], v[..., :seam + ctx]], -1)  # end | start
+    mask = torch.zeros_like(joint, dtype=torch.bool)
+    mask[..., ctx:ctx + 2 * seam] = True
+    out = pipeline.generate(joint, mask, sampling, c2f_sampling, generator=generator, progress=progress)
+    v = v.clone()
+    v[..., T - seam:] = out[..., ctx:ctx + seam]
+    v[..., :seam] = out[..., ctx + seam:ctx + 2 * seam]
+    return v
+
+
+def _decode_looped(pipeline, v):
+    """Decode a loop's tokens with the loop's own end before it and start after it, keeping the middle copy."""
+    T, hop = v.shape[-1], pipeline.codec.hop_length
+    pad = min(T, pipeline.codec.config.decoder_context_frames())
+    wav = pipeline.decode(torch.cat([v[..., T - pad:], v, v[..., :pad]], -1))
+    return wav[..., pad * hop:(pad + T) * hop]
+
+
+# --- compression -----------------------------------------------------------------------------------------------
+
+MAGIC = b"VAMPNETZ"
+VERSION = 1
+
+
+@dataclass
+class CompressedInfo:
+    """What `compress` wrote: sizes and bitrates (nominal from the token budget, real from the file size)."""
+
+    path: Path
+    bytes: int
+    seconds: float
+    kept_tokens: int
+    nominal_kbps: float
+    real_kbps: float
+
+
+def kept_mask(codes_shape, codebooks: int, period: int) -> torch.Tensor:
+    """True where a token is kept: the first `codebooks` codebooks at every `period`-th frame."""
+    keep = ~periodic(codes_shape, period) if period > 1 else torch.ones(codes_shape, dtype=torch.bool)
+    keep[:, codebooks:] = False
+    return keep
+
+
+def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int = 4, period: int = 1,
+             progress: Progress | None = None) -> CompressedInfo:
+    """Encode a clip and write only the kept tokens (bit-packed, entropy-coded) with a small versioned header."""
+    if not 1 <= codebooks <= pipeline.n_codebooks:
+        raise OptionError(f"--codebooks must be in 1..{pipeline.n_codebooks}")
+    if period < 1:
+        raise OptionError("--period must be >= 1")
+    prep = pipeline.prepare(wav, sample_rate, progress)
+    keep = kept_mask(prep.codes.shape, codebooks, period)
+    tokens = prep.codes.cpu()[keep].numpy()
+    bits = max(1, math.ceil(math.log2(pipeline.codec.codebook_size)))
+    packed = _pack(tokens, bits)
+    method, payload = min((("zlib", zlib.compress(packed, 9)), ("lzma", lzma.compress(packed, preset=9)),
+                           ("raw", packed)), key=lambda m: len(m[1]))
+    header = {"codec": pipeline.codec.fingerprint(), "sample_rate": pipeline.sample_rate,
+              "hop_length": pipeline.codec.hop_length, "codebook_size": pipeline.codec.codebook_size,
+              "n_codebooks": pipeline.n_codebooks, "frames": prep.codes.shape[-1], "n_samples": prep.n_samples,
+              "loudness": prep.loudness if math.isfinite(prep.loudness) else None, "codebooks": codebooks,
+              "period": period, "bits": bits, "count": int(tokens.size), "method": method}
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = MAGIC + struct.pack("<BI", VERSION, len(head)) + head + struct.pack("<I", len(payload)) + payload
+    data = body + struct.pack("<I", zlib.crc32(body))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    seconds = prep.n_samples / pipeline.sample_rate
+    nominal = bits * codebooks * pipeline.frame_rate / period / 1000
+    return CompressedInfo(path, len(data), seconds, int(tokens.size), nominal, len(data) * 8 / seconds / 1000)
+
+
+def read_compressed(path) -> tuple[dict, np.ndarray]:
+    """Parse and validate a compressed file -> (header, kept tokens). CodesFileError on any inconsistency."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodesFileError(f"compressed file not found: {path}")
+    data = path.read_bytes()
+    f = io.BytesIO(data)
+    try:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise CodesFileError(f"{path} is not a vampnet compressed file")
+        version, head_len = struct.unpack("<BI", f.read(5))
+        if version != VERSION:
+            raise CodesFileError(f"{path} has format version {version}; this vampnet reads version {VERSION}")
+        header = json.loads(f.read(head_len))
+        (payload_len,) = struct.unpack("<I", f.read(4))
+        payload = f.read(payload_len)
+        (crc,) = struct.unpack("<I", f.read(4))
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError):
+        raise CodesFileError(f"{path} is truncated or corrupt") from None
+    if len(payload) != payload_len or f.read() or zlib.crc32(data[:-4]) != crc:
+        raise CodesFileError(f"{path} is truncated or corrupt (checksum mismatch)")
+    try:
+        packed = {"zlib": zlib.decompress, "lzma": lzma.decompress, "raw": bytes}[header["method"]](payload)
+        tokens = _unpack(packed, header["bits"], header["count"])
+    except (KeyError, zlib.error, lzma.LZMAError, ValueError):
+        raise CodesFileError(f"{path} has an unreadable payload") from None
+    return header, tokens
+
+
+def decompress(pipeline: Pipeline, path, *, sampling: SamplingConfig | None = None,
+               c2f_sampling: SamplingConfig | None = None, seed: int | None = None,
+               progress: Progress | None = None) -> VampResult:
+    """Regenerate a compressed clip: the kept tokens in place, VampNet fills the rest."""
+    header, tokens = read_compressed(path)
+    if header["codec"] != pipeline.codec.fingerprint() or header["n_codebooks"] != pipeline.n_codebooks:
+        raise CodesFileError(f"{path} was compressed with another model (codec {header['codec']})")
+    shape = (1, header["n_codebooks"], header["frames"])
+    keep = kept_mask(shape, header["codebooks"], header["period"])
+    if int(keep.sum()) != tokens.size or (tokens.size and tokens.max() >= header["codebook_size"]):
+        raise CodesFileError(f"{path} holds {tokens.size} tokens where its header implies {int(keep.sum())}")
+    codes = torch.zeros(shape, dtype=torch.long)
+    codes[keep] = torch.from_numpy(tokens.astype(np.int64))
+    seed = new_seed() if seed is None else seed
+    loudness = header["loudness"] if header["loudness"] is not None else -math.inf
+    return pipeline.render(codes.to(pipeline.device), (~keep).to(pipeline.device), n_samples=header["n_samples"],
+                           loudness=loudness, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
+                           progress=progress, settings={"mode": "decompress", "seed": seed,
+                                                        "codebooks": header["codebooks"], "period": header["period"]})
+
+
+def _pack(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers -> a big-endian bit stream of `bits` bits each."""
+    v = values.astype(np.uint32)
+    bit_matrix = ((v[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.packbits(bit_matrix.reshape(-1)).tobytes()
+
+
+def _unpack(data: bytes, bits: int, count: int) -> np.ndarray:
+    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+    if stream.size < count * bits:
+        raise ValueError("payload too short")
+    matrix = stream[: count * bits].reshape(count, bits).astype(np.uint32)
+    return (matrix << np.arange(bits - 1, -1, -1, dtype=np.uint32)).sum(1).astype(np.int64)

@@ -1,0 +1,131 @@
+"""Musical modes on the fixture models: loops (length, seamless joint), continuation, inpainting, compression."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import sine_mix
+from vampnet import CodesFileError, OptionError, SamplingConfig, modes
+from vampnet.prompts import seconds_to_frames
+
+FAST = dict(sampling=SamplingConfig(steps=3), seed=0)
+
+
+def wav(seconds):
+    return torch.from_numpy(sine_mix(seconds)).view(1, 1, -1)
+
+
+def spectral_flux(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """Positive spectral change between consecutive frames; flux[i] is the change into frame i+1."""
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+    mag = np.abs(np.fft.rfft(frames, axis=-1))
+    return np.maximum(mag[1:] - mag[:-1], 0).sum(-1)
+
+
+def joint_is_seamless(x: np.ndarray) -> bool:
+    """Looping x twice, is the spectral flux around the joint no larger than around 95 % of other places?
+    (max flux over 4 analysis frames, compared with the same statistic everywhere else)"""
+    flux = spectral_flux(np.tile(x, 2))
+    local = np.lib.stride_tricks.sliding_window_view(flux, 4).max(-1)  # local[k] covers flux[k:k+4]
+    joint = len(x) // 256 - 2
+    others = np.delete(local, range(max(0, joint - 4), joint + 5))
+    return local[joint] <= np.percentile(others, 95)
+
+
+def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a):
+    x = wav(2.0)
+    res = modes.loop(pipeline_a, x, 44100, variations=2, seconds=1.5, repeats=2, **FAST)
+    T = seconds_to_frames(1.5, pipeline_a.frame_rate)
+    assert len(res.variations) == 2
+    for v in res.variations:
+        assert v.audio.shape[-1] == T * pipeline_a.codec.hop_length and v.codes.shape[-1] == T
+        assert joint_is_seamless(v.audio[0, 0].numpy())
+    # the check can fail: the input cut at the same length and looped has an audible joint
+    assert not joint_is_seamless(x[0, 0, : T * pipeline_a.codec.hop_length].numpy())
+    assert res.chain.shape[-1] == 2 * 2 * T * pipeline_a.codec.hop_length
+    assert not torch.equal(res.variations[0].codes, res.variations[1].codes)
+
+
+def test_loop_seam_is_regenerated_in_context(pipeline_a):
+    """The frames around the joint come from one generation that saw the end and the start together."""
+    res = modes.loop(pipeline_a, wav(1.0), 44100, variations=1, seam_s=0.1, **FAST)
+    assert (res.variations[0].codes < 1024).all()
+
+
+def test_continuation_keeps_the_input_tokens(pipeline_a):
+    x = wav(1.5)
+    res = modes.continue_audio(pipeline_a, x, 44100, seconds=1.0, before=0.5, **FAST)
+    prep = pipeline_a.prepare(x, 44100)
+    a, b = res.settings["input_frames"]
+    assert torch.equal(res.codes[..., a:b], prep.codes)
+    assert a == seconds_to_frames(0.5, pipeline_a.frame_rate)
+    assert res.codes.shape[-1] == b + seconds_to_frames(1.0, pipeline_a.frame_rate)
+    assert res.audio.shape[-1] == res.codes.shape[-1] * pipeline_a.codec.hop_length
+    with pytest.raises(OptionError):
+        modes.continue_audio(pipeline_a, x, 44100, seconds=0.0)
+
+
+def test_long_continuation_runs_in_windows(codec_a, coarse_a, c2f_a):
+    from vampnet import Pipeline
+
+    pipe = Pipeline(codec_a, coarse_a, c2f_a, coarse_window_s=1.0, window_overlap_s=0.3)
+    res = modes.continue_audio(pipe, wav(0.8), 44100, seconds=3.0, **FAST)
+    assert (res.codes < 1024).all() and res.codes.shape[-1] > 3 * pipe.coarse_window
+
+
+def test_inpainting_changes_only_the_range(pipeline_a):
+    x = wav(2.0)
+    res = modes.inpaint(pipeline_a, x, 44100, [(0.5, 1.0), (1.5, 1.7)], **FAST)
+    prep = pipeline_a.prepare(x, 44100)
+    inside = res.mask[0, 0]
+    fr = pipeline_a.frame_rate
+    expected = torch.zeros_like(inside)
+    expected[int(0.5 * fr):seconds_to_frames(1.0, fr)] = True
+    expected[int(1.5 * fr):seconds_to_frames(1.7, fr)] = True
+    assert torch.equal(inside, expected)
+    assert torch.equal(res.codes[..., ~inside], prep.codes[..., ~inside])
+    assert not torch.equal(res.codes[..., inside], prep.codes[..., inside])
+    with pytest.raises(OptionError):
+        modes.inpaint(pipeline_a, x, 44100, [(3.0, 4.0)])
+
+
+@pytest.mark.parametrize("codebooks,period", [(1, 1), (4, 4), (2, 16)])
+def test_compress_round_trips_header_and_kept_tokens_and_reports_the_file_bitrate(pipeline_a, tmp_path, codebooks, period):
+    x = wav(2.0)
+    info = modes.compress(pipeline_a, x, 44100, tmp_path / "c.vmpz", codebooks=codebooks, period=period)
+    assert info.bytes == (tmp_path / "c.vmpz").stat().st_size
+    assert info.real_kbps == pytest.approx(info.bytes * 8 / 2.0 / 1000, rel=1e-6)
+    assert info.nominal_kbps == pytest.approx(10 * codebooks * pipeline_a.frame_rate / period / 1000)
+    header, tokens = modes.read_compressed(tmp_path / "c.vmpz")
+    prep = pipeline_a.prepare(x, 44100)
+    keep = modes.kept_mask(prep.codes.shape, codebooks, period)
+    assert np.array_equal(tokens, prep.codes[keep].numpy())
+    assert header["codebooks"] == codebooks and header["period"] == period and header["n_samples"] == x.shape[-1]
+    res = modes.decompress(pipeline_a, tmp_path / "c.vmpz", **FAST)
+    assert torch.equal(res.codes[keep], prep.codes[keep])
+    assert res.audio.shape[-1] == x.shape[-1]
+
+
+def test_bad_or_truncated_compressed_files(pipeline_a, tmp_path):
+    modes.compress(pipeline_a, wav(1.0), 44100, tmp_path / "c.vmpz", codebooks=2, period=2)
+    data = (tmp_path / "c.vmpz").read_bytes()
+    cases = {"truncated": data[:-10], "flipped": data[:40] + bytes([data[40] ^ 1]) + data[41:], "junk": b"hello",
+             "empty": b""}
+    for name, content in cases.items():
+        (tmp_path / f"{name}.vmpz").write_bytes(content)
+        with pytest.raises(CodesFileError):
+            modes.decompress(pipeline_a, tmp_path / f"{name}.vmpz")
+    with pytest.raises(CodesFileError):
+        modes.decompress(pipeline_a, tmp_path / "missing.vmpz")
+
+
+def test_bit_packing_round_trips():
+    values = np.random.default_rng(0).integers(0, 1024, 1001)
+    assert np.array_equal(modes._unpack(modes._pack(values, 10), 10, values.size), values)
+
+
+def test_presets_exist_and_unknown_preset_is_an_error():
+    assert modes.preset("subtle").periodic_prompt < modes.preset("variation").periodic_prompt < modes.preset("wild").periodic_prompt
+    with pytest.raises(OptionError, match="unknown preset"):
+        modes.preset("loud")
