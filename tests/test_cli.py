@@ -153,3 +153,12 @@ def test_mode_command_errors(wav_file, tmp_path):
     assert_clean_failure(run("compress", wav_file, "-o", tmp_path / "c.wav", "--models", SET_A))
     (tmp_path / "bad.vmpz").write_bytes(b"VAMPNETZ\x01")
     assert_clean_failure(run("decompress", tmp_path / "bad.vmpz", "-o", tmp_path / "d.wav", "--models", SET_A), tmp_path / "d.wav")
+
+
+def test_precision_option_is_honoured_and_recorded_in_the_file(wav_file, tmp_path):
+    out = tmp_path / "bf16.wav"
+    assert run("vamp", wav_file, "-o", out, "--models", SET_A, "--seed", 0, "--steps", 2, "--precision", "bf16", "-q").returncode == 0
+    with sf.SoundFile(str(out)) as f:
+        settings = json.loads(f.comment)
+    assert settings["precision"] == "bf16" and settings["seed"] == 0
+    assert_clean_failure(run("vamp", wav_file, "-o", tmp_path / "x.wav", "--models", SET_A, "--precision", "fp8"), tmp_path / "x.wav")

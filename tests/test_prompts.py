@@ -78,3 +78,13 @@ def test_bad_prompt_values_raise():
     for kw in (dict(periodic_prompt=-1), dict(dropout=2.0), dict(prefix_s=-1), dict(ranges_s=((2.0, 1.0),))):
         with pytest.raises(OptionError):
             PromptConfig(**kw)
+
+
+def test_around_times_keeps_frames_near_each_time():
+    rate = 10.0
+    m = P.around_times((1, 2, 30), [1.0, 2.05], rate, before_s=0.1, after_s=0.2)
+    assert kept_frames(m) == [9, 10, 11, 19, 20, 21, 22]
+    m = P.around_times((1, 2, 30), [0.55], rate, 0.0, 0.0)
+    assert kept_frames(m) == [5]  # the beat's own frame at least
+    assert P.around_times((1, 2, 30), [], rate).all()
+    assert kept_frames(P.around_times((1, 1, 10), [0.95], rate, 0.0, 1.0)) == [9]  # clipped at the end

@@ -38,6 +38,8 @@ def _load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need
     pipeline = Pipeline.load(folder, codec=codec, coarse=coarse, c2f=c2f, device=device, **options)
     if need_generation and pipeline.coarse is None:
         raise CheckpointError("the model folder has no coarse model (coarse.safetensors or coarse.pth)")
+    if pipeline.precision_note:
+        typer.echo(f"note: {pipeline.precision_note}", err=True)
     return pipeline
 
 
@@ -130,6 +132,7 @@ def vamp(
     window: float = typer.Option(10.0, min=0.1, help="coarse context window in seconds (long audio is windowed)"),
     overlap: float = typer.Option(2.5, min=0.0, help="overlap of coarse windows in seconds"),
     device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
+    precision: str = typer.Option("fp32", help="fp32 (exact) | bf16 | int8"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bars"),
 ):
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
@@ -150,7 +153,7 @@ def vamp(
                               typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
     c2f_sampling = SamplingConfig(steps=c2f_steps)
     pipeline = _load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
-                              lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora)
+                              lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision)
     with _ProgressReporter(quiet) as progress:
         result = pipeline.vamp_file(input, output, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
                                     seed=seed, progress=progress)
@@ -167,16 +170,17 @@ _C2F_STEPS = typer.Option(2, "--c2f-steps", min=1, help="coarse-to-fine sampling
 _TEMPERATURE = typer.Option(1.0, min=0.0, help="sampling temperature")
 _TOP_P = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass")
 _DEVICE = typer.Option("cpu", help="torch device")
+_PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
 _QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
 _AUDIO_OUT = (".wav", ".flac", ".ogg")
 
 
-def _mode_setup(input: Path, output: Path, models, lora, device, suffixes=_AUDIO_OUT):
+def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32", suffixes=_AUDIO_OUT):
     _check_input(input)
     _check_output(output, suffixes)
     from . import audio
 
-    pipeline = _load_pipeline(models, device=device, lora=lora)
+    pipeline = _load_pipeline(models, device=device, lora=lora, precision=precision)
     wav, sr = audio.load(input)
     return pipeline, wav, sr
 
@@ -198,12 +202,12 @@ def loop(
     repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
     c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
-    device: str = _DEVICE, quiet: bool = _QUIET,
+    device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
     from . import audio, modes
 
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device)
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     with _ProgressReporter(quiet) as progress:
         result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, prompt=modes.preset(preset_name),
@@ -224,7 +228,7 @@ def continue_(
     before: float = typer.Option(0.0, min=0.0, help="seconds to add before the start"),
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
     c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
-    device: str = _DEVICE, quiet: bool = _QUIET,
+    device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
     from . import modes
@@ -233,7 +237,7 @@ def continue_(
 
     if seconds <= 0 and before <= 0:
         raise OptionError("give --seconds and/or --before")
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device)
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     with _ProgressReporter(quiet) as progress:
         result = modes.continue_audio(pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling,
@@ -251,7 +255,7 @@ def inpaint(
     range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
     c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
-    device: str = _DEVICE, quiet: bool = _QUIET,
+    device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Regenerate one or more time ranges, with the rest of the clip as context."""
     from . import modes
@@ -264,7 +268,7 @@ def inpaint(
         ranges.insert(0, (start, end))
     if not ranges:
         raise OptionError("give --start/--end or --range")
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device)
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     with _ProgressReporter(quiet) as progress:
         result = modes.inpaint(pipeline, wav, sr, ranges, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
@@ -279,12 +283,12 @@ def compress(
     output: Path = typer.Option(..., "-o", "--output", help="compressed file (.vmpz)"),
     codebooks: int = typer.Option(4, "--codebooks", min=1, help="codebooks kept (Nk)"),
     period: int = typer.Option(1, min=1, help="keep every P-th frame"),
-    models: Optional[str] = _MODELS, device: str = _DEVICE,
+    models: Optional[str] = _MODELS, device: str = _DEVICE, precision: str = _PRECISION,
 ):
     """Keep only some tokens (Nk codebooks at every P-th frame) in a small file; prints the bitrate."""
     from . import modes
 
-    pipeline, wav, sr = _mode_setup(input, output, models, None, device, suffixes=(".vmpz",))
+    pipeline, wav, sr = _mode_setup(input, output, models, None, device, precision, suffixes=(".vmpz",))
     info = modes.compress(pipeline, wav, sr, output, codebooks=codebooks, period=period)
     typer.echo(f"wrote {output}: {info.bytes} bytes for {info.seconds:.2f} s, {info.kept_tokens} tokens; "
                f"bitrate {info.real_kbps:.3f} kbps from the file size (nominal {info.nominal_kbps:.3f} kbps)")
@@ -295,7 +299,8 @@ def decompress(
     input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
     output: Path = typer.Option(..., "-o", "--output"),
     models: Optional[str] = _MODELS, seed: Optional[int] = _SEED, steps: int = _STEPS, c2f_steps: int = _C2F_STEPS,
-    temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, device: str = _DEVICE, quiet: bool = _QUIET,
+    temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, device: str = _DEVICE,
+    precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Regenerate audio from a compressed file: VampNet fills the tokens that were not kept."""
     from . import modes
@@ -304,7 +309,7 @@ def decompress(
     if not input.is_file():
         raise CodesFileError(f"compressed file not found: {input}")
     _check_output(output, _AUDIO_OUT)
-    pipeline = _load_pipeline(models, device=device)
+    pipeline = _load_pipeline(models, device=device, precision=precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     with _ProgressReporter(quiet) as progress:
         result = modes.decompress(pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress)
@@ -420,22 +425,27 @@ TRAIN_DEFAULTS = {
 
 @app.command()
 def train(
-    kind: str = typer.Argument(..., help="coarse or c2f"),
+    kind: str = typer.Argument(..., help="coarse, c2f or codec"),
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (YAML)"),
     set_: List[str] = typer.Option([], "--set", help="override one option: key=value (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/latest"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
-    """Train a coarse or coarse-to-fine model on a token dataset (also under torchrun for several processes)."""
+    """Train a coarse or coarse-to-fine model on a token dataset, or the codec on audio (also under torchrun)."""
     from .errors import OptionError
-    from .train.config import load_config
-    from .train.masked import train as run_train
 
-    if kind not in TRAIN_DEFAULTS:
-        raise OptionError(f"train takes 'coarse' or 'c2f', got {kind!r}")
-    cfg = load_config(config, set_, **TRAIN_DEFAULTS[kind])
-    metrics = run_train(cfg, resume=resume, progress=not quiet)
-    typer.echo(json.dumps({k: v for k, v in metrics.items()}, default=float), err=True)
+    if kind == "codec":
+        from .train.codec_trainer import load_codec_config, train_codec
+
+        metrics = train_codec(load_codec_config(config, set_), resume=resume, progress=not quiet)
+    elif kind in TRAIN_DEFAULTS:
+        from .train.config import load_config
+        from .train.masked import train as run_train
+
+        metrics = run_train(load_config(config, set_, **TRAIN_DEFAULTS[kind]), resume=resume, progress=not quiet)
+    else:
+        raise OptionError(f"train takes 'coarse', 'c2f' or 'codec', got {kind!r}")
+    typer.echo(json.dumps(metrics, default=float), err=True)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from . import audio
+from . import precision as precision_mod
 from .checkpoints import find_model_files
 from .codec import Codec
 from .errors import CheckpointError, CodesFileError, OptionError
@@ -51,8 +52,8 @@ class Pipeline:
     """Codec + coarse transformer (+ optional coarse-to-fine transformer) and the flow between them."""
 
     def __init__(self, codec: Codec, coarse: MaskedTransformer | None = None, c2f: MaskedTransformer | None = None, *,
-                 device: str | torch.device = "cpu", coarse_window_s: float = 10.0, window_overlap_s: float = 2.5,
-                 c2f_chunk_s: float = 3.0, c2f_batch_size: int = 16):
+                 device: str | torch.device = "cpu", precision: str = "fp32", coarse_window_s: float = 10.0,
+                 window_overlap_s: float = 2.5, c2f_chunk_s: float = 3.0, c2f_batch_size: int = 16):
         if coarse is None and c2f is not None:
             raise CheckpointError("a coarse-to-fine model needs a coarse model beside it")
         if coarse is not None and coarse.n_conditioning_codebooks != 0:
@@ -67,9 +68,12 @@ class Pipeline:
         if not 0 <= window_overlap_s < coarse_window_s or c2f_chunk_s <= 0 or c2f_batch_size < 1:
             raise OptionError("window sizes must be positive and the overlap shorter than the window")
         self.device = torch.device(device)
-        self.codec = codec.to(self.device).eval()
-        self.coarse = coarse.to(self.device).eval() if coarse is not None else None
-        self.c2f = c2f.to(self.device).eval() if c2f is not None else None
+        self.precision = precision_mod.check(precision)
+        self.precision_note = precision_mod.bf16_note(self.device) if precision != "fp32" else None
+        # precision is applied here, once; the models are then used as they are
+        self.codec = precision_mod.apply_to_codec(codec.to(self.device).eval(), precision, self.device)
+        self.coarse = precision_mod.apply_to_transformer(coarse.to(self.device).eval(), precision) if coarse is not None else None
+        self.c2f = precision_mod.apply_to_transformer(c2f.to(self.device).eval(), precision) if c2f is not None else None
         self.n_codebooks = n_codebooks
         # (a pipeline with only a codec serves encode/decode jobs)
         self.coarse_window = max(2, seconds_to_frames(coarse_window_s, self.frame_rate))
@@ -224,7 +228,7 @@ class Pipeline:
         y = audio.match_loudness(self.decode(out, n_samples), self.sample_rate, loudness)
         if progress:
             progress("decode", 1, 1)
-        info = {"sampling": sampling.to_dict(), "c2f_sampling": c2f_sampling.to_dict(),
+        info = {"precision": self.precision, "sampling": sampling.to_dict(), "c2f_sampling": c2f_sampling.to_dict(),
                 "generated_fraction": float(mask.float().mean()), **(settings or {})}
         return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), info)
 

@@ -83,6 +83,22 @@ def time_ranges(like, ranges) -> torch.Tensor:
     return gen.view(1, 1, T).expand(B, K, T).clone()
 
 
+def around_times(like, times_s, frame_rate: float, before_s: float = 0.0, after_s: float = 0.02) -> torch.Tensor:
+    """Keep the frames from `before_s` before to `after_s` after each time (beats, downbeats, onsets); generate
+    the rest. A time at t seconds lies in frame floor(t * frame_rate); at least that frame is kept."""
+    B, K, T = _shape(like)
+    if before_s < 0 or after_s < 0:
+        raise OptionError("the context around beats/onsets must be >= 0 seconds")
+    times = torch.as_tensor(list(times_s), dtype=torch.float64)
+    keep = torch.zeros(T, dtype=torch.bool)
+    if times.numel():
+        start = torch.floor((times - before_s) * frame_rate).long().clamp(0, T)
+        end = torch.maximum(torch.ceil((times + after_s) * frame_rate).long(), torch.floor(times * frame_rate).long() + 1)
+        t = torch.arange(T)
+        keep = ((t[None, :] >= start[:, None]) & (t[None, :] < end.clamp(max=T)[:, None])).any(0)
+    return (~keep).view(1, 1, T).expand(B, K, T).clone()
+
+
 def codebook_mask(mask: torch.Tensor, first: int) -> torch.Tensor:
     """Generate every codebook from index `first` up ("upper codebook mask"): only lower ones can be kept."""
     if first < 0:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -247,9 +246,9 @@ class Codec(nn.Module):
     def encode_latents(self, wav: torch.Tensor, n_quantizers: int | None = None) -> dict:
         """Full quantiser output for (B, 1, N) audio: z, codes, latents (see ResidualVectorQuantizer)."""
         self._check_wav(wav)
-        param = next(self.parameters())
+        param = next(self.encoder.parameters())
         z = self.encoder(self.pad(wav).to(param.device, param.dtype))
-        return self.quantizer(z, n_quantizers)
+        return self.quantizer(z.float(), n_quantizers)  # codes are chosen in float32 whatever the encoder's dtype
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, 1, N) float at `sample_rate` -> (B, K, ceil(N / hop)) int64 codes."""
@@ -275,17 +274,18 @@ class Codec(nn.Module):
             raise OptionError(f"codec.decode got {codes.shape[1]} codebooks; this codec has {self.n_codebooks}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise OptionError(f"codes must lie in [0, {self.codebook_size}); got values in [{int(codes.min())}, {int(codes.max())}]")
-        param = next(self.parameters())
+        param = next(self.decoder.parameters())
         codes = codes.to(param.device)
+        to_decoder = lambda c: self.quantizer.from_codes(c).to(param.dtype)
         T, hop = codes.shape[-1], self.hop_length
         ctx = self.config.decoder_context_frames()
         if T <= self.chunk_frames + 2 * ctx:
-            return self.decoder(self.quantizer.from_codes(codes))
+            return self.decoder(to_decoder(codes))
         out = []
         for a in range(0, T, self.chunk_frames):
             b = min(a + self.chunk_frames, T)
             lo, hi = max(0, a - ctx), min(T, b + ctx)
-            wav = self.decoder(self.quantizer.from_codes(codes[..., lo:hi]))
+            wav = self.decoder(to_decoder(codes[..., lo:hi]))
             out.append(wav[..., (a - lo) * hop: (b - lo) * hop])
         return torch.cat(out, -1)
 

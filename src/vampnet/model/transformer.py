@@ -247,7 +247,7 @@ class MaskedTransformer(nn.Module):
     def hidden(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, K, T) codes -> (B, T, D) final normalised hidden states."""
         self._check_codes(codes)
-        x = self.embedding(codes)
+        x = self.embedding(codes).to(self.norm.weight.dtype)
         bias = self.rel_bias(codes.shape[-1])
         for layer in self.layers:
             x = layer(x, bias)
@@ -269,6 +269,18 @@ class MaskedTransformer(nn.Module):
             raise OptionError(f"this model takes {self.n_codebooks} codebooks, got {codes.shape[1]}")
         if codes.shape[2] == 0:
             raise OptionError("codes have no frames")
+
+    def fold_for_inference(self) -> None:
+        """Replace the weight-normalised classifier by a plain linear layer with the same effective weight
+        (one less computation per forward, and quantisable). Training and saving are refused afterwards."""
+        if isinstance(self.classifier, WeightNormLinear):
+            with torch.no_grad():
+                weight = self.classifier.weight()
+                folded = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+                folded.weight.copy_(weight)
+                folded.bias.copy_(self.classifier.bias)
+            self.classifier = folded
+        self.inference_only = True
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -304,6 +316,8 @@ class MaskedTransformer(nn.Module):
 
     def save(self, path) -> None:
         """Write our safetensors format (weights, the codec codebooks it embeds with, config), atomically."""
+        if getattr(self, "inference_only", False):
+            raise CheckpointError("this model was converted for inference (precision mode); save the fp32 model instead")
         save_safetensors(path, self.state_dict(), KIND, self.config.to_dict())
 
 

@@ -23,11 +23,9 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,8 +41,9 @@ from . import distributed
 from .data import AUDIO_EXTENSIONS, find_audio, split_of
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
+from .config import read_run_config
 from .masked import mix_seed
-from .state import MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE, optimizer_from_flat, optimizer_to_flat
+from .state import MODEL_FILE, load_training_checkpoint, optimizer_from_flat, optimizer_to_flat, save_training_checkpoint
 
 DISC_FILE, DISC_OPTIMIZER_FILE = "discriminator.safetensors", "discriminator_optimizer.safetensors"
 DISC_KIND = "codec-discriminator"
@@ -158,34 +157,8 @@ class CodecTrainConfig:
 
 
 def load_codec_config(path=None, overrides: list[str] | tuple = (), **defaults) -> CodecTrainConfig:
-    """Read a YAML run file, apply `defaults` under it and `key=value` overrides over it (unknown keys are errors)."""
-    import yaml
-
-    values: dict = dict(defaults)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise OptionError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise OptionError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise OptionError(f"{path} must hold a mapping of option: value")
-        values.update(loaded)
-    for item in overrides:
-        if "=" not in item:
-            raise OptionError(f"--set takes key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        values[key.strip()] = yaml.safe_load(raw)
-    known = {f.name for f in fields(CodecTrainConfig)}
-    for key in values:
-        if key not in known:
-            raise OptionError(f"unknown codec training option '{key}'")
-    try:
-        return CodecTrainConfig(**values)
-    except TypeError as e:
-        raise OptionError(str(e)) from None
+    """The codec training config from a YAML run file and overrides (see train.config.read_run_config)."""
+    return read_run_config(CodecTrainConfig, path, overrides, **defaults)
 
 
 # --- quantisation with dropout and VQ losses ----------------------------------------------------------------------
@@ -323,55 +296,46 @@ def split_files(cfg: CodecTrainConfig) -> tuple[list[Path], list[Path]]:
     return train, val or train
 
 
-# --- checkpoints: codec + optimiser (as state.py) plus the discriminator and its optimiser ----------------------------
-def save_codec_checkpoint(folder, codec: Codec, optimizer, disc, disc_optimizer, trainer: dict) -> Path:
-    """Write codec, discriminator, both optimisers and the trainer state into `folder`, replacing it in one step."""
+# --- checkpoints: codec + optimiser (state.py) plus the discriminator and its optimiser --------------------------------
+def _save_optimizer(path: Path, optimizer) -> None:
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    tensors, meta = optimizer_to_flat(optimizer)
+    save_file(tensors, str(path), metadata={"meta": json.dumps(meta)})
+
+
+def _load_optimizer(path: Path, optimizer) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["meta"])
+    optimizer_from_flat(optimizer, tensors, meta)
+
+
+def save_codec_checkpoint(folder, codec: Codec, optimizer, disc, disc_optimizer, trainer: dict) -> Path:
+    """Write codec, discriminator, both optimisers and the trainer state into `folder`, replacing it in one step
+    (state.save_training_checkpoint, with the discriminator's two files written beside the codec)."""
+
+    def write_model(tmp: Path):
         codec.save(tmp / MODEL_FILE)
-        parts = [(OPTIMIZER_FILE, optimizer)]
         if disc is not None:
             save_safetensors(tmp / DISC_FILE, disc.state_dict(), DISC_KIND, dataclasses.asdict(disc.config))
-            parts.append((DISC_OPTIMIZER_FILE, disc_optimizer))
-        for name, opt in parts:
-            tensors, meta = optimizer_to_flat(opt)
-            save_file(tensors, str(tmp / name), metadata={"meta": json.dumps(meta)})
-        (tmp / TRAINER_FILE).write_text(json.dumps(trainer, indent=2, default=float))
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+            _save_optimizer(tmp / DISC_OPTIMIZER_FILE, disc_optimizer)
+
+    return save_training_checkpoint(folder, codec, optimizer, trainer, write_model=write_model)
 
 
 def load_codec_checkpoint(folder, codec: Codec, optimizer, disc=None, disc_optimizer=None) -> dict:
     """Restore what save_codec_checkpoint wrote (the discriminator when one is given); returns the trainer state."""
-    from safetensors import safe_open
 
-    folder = Path(folder)
-    if not (folder / TRAINER_FILE).is_file():
-        old = folder.with_name(f".{folder.name}.old")  # a crash between the two renames leaves the previous state here
-        if not (old / TRAINER_FILE).is_file():
-            raise CheckpointError(f"no codec training checkpoint in {folder}")
-        folder = old
-    loaded = Codec.load(folder / MODEL_FILE)
-    if loaded.config != codec.config:
-        raise CheckpointError(f"{folder} holds a codec of another architecture than this run's")
-    codec.load_state_dict(loaded.state_dict())
-    parts = [(OPTIMIZER_FILE, optimizer)]
-    if disc is not None:
+    def read_model(folder: Path):
+        loaded = Codec.load(folder / MODEL_FILE)
+        if loaded.config != codec.config:
+            raise CheckpointError(f"{folder} holds a codec of another architecture than this run's")
+        codec.load_state_dict(loaded.state_dict())
+        if disc is None:
+            return
         if not (folder / DISC_FILE).is_file():
             raise CheckpointError(f"{folder} has no discriminator; resume with discriminator: false")
         ckpt = read_checkpoint(folder / DISC_FILE)
@@ -382,13 +346,9 @@ def load_codec_checkpoint(folder, codec: Codec, optimizer, disc=None, disc_optim
         if not same:
             raise CheckpointError(f"{folder / DISC_FILE} is not a discriminator of this run's sizes")
         disc.load_state_dict(ckpt.state_dict)
-        parts.append((DISC_OPTIMIZER_FILE, disc_optimizer))
-    for name, opt in parts:
-        with safe_open(str(folder / name), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            meta = json.loads(f.metadata()["meta"])
-        optimizer_from_flat(opt, tensors, meta)
-    return json.loads((folder / TRAINER_FILE).read_text())
+        _load_optimizer(folder / DISC_OPTIMIZER_FILE, disc_optimizer)
+
+    return load_training_checkpoint(folder, codec, optimizer, read_model=read_model)
 
 
 # --- the trainer ---------------------------------------------------------------------------------------------------

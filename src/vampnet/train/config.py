@@ -70,9 +70,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path=None, overrides: list[str] | tuple = (), **defaults) -> TrainConfig:
-    """Read a YAML run file, apply `defaults` (what the command implies) under it and `key=value` overrides over it."""
-    import yaml
+def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **defaults):
+    """Build the config dataclass `cls` from a YAML run file, with `defaults` (what the command implies) under it
+    and `key=value` overrides over it. An unknown key is an error that names it."""
+    try:
+        import yaml
+    except ImportError:
+        raise OptionError("training needs its extra dependencies: pip install 'vampnet[train]'") from None
 
     values: dict = dict(defaults)
     if path is not None:
@@ -86,16 +90,21 @@ def load_config(path=None, overrides: list[str] | tuple = (), **defaults) -> Tra
         if not isinstance(loaded, dict):
             raise OptionError(f"{path} must hold a mapping of option: value")
         values.update(loaded)
-    known = {f.name: f for f in fields(TrainConfig)}
     for item in overrides:
         if "=" not in item:
             raise OptionError(f"--set takes key=value, got {item!r}")
         key, raw = item.split("=", 1)
         values[key.strip()] = yaml.safe_load(raw)
+    known = {f.name for f in fields(cls)}
     for key in values:
         if key not in known:
             raise OptionError(f"unknown training option '{key}'")
     try:
-        return TrainConfig(**values)
+        return cls(**values)
     except TypeError as e:
         raise OptionError(str(e)) from None
+
+
+def load_config(path=None, overrides: list[str] | tuple = (), **defaults) -> TrainConfig:
+    """The transformer training config (see read_run_config)."""
+    return read_run_config(TrainConfig, path, overrides, **defaults)

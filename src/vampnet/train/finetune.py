@@ -21,7 +21,10 @@ ADAPTER_FILE = "lora.safetensors"
 
 def inject_lora(model, rank: int, alpha: float) -> None:
     """Add trainable LoRA factors (peft) to the target projections; every other weight is frozen."""
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise OptionError("LoRA fine-tuning needs peft: pip install 'vampnet[train]'") from None
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(TARGET_MODULES))
     inject_adapter_in_model(config, model)

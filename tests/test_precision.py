@@ -1,0 +1,55 @@
+"""Precision modes: bf16 and int8 run on the fixture models and stay within stated tolerances of fp32; fp32 is
+untouched (the fixture tests cover its exactness); the mode is recorded in the output."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SET_A, sine_mix
+from vampnet import CheckpointError, Codec, MaskedTransformer, OptionError, Pipeline, SamplingConfig
+from vampnet import precision as P
+from vampnet.spectral import multiscale_mel_distance
+
+
+def logits(model, codes):
+    with torch.inference_mode():
+        return model(codes).float()
+
+
+@pytest.mark.parametrize("mode,rel_tol,top1", [("bf16", 0.05, 0.9), ("int8", 0.1, 0.8)])
+def test_transformer_logits_close_to_fp32(mode, rel_tol, top1):
+    codec = Codec.load(SET_A / "codec.pth")
+    ref_model = MaskedTransformer.load(SET_A / "coarse.pth", codec)
+    fast = P.apply_to_transformer(MaskedTransformer.load(SET_A / "coarse.pth", codec), mode)
+    codes = torch.from_numpy(np.load(SET_A / "coarse_codes_in.npy"))
+    ref, got = logits(ref_model, codes), logits(fast, codes)
+    rel = ((got - ref).norm() / ref.norm()).item()
+    agree = (got.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert rel <= rel_tol and agree >= top1, (rel, agree)
+    with pytest.raises(CheckpointError):
+        fast.save("/tmp/never.safetensors")
+
+
+def test_codec_bf16_round_trip_close_to_fp32():
+    x = torch.from_numpy(np.load(SET_A / "audio_in.npy"))
+    ref = Codec.load(SET_A / "codec.pth")
+    fast = P.apply_to_codec(Codec.load(SET_A / "codec.pth"), "bf16", torch.device("cpu"))
+    with torch.inference_mode():
+        codes_ref, codes_fast = ref.encode(x), fast.encode(x)
+        y_ref, y_fast = ref.decode(codes_ref), fast.decode(codes_ref).float()
+    assert (codes_ref == codes_fast).float().mean() >= 0.8
+    assert multiscale_mel_distance(y_fast, y_ref, 44100) < 0.25 * multiscale_mel_distance(y_ref, 0.5 * y_ref, 44100)
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_pipeline_runs_in_each_mode_and_records_it(mode):
+    pipe = Pipeline.load(SET_A, precision=mode)
+    res = pipe.vamp(torch.from_numpy(sine_mix(1.0)).view(1, 1, -1), 44100, sampling=SamplingConfig(steps=3), seed=0)
+    assert torch.isfinite(res.audio).all() and res.settings["precision"] == mode
+    assert res.audio.dtype == torch.float32
+
+
+def test_unknown_precision_is_an_option_error():
+    with pytest.raises(OptionError):
+        Pipeline.load(SET_A, precision="fp8")
