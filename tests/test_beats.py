@@ -113,8 +113,10 @@ def test_auto_prefers_madmom_and_says_which_ran(clicks, monkeypatch):
 
     monkeypatch.setattr(B, "_import_madmom", unavailable)
     assert B.resolve_tracker("auto") == "librosa"
-    beats = B.track_beats(clicks[0][: 4 * SR], SR)        # stereo/mono handling is tested below; short is enough
+    stereo = torch.from_numpy(clicks[0][: 4 * SR]).view(1, 1, -1).repeat(1, 2, 1)    # (1, 2, N) at 44.1 kHz
+    beats = B.track_beats(stereo, SR)
     assert beats.tracker == "librosa" and "ISC" in beats.licence_note
+    assert np.array_equal(beats.times, B.track_beats(clicks[0][: 4 * SR], SR, "librosa").times)
 
 
 # --- the beat prompt ----------------------------------------------------------------------------------------
@@ -134,6 +136,16 @@ def test_beat_prompt_keeps_the_tokens_at_the_trackers_beats(tracker, clicks):
     assert torch.equal(beats.mask(like, FRAME_RATE, before_s=0.0, after_s=0.0), mask)
     sparse = beats.mask(like, FRAME_RATE, which="downbeats", every_k=2, before_s=0.0, after_s=0.0)
     assert (~sparse[0, 0]).sum() == len(beats.downbeats[::2])
+
+
+def test_prompt_times_selects_and_reports(clicks):
+    x = clicks[0][: 4 * SR]
+    times, report = B.prompt_times(x, SR, downbeats=True, onsets=True, tracker="madmom")
+    expected = set(np.round(B.track_beats(x, SR, "madmom").downbeats, 6))
+    expected |= set(np.round(B.track_onsets(x, SR, "madmom"), 6))
+    assert set(np.round(times, 6)) == expected and list(times) == sorted(times)
+    assert report[0].startswith("beats:") and "madmom" in report[0] and report[1].startswith("onsets:")
+    assert B.prompt_times(x, SR) == ((), [])
 
 
 def test_beats_helpers():
@@ -259,5 +271,5 @@ def test_wavebeat_reads_a_lightning_checkpoint_without_running_code(tmp_path, mo
             return (print, ("this must never run",))
 
     torch.save({"state_dict": model.state_dict(), "x": Payload()}, tmp_path / "evil.ckpt")
-    with pytest.raises(CheckpointError, match="builtins.print"):
+    with pytest.raises(CheckpointError, match=r"safely: it needs '(builtins\.)?print'"):
         B.load_wavebeat(tmp_path / "evil.ckpt")

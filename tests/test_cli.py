@@ -162,3 +162,22 @@ def test_precision_option_is_honoured_and_recorded_in_the_file(wav_file, tmp_pat
         settings = json.loads(f.comment)
     assert settings["precision"] == "bf16" and settings["seed"] == 0
     assert_clean_failure(run("vamp", wav_file, "-o", tmp_path / "x.wav", "--models", SET_A, "--precision", "fp8"), tmp_path / "x.wav")
+
+
+def test_beat_prompt_keeps_tokens_at_tracked_beats(tmp_path):
+    """120 BPM clicks: the prompt's kept times are the tracked beats, and the kept tokens sit at those frames."""
+    sr = 44100
+    x = np.zeros(int(sr * 4.0), dtype=np.float32)
+    for k in range(8):
+        start = int((0.25 + 0.5 * k) * sr)
+        x[start:start + 400] += np.hanning(800)[400:].astype(np.float32) * np.sin(np.arange(400) * 0.9)
+    sf.write(tmp_path / "clicks.wav", x, sr)
+    out = tmp_path / "b.wav"
+    proc = run("vamp", tmp_path / "clicks.wav", "-o", out, "--models", SET_A, "--beats", "--periodic", "0",
+               "--beat-tracker", "librosa", "--seed", 0, "--steps", 2, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "tracker librosa" in proc.stderr
+    with sf.SoundFile(str(out)) as f:
+        times = json.loads(f.comment)["prompt"]["keep_times_s"]
+    truth = 0.25 + 0.5 * np.arange(8)
+    assert len(times) >= 6 and all(np.min(np.abs(truth - t)) < 0.05 for t in times)

@@ -160,6 +160,27 @@ def track_onsets(wav, sample_rate: int, tracker: str = "auto", *, threshold: flo
     return _librosa_onsets(_mono(wav, sample_rate, LIBROSA_RATE))
 
 
+def prompt_times(wav, sample_rate: int, *, beats: bool = False, downbeats: bool = False, onsets: bool = False,
+                 every_k: int = 1, tracker: str = "auto", checkpoint=None) -> tuple[tuple[float, ...], list[str]]:
+    """The times a beat/onset prompt keeps (sorted seconds) and one report line per tracker that ran.
+
+    beats: every beat; downbeats: downbeats only (with beats, all beats anyway); both thinned to every k-th.
+    onsets: add the onsets (found by `tracker`, or by "auto" when that is wavebeat, which has no onsets)."""
+    times, report = [], []
+    if beats or downbeats:
+        found = track_beats(wav, sample_rate, tracker, checkpoint=checkpoint)
+        times.extend(found.select("beats" if beats else "downbeats", every_k).tolist())
+        report.append(f"beats: {found.summary()}")
+    elif every_k < 1:
+        raise OptionError(f"every k-th beat needs k >= 1, got {every_k}")
+    if onsets:
+        onset_tracker = resolve_tracker("auto" if tracker == "wavebeat" else tracker)
+        found_onsets = track_onsets(wav, sample_rate, onset_tracker)
+        times.extend(found_onsets.tolist())
+        report.append(f"onsets: {len(found_onsets)} found; tracker {onset_tracker} ({LICENCE_NOTES[onset_tracker]})")
+    return tuple(sorted(set(times))), report
+
+
 def resolve_tracker(tracker: str = "auto") -> str:
     """The tracker that `tracker` means here: "auto" becomes "madmom" when it imports, else "librosa".
     Raises TrackerUnavailable (naming the pip package) when the one asked for is not installed."""
@@ -219,9 +240,12 @@ def _check_bars(beats_per_bar) -> tuple[int, ...]:
 def _mono(wav, sample_rate, rate: int) -> np.ndarray:
     """Any (1, C, N) / (C, N) / (N,) tensor or array -> mono float32 numpy at `rate`."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
-            or not sample_rate > 0 or int(sample_rate) != sample_rate:
+            or not 0 < sample_rate < math.inf or int(sample_rate) != sample_rate:
         raise OptionError(f"the sample rate must be a positive integer, got {sample_rate!r}")
-    x = wav.detach().cpu().float() if isinstance(wav, torch.Tensor) else torch.from_numpy(np.asarray(wav, dtype=np.float32))
+    if isinstance(wav, torch.Tensor):
+        x = wav.detach().cpu().float()
+    else:
+        x = torch.tensor(np.asarray(wav, dtype=np.float32))  # a copy: the caller's array may be read-only
     if x.dim() == 1:
         x = x.view(1, 1, -1)
     elif x.dim() == 2:
@@ -439,7 +463,8 @@ class WaveBeat(torch.nn.Module):
                 or hp.get("causal") or hp.get("grouped") or hp.get("skip_connections"):
             raise CheckpointError(f"{path}: only the non-causal BatchNorm/PReLU dsTCN of WaveBeat is supported")
         sample_rate = int(hp.get("audio_sample_rate", 22050))
-        frame_rate = hp.get("target_sample_rate") or (sample_rate / hp["target_factor"] if hp.get("target_factor") else None)
+        frame_rate = hp.get("target_sample_rate") or (
+            sample_rate / hp["target_factor"] if hp.get("target_factor") else None)
         model = cls(nblocks=nblocks, kernel_size=first.shape[-1], stride=int(hp.get("stride", 2)),
                     dilation_growth=int(hp.get("dilation_growth", 8)), channel_growth=int(growth),
                     channel_width=first.shape[0], stack_size=int(hp.get("stack_size", 4)), ninputs=first.shape[1],

@@ -129,6 +129,14 @@ def vamp(
     range_: List[str] = typer.Option([], "--range", help="generate only inside START-END seconds (repeatable)"),
     dropout: float = typer.Option(0.0, min=0.0, max=1.0, help="probability of dropping a kept frame"),
     random_intensity: float = typer.Option(1.0, "--random-intensity", min=0.0, max=1.0, help="fraction of tokens the random mask generates"),
+    beats: bool = typer.Option(False, "--beats", help="keep the tokens at every tracked beat (with --periodic 0: only those)"),
+    downbeats: bool = typer.Option(False, "--downbeats", help="keep the tokens at tracked downbeats (--beats already includes them)"),
+    every_k: int = typer.Option(1, "--every-k", min=1, help="keep only every k-th of the selected beats or downbeats"),
+    beat_before: float = typer.Option(0.0, "--beat-before", min=0.0, help="seconds kept before each beat/downbeat/onset"),
+    beat_after: float = typer.Option(0.02, "--beat-after", min=0.0, help="seconds kept after each beat/downbeat/onset"),
+    onsets: bool = typer.Option(False, "--onsets", help="keep the tokens at detected onsets"),
+    beat_tracker: str = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat"),
+    wavebeat: Optional[Path] = typer.Option(None, "--wavebeat", help="WaveBeat checkpoint for --beat-tracker wavebeat"),
     window: float = typer.Option(10.0, min=0.1, help="coarse context window in seconds (long audio is windowed)"),
     overlap: float = typer.Option(2.5, min=0.0, help="overlap of coarse windows in seconds"),
     device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
@@ -141,13 +149,25 @@ def vamp(
 
     _check_input(input)
     _check_output(output, (".wav", ".flac", ".ogg"))
+    keep_times = ()
+    if beats or downbeats or onsets:
+        from . import audio
+        from .beats import prompt_times
+
+        wav, sr = audio.load(input)
+        keep_times, lines = prompt_times(wav, sr, beats=beats, downbeats=downbeats, onsets=onsets, every_k=every_k,
+                                         tracker=beat_tracker, checkpoint=wavebeat)
+        for line in lines:
+            typer.echo(line, err=True)  # which tracker ran, and its licence
+    beat_prompt = dict(keep_times_s=tuple(keep_times), keep_before_s=beat_before, keep_after_s=beat_after)
     prompt = PromptConfig(periodic_prompt=periodic, periodic_width=periodic_width, random_roll=random_roll,
                           prefix_s=prefix, suffix_s=suffix, ranges_s=_parse_ranges(range_), upper_codebook_mask=upper_codebooks,
-                          keep_codebooks=keep_codebooks, dropout=dropout, random_intensity=random_intensity)
+                          keep_codebooks=keep_codebooks, dropout=dropout, random_intensity=random_intensity, **beat_prompt)
     if preset_name is not None:
         from .modes import preset
 
-        prompt = preset(preset_name, prefix_s=prefix, suffix_s=suffix, ranges_s=prompt.ranges_s, keep_codebooks=keep_codebooks)
+        prompt = preset(preset_name, prefix_s=prefix, suffix_s=suffix, ranges_s=prompt.ranges_s, keep_codebooks=keep_codebooks,
+                        **beat_prompt)
     sampling = SamplingConfig(steps=steps, temperature=temperature, mask_temperature=mask_temperature,
                               sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical,
                               typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)

@@ -160,8 +160,13 @@ class PromptConfig:
     keep_codebooks: int = 0
     dropout: float = 0.0
     random_intensity: float = 1.0
+    keep_times_s: tuple[float, ...] = field(default_factory=tuple)  # beats/downbeats/onsets kept (seconds)
+    keep_before_s: float = 0.0
+    keep_after_s: float = 0.02
 
     def __post_init__(self):
+        if self.keep_before_s < 0 or self.keep_after_s < 0:
+            raise OptionError("the context kept around beats/onsets must be >= 0 seconds")
         if self.periodic_prompt < 0 or self.periodic_width < 1:
             raise OptionError("periodic prompt must be >= 0 and its width >= 1")
         if self.prefix_s < 0 or self.suffix_s < 0:
@@ -184,6 +189,8 @@ class PromptConfig:
             mask &= linear_random(like, self.random_intensity, generator)
         mask &= prefix_suffix(like, seconds_to_frames(self.prefix_s, frame_rate), seconds_to_frames(self.suffix_s, frame_rate))
         mask &= periodic(like, self.periodic_prompt, self.periodic_width, self.random_roll, generator)
+        if self.keep_times_s:
+            mask &= around_times(like, self.keep_times_s, frame_rate, self.keep_before_s, self.keep_after_s)
         if self.ranges_s:
             mask &= time_ranges(like, [(int(a * frame_rate), seconds_to_frames(b, frame_rate)) for a, b in self.ranges_s])
         mask = dropout(mask, self.dropout, generator)
