@@ -100,7 +100,7 @@ def test_official_leading_orig_mod_prefix_is_accepted(set_a, tmp_path):
     assert np.array_equal(out.numpy(), codes)
 
 
-@pytest.mark.parametrize("chunk", [7, 16])
+@pytest.mark.parametrize("chunk", [16, 40])
 def test_chunked_encode_and_decode_equal_whole_signal_processing(set_a, chunk):
     """Long audio is processed in chunks with receptive-field context: the same codes and (to float rounding) audio."""
     whole = Codec.load(set_a / "codec.pth")
