@@ -1,7 +1,9 @@
 """The training corpus, from free music only: Debian's game-music packages and music21's scores rendered to audio.
 
 Layout of a corpus folder (made, or resumed, by `prepare_corpus`):
-    <package>/...                      one Debian package's music: OGG copied as shipped, anything else as FLAC
+    <package>/...                      one Debian package's music: OGG copied as shipped; other formats, and
+                                       tracks that are one loop played over and over (cut to one pass), as FLAC
+    <package>/trimmed_loops.json       which tracks were cut, where, and how long they were
     music21/<collection>/<piece>.flac  a score from music21's corpus rendered with FluidSynth; beside it
         <piece>.mid                    the MIDI file that was rendered (instruments and tempo as heard)
         <piece>.beats.txt              one line per beat: seconds <TAB> position in the bar (1 = downbeat)
@@ -15,11 +17,12 @@ tokenizer always agree on which files are validation.
 
 Debian packages are found with dpkg (`dpkg -s`, `dpkg -L`) and their licence is read from
 /usr/share/doc/<package>/copyright. Everything here is deterministic for a given seed and set of installed
-packages; files already in the folder are kept, so an interrupted run continues where it stopped."""
+packages (and music21 version and soundfonts); files already in the folder are kept, so an interrupted run
+continues where it stopped."""
 from __future__ import annotations
 
+import fnmatch
 import json
-import math
 import os
 import random
 import re
@@ -49,6 +52,9 @@ DEFAULT_SOURCES = DEBIAN_PACKAGES + (MUSIC21,)
 PACKAGE_AUDIO_EXTENSIONS = {".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aiff", ".aif", ".raw",
                             ".xm", ".mod", ".it", ".s3m", ".mid", ".midi"}
 KEEP_AS_SHIPPED = {".ogg", ".oga", ".opus", ".flac"}  # compressed formats soundfile reads: copied byte for byte
+ARCHIVE_EXTENSIONS = {".pk3"}  # Quake-engine games (nexuiz) ship their music inside zip archives
+# Packages that also ship sound effects: only files whose path contains this are music.
+MUSIC_ONLY = {"hyperrogue-music": "/music/"}
 
 
 @dataclass(frozen=True)
@@ -118,14 +124,20 @@ def ensure_package(package: str, install: bool = False) -> str:
 
 
 def package_files(package: str) -> list[Path]:
-    """The music files a package installed (`dpkg -L`), sorted; documentation is left out."""
+    """The music files a package installed (`dpkg -L`), archives that may hold music included, sorted;
+    documentation is left out, and so are sound effects of packages listed in MUSIC_ONLY."""
     result = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
     if result.returncode != 0:
         raise CorpusError(f"`dpkg -L {package}` failed: {result.stderr.strip()}")
     files = []
     for line in result.stdout.splitlines():
         path = Path(line.strip())
-        if path.suffix.lower() in PACKAGE_AUDIO_EXTENSIONS and "/usr/share/doc/" not in line and path.is_file():
+        suffix = path.suffix.lower()
+        if suffix not in PACKAGE_AUDIO_EXTENSIONS | ARCHIVE_EXTENSIONS or "/usr/share/doc/" in line:
+            continue
+        if package in MUSIC_ONLY and MUSIC_ONLY[package] not in line:
+            continue
+        if path.is_file():
             files.append(path)
     return sorted(files)
 
@@ -144,44 +156,74 @@ _LICENCE_PATTERNS = (
 )
 
 
-def parse_licence(text: str) -> dict:
-    """The licence of a Debian copyright file: {"short": e.g. "GPL-2+", "line": the line that says so}.
+def parse_licence(text: str, files=()) -> dict:
+    """The licence of a Debian copyright file: {"short": e.g. "GPL-2+", "line": the words that say so}.
 
-    Machine-readable files (DEP-5) give it in the `License:` field of the `Files: *` paragraph (else the first
-    paragraph that is not debian/*); free-form files are searched for the first licence phrase, with the GPL or
-    CC version read from the words after it."""
+    Machine-readable files (DEP-5) name it in `License:` fields: for the given installed `files`, the last
+    paragraph whose `Files:` pattern matches each of them decides (as DEP-5 says), so music under its own licence
+    in a game's copyright file gets that licence; several licences are joined with " and ". Without files, or
+    when none matches, the `Files: *` paragraph decides. Free-form files are searched for the first licence
+    phrase, with the GPL or CC version read from the words after it."""
     if re.match(r"\s*Format:", text):
-        paragraphs = [p for p in re.split(r"\n\s*\n", text) if re.search(r"^Files:", p, re.M)]
-        chosen = next((p for p in paragraphs if re.search(r"^Files:\s*\*\s*$", p, re.M)), None)
-        chosen = chosen or next((p for p in paragraphs if not re.search(r"^Files:\s*debian/", p, re.M)), None)
-        if chosen and (m := re.search(r"^License:\s*(\S.*)$", chosen, re.M)):
-            return {"short": m.group(1).strip(), "line": m.group(0).strip()}
+        found = _dep5_licences(text, [str(f) for f in files])
+        if found:
+            return {"short": " and ".join(sorted(found)), "line": "; ".join(found[k] for k in sorted(found))}
     found = [(m.start(), name, m) for name, pattern in _LICENCE_PATTERNS
              for m in [re.search(pattern, text, re.I)] if m]
     # "public domain" often describes where samples came from, not the licence: only use it when nothing else is named
     named = [f for f in found if f[1] != "public-domain"] or found
     if not named:
         return {"short": "unknown", "line": ""}
-    start, name, match = min(named, key=lambda f: f[0])
+    _, name, match = min(named, key=lambda f: f[0])
     after = text[match.end():match.end() + 400]
     if name in ("GPL", "LGPL", "CC-BY-SA", "CC-BY"):
         # "version 2", "v3", or a number right after the name ("CC BY-SA 3.0", "GPL-2")
-        version = re.search(r"\bversion\s*(\d(?:\.\d)?)|\bv(\d(?:\.\d)?)\b", after, re.I) or re.match(r"\W{0,3}(\d(?:\.\d)?)\b", after)
+        version = (re.search(r"\bversion\s*(\d(?:\.\d)?)|\bv(\d(?:\.\d)?)\b", after, re.I)
+                   or re.match(r"\W{0,3}(\d(?:\.\d)?)\b", after))
         if version:
             name += "-" + next(g for g in version.groups() if g)
-            if name.startswith(("GPL", "LGPL")) and re.search(r"or\s+(?:\(at\s+your\s+option\)\s+)?(?:any\s+)?later", after, re.I):
+            later = r"\bor\s+(?:\(?at\s+your\s+option\)?,?\s+)?(?:any\s+)?later"
+            if name.startswith(("GPL", "LGPL")) and re.search(later, after[:200], re.I):
                 name += "+"
-    line_start = text.rfind("\n", 0, match.start()) + 1
-    line_end = text.find("\n", match.start())
-    return {"short": name, "line": text[line_start:line_end if line_end >= 0 else None].strip()}
+    return {"short": name, "line": _sentence(text, match.start(), match.end())}
 
 
-def package_licence(package: str) -> dict:
-    """{"short", "line", "copyright_file"} for an installed package, from /usr/share/doc/<package>/copyright."""
+def _dep5_licences(text: str, files: list[str]) -> dict[str, str]:
+    """{licence: its License line} for the files (or the `Files: *` paragraph) of a DEP-5 copyright file."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        files_field = re.search(r"^Files:((?:.*)(?:\n[ \t]+.*)*)", block, re.M)
+        licence = re.search(r"^License:\s*(\S.*)$", block, re.M)
+        if files_field and licence:
+            paragraphs.append((files_field.group(1).split(), licence.group(1).strip(), licence.group(0).strip()))
+    found = {}
+    for f in files:
+        matching = [p for p in paragraphs if any(pat == "*" or fnmatch.fnmatch(f, "*/" + pat) for pat in p[0])]
+        if matching:
+            found[matching[-1][1]] = matching[-1][2]
+    if not found:
+        default = next((p for p in paragraphs if p[0] == ["*"]), None) or next(
+            (p for p in paragraphs if not all(pat.startswith("debian/") for pat in p[0])), None)
+        if default:
+            found[default[1]] = default[2]
+    return found
+
+
+def _sentence(text: str, start: int, end: int) -> str:
+    """The sentence around text[start:end], on one line."""
+    begin = max(text.rfind(". ", 0, start) + 2, text.rfind("\n\n", 0, start) + 2, 0)
+    stop = text.find(".", end)
+    stop = len(text) if stop < 0 or stop - end > 300 else stop + 1
+    return " ".join(text[begin:stop].split())[:300]
+
+
+def package_licence(package: str, files=()) -> dict:
+    """{"short", "line", "copyright_file"} for an installed package's `files` (or the package as a whole), from
+    /usr/share/doc/<package>/copyright."""
     path = Path("/usr/share/doc") / package / "copyright"
     if not path.is_file():
         return {"short": "unknown", "line": "", "copyright_file": None}
-    return {**parse_licence(path.read_text(errors="replace")), "copyright_file": str(path)}
+    return {**parse_licence(path.read_text(errors="replace"), files), "copyright_file": str(path)}
 
 
 def convert_raw(src: Path, dst: Path, fmt: RawFormat, metadata: dict | None = None) -> float:
@@ -199,36 +241,127 @@ def convert_raw(src: Path, dst: Path, fmt: RawFormat, metadata: dict | None = No
     return wav.shape[-1] / fmt.sample_rate
 
 
+def loop_period(wav: np.ndarray, sample_rate: int, probe_s: float = 10.0) -> tuple[float, float] | None:
+    """(t, P) when a recording from time t on repeats itself with period P seconds to its very end (a game track
+    stored as the same loop played several times over), else None. Such files are cut at t + P, which keeps
+    everything once, so training does not see the loop many times.
+
+    A 10 s probe (from 30 s in, else from a third of the way) is looked for later in the file (normalised
+    cross-correlation above 0.98); a match at lag P counts only if 95% of the 5 s stretches after it (the last
+    15 s aside) equal the audio P seconds earlier (correlation above 0.95), so a chorus heard twice in an
+    evolving piece is not taken for a loop."""
+    decimate = max(1, sample_rate // 4000)  # ~4-5 kHz keeps enough of the waveform to recognise it exactly
+    n = len(wav) // decimate
+    x = wav[: n * decimate].reshape(n, decimate).mean(axis=1).astype(np.float64)  # box low-pass, then decimate
+    rate = sample_rate / decimate
+    length, chunk = int(probe_s * rate), int(5.0 * rate)
+    energy = np.concatenate([[0.0], np.cumsum(x**2)])
+    size = 1 << int(np.ceil(np.log2(n + length))) if n else 1
+    spectrum = np.fft.rfft(x, size) if n else None
+    for start in (int(30.0 * rate), n // 3):
+        if n < start + 3 * length:
+            continue
+        probe = x[start:start + length]
+        probe_norm = np.linalg.norm(probe)
+        if probe_norm < 1e-6:
+            continue
+        cc = np.fft.irfft(spectrum * np.conj(np.fft.rfft(probe, size)), size)[: n - length + 1]
+        window = np.sqrt(np.maximum(energy[length:] - energy[:-length], 0.0))
+        score = cc / (window * probe_norm + 1e-9)
+        score[: start + length] = 0  # only matches after the probe itself
+        peaks = [i for i in np.nonzero(score > 0.98)[0]
+                 if score[i] >= score[max(i - 1, 0)] and score[i] >= score[min(i + 1, len(score) - 1)]]
+        for pos in peaks:
+            lag = int(pos) - start
+            # the last 15 s may differ (a fade-out, a final chord); so may a stray 5 s here and there
+            same = [_same(x[s:s + chunk], x[s - lag:s - lag + chunk])
+                    for s in range(start + lag, n - chunk - int(15.0 * rate), chunk)]
+            if same and sum(same) >= 0.95 * len(same):
+                return start * decimate / sample_rate, lag * decimate / sample_rate
+    return None
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < 1e-6 and nb < 1e-6:
+        return True  # silence on both sides
+    return float(a @ b) / (na * nb + 1e-12) > 0.95
+
+
+def _package_items(files: list[Path], workdir: Path):
+    """(where to read it, what to call it, path inside the corpus folder) for every music file of a package; the
+    members of archives are yielded lazily, extracted one at a time into `workdir`."""
+    plain = [f for f in files if f.suffix.lower() not in ARCHIVE_EXTENSIONS]
+    if plain:
+        root = Path(os.path.commonpath([str(f.parent) for f in plain]))
+        for f in plain:
+            yield (lambda f=f: f), str(f), f.relative_to(root)
+    for archive in (f for f in files if f.suffix.lower() in ARCHIVE_EXTENSIONS):
+        with zipfile.ZipFile(archive) as z:
+            members = [m for m in z.namelist() if Path(m).suffix.lower() in PACKAGE_AUDIO_EXTENSIONS]
+            if not members:
+                continue
+            root = os.path.commonpath([str(Path(m).parent) for m in members])
+            for member in sorted(members):
+                def extract(member=member, archive=archive):
+                    target = workdir / Path(member).name
+                    with zipfile.ZipFile(archive) as zz, zz.open(member) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    return target
+                yield extract, f"{archive}:{member}", Path(archive.stem) / Path(member).relative_to(root)
+
+
 def import_package(package: str, out_dir: Path, install: bool = False, progress: bool = True) -> dict:
-    """Copy or convert one package's music into out_dir/<package>/; returns its part of the report."""
+    """Copy or convert one package's music into out_dir/<package>/; returns its part of the report.
+
+    OGG/FLAC files are copied byte for byte, unless they are one loop played several times over: those (like
+    anything soundfile reads in another format) are written as FLAC, loops trimmed to one pass."""
     version = ensure_package(package, install)
     files = package_files(package)
     report = {"source": package, "kind": "debian", "folder": package, "package": package, "version": version,
-              "licence": package_licence(package), "skipped": []}
-    if not files:
-        return report
-    root = Path(os.path.commonpath([str(f.parent) for f in files]))
+              "licence": package_licence(package, files), "skipped": [], "trimmed_loops": []}
+    if package in MUSIC_ONLY:
+        report["music_only"] = f"only files whose path contains {MUSIC_ONLY[package]!r} (the rest are sound effects)"
+    old = out_dir / package / "trimmed_loops.json"  # trims of earlier runs, so a resumed report still lists them
+    trimmed = json.loads(old.read_text()) if old.is_file() else {}
     from tqdm.auto import tqdm
 
-    for src in tqdm(files, desc=package, unit="file", disable=not progress):
-        rel = src.relative_to(root)
-        keep = src.suffix.lower() in KEEP_AS_SHIPPED
-        dst = out_dir / package / (rel if keep else rel.with_suffix(".flac"))
-        if dst.exists():
-            continue
-        metadata = {"source": str(src), "package": f"{package} {version}", "licence": report["licence"]["short"]}
-        try:
-            if package in RAW_FORMATS and src.suffix.lower() == ".raw":
-                convert_raw(src, dst, RAW_FORMATS[package], metadata)
-            elif keep:
-                audio.duration(src)  # readable by soundfile, so by the tokenizer
-                with atomic_path(dst) as tmp:
-                    shutil.copyfile(src, tmp)
-            else:
+    with tempfile.TemporaryDirectory(prefix="vampnet-corpus-") as work:
+        items = list(_package_items(files, Path(work)))
+        for open_item, name, rel in tqdm(items, desc=package, unit="file", disable=not progress):
+            as_shipped = out_dir / package / rel
+            as_flac = (out_dir / package / rel).with_suffix(".flac")
+            if (rel.suffix.lower() in KEEP_AS_SHIPPED and as_shipped.exists()) or as_flac.exists():
+                continue
+            metadata = {"source": name, "package": f"{package} {version}", "licence": report["licence"]["short"]}
+            src = None
+            try:
+                src = open_item()
+                if package in RAW_FORMATS and src.suffix.lower() == ".raw":
+                    convert_raw(src, as_flac, RAW_FORMATS[package], metadata)
+                    continue
                 wav, sr = audio.load(src)
-                audio.save(dst, wav, sr, metadata)
-        except VampNetError as e:
-            report["skipped"].append({"file": str(src), "reason": _reason(src, e)})
+                loop = loop_period(audio.to_mono(wav)[0, 0].numpy(), sr)
+                if loop is not None:
+                    period = loop[1]
+                    keep = int(round(sum(loop) * sr))  # the intro and one pass of the loop
+                    audio.save(as_flac, wav[..., :keep], sr, {**metadata, "trimmed_loop_s": round(period, 3)})
+                    trimmed[rel.as_posix()] = {"file": name, "period_s": round(period, 3),
+                                               "original_s": round(wav.shape[-1] / sr, 3), "kept_s": round(keep / sr, 3)}
+                elif rel.suffix.lower() in KEEP_AS_SHIPPED:
+                    with atomic_path(as_shipped) as tmp:
+                        shutil.copyfile(src, tmp)
+                else:
+                    audio.save(as_flac, wav, sr, metadata)
+            except VampNetError as e:
+                report["skipped"].append({"file": name, "reason": _reason(Path(name), e)})
+            finally:
+                if src is not None and str(src).startswith(work):  # an extracted archive member
+                    src.unlink(missing_ok=True)
+    if trimmed:
+        with atomic_path(old) as tmp:
+            tmp.write_text(json.dumps(trimmed, indent=1))
+    report["trimmed_loops"] = list(trimmed.values())
     return report
 
 
@@ -330,8 +463,8 @@ def music21_corpus_root() -> Path:
 
 
 def music21_candidates(seed: int = 0) -> list[Piece]:
-    """Every usable music21 work in the order renders take them: the kinds in turn (chorale, folk, early, ...),
-    each kind's works shuffled by `seed`. A larger count only appends to a smaller one's list."""
+    """Every usable music21 work in the order renders take them: the kinds in turn (folk, early, classical,
+    romantic-modern), each kind's works shuffled by `seed`. A larger count only appends to a smaller one's list."""
     root = music21_corpus_root()
     rng = random.Random(f"music21-order:{seed}")
     per_kind = []
@@ -426,7 +559,7 @@ def soundfont_info(path: Path, package: str | None) -> dict:
     info = {"path": str(path), "package": package, "version": None, "licence": None}
     if package and shutil.which("dpkg"):
         info["version"] = package_version(package)
-        info["licence"] = package_licence(package)
+        info["licence"] = package_licence(package, [path])
     return info
 
 
@@ -477,6 +610,36 @@ def set_instruments(score, programs: list[int]) -> None:
         inst = instrument.instrumentFromMidiProgram(program)
         inst.midiProgram = program
         part.insert(0, inst)
+
+
+def drop_unplayable(score) -> None:
+    """Remove grace notes and chord symbols: they have no length, and music21 writes a zero-length note's note-off
+    before its note-on, which leaves it sounding for ever (fluidsynth then renders without end)."""
+    from music21 import harmony, note
+
+    for el in list(score.recurse().getElementsByClass((note.GeneralNote, harmony.Harmony))):
+        if isinstance(el, harmony.Harmony) or (not isinstance(el, note.Rest) and el.duration.quarterLength == 0):
+            el.activeSite.remove(el)
+
+
+def without_repeats(score):
+    """The score played through: repeats expanded, or, where music21 cannot expand them (badly formed marks),
+    removed so the music is played once as written. music21's MIDI export expands repeats itself, so beat times
+    are only right for a score that has none left."""
+    from music21 import bar, repeat, spanner, stream
+
+    try:
+        return score.expandRepeats()
+    except repeat.ExpanderException:
+        pass
+    for m in score.recurse().getElementsByClass(stream.Measure):
+        if isinstance(m.leftBarline, bar.Repeat):
+            m.leftBarline = bar.Barline()
+        if isinstance(m.rightBarline, bar.Repeat):
+            m.rightBarline = bar.Barline()
+    for mark in list(score.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
+        mark.activeSite.remove(mark)
+    return score
 
 
 def truncate(score, max_quarters: float) -> None:
@@ -538,13 +701,39 @@ def sidecar(out_audio: Path, extension: str) -> Path:
     return out_audio.with_name(out_audio.stem + extension)
 
 
-def fluidsynth_render(midi_path: Path, wav_path: Path, soundfont: Path, sample_rate: int = RENDER_SAMPLE_RATE) -> None:
+def write_midi(score, path: Path) -> None:
+    """The score as a MIDI file (music21's export), every channel told 'all notes off' at its end so that no
+    note can hang."""
+    from music21 import midi
+
+    mf = midi.translate.streamToMidiFile(score)
+    for track in mf.tracks:
+        channels = sorted({e.channel for e in track.events if e.isChannelEvent()})
+        end = next((i for i, e in enumerate(track.events) if e.type == midi.MetaEvents.END_OF_TRACK), len(track.events))
+        extra = []
+        for channel in channels:
+            off = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.CONTROLLER_CHANGE, channel=channel)
+            off.parameter1, off.parameter2 = 123, 0  # controller 123: all notes off (they release naturally)
+            extra += [off, midi.DeltaTime(track, time=0, channel=channel)]
+        track.events[end:end] = extra  # the event before END_OF_TRACK is its delta time: insert after it
+    mf.open(str(path), "wb")
+    try:
+        mf.write()
+    finally:
+        mf.close()
+
+
+def fluidsynth_render(midi_path: Path, wav_path: Path, soundfont: Path, sample_rate: int = RENDER_SAMPLE_RATE,
+                      timeout_s: float = 600.0) -> None:
     """Render a MIDI file to a float WAV with the fluidsynth command line (faster than real time, no audio device)."""
     if shutil.which("fluidsynth") is None:
         raise CorpusError("fluidsynth not found: run `sudo apt-get install fluidsynth`")
     command = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(sample_rate), "-O", "float", "-T", "wav",
                "-F", str(wav_path), str(soundfont), str(midi_path)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # a note left sounding makes fluidsynth render for ever
+        raise CorpusError(f"fluidsynth did not finish {midi_path} within {timeout_s:.0f} s") from None
     if result.returncode != 0 or not wav_path.is_file():
         raise CorpusError(f"fluidsynth failed on {midi_path}: {(result.stderr or result.stdout).strip()[-300:]}")
 
@@ -555,9 +744,11 @@ def render_score(score, out_audio, soundfont, us_per_quarter: int, programs: lis
     metadata beside each other. Returns the metadata (also in <name>.json).
 
     The audio lasts exactly the music plus `tail_s`; beat k of the score is at offset * us_per_quarter / 1e6 s."""
-    from music21 import meter, midi
+    from music21 import meter
 
     out_audio = Path(out_audio)
+    score = without_repeats(score)  # a no-op for a score already played through
+    drop_unplayable(score)
     set_tempo(score, us_per_quarter)
     set_instruments(score, programs)
     seconds_per_quarter = Fraction(us_per_quarter, 10**6)
@@ -570,11 +761,9 @@ def render_score(score, out_audio, soundfont, us_per_quarter: int, programs: lis
             signatures.append((t, ts.ratioString))
     with tempfile.TemporaryDirectory(prefix="vampnet-render-") as tmp:
         midi_tmp, wav_tmp = Path(tmp) / "score.mid", Path(tmp) / "render.wav"
-        mf = midi.translate.streamToMidiFile(score)
-        mf.open(str(midi_tmp), "wb")
-        mf.write()
-        mf.close()
-        fluidsynth_render(midi_tmp, wav_tmp, Path(soundfont), sample_rate)
+        write_midi(score, midi_tmp)
+        # fluidsynth renders ~100x faster than real time here; the limit only stops a runaway render
+        fluidsynth_render(midi_tmp, wav_tmp, Path(soundfont), sample_rate, timeout_s=60 + music_end)
         wav, sr = audio.load(wav_tmp)
         with atomic_path(sidecar(out_audio, ".mid")) as dst:
             shutil.copyfile(midi_tmp, dst)
@@ -649,11 +838,7 @@ def _render_piece(piece: Piece, out_audio: Path, licence: dict, seed: int, sound
     from music21 import stream
 
     rng = random.Random(f"music21-render:{seed}:{piece.id}")  # per piece: renders don't depend on each other
-    score = load_piece(piece)
-    try:
-        score = score.expandRepeats()
-    except Exception:  # malformed repeat marks: play it as written
-        pass
+    score = without_repeats(load_piece(piece))
     if not score.parts or not list(score.parts[0].getElementsByClass(stream.Measure)):
         raise CorpusError("no parts with measures")
     if len(score.parts) > 15:
@@ -689,6 +874,7 @@ def prepare_corpus(out_dir, sources=DEFAULT_SOURCES, max_music21_pieces: int = 4
         raise CorpusError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_SOURCES)}")
     if max_music21_pieces < 0:
         raise CorpusError("max_music21_pieces must be >= 0")
+    _preflight(sources, install)
     out.mkdir(parents=True, exist_ok=True)
     reports = {}
     for source in sources:
@@ -697,6 +883,22 @@ def prepare_corpus(out_dir, sources=DEFAULT_SOURCES, max_music21_pieces: int = 4
         else:
             reports[source] = import_package(source, out, install, progress)
     return write_report(out, reports, val_fraction, split_salt, seed)
+
+
+def _preflight(sources, install: bool) -> None:
+    """Fail before any work when something is missing, naming everything that is (one apt command for all)."""
+    missing = [s for s in sources if s != MUSIC21 and package_version(s) is None]
+    if MUSIC21 in sources:
+        music21_corpus_root()  # raises with the pip command
+        if shutil.which("fluidsynth") is None:
+            missing.append("fluidsynth")
+        if not find_soundfonts():
+            missing.append("timgm6mb-soundfont")  # 5 MB; fluid-soundfont-gm (120 MB) sounds better and is used too
+    if missing and not install:
+        raise CorpusError(f"not installed: {', '.join(missing)}; run `sudo apt-get install -y {' '.join(missing)}` "
+                          "(or pass install=True)")
+    for package in missing:
+        ensure_package(package, install=True)
 
 
 def write_report(out: Path, reports: dict, val_fraction: float, split_salt: str, seed: int) -> dict:
