@@ -18,7 +18,6 @@ atomically. Under torchrun both networks train with DDP (gloo on CPU, nccl on GP
 batch, so N processes equal one process with the same global batch."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -41,9 +40,10 @@ from . import distributed
 from .data import AUDIO_EXTENSIONS, find_audio, split_of
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
-from .config import read_run_config
+from .config import config_to_yaml, read_run_config
 from .masked import mix_seed
-from .state import MODEL_FILE, load_training_checkpoint, optimizer_from_flat, optimizer_to_flat, save_training_checkpoint
+from .state import (MODEL_FILE, append_log_row, load_training_checkpoint, optimizer_from_flat, optimizer_to_flat,
+                    save_training_checkpoint)
 
 DISC_FILE, DISC_OPTIMIZER_FILE = "discriminator.safetensors", "discriminator_optimizer.safetensors"
 DISC_KIND = "codec-discriminator"
@@ -502,7 +502,7 @@ class CodecTrainer:
         cfg, d = self.cfg, self.dist
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(_to_yaml(cfg.to_dict()))
+            (self.out / "config.yaml").write_text(config_to_yaml(cfg.to_dict()))
         from tqdm.auto import tqdm
 
         start, last, bad_steps = time.time(), {}, 0
@@ -558,19 +558,7 @@ class CodecTrainer:
         save_codec_checkpoint(folder, self.codec, self.optimizer, self.disc, self.disc_optimizer, state)
 
     def _log(self, row: dict):
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-
-def _to_yaml(d: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(d, sort_keys=False)
+        append_log_row(self.out / "log.csv", LOG_FIELDS, row)
 
 
 def train_codec(cfg: CodecTrainConfig, resume: bool = False, progress: bool = True) -> dict:

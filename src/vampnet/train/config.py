@@ -108,3 +108,10 @@ def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **default
 def load_config(path=None, overrides: list[str] | tuple = (), **defaults) -> TrainConfig:
     """The transformer training config (see read_run_config)."""
     return read_run_config(TrainConfig, path, overrides, **defaults)
+
+
+def config_to_yaml(values: dict) -> str:
+    """A run configuration as YAML, in field order (written beside each run's checkpoints)."""
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)

@@ -6,7 +6,6 @@ warm-up schedule and gradient clipping. Validation reports loss and masked-token
 r < 0.5 and r >= 0.5. Checkpoints (`latest`, `best`, `step-N`) resume exactly; under torchrun it trains with DDP."""
 from __future__ import annotations
 
-import csv
 import math
 import time
 from contextlib import nullcontext
@@ -20,9 +19,9 @@ from ..codec import Codec
 from ..errors import OptionError
 from ..model import MaskedTransformer, TransformerConfig
 from . import distributed
-from .config import TrainConfig
+from .config import TrainConfig, config_to_yaml
 from .data import TokenDataset, read_manifest
-from .state import load_training_checkpoint, save_training_checkpoint
+from .state import append_log_row, load_training_checkpoint, save_training_checkpoint
 
 LOG_FIELDS = ["step", "lr", "train_loss", "grad_norm", "val_loss", "val_acc1", "val_acc1_lo", "val_acc25_lo", "val_acc1_hi",
               "val_acc25_hi", "val_tokens", "seconds"]
@@ -211,7 +210,7 @@ class Trainer:
         sobol.fast_forward(self.step * cfg.batch_size * cfg.grad_accum)
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(_to_yaml(cfg.to_dict()))
+            (self.out / "config.yaml").write_text(config_to_yaml(cfg.to_dict()))
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {self.out.name}", disable=not (self.progress and d.main))
@@ -266,13 +265,7 @@ class Trainer:
                 "world_size": self.dist.world}
 
     def _log(self, row: dict):
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_log_row(self.out / "log.csv", LOG_FIELDS, row)
 
     def write_previews(self, n: int = 2):
         """Vamp the first validation windows (periodic prompt 7) and write input/vamp audio side by side."""
@@ -290,12 +283,6 @@ class Trainer:
             for i in range(codes.shape[0]):
                 audio.save(folder / f"{i}-input.wav", self.codec.decode(codes[i:i + 1]), self.codec.sample_rate)
                 audio.save(folder / f"{i}-vamp.wav", self.codec.decode(out[i:i + 1]), self.codec.sample_rate)
-
-
-def _to_yaml(d: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(d, sort_keys=False)
 
 
 def _json(d: dict) -> str:

@@ -5,6 +5,7 @@ Randomness in training is derived from (seed, step, rank), so the step is the wh
 state: resuming from a checkpoint continues exactly as an uninterrupted run."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -97,3 +98,14 @@ def load_training_checkpoint(folder, model, optimizer, read_model=None) -> dict:
         meta = json.loads(f.metadata()["meta"])
     optimizer_from_flat(optimizer, tensors, meta)
     return json.loads((folder / TRAINER_FILE).read_text())
+
+
+def append_log_row(path, fields: list[str], row: dict) -> None:
+    """Append one row to a CSV training log, writing the header when the file is new."""
+    path = Path(path)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
