@@ -181,3 +181,15 @@ def test_beat_prompt_keeps_tokens_at_tracked_beats(tmp_path):
         times = json.loads(f.comment)["prompt"]["keep_times_s"]
     truth = 0.25 + 0.5 * np.arange(8)
     assert len(times) >= 6 and all(np.min(np.abs(truth - t)) < 0.05 for t in times)
+
+
+def test_stretch_and_prompt_options_on_mode_commands(wav_file, tmp_path):
+    common = ["--models", SET_A, "--seed", "0", "--steps", "2", "-q"]
+    assert run("stretch", wav_file, "-o", tmp_path / "s.wav", "--factor", "2", *common).returncode == 0
+    assert sf.info(str(tmp_path / "s.wav")).duration == pytest.approx(5.0, abs=0.03)
+    assert run("inpaint", wav_file, "-o", tmp_path / "i.wav", "--start", "0.5", "--end", "2", "--periodic", "3",
+               "--upper-codebooks", "2", *common).returncode == 0
+    with sf.SoundFile(str(tmp_path / "i.wav")) as f:
+        prompt = json.loads(f.comment)["prompt"]
+    assert prompt["periodic_prompt"] == 3 and prompt["upper_codebook_mask"] == 2
+    assert run("loop", wav_file, "-o", tmp_path / "l.wav", "--variations", "1", "--periodic", "5", "--repeats", "1", *common).returncode == 0

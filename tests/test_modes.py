@@ -129,3 +129,26 @@ def test_presets_exist_and_unknown_preset_is_an_error():
     assert modes.preset("subtle").periodic_prompt < modes.preset("variation").periodic_prompt < modes.preset("wild").periodic_prompt
     with pytest.raises(OptionError, match="unknown preset"):
         modes.preset("loud")
+
+
+def test_stretch_repeats_frames_and_keeps_only_grid_frames(pipeline_a):
+    x = wav(1.0)
+    res = modes.stretch(pipeline_a, x, 44100, 2, **FAST)
+    prep = pipeline_a.prepare(x, 44100)
+    T = prep.codes.shape[-1]
+    assert res.codes.shape[-1] == 2 * T and res.audio.shape[-1] == 2 * x.shape[-1]
+    assert res.mask[..., 1::2].all()                       # frames between the original ones are generated
+    kept = ~res.mask[..., ::2]
+    assert kept.any() and torch.equal(res.codes[..., ::2][kept], prep.codes[kept])
+    with pytest.raises(OptionError):
+        modes.stretch(pipeline_a, x, 44100, 0)
+
+
+def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
+    from vampnet import PromptConfig
+
+    x = wav(2.0)
+    res = modes.inpaint(pipeline_a, x, 44100, [(0.5, 1.5)], prompt=PromptConfig(periodic_prompt=4, upper_codebook_mask=None), **FAST)
+    inside = res.mask[0, 0]
+    kept_inside = (~res.mask[0, 0, int(0.5 * pipeline_a.frame_rate):int(1.5 * pipeline_a.frame_rate)]).sum()
+    assert inside.any() and kept_inside > 0

@@ -193,6 +193,18 @@ _DEVICE = typer.Option("cpu", help="torch device")
 _PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
 _QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
 _AUDIO_OUT = (".wav", ".flac", ".ogg")
+_PERIODIC = typer.Option(None, "--periodic", min=0, help="keep every P-th frame as prompt (overrides the preset)")
+_UPPER = typer.Option(None, "--upper-codebooks", min=0, help="generate every codebook from this index up (overrides the preset)")
+_INTENSITY = typer.Option(None, "--random-intensity", min=0.0, max=1.0, help="fraction of tokens a random mask generates")
+
+
+def _mode_prompt(base, periodic, upper, intensity):
+    """The preset (or base prompt) with any prompt option the user gave on top."""
+    from dataclasses import replace
+
+    changes = {k: v for k, v in (("periodic_prompt", periodic), ("upper_codebook_mask", upper),
+                                 ("random_intensity", intensity)) if v is not None}
+    return replace(base, **changes) if changes else base
 
 
 def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32", suffixes=_AUDIO_OUT):
@@ -220,6 +232,7 @@ def loop(
     preset_name: str = typer.Option("variation", "--preset", help="subtle | variation | wild"),
     feedback: int = typer.Option(0, min=0, help="re-vamp each variation this many more times"),
     repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
+    periodic: Optional[int] = _PERIODIC, upper_codebooks: Optional[int] = _UPPER, random_intensity: Optional[float] = _INTENSITY,
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
     c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
     device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
@@ -230,7 +243,8 @@ def loop(
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     with _ProgressReporter(quiet) as progress:
-        result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, prompt=modes.preset(preset_name),
+        prompt = _mode_prompt(modes.preset(preset_name), periodic, upper_codebooks, random_intensity)
+        result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, prompt=prompt,
                             feedback=feedback, repeats=repeats, sampling=sampling, c2f_sampling=c2f_sampling,
                             seed=seed, progress=progress)
     for i, v in enumerate(result.variations, 1):
@@ -273,6 +287,7 @@ def inpaint(
     start: Optional[float] = typer.Option(None, min=0.0, help="start of the range to regenerate (seconds)"),
     end: Optional[float] = typer.Option(None, min=0.0, help="end of the range to regenerate (seconds)"),
     range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
+    periodic: Optional[int] = _PERIODIC, upper_codebooks: Optional[int] = _UPPER, random_intensity: Optional[float] = _INTENSITY,
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
     c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
     device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
@@ -291,10 +306,38 @@ def inpaint(
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     with _ProgressReporter(quiet) as progress:
-        result = modes.inpaint(pipeline, wav, sr, ranges, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
-                               progress=progress)
+        from .prompts import PromptConfig
+
+        inside = _mode_prompt(PromptConfig(periodic_prompt=0, upper_codebook_mask=None), periodic, upper_codebooks,
+                              random_intensity)
+        result = modes.inpaint(pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling,
+                               seed=seed, progress=progress)
     result.save(output)
     typer.echo(f"wrote {output} (seed {result.settings['seed']})", err=True)
+
+
+@app.command()
+def stretch(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output"),
+    factor: int = typer.Option(2, min=1, help="slow down this many times (frames repeated; the model fills in)"),
+    periodic: Optional[int] = _PERIODIC, upper_codebooks: Optional[int] = _UPPER, random_intensity: Optional[float] = _INTENSITY,
+    models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
+):
+    """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
+    from . import modes
+    from .prompts import PromptConfig
+
+    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    prompt = _mode_prompt(PromptConfig(periodic_prompt=1, upper_codebook_mask=3), periodic, upper_codebooks, random_intensity)
+    with _ProgressReporter(quiet) as progress:
+        result = modes.stretch(pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
+                               seed=seed, progress=progress)
+    result.save(output)
+    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
 
 
 @app.command()

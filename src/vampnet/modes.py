@@ -62,9 +62,11 @@ def continue_audio(pipeline: Pipeline, wav, sample_rate: int, *, seconds: float 
 
 
 def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float, float]], *,
-            sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
-            seed: int | None = None, progress: Progress | None = None) -> VampResult:
-    """Regenerate the given [start, end) time ranges (seconds) in every codebook, with the rest as context."""
+            prompt: PromptConfig | None = None, sampling: SamplingConfig | None = None,
+            c2f_sampling: SamplingConfig | None = None, seed: int | None = None,
+            progress: Progress | None = None) -> VampResult:
+    """Regenerate the given [start, end) time ranges (seconds), with the rest as context. By default every token
+    inside the ranges is generated; a `prompt` (periodic, upper codebooks, beats...) keeps some of them too."""
     if not ranges:
         raise OptionError("inpaint needs at least one range")
     seed = new_seed() if seed is None else seed
@@ -75,10 +77,37 @@ def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float,
         if not 0 <= a < b or a >= duration:
             raise OptionError(f"range {a:g}-{b:g} s is empty or outside the clip (0-{duration:.2f} s)")
         frames.append((int(a * pipeline.frame_rate), seconds_to_frames(min(b, duration), pipeline.frame_rate)))
-    mask = time_ranges(prep.codes, frames).to(prep.codes.device)
-    return pipeline.render(prep.codes, mask, n_samples=prep.n_samples, loudness=prep.loudness, sampling=sampling,
-                           c2f_sampling=c2f_sampling, seed=seed, progress=progress,
-                           settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges]})
+    generator = seeded_generator(seed)
+    mask = time_ranges(prep.codes, frames)
+    if prompt is not None:
+        mask &= prompt.build(prep.codes, pipeline.frame_rate, generator)
+    return pipeline.render(prep.codes, mask.to(prep.codes.device), n_samples=prep.n_samples, loudness=prep.loudness,
+                           sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
+                           settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
+                                     "prompt": prompt.to_dict() if prompt else None})
+
+
+# --- time stretch ----------------------------------------------------------------------------------------------
+
+def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: PromptConfig | None = None,
+            sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+            seed: int | None = None, progress: Progress | None = None) -> VampResult:
+    """Slow a clip down `factor` times by vamping (the original app's time-stretch prompt): every frame is
+    repeated `factor` times and only frames on the original grid may be kept as prompt; the model writes the
+    frames in between. `prompt` chooses which grid frames are kept (default: all of them, upper codebooks
+    generated as in the variation preset)."""
+    if not isinstance(factor, int) or factor < 1:
+        raise OptionError(f"the stretch factor must be an integer >= 1, got {factor!r}")
+    prompt = prompt or PromptConfig(periodic_prompt=1, upper_codebook_mask=3)
+    seed = new_seed() if seed is None else seed
+    generator = seeded_generator(seed)
+    prep = pipeline.prepare(wav, sample_rate, progress)
+    codes = prep.codes.repeat_interleave(factor, dim=-1)
+    off_grid = torch.arange(codes.shape[-1], device=codes.device) % factor != 0
+    mask = prompt.build(codes, pipeline.frame_rate, generator).to(codes.device) | off_grid.view(1, 1, -1)
+    return pipeline.render(codes, mask, n_samples=prep.n_samples * factor, loudness=prep.loudness, sampling=sampling,
+                           c2f_sampling=c2f_sampling, generator=generator, progress=progress,
+                           settings={"mode": "stretch", "seed": seed, "factor": factor, "prompt": prompt.to_dict()})
 
 
 # --- loops -----------------------------------------------------------------------------------------------------
