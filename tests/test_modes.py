@@ -152,3 +152,19 @@ def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
     inside = res.mask[0, 0]
     kept_inside = (~res.mask[0, 0, int(0.5 * pipeline_a.frame_rate):int(1.5 * pipeline_a.frame_rate)]).sum()
     assert inside.any() and kept_inside > 0
+
+
+def test_loop_region_by_bars_and_snapped_seconds():
+    """A click track at 120 BPM with accented bar starts: 2 bars = 4 s from the first downbeat; 1.9 s snaps to 2 s."""
+    sr = 44100
+    x = np.zeros(int(sr * 9.0), dtype=np.float32)
+    for k in range(17):
+        start = int((0.5 + 0.5 * k) * sr)
+        amp = 1.0 if k % 4 == 0 else 0.4
+        x[start:start + 600] += amp * np.hanning(1200)[600:].astype(np.float32) * np.sin(np.arange(600) * 0.7)
+    start, length, how = modes.loop_region(x, sr, seconds=1.9, tracker="librosa")
+    assert start == 0.0 and abs(length - 2.0) < 0.05, how
+    start, length, how = modes.loop_region(x, sr, bars=2, tracker="madmom")
+    assert abs(length - 4.0) < 0.1 and "2 bars" in how, how
+    with pytest.raises(OptionError):
+        modes.loop_region(x, sr, bars=50, tracker="madmom")

@@ -121,11 +121,40 @@ class LoopResult:
     sample_rate: int
 
 
+def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: int | None = None,
+                tracker: str = "auto") -> tuple[float, float | None, str]:
+    """(start, length in seconds, a line saying how they were chosen) of the part of a clip to loop.
+
+    `bars`: from the first tracked downbeat, that many bars (downbeat to downbeat). `seconds`: from the start,
+    with the end snapped to the nearest tracked beat when a tracker is available. Neither: the whole clip."""
+    from .beats import track_beats
+    from .errors import VampNetError
+
+    if bars is None and seconds is None:
+        return 0.0, None, "loop: the whole clip"
+    try:
+        found = track_beats(wav, sample_rate, tracker)
+    except VampNetError as e:
+        if bars is not None:
+            raise
+        return 0.0, seconds, f"loop: {seconds:g} s (not snapped to beats: {e})"
+    if bars is not None:
+        down = found.downbeats
+        if bars < 1 or len(down) <= bars:
+            raise OptionError(f"--bars {bars}: the tracker found {len(down)} downbeats, so at most {max(0, len(down) - 1)} bars")
+        return float(down[0]), float(down[bars] - down[0]), f"loop: {bars} bars from the downbeat at {down[0]:.2f} s ({found.tracker})"
+    beats = found.times[found.times > 0.5]
+    if not len(beats):
+        return 0.0, seconds, f"loop: {seconds:g} s (no beats found to snap to)"
+    end = float(beats[abs(beats - seconds).argmin()])
+    return 0.0, end, f"loop: {end:.2f} s, snapped from {seconds:g} s to the nearest beat ({found.tracker})"
+
+
 def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seconds: float | None = None,
-         prompt: PromptConfig | None = None, feedback: int = 0, seam_s: float = 0.25, repeats: int = 1,
+         start_s: float = 0.0, prompt: PromptConfig | None = None, feedback: int = 0, seam_s: float = 0.25, repeats: int = 1,
          sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
          seed: int | None = None, progress: Progress | None = None) -> LoopResult:
-    """Turn the first `seconds` of a clip (all of it by default) into `variations` loops.
+    """Turn `seconds` of a clip from `start_s` (all of it by default) into `variations` loops.
 
     Each variation is a vamp of the loop (re-vamped `feedback` more times); then the joint where its end meets
     its start is regenerated with the end before it and the start after it as context, and the audio is decoded
@@ -136,10 +165,12 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
     prompt = prompt or PRESETS["variation"]
     seed = new_seed() if seed is None else seed
     prep = pipeline.prepare(wav, sample_rate, progress)
-    T = prep.codes.shape[-1] if seconds is None else seconds_to_frames(seconds, pipeline.frame_rate)
-    if T < 4 or T > prep.codes.shape[-1]:
+    start = int(round(start_s * pipeline.frame_rate))
+    available = prep.codes.shape[-1] - start
+    T = available if seconds is None else seconds_to_frames(seconds, pipeline.frame_rate)
+    if start < 0 or T < 4 or T > available:
         raise OptionError(f"the loop must be between 4 frames and the clip's length ({prep.codes.shape[-1] / pipeline.frame_rate:.2f} s)")
-    region = prep.codes[..., :T]
+    region = prep.codes[..., start:start + T]
     seam = min(max(1, seconds_to_frames(seam_s, pipeline.frame_rate)), T // 4)
     results, grids = [], []
     for i in range(variations):
