@@ -223,6 +223,14 @@ def _sampling(steps, temperature, top_p, c2f_steps):
     return SamplingConfig(steps=steps, temperature=temperature, top_p=top_p), SamplingConfig(steps=c2f_steps)
 
 
+def _run_and_save(output: Path, quiet: bool, job) -> None:
+    """Run a mode `job(progress) -> VampResult` under progress bars, write its audio and report it."""
+    with _ProgressReporter(quiet) as progress:
+        result = job(progress)
+    result.save(output)
+    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
+
+
 @app.command()
 def loop(
     input: Path = typer.Argument(..., help="audio file"),
@@ -277,11 +285,9 @@ def continue_(
         raise OptionError("give --seconds and/or --before")
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
-    with _ProgressReporter(quiet) as progress:
-        result = modes.continue_audio(pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling,
-                                      c2f_sampling=c2f_sampling, seed=seed, progress=progress)
-    result.save(output)
-    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
+    _run_and_save(output, quiet, lambda progress: modes.continue_audio(
+        pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
+        progress=progress))
 
 
 @app.command()
@@ -309,15 +315,13 @@ def inpaint(
         raise OptionError("give --start/--end or --range")
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
-    with _ProgressReporter(quiet) as progress:
-        from .prompts import PromptConfig
+    from .prompts import PromptConfig
 
-        inside = _mode_prompt(PromptConfig(periodic_prompt=0, upper_codebook_mask=None), periodic, upper_codebooks,
-                              random_intensity)
-        result = modes.inpaint(pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling,
-                               seed=seed, progress=progress)
-    result.save(output)
-    typer.echo(f"wrote {output} (seed {result.settings['seed']})", err=True)
+    inside = _mode_prompt(PromptConfig(periodic_prompt=0, upper_codebook_mask=None), periodic, upper_codebooks,
+                          random_intensity)
+    _run_and_save(output, quiet, lambda progress: modes.inpaint(
+        pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
+        progress=progress))
 
 
 @app.command()
@@ -337,11 +341,9 @@ def stretch(
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
     prompt = _mode_prompt(PromptConfig(periodic_prompt=1, upper_codebook_mask=3), periodic, upper_codebooks, random_intensity)
-    with _ProgressReporter(quiet) as progress:
-        result = modes.stretch(pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
-                               seed=seed, progress=progress)
-    result.save(output)
-    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
+    _run_and_save(output, quiet, lambda progress: modes.stretch(
+        pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
+        progress=progress))
 
 
 @app.command()
@@ -378,10 +380,8 @@ def decompress(
     _check_output(output, _AUDIO_OUT)
     pipeline = _load_pipeline(models, device=device, precision=precision)
     sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
-    with _ProgressReporter(quiet) as progress:
-        result = modes.decompress(pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress)
-    result.save(output)
-    typer.echo(f"wrote {output}", err=True)
+    _run_and_save(output, quiet, lambda progress: modes.decompress(
+        pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress))
 
 
 @app.command()

@@ -66,14 +66,15 @@ class CodecTrainConfig:
     output: str = ""                         # run folder: checkpoints, log.csv, config.yaml, final.json
     init: str | None = None                  # start from this codec checkpoint (its architecture replaces the fields below)
     # codec architecture (CodecConfig); the codec's sample rate is the training rate
-    encoder_dim: int = 64
-    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
-    decoder_dim: int = 512
-    decoder_rates: tuple[int, ...] = (4, 4, 4, 2, 2, 2)
-    n_codebooks: int = 14
-    codebook_size: int = 1024
-    codebook_dim: int = 8
-    sample_rate: int = 44100
+    # (defaults are CodecConfig's, so the architecture has one definition)
+    encoder_dim: int = CodecConfig.encoder_dim
+    encoder_rates: tuple[int, ...] = CodecConfig.encoder_rates
+    decoder_dim: int = CodecConfig.decoder_dim
+    decoder_rates: tuple[int, ...] = CodecConfig.decoder_rates
+    n_codebooks: int = CodecConfig.n_codebooks
+    codebook_size: int = CodecConfig.codebook_size
+    codebook_dim: int = CodecConfig.codebook_dim
+    sample_rate: int = CodecConfig.sample_rate
     quantizer_dropout: float = 0.5           # fraction of each batch decoded from a random number of codebooks
     # data
     excerpt_s: float = 0.38                  # training excerpt (rounded to whole codec frames)
