@@ -217,6 +217,29 @@ def test_resume_equals_uninterrupted_run(audio_dir, tmp_path):
     assert [r["loss"] for r in _log(tmp_path / "full")] == [r["loss"] for r in _log(tmp_path / "half")]
 
 
+def test_preloaded_excerpts_match_reading_from_disk_and_workers_build_the_same_batches(audio_dir, tmp_path):
+    from vampnet.train.codec_trainer import CodecTrainer, ExcerptSampler, list_audio
+
+    files = [p for p, _ in list_audio([audio_dir])]
+    disk, memory = ExcerptSampler(files, SR, 3200), ExcerptSampler(files, SR, 3200, preload=True)
+    assert torch.equal(disk.lengths, memory.lengths)
+    for seed in range(6):  # same file, start and gain; the audio itself is read at the training rate either way
+        torch.testing.assert_close(disk.excerpt(seed), memory.excerpt(seed), atol=1e-6, rtol=0)
+    cfg = tiny_run(audio_dir, tmp_path / "run", preload=True)
+    plain = CodecTrainer(cfg, progress=False)
+    ahead = CodecTrainer(cfg.replace(num_workers=2), progress=False)
+    for (x0, n0), (x1, n1), step in zip(plain.batches(3), ahead.batches(3), range(3, 7)):
+        assert torch.equal(x0, x1) and torch.equal(n0, n1)
+        assert torch.equal(x0, plain.batch(step)[0])
+
+
+def test_time_limit_stops_early_and_saves_latest(audio_dir, tmp_path):
+    final = train_codec(tiny_run(audio_dir, tmp_path / "run", max_steps=1000, val_every=500, time_limit_s=1e-9),
+                        progress=False)
+    assert final["step"] == 1 and "val_mel_distance" in final
+    assert json.loads((tmp_path / "run" / "latest" / "trainer.json").read_text())["step"] == 1
+
+
 def test_config_file_errors_name_the_key(tmp_path):
     from vampnet import OptionError
 

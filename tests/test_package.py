@@ -60,3 +60,19 @@ def test_download_failure_is_a_checkpoint_error(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: offline())
     with pytest.raises(vampnet.CheckpointError, match="download of codec.pth"):
         download_official(tmp_path)
+
+
+def test_model_names_resolve_to_folders_with_clear_errors(monkeypatch, tmp_path, set_a):
+    from vampnet.errors import CheckpointError
+    from vampnet.pretrained import model_folder, shipped_folder
+
+    assert model_folder(set_a) == set_a
+    with pytest.raises(CheckpointError, match="not found"):
+        model_folder(tmp_path / "nowhere")
+    monkeypatch.setenv("VAMPNET_HOME", str(tmp_path))
+    with pytest.raises(CheckpointError, match="vampnet download"):
+        model_folder("official")
+    (tmp_path / "official").mkdir()
+    (tmp_path / "official" / "codec.pth").write_bytes(b"")
+    assert model_folder("official") == tmp_path / "official"
+    assert shipped_folder().parts[-3:] == ("vampnet", "weights", "small")

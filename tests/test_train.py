@@ -124,6 +124,40 @@ def test_resume_equals_uninterrupted_run(dataset, tmp_path):
     assert json.loads((tmp_path / "half" / "latest" / "trainer.json").read_text())["step"] == 12
 
 
+def test_time_limit_stops_early_saves_latest_and_resumes(dataset, tmp_path):
+    final = train(tiny(dataset, tmp_path / "run", max_steps=500, val_every=200, time_limit_s=1e-9), progress=False)
+    assert final["step"] == 1 and "val_loss" in final
+    assert json.loads((tmp_path / "run" / "latest" / "trainer.json").read_text())["step"] == 1
+    final = train(tiny(dataset, tmp_path / "run", max_steps=3), resume=True, progress=False)
+    assert final["step"] == 3
+
+
+def test_masked_accuracy_is_perfect_for_an_oracle_and_repeatable(dataset, codec):
+    from vampnet.train.data import TokenDataset
+    from vampnet.train.masked import masked_accuracy
+
+    data = TokenDataset(dataset / "ds", "train", 20, 4)
+
+    class Oracle(torch.nn.Module):  # puts all its mass on the true token of each fixed window
+        config = type("C", (), {"n_codebooks": 4, "n_conditioning_codebooks": 0})()
+        n_predict_codebooks, mask_token = 4, 1024
+
+        def __init__(self):
+            super().__init__()
+            self.truth = None
+
+        def forward(self, codes):
+            return torch.nn.functional.one_hot(self.truth, 1024).float() * 50
+
+    oracle = Oracle()
+    batch = data.batch
+    data.batch = lambda idx: (setattr(oracle, "truth", batch(idx)) or oracle.truth)
+    out = masked_accuracy(oracle, data, n_windows=8)
+    assert out["val_acc1"] == 1.0 and out["val_acc25_hi"] == 1.0 and out["val_loss"] < 1e-6
+    assert out["val_tokens"] > 0
+    assert masked_accuracy(oracle, data, n_windows=8) == out
+
+
 @pytest.mark.slow
 def test_coarse_overfits_one_excerpt(tmp_path, codec):
     """Memorising one excerpt: >= 90 % masked-token accuracy whenever some context is visible (r >= 0.5, i.e. up

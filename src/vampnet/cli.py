@@ -14,17 +14,21 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="VampNet: vamp, inpaint, continue and compress music with masked acoustic token models.")
 
-MODELS_HELP = "folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official weights"
+MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
+               "weights; default: the small model shipped with vampnet")
 
 
 def _home() -> Path:
-    return Path(os.environ.get("VAMPNET_HOME", Path.home() / ".cache" / "vampnet"))
+    from .pretrained import home
+
+    return home()
 
 
-def _models_dir(models: Optional[str]) -> Optional[Path]:
-    if models == "official":
-        return _home() / "official"
-    return Path(models) if models else None
+def _models_dir(models: Optional[str]) -> Path:
+    """The model folder --models names (default: the shipped small model)."""
+    from .pretrained import model_folder
+
+    return model_folder(models)
 
 
 def _load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **options):
@@ -32,9 +36,7 @@ def _load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need
     from .errors import CheckpointError
     from .pipeline import Pipeline
 
-    folder = _models_dir(models)
-    if folder is None and codec is None:
-        raise CheckpointError("no model given: pass --models DIR (run 'vampnet download' for the official weights)")
+    folder = None if codec is not None and models is None else _models_dir(models)
     pipeline = Pipeline.load(folder, codec=codec, coarse=coarse, c2f=c2f, device=device, **options)
     if need_generation and pipeline.coarse is None:
         raise CheckpointError("the model folder has no coarse model (coarse.safetensors or coarse.pth)")
@@ -469,18 +471,26 @@ def tokenize(
     excerpt: float = typer.Option(10.0, min=0.1, help="excerpt length in seconds"),
     loudness_cutoff: float = typer.Option(-40.0, "--loudness-cutoff", help="skip excerpts quieter than this (LUFS)"),
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99, help="share of files for validation"),
+    device: str = typer.Option("cpu", help="encode on this torch device (cpu, cuda, cuda:1, ...)"),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts encoded together"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
+    from .errors import OptionError
     from .train.data import TokenizeConfig, tokenize as run_tokenize
 
     from .checkpoints import find_model_files
 
     pipeline = _load_pipeline(models, codec, need_generation=False)
-    codec_path = codec or find_model_files(_models_dir(models))["codec"]
+    codec_path = codec or find_model_files(_models_dir(models))["codec"]  # the shipped codec by default
     config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
                             val_fraction=val_fraction)
-    stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()), progress=not quiet)
+    try:
+        pipeline.codec.to(device)
+    except (RuntimeError, AssertionError) as e:
+        raise OptionError(f"device {device!r} is not usable here: {str(e).splitlines()[0]}") from None
+    stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()),
+                         batch_size=batch_size, progress=not quiet)
     typer.echo(json.dumps(stats), err=True)
 
 

@@ -83,6 +83,14 @@ class Pipeline:
 
     # --- construction ---------------------------------------------------------------------------------------
     @classmethod
+    def from_pretrained(cls, name=None, **options) -> "Pipeline":
+        """A named model: None or "small" = the small model shipped inside the package (offline), "official" = the
+        official weights fetched by `vampnet download`, or a model folder. Options are `load`'s."""
+        from .pretrained import model_folder
+
+        return cls.load(model_folder(name), **options)
+
+    @classmethod
     def load(cls, models=None, *, codec=None, coarse=None, c2f=None, lora=None, coarse_lora=None, c2f_lora=None,
              device="cpu", **options) -> "Pipeline":
         """From a folder holding codec/coarse/c2f files (ours or official), or explicit paths (which win).

@@ -41,7 +41,7 @@ from .data import AUDIO_EXTENSIONS, find_audio, split_of
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
 from .config import config_to_yaml, read_run_config
-from .masked import mix_seed
+from .masked import mix_seed, out_of_time
 from .state import (MODEL_FILE, append_log_row, load_training_checkpoint, optimizer_from_flat, optimizer_to_flat,
                     save_training_checkpoint)
 
@@ -82,9 +82,12 @@ class CodecTrainConfig:
     loudness_cutoff: float = -40.0           # excerpts quieter than this (LUFS) are redrawn
     val_excerpts: int = 16
     val_excerpt_s: float = 5.0
+    preload: bool = False                    # decode every file once into memory (fast excerpts; RAM = 4 B/sample)
+    num_workers: int = 0                     # processes that build batches ahead of the training step
     # optimisation
     batch_size: int = 72                     # global batch, split over processes
     max_steps: int = 250000
+    time_limit_s: float = 0.0                # also stop (saving `latest`) after this many seconds (0: none)
     lr: float = 1e-4                         # both networks; AdamW betas (0.8, 0.99)
     lr_decay: float = 0.999996               # lr at step s = lr * lr_decay^(s - 1)
     weight_decay: float = 0.01
@@ -244,8 +247,9 @@ class ExcerptSampler:
     `loudness_cutoff`, normalised to `target_lufs` (peak at most 1). Quiet excerpts are redrawn."""
 
     def __init__(self, files: list[Path], sample_rate: int, n_samples: int, target_lufs: float = -24.0,
-                 loudness_cutoff: float = -40.0, max_tries: int = 50):
+                 loudness_cutoff: float = -40.0, max_tries: int = 50, preload: bool = False):
         self.sample_rate, self.n = int(sample_rate), int(n_samples)
+        self.cache: list[torch.Tensor] | None = None
         self.target, self.cutoff, self.max_tries = target_lufs, loudness_cutoff, max_tries
         self.files, lengths = [], []
         for f in files:
@@ -258,11 +262,29 @@ class ExcerptSampler:
                 lengths.append(int(seconds * self.sample_rate))
         if not self.files:
             raise AudioError("no readable audio files to train on")
+        if preload:
+            self.cache = self._decode_all()
+            lengths = [int(x.shape[-1]) for x in self.cache]
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.weights = self.lengths.double().clamp(min=self.n)
 
+    def _decode_all(self) -> list[torch.Tensor]:
+        """Every file as (1, 1, N) mono float32 at the codec rate; decoding and resampling release the GIL, so
+        threads decode files side by side."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def decode(path):
+            wav, sr = audio.load(path)
+            return audio.resample(audio.to_mono(wav), sr, self.sample_rate).float().contiguous()
+
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+            return list(pool.map(decode, self.files))
+
     def read(self, index: int, start: int) -> torch.Tensor:
         """(1, 1, n) mono audio at the codec rate from file `index`, starting at `start` (codec-rate samples)."""
+        if self.cache is not None:
+            wav = self.cache[index][..., start:start + self.n]
+            return F.pad(wav, (0, self.n - wav.shape[-1])) if wav.shape[-1] < self.n else wav
         end_s = (start + self.n) / self.sample_rate + 0.1  # a margin keeps the resampler's end effects outside
         wav, sr = audio.load(self.files[index], max_seconds=end_s)
         wav = audio.resample(audio.to_mono(wav), sr, self.sample_rate)[..., start:start + self.n]
@@ -352,6 +374,25 @@ def load_codec_checkpoint(folder, codec: Codec, optimizer, disc=None, disc_optim
     return load_training_checkpoint(folder, codec, optimizer, read_model=read_model)
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item s = one rank's slice of the batch of training step s (picklable: no model, only the data)."""
+
+    def __init__(self, trainer: "CodecTrainer"):
+        cfg, d = trainer.cfg, trainer.dist
+        self.data, self.seed, self.batch_size, self.dropout = trainer.train_data, cfg.seed, cfg.batch_size, cfg.quantizer_dropout
+        self.n_codebooks, self.rows = trainer.codec.n_codebooks, d.slice(cfg.batch_size)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items = range(self.batch_size)[self.rows]
+        x = torch.cat([self.data.excerpt(mix_seed(self.seed, step, i)) for i in items])
+        n_q = draw_n_quantizers(self.batch_size, self.n_codebooks, self.dropout,
+                                torch.Generator().manual_seed(mix_seed(self.seed, step)))
+        return x, n_q[self.rows]
+
+
 # --- the trainer ---------------------------------------------------------------------------------------------------
 def _frames_samples(seconds: float, sample_rate: int, hop: int) -> int:
     return max(1, round(seconds * sample_rate / hop)) * hop
@@ -367,6 +408,9 @@ class CodecTrainer:
         self.dist = distributed.init(cfg.device)
         if cfg.batch_size % self.dist.world:
             raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
+        if torch.device(cfg.device).type == "cuda":  # TF32 convolutions and matmuls: ~fp32 quality, tensor-core speed
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         self.out = Path(cfg.output)
         train_files, val_files = split_files(cfg)
 
@@ -394,7 +438,7 @@ class CodecTrainer:
 
         sr, hop = self.codec.sample_rate, self.codec.hop_length
         self.train_data = ExcerptSampler(train_files, sr, _frames_samples(cfg.excerpt_s, sr, hop), cfg.target_lufs,
-                                         cfg.loudness_cutoff)
+                                         cfg.loudness_cutoff, preload=cfg.preload)
         self.val_data = ExcerptSampler(val_files, sr, _frames_samples(cfg.val_excerpt_s, sr, hop), cfg.target_lufs,
                                        cfg.loudness_cutoff)
         self._val_set = None
@@ -402,12 +446,18 @@ class CodecTrainer:
     # --- data ------------------------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's slice of the global batch of `step`: audio (b, 1, n) and codebook counts (b,)."""
-        cfg, d = self.cfg, self.dist
-        items = range(cfg.batch_size)[d.slice(cfg.batch_size)]
-        x = torch.cat([self.train_data.excerpt(mix_seed(cfg.seed, step, i)) for i in items])
-        n_q = draw_n_quantizers(cfg.batch_size, self.codec.n_codebooks, cfg.quantizer_dropout,
-                                torch.Generator().manual_seed(mix_seed(cfg.seed, step)))
-        return x, n_q[d.slice(cfg.batch_size)]
+        return _StepBatches(self)[step]
+
+    def batches(self, first_step: int):
+        """Batches of steps first_step, first_step + 1, ... up to max_steps; with num_workers > 0 they are built
+        ahead in worker processes (each batch is still a pure function of its step)."""
+        source = _StepBatches(self)
+        steps = range(first_step, self.cfg.max_steps + 1)
+        if self.cfg.num_workers <= 0:
+            return (source[s] for s in steps)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(source, steps), batch_size=None, shuffle=False,
+                                             num_workers=self.cfg.num_workers, prefetch_factor=4)
+        return iter(loader)
 
     def val_set(self) -> list[torch.Tensor]:
         """The fixed validation excerpts (the same for every run with this seed and these files)."""
@@ -419,7 +469,7 @@ class CodecTrainer:
     def lr_at(self, step: int) -> float:
         return self.cfg.lr * self.cfg.lr_decay ** max(step - 1, 0)
 
-    def train_step(self) -> dict:
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
         cfg, d = self.cfg, self.dist
         lr = self.lr_at(self.step)
         for opt in (self.optimizer, self.disc_optimizer):
@@ -427,8 +477,8 @@ class CodecTrainer:
                 for group in opt.param_groups:
                     group["lr"] = lr
         self.codec.train()
-        x, n_q = self.batch(self.step)
-        x, n_q = x.to(cfg.device), n_q.to(cfg.device)
+        x, n_q = batch if batch is not None else self.batch(self.step)
+        x, n_q = x.to(cfg.device, non_blocking=True), n_q.to(cfg.device)
         with self.autocast():
             y, commitment, codebook = self.forward_generator(x, n_q)
         y = y.float()
@@ -513,13 +563,14 @@ class CodecTrainer:
                 self._log(row)
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train codec {self.out.name}",
                    disable=not (self.progress and d.main))
+        batches = self.batches(self.step + 1)
         while self.step < cfg.max_steps:
             self.step += 1
-            row = {"step": self.step, **self.train_step()}
+            row = {"step": self.step, **self.train_step(next(batches))}
             bad_steps = bad_steps + 1 if not (math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])) else 0
             if bad_steps >= 10:
                 raise FloatingPointError(f"loss or gradient not finite for 10 steps in a row (step {self.step}); lower lr")
-            at_end = self.step == cfg.max_steps
+            at_end = self.step == cfg.max_steps or d.any_rank(out_of_time(start, cfg.time_limit_s))
             if self.step % cfg.val_every == 0 or at_end:
                 row.update(self.validate())
             row["seconds"] = round(time.time() - start, 2)
@@ -530,6 +581,8 @@ class CodecTrainer:
             last = row
             bar.update(1)
             bar.set_postfix(mel=f"{row['mel']:.3f}")
+            if at_end:
+                break
         bar.close()
         last["max_rank_divergence"] = distributed.max_param_divergence(self.codec, d)
         if self.disc is not None:

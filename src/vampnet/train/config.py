@@ -29,6 +29,7 @@ class TrainConfig:
     batch_size: int = 8                # global batch, split over processes
     grad_accum: int = 1
     max_steps: int = 1000
+    time_limit_s: float = 0.0          # also stop (saving `latest`) after this many seconds of training (0: none)
     lr_factor: float = 2.0             # Noam schedule: factor * D^-0.5 * min(step^-0.5, step * warmup^-1.5)
     warmup_steps: int = 10000
     weight_decay: float = 0.01

@@ -141,7 +141,7 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
         new_rows, blocks, offset = [], [], 0
         for group in _batches(excerpts, batch_size):
             with torch.inference_mode():
-                codes = codec.encode(torch.cat([x for _, x, _ in group]))
+                codes = codec.encode(torch.cat([x for _, x, _ in group])).cpu()
             for (start, x, loud), c in zip(group, codes):
                 frames = math.ceil(x.shape[-1] / codec.hop_length)
                 blocks.append(c[:, :frames].numpy().astype(np.int16))

@@ -34,6 +34,12 @@ class Dist:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def any_rank(self, flag: bool) -> bool:
+        """True when `flag` is true on any rank, so all ranks take the same branch (a time limit, say)."""
+        if not self.enabled:
+            return bool(flag)
+        return bool(self.all_reduce_sum(torch.tensor([float(flag)])) > 0)
+
     def barrier(self):
         if self.enabled:
             dist.barrier()

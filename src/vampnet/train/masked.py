@@ -172,36 +172,13 @@ class Trainer:
         return float(total[0] / total[1].clamp(min=1)), float(grad_norm)
 
     # --- validation ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict:
-        """Loss (plain cross-entropy) and masked-token top-1/top-25 accuracy on fixed validation windows with
-        evenly spaced r, split into r < 0.5 ("lo", mostly visible context) and r >= 0.5 ("hi")."""
+        """Loss and masked-token accuracy on the fixed validation windows (masked_accuracy)."""
         if self.val_data is None:
             return {}
-        cfg, d = self.cfg, self.dist
-        self.model.eval()
-        idx = self.val_data.fixed_indices(cfg.val_windows)
-        idx = (idx * cfg.val_windows)[: cfg.val_windows]  # a split with fewer windows repeats them at other r
-        n = len(idx)
-        r_all = (torch.arange(n) + 0.5) / n
-        gen = torch.Generator().manual_seed(cfg.seed)
-        masks = prompts.training_mask((n, cfg.n_codebooks, self.frames), r_all, cfg.n_conditioning_codebooks, gen)
-        # per half (lo: r < 0.5, hi: r >= 0.5): loss sum, tokens, top-1 hits, top-25 hits
-        stats = torch.zeros(2, 4)
-        for i in range(d.rank, n, d.world):
-            codes = self.val_data.batch([idx[i]]).to(cfg.device)
-            loss, count, logits, target = masked_token_loss(self.model, codes, masks[i:i + 1].to(cfg.device), 0.0, self.autocast)
-            top = logits.topk(min(25, logits.shape[-1]), -1).indices
-            hits1 = (top[:, 0] == target).sum()
-            hits25 = (top == target[:, None]).any(-1).sum()
-            stats[int(r_all[i] >= 0.5)] += torch.stack([loss, count, hits1, hits25]).float().cpu()
-        d.all_reduce_sum(stats)
-        ratio = lambda a, b: float(a / b) if b > 0 else float("nan")
-        lo, hi = stats
-        return {"val_loss": ratio(lo[0] + hi[0], lo[1] + hi[1]), "val_acc1": ratio(lo[2] + hi[2], lo[1] + hi[1]),
-                "val_acc1_lo": ratio(lo[2], lo[1]),
-                "val_acc25_lo": ratio(lo[3], lo[1]), "val_acc1_hi": ratio(hi[2], hi[1]), "val_acc25_hi": ratio(hi[3], hi[1]),
-                "val_tokens": int(lo[1] + hi[1])}
+        cfg = self.cfg
+        return masked_accuracy(self.model, self.val_data, cfg.val_windows, seed=cfg.seed, device=cfg.device,
+                               autocast=self.autocast, dist=self.dist)
 
     # --- the run ---------------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -224,7 +201,7 @@ class Trainer:
                                          "lower lr_factor or enable grad clipping")
             row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss,
                    "grad_norm": grad_norm, "seconds": round(time.time() - start, 2)}
-            at_end = self.step == cfg.max_steps
+            at_end = self.step == cfg.max_steps or d.any_rank(out_of_time(start, cfg.time_limit_s))
             if self.step % cfg.val_every == 0 or at_end:
                 row.update(self.validate())
                 self._save(row, at_end)
@@ -237,6 +214,8 @@ class Trainer:
             last = row
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
+            if at_end:
+                break
         bar.close()
         last["max_rank_divergence"] = distributed.max_param_divergence(self.model, d)
         if d.main:
@@ -283,6 +262,46 @@ class Trainer:
             for i in range(codes.shape[0]):
                 audio.save(folder / f"{i}-input.wav", self.codec.decode(codes[i:i + 1]), self.codec.sample_rate)
                 audio.save(folder / f"{i}-vamp.wav", self.codec.decode(out[i:i + 1]), self.codec.sample_rate)
+
+
+@torch.no_grad()
+def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu", autocast=nullcontext,
+                    dist=None) -> dict:
+    """Loss (plain cross-entropy) and masked-token top-1/top-25 accuracy of `model` on fixed windows of a
+    TokenDataset, with evenly spaced mask ratios r, split into r < 0.5 ("lo", mostly visible context) and
+    r >= 0.5 ("hi"). The same windows and masks for every model, so numbers compare across runs."""
+    d = dist or distributed.Dist()
+    was_training = model.training
+    model.eval()
+    idx = data.fixed_indices(n_windows)
+    idx = (idx * n_windows)[:n_windows]  # a split with fewer windows repeats them at other r
+    n = len(idx)
+    r_all = (torch.arange(n) + 0.5) / n
+    gen = torch.Generator().manual_seed(seed)
+    n_codebooks, n_cond = model.config.n_codebooks, model.config.n_conditioning_codebooks
+    masks = prompts.training_mask((n, n_codebooks, data.window), r_all, n_cond, gen)
+    # per half (lo: r < 0.5, hi: r >= 0.5): loss sum, tokens, top-1 hits, top-25 hits
+    stats = torch.zeros(2, 4)
+    for i in range(d.rank, n, d.world):
+        codes = data.batch([idx[i]]).to(device)
+        loss, count, logits, target = masked_token_loss(model, codes, masks[i:i + 1].to(device), 0.0, autocast)
+        top = logits.topk(min(25, logits.shape[-1]), -1).indices
+        hits1 = (top[:, 0] == target).sum()
+        hits25 = (top == target[:, None]).any(-1).sum()
+        stats[int(r_all[i] >= 0.5)] += torch.stack([loss, count, hits1, hits25]).float().cpu()
+    d.all_reduce_sum(stats)
+    model.train(was_training)
+    ratio = lambda a, b: float(a / b) if b > 0 else float("nan")
+    lo, hi = stats
+    return {"val_loss": ratio(lo[0] + hi[0], lo[1] + hi[1]), "val_acc1": ratio(lo[2] + hi[2], lo[1] + hi[1]),
+            "val_acc1_lo": ratio(lo[2], lo[1]),
+            "val_acc25_lo": ratio(lo[3], lo[1]), "val_acc1_hi": ratio(hi[2], hi[1]), "val_acc25_hi": ratio(hi[3], hi[1]),
+            "val_tokens": int(lo[1] + hi[1])}
+
+
+def out_of_time(start: float, limit_s: float) -> bool:
+    """True once a run started at `start` (time.time()) has used its time limit (limit_s <= 0: never)."""
+    return limit_s > 0 and time.time() - start >= limit_s
 
 
 def _json(d: dict) -> str:

@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""The shipped model's numbers for MODEL_CARD.md, measured on the corpus's validation split.
+
+    python benchmarks/model_metrics.py CORPUS [--models small] [--excerpts-per-file 6] [--vamp-excerpts 12]
+                                       [--opus-kbps 6] [--json FILE] [--quick]
+
+CORPUS is the folder `vampnet prepare-corpus` made; its validation files are the ones `split_of` puts in "val"
+(the same rule training used, so none of them was trained on). The script reports:
+  1. codec: the paper's multi-scale mel distance (SPEC §6) and SI-SDR of the codec round trip (all codebooks) on
+     10 s excerpts (mono, codec rate, -24 LUFS), next to Opus (ffmpeg/libopus) at --opus-kbps; the bitrates;
+  2. masked-token accuracy (top-1, top-25) of the coarse and the coarse-to-fine model on windows of those
+     excerpts' tokens, mask ratios spread evenly over (0, 1) (train.masked.masked_accuracy);
+  3. the mel distance of vamps with periodic prompts P = 4, 8, 16, 32 (every coarse codebook kept at each P-th
+     frame, everything else generated) against their inputs; it should grow with P;
+  4. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
+It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts (for tests)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+try:
+    import vampnet  # noqa: F401
+except ImportError:  # running from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from vampnet import audio
+from vampnet.metrics import mel_distance, si_sdr
+from vampnet.pipeline import Pipeline
+from vampnet.prompts import PromptConfig
+from vampnet.sampling import SamplingConfig
+from vampnet.train.data import find_audio, split_of
+
+PERIODS = (4, 8, 16, 32)
+
+
+def validation_excerpts(corpus: Path, sample_rate: int, seconds: float, per_file: int) -> list[torch.Tensor]:
+    """Consecutive `seconds`-long excerpts of each validation file (mono, codec rate, -24 LUFS), silent ones
+    skipped, at most `per_file` from each file."""
+    out = []
+    for path, rel in find_audio([corpus]):
+        if split_of(rel, 0.05) != "val":
+            continue
+        wav, sr = audio.load(path, max_seconds=seconds * per_file * 2)
+        wav = audio.resample(audio.to_mono(wav), sr, sample_rate)
+        n, kept = int(seconds * sample_rate), 0
+        for start in range(0, wav.shape[-1] - n + 1, n):
+            x = wav[..., start:start + n]
+            loud = audio.loudness(x, sample_rate)
+            if not math.isfinite(loud) or loud < -40:
+                continue
+            out.append(audio.normalize_loudness(x, sample_rate, -24.0)[0])
+            kept += 1
+            if kept == per_file:
+                break
+    if not out:
+        raise SystemExit(f"no validation audio under {corpus} (is it the folder `vampnet prepare-corpus` made?)")
+    return out
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values)}
+
+
+def codec_metrics(pipeline: Pipeline, excerpts, opus_kbps: float) -> tuple[dict, list[torch.Tensor]]:
+    from vampnet.opus import opus_roundtrip
+
+    sr, codec = pipeline.sample_rate, pipeline.codec
+    ours_mel, ours_sdr, opus_mel, opus_sdr, opus_real, all_codes = [], [], [], [], [], []
+    for x in excerpts:
+        with torch.inference_mode():
+            codes = codec.encode(x)
+            y = codec.decode(codes)
+        all_codes.append(codes.cpu())
+        ours_mel.append(mel_distance(x, y, sr))
+        ours_sdr.append(si_sdr(x, y))
+        z, real = opus_roundtrip(x, sr, opus_kbps)
+        opus_mel.append(mel_distance(x, z, sr))
+        opus_sdr.append(si_sdr(x, z))
+        opus_real.append(real)
+    bitrate = codec.n_codebooks * math.log2(codec.codebook_size) * codec.frame_rate / 1000
+    return {
+        "codec": {"mel_distance": mean_std(ours_mel), "si_sdr_db": mean_std(ours_sdr), "kbps": bitrate},
+        "opus": {"mel_distance": mean_std(opus_mel), "si_sdr_db": mean_std(opus_sdr), "nominal_kbps": opus_kbps,
+                 "real_kbps": statistics.fmean(opus_real)},
+    }, all_codes
+
+
+class _CodesWindows:
+    """Fixed windows of in-memory token grids, shaped like a TokenDataset for masked_accuracy."""
+
+    def __init__(self, codes: list[torch.Tensor], window: int, n_codebooks: int):
+        self.window = window
+        self.items = [c[0, :n_codebooks, s:s + window] for c in codes
+                      for s in range(0, c.shape[-1] - window + 1, window)]
+
+    def fixed_indices(self, limit=None) -> list[int]:
+        return list(range(len(self.items)))[:limit]
+
+    def batch(self, indices) -> torch.Tensor:
+        return torch.stack([self.items[i] for i in indices]).long()
+
+
+def accuracy_metrics(pipeline: Pipeline, codes: list[torch.Tensor], windows: int) -> dict:
+    from vampnet.train.masked import masked_accuracy
+
+    out = {}
+    for name, model, seconds in (("coarse", pipeline.coarse, 10.0), ("c2f", pipeline.c2f, 3.0)):
+        if model is None:
+            continue
+        frames = min(int(round(seconds * pipeline.codec.frame_rate)), codes[0].shape[-1])
+        data = _CodesWindows(codes, frames, model.config.n_codebooks)
+        out[name] = masked_accuracy(model, data, n_windows=windows, seed=0)
+    return out
+
+
+def periodic_metrics(pipeline: Pipeline, excerpts, seed: int = 0) -> dict:
+    sr = pipeline.sample_rate
+    out = {}
+    for period in PERIODS:
+        prompt = PromptConfig(periodic_prompt=period, upper_codebook_mask=None)
+        values = [mel_distance(x, pipeline.vamp(x, sr, prompt=prompt, seed=seed + i).audio, sr)
+                  for i, x in enumerate(excerpts)]
+        out[f"P={period}"] = mean_std(values)
+    return out
+
+
+def vamp_timing(models, seconds: float = 10.0, repeats: int = 2, precisions=("fp32", "bf16", "int8")) -> dict:
+    """Seconds for one whole vamp of a `seconds` clip (best of `repeats` after a warm-up), per precision."""
+    from vampnet.errors import VampNetError
+
+    out = {}
+    for precision in precisions:
+        try:
+            pipeline = Pipeline.from_pretrained(models, precision=precision)
+        except VampNetError as e:
+            out[precision] = {"error": str(e)}
+            continue
+        x = torch.randn(1, 1, int(seconds * pipeline.sample_rate), generator=torch.Generator().manual_seed(0)) * 0.05
+        pipeline.vamp(x[..., : pipeline.sample_rate], pipeline.sample_rate, seed=0)  # warm-up
+        times = []
+        for i in range(repeats):
+            t = time.perf_counter()
+            pipeline.vamp(x, pipeline.sample_rate, seed=i, sampling=SamplingConfig(steps=36))
+            times.append(time.perf_counter() - t)
+        out[precision] = {"seconds": min(times), "all": times}
+    return out
+
+
+def markdown(results: dict) -> str:
+    c, o = results["codec"], results["opus"]
+    lines = ["| | bitrate (kbit/s) | mel distance ↓ | SI-SDR (dB) ↑ |", "|---|---|---|---|",
+             f"| our codec (all codebooks) | {c['kbps']:.2f} | {c['mel_distance']['mean']:.3f} ± {c['mel_distance']['std']:.3f}"
+             f" | {c['si_sdr_db']['mean']:.2f} ± {c['si_sdr_db']['std']:.2f} |",
+             f"| Opus (libopus, {o['nominal_kbps']:g} kbit/s target) | {o['real_kbps']:.2f} | "
+             f"{o['mel_distance']['mean']:.3f} ± {o['mel_distance']['std']:.3f} | "
+             f"{o['si_sdr_db']['mean']:.2f} ± {o['si_sdr_db']['std']:.2f} |", ""]
+    if results.get("accuracy"):
+        lines += ["| model | top-1 (all r) | top-1 (r < 0.5) | top-25 (r < 0.5) | top-1 (r ≥ 0.5) | top-25 (r ≥ 0.5) | loss |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, a in results["accuracy"].items():
+            lines.append(f"| {name} | {a['val_acc1']:.3f} | {a['val_acc1_lo']:.3f} | {a['val_acc25_lo']:.3f} | "
+                         f"{a['val_acc1_hi']:.3f} | {a['val_acc25_hi']:.3f} | {a['val_loss']:.3f} |")
+        lines.append("")
+    if results.get("periodic"):
+        lines += ["| periodic prompt | " + " | ".join(results["periodic"]) + " |",
+                  "|---|" + "---|" * len(results["periodic"]),
+                  "| mel distance to input | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}"
+                                                       for v in results["periodic"].values()) + " |", ""]
+    if results.get("timing"):
+        lines += ["| precision | whole 10 s vamp (s) |", "|---|---|"]
+        for k, v in results["timing"].items():
+            lines.append(f"| {k} | {v['seconds']:.2f} |" if "seconds" in v else f"| {k} | {v['error']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--models", default=None, help="model folder, 'small' (default) or 'official'")
+    ap.add_argument("--excerpts-per-file", type=int, default=6)
+    ap.add_argument("--vamp-excerpts", type=int, default=12, help="excerpts vamped per periodic prompt")
+    ap.add_argument("--windows", type=int, default=64, help="token windows for masked accuracy")
+    ap.add_argument("--opus-kbps", type=float, default=None, help="default: our bitrate, at least 6")
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="2 excerpts, 1 vamp per prompt, no timing")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+
+    pipeline = Pipeline.from_pretrained(args.models)
+    per_file = 1 if args.quick else args.excerpts_per_file
+    excerpts = validation_excerpts(args.corpus, pipeline.sample_rate, 10.0, per_file)
+    if args.quick:
+        excerpts = excerpts[:2]
+    codec = pipeline.codec
+    bitrate = codec.n_codebooks * math.log2(codec.codebook_size) * codec.frame_rate / 1000
+    opus_kbps = args.opus_kbps or max(6.0, round(bitrate, 1))
+    t0 = time.time()
+    results, codes = codec_metrics(pipeline, excerpts, opus_kbps)
+    results["accuracy"] = accuracy_metrics(pipeline, codes, 8 if args.quick else args.windows)
+    vamp_set = excerpts[: 1 if args.quick else args.vamp_excerpts]
+    results["periodic"] = periodic_metrics(pipeline, vamp_set) if pipeline.coarse is not None else {}
+    if not (args.quick or args.no_timing):
+        results["timing"] = vamp_timing(args.models)
+    results["setup"] = {"models": args.models or "small", "excerpts": len(excerpts), "vamp_excerpts": len(vamp_set),
+                        "excerpt_s": 10.0, "sample_rate": pipeline.sample_rate, "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                        "seconds": round(time.time() - t0, 1)}
+    print(markdown(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
