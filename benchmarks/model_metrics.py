@@ -33,7 +33,7 @@ except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vampnet import audio
-from vampnet.metrics import mel_distance, si_sdr
+from vampnet.eval.metrics import mel_distance, si_sdr
 from vampnet.pipeline import Pipeline
 from vampnet.prompts import PromptConfig
 from vampnet.sampling import SamplingConfig
@@ -71,7 +71,7 @@ def mean_std(values: list[float]) -> dict:
 
 
 def codec_metrics(pipeline: Pipeline, excerpts, opus_kbps: float) -> tuple[dict, list[torch.Tensor]]:
-    from vampnet.opus import opus_roundtrip
+    from vampnet.eval.opus import opus_roundtrip
 
     sr, codec = pipeline.sample_rate, pipeline.codec
     ours_mel, ours_sdr, opus_mel, opus_sdr, opus_real, all_codes = [], [], [], [], [], []

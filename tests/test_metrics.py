@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vampnet.errors import OptionError
-from vampnet.metrics import mel_distance, si_sdr
+from vampnet.eval.metrics import mel_distance, si_sdr
 
 SR = 22050
 
@@ -36,7 +36,7 @@ def test_mel_distance_is_zero_for_identical_signals_and_pads_short_estimates():
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by .ci/run; not on this machine")
 def test_opus_round_trip_keeps_length_and_alignment_and_reports_its_bitrate():
-    from vampnet.opus import opus_roundtrip
+    from vampnet.eval.opus import opus_roundtrip
 
     t = torch.arange(2 * SR) / SR
     x = (0.3 * torch.sin(2 * math.pi * 440 * t) * (1 + 0.5 * torch.sin(2 * math.pi * 3 * t)))[None, None]
@@ -48,3 +48,24 @@ def test_opus_round_trip_keeps_length_and_alignment_and_reports_its_bitrate():
     assert mel_distance(x, lo, SR) > mel_distance(x, y, SR)
     with pytest.raises(OptionError):
         opus_roundtrip(x, SR, 0.1)
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians():
+    import numpy as np
+
+    from vampnet.eval.fad import embedding_distance, frechet_distance
+
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([0.5, 1.0, 0.0])
+    d1, d2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    closed = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(d1) - np.sqrt(d2)) ** 2)  # commuting (diagonal) covariances
+    assert frechet_distance(mu1, np.diag(d1), mu2, np.diag(d2)) == pytest.approx(closed, rel=1e-10)
+    # rotating both distributions by the same orthogonal matrix leaves the distance unchanged
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
+    assert frechet_distance(q @ mu1, q @ np.diag(d1) @ q.T, q @ mu2, q @ np.diag(d2) @ q.T) == pytest.approx(closed, rel=1e-8)
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(4.0 + 1.0)
+    x = np.random.default_rng(1).standard_normal((500, 4))
+    assert embedding_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert embedding_distance(x, x + 2.0) == pytest.approx(16.0, rel=1e-9)
+    with pytest.raises(OptionError):
+        frechet_distance([0.0, 1.0], np.eye(2), [0.0], np.eye(1))

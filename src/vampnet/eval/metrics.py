@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .spectral import multiscale_mel_distance
+from ..spectral import multiscale_mel_distance
 
 
 def mel_distance(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> float:

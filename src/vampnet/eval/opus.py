@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from . import audio
-from .errors import AudioError, OptionError
+from .. import audio
+from ..errors import AudioError, OptionError
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the input rates libopus accepts
 

@@ -1,0 +1,64 @@
+"""The small model shipped inside the package: it loads offline, codes audio well and vamps."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import ROOT, sine_mix
+from vampnet import Pipeline, audio
+from vampnet.eval.metrics import mel_distance
+from vampnet.pretrained import shipped_folder
+from vampnet.prompts import PromptConfig
+
+EXAMPLE = ROOT / "examples" / "xblast-song1-excerpt.ogg"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Pipeline:
+    return Pipeline.from_pretrained()
+
+
+def test_shipped_model_is_the_documented_architecture_and_fits_the_size_budget(shipped):
+    files = sorted(p.name for p in shipped_folder().glob("*.safetensors"))
+    assert files == ["c2f.safetensors", "coarse.safetensors", "codec.safetensors"]
+    assert sum(p.stat().st_size for p in shipped_folder().glob("*.safetensors")) <= 60e6
+    assert shipped.sample_rate == 22050 and shipped.codec.hop_length == 384  # the official 57.4 Hz token rate
+    assert shipped.n_codebooks == 8 and shipped.coarse.config.n_codebooks == 4
+    assert shipped.c2f.config.n_conditioning_codebooks == 4
+    card = json.loads((shipped_folder() / "card.json").read_text())
+    assert card["name"] == "vampnet-small" and card["licence"]
+
+
+def test_shipped_codec_reconstructs_music_far_better_than_an_untrained_one(shipped):
+    from vampnet.codec import Codec
+
+    wav, sr = audio.load(EXAMPLE, max_seconds=4.0)
+    x = audio.normalize_loudness(audio.resample(audio.to_mono(wav), sr, shipped.sample_rate), shipped.sample_rate, -24)[0]
+    with torch.inference_mode():
+        trained = mel_distance(x, shipped.codec.decode(shipped.codec.encode(x)), shipped.sample_rate)
+        torch.manual_seed(0)
+        untrained = Codec(shipped.codec.config).eval()
+        baseline = mel_distance(x, untrained.decode(untrained.encode(x)), shipped.sample_rate)
+    print(f"mel distance: shipped codec {trained:.3f}, untrained {baseline:.3f}")
+    assert trained < 2.2 and trained < 0.6 * baseline
+
+
+def test_shipped_model_vamps_two_seconds_reproducibly(shipped):
+    x = torch.from_numpy(sine_mix(2.0, sr=44100, seed=3))[None, None].float()
+    a = shipped.vamp(x, 44100, prompt=PromptConfig(periodic_prompt=4), seed=7)
+    b = shipped.vamp(x, 44100, prompt=PromptConfig(periodic_prompt=4), seed=7)
+    assert a.sample_rate == 22050 and a.audio.shape == (1, 1, 44100)
+    assert torch.isfinite(a.audio).all() and a.audio.abs().max() > 1e-3
+    assert torch.equal(a.codes, b.codes) and a.mask.float().mean() > 0.5
+
+
+def test_cli_vamps_the_example_with_the_shipped_model_by_default(tmp_path):
+    from vampnet.cli import main
+
+    out = tmp_path / "vamp.wav"
+    assert main(["vamp", str(EXAMPLE), "-o", str(out), "--seed", "0"]) == 0
+    info = sf.info(out)
+    assert info.samplerate == 22050 and info.duration == pytest.approx(sf.info(EXAMPLE).duration, abs=0.05)
