@@ -59,6 +59,29 @@ def pipeline_a(codec_a, coarse_a, c2f_a):
 
 
 @pytest.fixture(scope="session")
+def tiny_pipeline():
+    """A random-weight pipeline small enough that a whole vamp of seconds of audio takes a fraction of a second
+    (22.05 kHz, hop 64, 4 codebooks of 64; 1-layer transformers): for tests of the flow, not of the numbers."""
+    import torch
+
+    from vampnet import Codec, MaskedTransformer, Pipeline
+    from vampnet.codec import CodecConfig
+    from vampnet.model.transformer import TransformerConfig
+
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(encoder_dim=4, encoder_rates=(4, 4, 4), decoder_dim=16, decoder_rates=(4, 4, 4),
+                              n_codebooks=4, codebook_size=64, sample_rate=22050)).eval()
+    size = dict(vocab_size=64, latent_dim=codec.config.codebook_dim, embedding_dim=32, n_heads=2, n_layers=1)
+    coarse = MaskedTransformer(TransformerConfig(n_codebooks=2, **size)).eval()
+    c2f = MaskedTransformer(TransformerConfig(n_codebooks=4, n_conditioning_codebooks=2, **size)).eval()
+    with torch.no_grad():  # the embeddings read the codec's codebooks, as in every trained model
+        for model in (coarse, c2f):
+            k = model.n_codebooks
+            model.embedding.codebooks.copy_(torch.stack([q.codebook.weight for q in codec.quantizer.quantizers[:k]]))
+    return Pipeline(codec, coarse, c2f)
+
+
+@pytest.fixture(scope="session")
 def ours_dir(tmp_path_factory, set_a) -> Path:
     """Set A converted to our safetensors format."""
     from vampnet.checkpoints import convert_folder

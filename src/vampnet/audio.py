@@ -18,8 +18,9 @@ TARGET_LUFS = -24.0
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
-def load(path, max_seconds: float | None = None) -> tuple[torch.Tensor, int]:
-    """Read an audio file -> ((1, channels, samples) float32, sample rate). Raises AudioError with the reason."""
+def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Read an audio file -> ((1, channels, samples) float32, sample rate), from `offset_s` seconds on and at most
+    `max_seconds` long. Raises AudioError with the reason."""
     import soundfile as sf
 
     path = Path(path)
@@ -30,7 +31,8 @@ def load(path, max_seconds: float | None = None) -> tuple[torch.Tensor, int]:
     try:
         info = sf.info(str(path))
         frames = -1 if max_seconds is None else int(max_seconds * info.samplerate)
-        data, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        start = max(0, int(offset_s * info.samplerate))
+        data, sr = sf.read(str(path), frames=frames, start=start, dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile reports every failure as a RuntimeError/LibsndfileError with a message
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise AudioError(f"cannot read audio {path}: {reason}") from None

@@ -572,6 +572,46 @@ def finetune(
         typer.echo(f"{part}: {path}", err=True)
 
 
+eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run")
+def eval_run(
+    data: List[Path] = typer.Option(..., "--data", help="folder of audio to take 10 s excerpts from (repeatable)"),
+    experiment: str = typer.Option(..., "--experiment", help="sampling-steps, gen-compression or musical-sampling"),
+    output: Path = typer.Option(..., "-o", "--output", help="experiment folder (created, or resumed)"),
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    max_excerpts: int = typer.Option(50, "--max-excerpts", min=1, help="excerpts to evaluate"),
+    seed: int = typer.Option(0, help="chooses the excerpts and seeds every generation"),
+    excerpt: float = typer.Option(10.0, "--excerpt", help="excerpt length in seconds (the paper: 10)"),
+    device: str = typer.Option("cpu"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+):
+    """Write the baseline and every condition of one experiment as audio (resumable: finished files are kept)."""
+    from .errors import AudioError
+    from .eval.experiments import run as run_experiment
+
+    for folder in data:
+        if not folder.is_dir():
+            raise AudioError(f"data folder not found: {folder}")
+    pipeline = _load_pipeline(models, device=device)
+    stats = run_experiment(pipeline, data, experiment, output, max_excerpts=max_excerpts, seed=seed, excerpt_s=excerpt,
+                           models_name=models or "small", progress=not quiet)
+    typer.echo(json.dumps(stats), err=True)
+
+
+@eval_app.command("score")
+def eval_score(
+    folder: Path = typer.Argument(..., help="a folder `vampnet eval run` wrote"),
+):
+    """Score every condition against the baseline: stats-*.csv, metrics-all.csv, results.md and a PNG plot."""
+    from .eval.scoring import markdown, score
+
+    rows = score(folder)
+    typer.echo(markdown(json.loads((folder / "experiment.json").read_text()), rows))
+
+
 def main(argv=None) -> int:
     """Entry point: run the app, turning our errors into one line and a non-zero exit."""
     from .errors import VampNetError
