@@ -155,6 +155,38 @@ def vamp_timing(models, seconds: float = 10.0, repeats: int = 2, precisions=("fp
     return out
 
 
+def spectrogram_figure(pipeline: Pipeline, x: torch.Tensor, opus_kbps: float, path: Path, seed: int = 0) -> None:
+    """Log-mel spectrograms of one validation excerpt: input, codec round trip, Opus, vamps with P = 8 and 32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vampnet.eval.opus import opus_roundtrip
+    from vampnet.spectral import mel_spectrogram
+
+    sr = pipeline.sample_rate
+    with torch.inference_mode():
+        recon = pipeline.codec.decode(pipeline.codec.encode(x))
+    panels = [("input", x), (f"our codec ({pipeline.codec.n_codebooks} codebooks)", recon),
+              (f"Opus {opus_kbps:g} kbit/s", opus_roundtrip(x, sr, opus_kbps)[0])]
+    for period in (8, 32):
+        prompt = PromptConfig(periodic_prompt=period, upper_codebook_mask=None)
+        panels.append((f"vamp, periodic prompt P={period}", pipeline.vamp(x, sr, prompt=prompt, seed=seed).audio))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.0 * len(panels)), sharex=True)
+    for ax, (title, y) in zip(axes, panels):
+        mel = mel_spectrogram(y[..., : x.shape[-1]].float(), sr, 1024, 80, 256)[0, 0]
+        ax.imshow(torch.log10(mel.clamp(min=1e-5)).numpy(), origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, x.shape[-1] / sr, 0, 80))
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("mel band")
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def markdown(results: dict) -> str:
     c, o = results["codec"], results["opus"]
     lines = ["| | bitrate (kbit/s) | mel distance ↓ | SI-SDR (dB) ↑ |", "|---|---|---|---|",
@@ -193,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 excerpts, 1 vamp per prompt, no timing")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--figure", type=Path, default=None, help="PNG of spectrograms of one validation excerpt")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
@@ -215,6 +248,8 @@ def main(argv=None) -> int:
                         "excerpt_s": 10.0, "sample_rate": pipeline.sample_rate, "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                         "seconds": round(time.time() - t0, 1)}
+    if args.figure:
+        spectrogram_figure(pipeline, excerpts[0], opus_kbps, args.figure)
     print(markdown(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

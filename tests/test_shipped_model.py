@@ -62,3 +62,30 @@ def test_cli_vamps_the_example_with_the_shipped_model_by_default(tmp_path):
     assert main(["vamp", str(EXAMPLE), "-o", str(out), "--seed", "0"]) == 0
     info = sf.info(out)
     assert info.samplerate == 22050 and info.duration == pytest.approx(sf.info(EXAMPLE).duration, abs=0.05)
+
+
+def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from vampnet.train.data import split_of
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = [f"piece{i}.wav" for i in range(200)]
+    val = [n for n in names if split_of(f"corpus/{n}", 0.05) == "val"][:1]
+    train = [n for n in names if split_of(f"corpus/{n}", 0.05) == "train"][:1]
+    for n in val + train:
+        sf.write(corpus / n, sine_mix(10.5, sr=44100, seed=len(n)).astype(np.float32), 44100)
+    out = tmp_path / "m.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_metrics.py"), str(corpus), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["setup"]["excerpts"] == 1  # the validation file only
+    assert results["codec"]["kbps"] == pytest.approx(8 * 10 * 22050 / 384 / 1000)
+    assert set(results["periodic"]) == {"P=4", "P=8", "P=16", "P=32"}
+    assert 0 <= results["accuracy"]["coarse"]["val_acc1"] <= 1
+    assert "| our codec" in done.stdout
