@@ -3,6 +3,7 @@ no output file left behind."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,8 @@ from conftest import ROOT, SET_A, sine_mix
 EXE = Path(sys.executable).parent / "vampnet"
 
 
-def run(*args, timeout=300):
-    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+def run(*args, timeout=300, env=None):
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def assert_clean_failure(proc, output: Path | None = None):
@@ -98,7 +99,11 @@ def test_wrong_checkpoint_kind_and_missing_models(wav_file, tmp_path):
     out = tmp_path / "o.wav"
     assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A, "--coarse", SET_A / "codec.pth"), out)
     assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", tmp_path / "nowhere"), out)
-    assert_clean_failure(run("vamp", wav_file, "-o", out), out)
+    # no --models means the shipped model (tested in test_shipped_model); "official" before a download fails clearly
+    env = {**os.environ, "VAMPNET_HOME": str(tmp_path / "home")}
+    proc = run("vamp", wav_file, "-o", out, "--models", "official", env=env)
+    assert_clean_failure(proc, out)
+    assert "vampnet download" in proc.stderr
     assert_clean_failure(run("info", wav_file))
 
 
