@@ -148,8 +148,10 @@ class Pipeline:
 
     def generate(self, codes: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig | None = None,
                  c2f_sampling: SamplingConfig | None = None, *, seed: int | None = None,
-                 generator: torch.Generator | None = None, progress: Progress | None = None) -> torch.Tensor:
-        """Fill the masked tokens: coarse codebooks by windows, then the fine codebooks by batched chunks."""
+                 generator: torch.Generator | None = None, progress: Progress | None = None,
+                 coarse_only: bool = False) -> torch.Tensor:
+        """Fill the masked tokens: coarse codebooks by windows, then the fine codebooks by batched chunks
+        (`coarse_only`: the fine codebooks are returned as given, masked or not)."""
         if self.coarse is None:
             raise CheckpointError("this pipeline has no coarse model, so it cannot generate (only encode/decode)")
         sampling = sampling or SamplingConfig()
@@ -159,9 +161,10 @@ class Pipeline:
         generator = generator or seeded_generator(seed)
         Kc = self.coarse.n_codebooks
         coarse = self._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, progress)
-        if self.c2f is None:
+        coarse = torch.cat([coarse, codes[:, Kc:]], 1)  # without a c2f model there are no fine codebooks
+        if self.c2f is None or coarse_only:
             return coarse
-        return self._coarse_to_fine(torch.cat([coarse, codes[:, Kc:]], 1), mask, c2f_sampling, generator, progress)
+        return self._coarse_to_fine(coarse, mask, c2f_sampling, generator, progress)
 
     def _generate_coarse(self, codes, mask, sampling, generator, progress):
         """Windows of the model's context; each keeps what earlier windows fixed, so no seams appear.

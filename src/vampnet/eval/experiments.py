@@ -115,11 +115,7 @@ def _generate(pipeline: Pipeline, codes, mask, seed: int, sampling: SamplingConf
               c2f: bool = True) -> torch.Tensor:
     generator = seeded_generator(seed)
     sampling = sampling or SamplingConfig()
-    if c2f:
-        return pipeline.generate(codes, mask, sampling, generator=generator)
-    Kc = pipeline.coarse.n_codebooks  # coarse pass only; fine codebooks stay the input's
-    out = pipeline._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, None)
-    return torch.cat([out, codes[:, Kc:]], 1)
+    return pipeline.generate(codes, mask, sampling, generator=generator, coarse_only=not c2f)
 
 
 def render_condition(pipeline: Pipeline, cond: Condition, x: torch.Tensor, codes: torch.Tensor, seed: int) -> torch.Tensor:
