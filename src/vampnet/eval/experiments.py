@@ -92,8 +92,8 @@ class Excerpt:
 
 
 def select_excerpts(data_dirs, max_excerpts: int, seed: int = 0, excerpt_s: float = EXCERPT_S) -> list[Excerpt]:
-    """Up to `max_excerpts` excerpt positions: every whole `excerpt_s` slot of every file, shuffled by `seed`
-    (the same files and seed give the same list; loud-enough checks happen when the audio is read)."""
+    """Candidate excerpt positions, up to 4 x `max_excerpts`: every whole `excerpt_s` slot of every file, shuffled
+    by `seed` (the same files and seed give the same list; the loudness check happens when the audio is read)."""
     from ..train.data import find_audio
 
     files = find_audio(data_dirs)
@@ -107,7 +107,7 @@ def select_excerpts(data_dirs, max_excerpts: int, seed: int = 0, excerpt_s: floa
             continue
         slots += [Excerpt(rel, k * excerpt_s) for k in range(n)]
     order = torch.randperm(len(slots), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [slots[i] for i in order][: max(4 * max_excerpts, max_excerpts)]
+    return [slots[i] for i in order][: 4 * max_excerpts]  # spares for the excerpts the loudness check rejects
 
 
 # --- generation ----------------------------------------------------------------------------------------------------
