@@ -26,9 +26,12 @@ class CountingModel(torch.nn.Module):
         except AttributeError:
             return getattr(self.model, name)
 
-    def forward(self, codes):
+    def hidden(self, codes):  # every pass of the sampler starts here
         self.seen.append((codes == self.model.mask_token).flatten(1).sum(1).tolist())
-        return self.model(codes)
+        return self.model.hidden(codes)
+
+    def forward(self, codes):
+        return self.model.classify(self.hidden(codes)).permute(0, 2, 1, 3)
 
 
 def random_case(model, T=30, p=0.6, seed=0, batch=1):
@@ -131,3 +134,46 @@ def test_typical_filtering_changes_generation(coarse_a):
     plain = generate(coarse_a, codes, mask, steps=3, seed=5)
     typical = generate(coarse_a, codes, mask, steps=3, seed=5, typical_filtering=True, typical_mass=0.05)
     assert not torch.equal(plain, typical)
+
+
+def test_fast_draw_follows_the_filtered_distribution():
+    """One uniform per position through the inverse CDF: frequencies match the probabilities (chi-square)
+    and filtered-out tokens are never drawn."""
+    from vampnet.sampling import _draw_fast
+
+    probs = torch.tensor([0.4, 0.3, 0.0, 0.2, 0.1, 0.0])
+    n = 40000
+    logits = torch.log(probs).expand(n, -1).clone()
+    cfg = SamplingConfig(top_k=3)  # keeps 0.4, 0.3, 0.2: renormalised to 4/9, 3/9, 2/9
+    token, p = _draw_fast(logits, cfg, True, torch.Generator().manual_seed(0))
+    counts = torch.bincount(token, minlength=6).double()
+    expected = torch.tensor([4 / 9, 3 / 9, 0, 2 / 9, 0, 0], dtype=torch.float64) * n
+    assert counts[[2, 4, 5]].sum() == 0
+    kept = expected > 0
+    chi2 = (((counts - expected)[kept] ** 2) / expected[kept]).sum()
+    assert chi2 < 13.8  # chi-square, 2 degrees of freedom, p = 0.001
+    assert torch.allclose(p[token == 0], torch.tensor(4 / 9))
+
+
+def test_fast_and_original_draws_agree_when_nothing_is_random(coarse_a):
+    codes, mask = random_case(coarse_a, T=30)
+    kw = dict(steps=4, mask_temperature=0.0, sample_cutoff=-1.0, seed=0)
+    assert torch.equal(generate(coarse_a, codes, mask, draw="fast", **kw), generate(coarse_a, codes, mask, draw="original", **kw))
+
+
+def test_classifier_on_needed_frames_only_keeps_the_original_stream(coarse_a, monkeypatch):
+    """Skipping the classifier on decided frames must not change what draw="original" consumes or returns."""
+    import vampnet.sampling as sampling
+
+    codes, mask = random_case(coarse_a, T=30)
+    mask[..., 10:20] = False  # whole frames with nothing to choose
+    out = generate(coarse_a, codes, mask, steps=5, seed=4, draw="original")
+
+    def full(model, codes, needed):
+        B, T = codes.shape[0], codes.shape[-1]
+        return model.classify(model.hidden(codes)).reshape(B, T * model.n_predict_codebooks, -1).float()
+
+    monkeypatch.setattr(sampling, "_logits_where_needed", full)
+    assert torch.equal(out, generate(coarse_a, codes, mask, steps=5, seed=4, draw="original"))
+    with pytest.raises(OptionError):
+        generate(coarse_a, codes, mask, draw="gumbel")

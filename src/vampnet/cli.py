@@ -14,6 +14,7 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="VampNet: vamp, inpaint, continue and compress music with masked acoustic token models.")
 
+DRAW_HELP = "fast (one random number per token) | original (the original code's random stream: its tokens for a seed)"
 MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
                "weights; default: the small model shipped with vampnet")
 
@@ -120,6 +121,7 @@ def vamp(
     typical: bool = typer.Option(False, "--typical/--no-typical", help="locally typical sampling"),
     typical_mass: float = typer.Option(0.15, "--typical-mass", min=0.0, max=1.0),
     typical_min_tokens: int = typer.Option(1, "--typical-min-tokens", min=1),
+    draw: str = typer.Option("fast", "--draw", help=DRAW_HELP),
     preset_name: Optional[str] = typer.Option(None, "--preset", help="subtle | variation | wild (sets the prompt options below)"),
     periodic: int = typer.Option(7, min=0, help="keep every P-th frame as prompt (0: none)"),
     periodic_width: int = typer.Option(1, "--periodic-width", min=1, help="frames kept around each periodic anchor"),
@@ -172,8 +174,8 @@ def vamp(
                         **beat_prompt)
     sampling = SamplingConfig(steps=steps, temperature=temperature, mask_temperature=mask_temperature,
                               sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical,
-                              typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
-    c2f_sampling = SamplingConfig(steps=c2f_steps)
+                              typical_mass=typical_mass, typical_min_tokens=typical_min_tokens, draw=draw)
+    c2f_sampling = SamplingConfig(steps=c2f_steps, draw=draw)
     pipeline = _load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
                               lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision)
     with _ProgressReporter(quiet) as progress:
@@ -191,6 +193,7 @@ _STEPS = typer.Option(36, min=1, help="coarse sampling steps")
 _C2F_STEPS = typer.Option(2, "--c2f-steps", min=1, help="coarse-to-fine sampling steps")
 _TEMPERATURE = typer.Option(1.0, min=0.0, help="sampling temperature")
 _TOP_P = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass")
+_DRAW = typer.Option("fast", "--draw", help=DRAW_HELP)
 _DEVICE = typer.Option("cpu", help="torch device")
 _PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
 _QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
@@ -219,10 +222,11 @@ def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32
     return pipeline, wav, sr
 
 
-def _sampling(steps, temperature, top_p, c2f_steps):
+def _sampling(steps, temperature, top_p, c2f_steps, draw):
     from .sampling import SamplingConfig
 
-    return SamplingConfig(steps=steps, temperature=temperature, top_p=top_p), SamplingConfig(steps=c2f_steps)
+    return (SamplingConfig(steps=steps, temperature=temperature, top_p=top_p, draw=draw),
+            SamplingConfig(steps=c2f_steps, draw=draw))
 
 
 def _run_and_save(output: Path, quiet: bool, job) -> None:
@@ -246,14 +250,14 @@ def loop(
     repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
     periodic: Optional[int] = _PERIODIC, upper_codebooks: Optional[int] = _UPPER, random_intensity: Optional[float] = _INTENSITY,
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
-    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, draw: str = _DRAW,
     device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
     from . import audio, modes
 
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
     with _ProgressReporter(quiet) as progress:
         prompt = _mode_prompt(modes.preset(preset_name), periodic, upper_codebooks, random_intensity)
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker)
@@ -275,7 +279,7 @@ def continue_(
     seconds: float = typer.Option(0.0, min=0.0, help="seconds to add after the end"),
     before: float = typer.Option(0.0, min=0.0, help="seconds to add before the start"),
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
-    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, draw: str = _DRAW,
     device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
@@ -286,7 +290,7 @@ def continue_(
     if seconds <= 0 and before <= 0:
         raise OptionError("give --seconds and/or --before")
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
     _run_and_save(output, quiet, lambda progress: modes.continue_audio(
         pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
@@ -301,7 +305,7 @@ def inpaint(
     range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
     periodic: Optional[int] = _PERIODIC, upper_codebooks: Optional[int] = _UPPER, random_intensity: Optional[float] = _INTENSITY,
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
-    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, draw: str = _DRAW,
     device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Regenerate one or more time ranges, with the rest of the clip as context."""
@@ -316,7 +320,7 @@ def inpaint(
     if not ranges:
         raise OptionError("give --start/--end or --range")
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
     from .prompts import PromptConfig
 
     inside = _mode_prompt(PromptConfig(periodic_prompt=0, upper_codebook_mask=None), periodic, upper_codebooks,
@@ -333,7 +337,7 @@ def stretch(
     factor: int = typer.Option(2, min=1, help="slow down this many times (frames repeated; the model fills in)"),
     periodic: Optional[int] = _PERIODIC, upper_codebooks: Optional[int] = _UPPER, random_intensity: Optional[float] = _INTENSITY,
     models: Optional[str] = _MODELS, lora: Optional[Path] = _LORA, seed: Optional[int] = _SEED, steps: int = _STEPS,
-    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P,
+    c2f_steps: int = _C2F_STEPS, temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, draw: str = _DRAW,
     device: str = _DEVICE, precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
@@ -341,7 +345,7 @@ def stretch(
     from .prompts import PromptConfig
 
     pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
     prompt = _mode_prompt(PromptConfig(periodic_prompt=1, upper_codebook_mask=3), periodic, upper_codebooks, random_intensity)
     _run_and_save(output, quiet, lambda progress: modes.stretch(
         pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
@@ -370,7 +374,7 @@ def decompress(
     input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
     output: Path = typer.Option(..., "-o", "--output"),
     models: Optional[str] = _MODELS, seed: Optional[int] = _SEED, steps: int = _STEPS, c2f_steps: int = _C2F_STEPS,
-    temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, device: str = _DEVICE,
+    temperature: float = _TEMPERATURE, top_p: Optional[float] = _TOP_P, draw: str = _DRAW, device: str = _DEVICE,
     precision: str = _PRECISION, quiet: bool = _QUIET,
 ):
     """Regenerate audio from a compressed file: VampNet fills the tokens that were not kept."""
@@ -381,7 +385,7 @@ def decompress(
         raise CodesFileError(f"compressed file not found: {input}")
     _check_output(output, _AUDIO_OUT)
     pipeline = _load_pipeline(models, device=device, precision=precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps)
+    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
     _run_and_save(output, quiet, lambda progress: modes.decompress(
         pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress))
 

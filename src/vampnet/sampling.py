@@ -5,7 +5,13 @@ once; a token is drawn for each; the least confident draws (confidence = log p +
 masked again, so that after step i only floor(cos(pi/2 * (i+1)/steps) * N0) remain masked. The last pass fixes
 every token. Differences from the original, on purpose: typical filtering really filters, the masked-token
 count N0 is per batch row (the original sums it over the batch), and randomness comes from one generator seeded
-by `seed`, so a seed reproduces the output (with the same RNG consumption order as the original)."""
+by `seed`, so a seed reproduces the output.
+
+Two ways to draw the tokens, from the same distribution: `draw="original"` consumes random numbers exactly as the
+original does (torch.multinomial over every position: one exponential variate per vocabulary entry and position),
+so a seed gives the original implementation's tokens; `draw="fast"` (the default) draws one uniform per token
+still to be chosen and inverts its cumulative distribution, which on a small model removes most of a pass's
+sampling time. The classifier runs only on frames that still have a token to choose, in both modes."""
 from __future__ import annotations
 
 import math
@@ -14,6 +20,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .errors import OptionError
+
+
+DRAWS = ("fast", "original")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class SamplingConfig:
     typical_filtering: bool = False
     typical_mass: float = 0.15
     typical_min_tokens: int = 1
+    draw: str = "fast"
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -47,6 +57,8 @@ class SamplingConfig:
             raise OptionError(f"typical_mass must be in (0, 1], got {self.typical_mass!r}")
         if not isinstance(self.typical_min_tokens, int) or self.typical_min_tokens < 1:
             raise OptionError(f"typical_min_tokens must be a positive integer, got {self.typical_min_tokens!r}")
+        if self.draw not in DRAWS:
+            raise OptionError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,16 +106,16 @@ def typical_filter(logits: torch.Tensor, mass: float, min_tokens: int) -> torch.
 def generate(model, codes: torch.Tensor, mask: torch.Tensor, *, steps: int = 36, temperature: float = 1.0,
              mask_temperature: float = 10.5, sample_cutoff: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, typical_filtering: bool = False, typical_mass: float = 0.15,
-             typical_min_tokens: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
-             progress=None) -> torch.Tensor:
+             typical_min_tokens: int = 1, draw: str = "fast", seed: int | None = None,
+             generator: torch.Generator | None = None, progress=None) -> torch.Tensor:
     """Fill the masked tokens of `codes` (B, K, T) where `mask` (bool, same shape) is True.
 
     Conditioning codebooks and unmasked tokens are returned unchanged; no MASK remains. `sample_cutoff < 0`
     takes the argmax at every step; otherwise steps with i/steps <= sample_cutoff draw from the distribution.
-    `seed` (or an explicit `generator`) makes the result reproducible. `progress(i, steps)` is called per step."""
+    `draw="original"` reproduces the original implementation's tokens for a seed (see the module docstring). `seed` (or an explicit `generator`) makes the result reproducible. `progress(i, steps)` is called per step."""
     cfg = SamplingConfig(steps=steps, temperature=temperature, mask_temperature=mask_temperature,
                          sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical_filtering,
-                         typical_mass=typical_mass, typical_min_tokens=typical_min_tokens)
+                         typical_mass=typical_mass, typical_min_tokens=typical_min_tokens, draw=draw)
     return generate_with_config(model, codes, mask, cfg, seed=seed, generator=generator, progress=progress)
 
 
@@ -159,18 +171,23 @@ def _decode(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator,
     sampled = z
     for i in range(cfg.steps):
         r = torch.full((B, 1), (i + 1) / cfg.steps, dtype=torch.float32, device=z.device)
-        logits = model(torch.cat([cond, unflat(z)], 1))          # (B, P, T, V)
-        logits = logits.permute(0, 2, 1, 3).reshape(B, T * P, V).float()
-        logits = filter_logits(logits, cfg)
-        probs = (logits / cfg.temperature if cfg.temperature > 0 else logits).softmax(-1)
-        if i / cfg.steps <= cfg.sample_cutoff:
-            draws = torch.multinomial(probs.view(-1, V).cpu(), 1, generator=generator).to(z.device)
-            token = draws.view(B, T * P)
-        else:
-            token = logits.argmax(-1)
-        p_token = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
-
         still_masked = z == MASK
+        draw = i / cfg.steps <= cfg.sample_cutoff
+        x = torch.cat([cond, unflat(z)], 1)
+        if cfg.draw == "fast":
+            logits, frames = _classify_needed_frames(model, x, still_masked)        # (F, P, V)
+            chosen, p_chosen = _draw_fast(logits[still_masked.view(B, T, P)[frames]], cfg, draw, generator)
+            token = torch.zeros_like(z).masked_scatter_(still_masked, chosen)
+            p_token = torch.ones(B, T * P, device=z.device).masked_scatter_(still_masked, p_chosen)
+        else:
+            logits = filter_logits(_logits_where_needed(model, x, still_masked), cfg)  # (B, T*P, V)
+            probs = (logits / cfg.temperature if cfg.temperature > 0 else logits).softmax(-1)
+            if draw:
+                token = torch.multinomial(probs.view(-1, V).cpu(), 1, generator=generator).to(z.device).view(B, T * P)
+            else:
+                token = logits.argmax(-1)
+            p_token = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+
         sampled = torch.where(still_masked, token, z)
         confidence_p = torch.where(still_masked, p_token, torch.full_like(p_token, math.inf))
 
@@ -189,3 +206,40 @@ def _decode(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator,
         if progress is not None:
             progress(i + 1, cfg.steps)
     return torch.cat([cond, unflat(sampled)], 1)
+
+
+def _classify_needed_frames(model, codes: torch.Tensor, needed: torch.Tensor):
+    """The classifier (a large share of a small model's pass) runs only on frames with a token still to choose.
+    `needed` (B, T*P), index t*P + c. Returns float32 logits (F, P, V) of those frames and their (B, T) mask."""
+    h = model.hidden(codes)                                   # (B, T, D)
+    B, T = h.shape[:2]
+    frames = needed.view(B, T, -1).any(-1)
+    return model.classify(h[frames]).float(), frames
+
+
+def _logits_where_needed(model, codes: torch.Tensor, needed: torch.Tensor) -> torch.Tensor:
+    """(B, T*P, V) logits; rows of frames with nothing to choose are zeros, which nothing downstream uses
+    (`draw="original"` still spends its random numbers on them, as the original does)."""
+    logits, frames = _classify_needed_frames(model, codes, needed)
+    B, T = frames.shape
+    full = torch.zeros(B, T, *logits.shape[1:], dtype=logits.dtype, device=logits.device)
+    full[frames] = logits
+    return full.view(B, T * logits.shape[1], -1)
+
+
+def _draw_fast(rows: torch.Tensor, cfg: SamplingConfig, draw: bool, generator: torch.Generator):
+    """(n, V) logits of the positions still masked -> their tokens and probabilities. A draw inverts the
+    cumulative distribution at one uniform variate per position."""
+    rows = filter_logits(rows, cfg)
+    probs = (rows / cfg.temperature if cfg.temperature > 0 else rows).softmax(-1)
+    if draw:
+        cdf = probs.cumsum(-1)
+        total = cdf[:, -1:]
+        u = torch.rand(rows.shape[0], 1, generator=generator).to(rows.device) * total
+        # searchsorted(right) returns the first index whose cdf exceeds u, never a zero-probability token;
+        # the clamp only guards u rounding up to the total
+        chosen = torch.searchsorted(cdf, torch.minimum(u, total.nextafter(torch.zeros_like(total))), right=True)
+        chosen = chosen.clamp(max=rows.shape[-1] - 1).squeeze(-1)
+    else:
+        chosen = rows.argmax(-1)
+    return chosen, probs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)

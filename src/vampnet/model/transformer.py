@@ -148,7 +148,7 @@ class SelfAttention(nn.Module):
         B, T, D = x.shape
         heads = lambda t: t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, d)
         q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
@@ -248,7 +248,7 @@ class MaskedTransformer(nn.Module):
         """(B, K, T) codes -> (B, T, D) final normalised hidden states."""
         self._check_codes(codes)
         x = self.embedding(codes).to(self.norm.weight.dtype)
-        bias = self.rel_bias(codes.shape[-1])
+        bias = self.rel_bias(codes.shape[-1]).to(x.dtype)  # cast once for every layer
         for layer in self.layers:
             x = layer(x, bias)
         return self.norm(x)

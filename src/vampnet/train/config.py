@@ -50,7 +50,7 @@ class TrainConfig:
     lora_alpha: float = 16.0
 
     def __post_init__(self):
-        positive = ("embedding_dim", "n_heads", "n_layers", "batch_size", "grad_accum", "max_steps", "warmup_steps",
+        positive = ("embedding_dim", "n_heads", "n_layers", "batch_size", "grad_accum", "max_steps", "warmup_steps", "val_every",
                     "val_windows", "preview_steps")
         for name in positive:
             if getattr(self, name) < 1:
