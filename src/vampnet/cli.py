@@ -576,6 +576,24 @@ def finetune(
         typer.echo(f"{part}: {path}", err=True)
 
 
+@app.command()
+def ui(
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    host: str = typer.Option("127.0.0.1", help="address to serve on (0.0.0.0 exposes it to the network)"),
+    port: int = typer.Option(7860, min=1, max=65535, help="port to serve on"),
+    device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
+    concurrency: int = typer.Option(1, min=1, help="jobs that run at once (the rest wait in the queue)"),
+    max_seconds: float = typer.Option(120.0, "--max-seconds", min=1.0, help="longest clip accepted"),
+    max_file_mb: float = typer.Option(50.0, "--max-file-mb", min=1.0, help="largest upload accepted"),
+):
+    """Start the web studio (gradio) on the shipped model, or --models; also serves the gradio API."""
+    from .ui import launch
+
+    typer.echo(f"vampnet studio on http://{host}:{port} (Ctrl+C stops it)", err=True)
+    launch(models, host=host, port=port, device=device, concurrency=concurrency, max_seconds=max_seconds,
+           max_file_mb=max_file_mb)
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")
 app.add_typer(eval_app, name="eval")
 

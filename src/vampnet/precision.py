@@ -65,13 +65,18 @@ def apply_to_transformer(model, precision: str):
     model.fold_for_inference()
     if precision == "bf16":
         return model.to(torch.bfloat16)
+    return quantize_linears(model)
+
+
+def quantize_linears(module):
+    """Every nn.Linear of `module` -> dynamic int8 activations x int8 weights (torchao), in place."""
     with _quiet_torchao():
         try:
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
         except ImportError:
             raise OptionError("int8 precision needs torchao: pip install 'vampnet[fast]' (or torchao)") from None
-        quantize_(model, Int8DynamicActivationInt8WeightConfig())
-    return model
+        quantize_(module, Int8DynamicActivationInt8WeightConfig())
+    return module
 
 
 @contextlib.contextmanager

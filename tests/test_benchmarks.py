@@ -1,0 +1,45 @@
+"""The benchmark scripts run end to end (on tiny settings) and report what BENCHMARKS.md says they report."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+BENCH = ROOT / "benchmarks"
+
+
+@pytest.mark.slow
+def test_speed_benchmark_reports_every_part_for_every_precision(tmp_path):
+    raw, report = tmp_path / "raw.json", tmp_path / "report.md"
+    done = subprocess.run([sys.executable, str(BENCH / "bench_speed.py"), "--quick", "--silent", "--json", str(raw),
+                           "--output", str(report)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(raw.read_text())
+    assert [r["precision"] for r in res["full"]] == ["fp32", "bf16", "int8"]
+    for r in res["full"]:
+        stages = r["stages"]
+        assert {"encode", "coarse", "c2f", "decode", "total"} <= set(stages)
+        assert stages["total"][0] >= stages["coarse"][0] > 0 and r["forward"]["gflops"] > 0 and r["matmul"]["gflops"] > 0
+    assert [(r["precision"], r["draw"]) for r in res["shipped"]] == [
+        ("fp32", "fast"), ("bf16", "fast"), ("int8", "fast"), ("fp32", "original")]
+    for r in res["shipped"]:
+        assert list(r["lengths"]) == ["1.0", "2.0"] and all(v["rtf"] > 0 for v in r["lengths"].values())
+    q = res["quality"]["modes"]
+    assert q["fp32"]["coarse"]["logits_rel_err"] == 0 and q["fp32"]["c2f"]["top1_agree"] == 1
+    assert 0 < q["bf16"]["coarse"]["logits_rel_err"] < 0.05 and q["int8"]["c2f"]["top1_agree"] > 0.8
+    text = report.read_text()
+    assert "Full-size official architecture" in text and "Shipped model" in text and "Quality of the fast modes" in text
+
+
+@pytest.mark.slow
+def test_core_benchmark_runs_quick(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "bench_core.py"), "--quick", "--silent", "--json",
+                           str(tmp_path / "raw.json")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "raw.json").read_text())
+    assert res["roundtrip"]["codec_codes_equal"] and res["roundtrip"]["coarse_max_abs_diff"] == 0
+    assert res["output_finite"]
