@@ -94,8 +94,12 @@ def test_gradio_errors_are_messages_not_tracebacks(studio, clip, tmp_path):
     gr = pytest.importorskip("gradio")
     from vampnet.ui import build_app
 
+    import inspect
+
     app = build_app(studio)
     fn = next(d.fn for d in app.fns.values() if d.api_name == "generate")
+    # the API's parameters are the audio plus every Settings field, in order
+    assert list(inspect.signature(fn).parameters)[:-1] == ["audio", *Settings().to_dict()]
     with pytest.raises(gr.Error, match="cannot read"):
         bad = tmp_path / "bad.wav"
         bad.write_text("x")

@@ -43,10 +43,22 @@ def bf16_note(device: torch.device) -> str | None:
 
 
 def apply_to_codec(codec, precision: str, device: torch.device):
-    """Convolutional encoder and decoder in the compute dtype; the quantiser stays float32 (codes are chosen there)."""
+    """Convolutional encoder and decoder in the compute dtype; the quantiser stays float32 (codes are chosen there),
+    and so does the decoder's last stage (its last upsampling block, final Snake and output convolution): in
+    bfloat16 those layers nearest the waveform added most of the error on quiet passages of the shipped model
+    (mel distance to the input 2.93 in fp32 -> 4.06 on one validation clip; 3.15 with this stage in float32,
+    3.84 with only the output convolution in float32). It costs part of the decode's speed-up (0.94 -> 0.73 s
+    instead of 0.52 s for 10 s on the shipped model)."""
     dtype = codec_dtype(precision, device)
     codec.encoder.to(dtype)
     codec.decoder.to(dtype)
+    if dtype != torch.float32:
+        layers = list(codec.decoder.model)
+        blocks = [i for i, m in enumerate(layers) if type(m).__name__ == "DecoderBlock"]
+        tail = layers[blocks[-1]:] if blocks else layers[-3:]
+        for m in tail:
+            m.to(torch.float32)
+        tail[0].register_forward_pre_hook(lambda _module, args: tuple(a.float() for a in args))
     return codec
 
 

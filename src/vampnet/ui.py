@@ -53,6 +53,7 @@ class Settings:
     compress_period: int = 1
     steps: int = 36
     temperature: float = 1.0
+    mask_temperature: float = 10.5
     top_p: float = 0.0
     typical: bool = False
     seed: int = -1
@@ -143,8 +144,9 @@ class Studio:
 
     @staticmethod
     def sampling(s: Settings) -> tuple[SamplingConfig, SamplingConfig]:
-        return (SamplingConfig(steps=s.steps, temperature=s.temperature, top_p=s.top_p if s.top_p > 0 else None,
-                               typical_filtering=s.typical, draw=s.draw), SamplingConfig(steps=2, draw=s.draw))
+        return (SamplingConfig(steps=s.steps, temperature=s.temperature, mask_temperature=s.mask_temperature,
+                               top_p=s.top_p if s.top_p > 0 else None, typical_filtering=s.typical, draw=s.draw),
+                SamplingConfig(steps=2, draw=s.draw))
 
     # --- preview ----------------------------------------------------------------------------------------------
     def preview(self, path, s: Settings) -> Path:
@@ -344,6 +346,8 @@ def build_app(studio: Studio):
                     with gr.Row():
                         steps = gr.Slider(1, 72, d.steps, step=1, label="steps")
                         temperature = gr.Slider(0, 2, d.temperature, step=0.05, label="temperature")
+                        mask_temperature = gr.Slider(0, 20, d.mask_temperature, step=0.5,
+                                                     label="mask temperature (randomness of the decoding order)")
                     with gr.Row():
                         top_p = gr.Slider(0, 1, d.top_p, step=0.01, label="top-p (0: off)")
                         typical = gr.Checkbox(d.typical, label="typical sampling")
@@ -369,18 +373,15 @@ def build_app(studio: Studio):
 
         controls = [mode, preset, periodic, periodic_width, upper, beats, downbeats, onsets, beat_before, beat_after,
                     prefix, suffix, dropout, ranges, continue_seconds, loop_seconds, compress_codebooks, compress_period,
-                    steps, temperature, top_p, typical, seed, variations, draw, model, precision]
+                    steps, temperature, mask_temperature, top_p, typical, seed, variations, draw, model, precision]
         names = [f.name for f in fields(Settings)]
         assert len(controls) == len(names)
 
         def generate(audio, mode, preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets,
                      beat_before, beat_after, prefix, suffix, dropout, ranges, continue_seconds, loop_seconds,
-                     compress_codebooks, compress_period, steps, temperature, top_p, typical, seed, variations, draw,
-                     model, precision, progress=gr.Progress()):
-            values = dict(zip(names, [mode, preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets,
-                                      beat_before, beat_after, prefix, suffix, dropout, ranges, continue_seconds,
-                                      loop_seconds, compress_codebooks, compress_period, steps, temperature, top_p,
-                                      typical, seed, variations, draw, model, precision]))
+                     compress_codebooks, compress_period, steps, temperature, mask_temperature, top_p, typical, seed,
+                     variations, draw, model, precision, progress=gr.Progress()):
+            values = {k: v for k, v in locals().items() if k not in ("audio", "progress")}
             report = lambda stage, done, total: progress(done / max(total, 1), desc=stage)
             result = studio.generate(audio, Settings.from_values(values), progress=report)
             players = [str(f) for f in result.audio] + [None] * (MAX_VARIATIONS - len(result.audio))
