@@ -97,8 +97,12 @@ def test_cli_eval_run_and_score(data_dir, tmp_path, tiny_pipeline):
     out = tmp_path / "steps"
     assert main(["eval", "run", "--data", str(data_dir), "--experiment", "sampling-steps", "-o", str(out),
                  "--models", str(models), "--max-excerpts", "1", "--excerpt", "2.5", "-q"]) == 0
-    assert main(["eval", "score", str(out)]) == 0
+    assert main(["eval", "score", str(out)]) == 0  # the offline crepe embedding by default
     assert (out / "stats-mel.csv").is_file()
+    frechet = (out / "stats-frechet.csv").read_text()
+    assert "crepe" in frechet and "steps_36" in frechet
+    assert "crepe" in (out / "results.md").read_text()
+    assert main(["eval", "score", str(out), "--embedding", "vggish"]) == 1  # no weights file given: one-line error
     assert main(["eval", "run", "--data", str(data_dir), "--experiment", "nonsense", "-o", str(tmp_path / "x"),
                  "--models", str(models)]) == 1
     assert main(["eval", "score", str(tmp_path / "nowhere")]) == 1

@@ -626,11 +626,22 @@ def eval_run(
 @eval_app.command("score")
 def eval_score(
     folder: Path = typer.Argument(..., help="a folder `vampnet eval run` wrote"),
+    embedding: str = typer.Option("crepe", "--embedding",
+                                  help="FAD embedding: crepe (offline, shipped) | vggish (needs --embedding-weights) | none"),
+    embedding_weights: Optional[Path] = typer.Option(None, "--embedding-weights", help="VGGish port weights (.pth)"),
+    vggish_pca: Optional[Path] = typer.Option(None, "--vggish-pca", help="VGGish PCA parameters (.pth), optional"),
 ):
     """Score every condition against the baseline: stats-*.csv, metrics-all.csv, results.md and a PNG plot."""
     from .eval.scoring import markdown, score
 
-    rows = score(folder)
+    if not (folder / "experiment.json").is_file():  # before loading an embedding model
+        from .errors import OptionError
+        raise OptionError(f"{folder} is not an experiment folder (no experiment.json; run `vampnet eval run` first)")
+    embed = None
+    if embedding != "none":
+        from .eval.embeddings import get_embedding
+        embed = get_embedding(embedding, embedding_weights, vggish_pca)
+    rows = score(folder, embed, embed.name if embed else "")
     typer.echo(markdown(json.loads((folder / "experiment.json").read_text()), rows))
 
 
