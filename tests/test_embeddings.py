@@ -74,8 +74,15 @@ def test_vggish_front_end_follows_its_definition():
 def test_vggish_loads_a_port_weights_file_and_refuses_others(tmp_path):
     weights = tmp_path / "vggish.pth"
     torch.save(VGGish().state_dict(), weights)  # the PyTorch port's layout: features.N / embeddings.N
-    out = get_embedding("vggish", weights)(torch.randn(1, 1, 3 * 22050) * 0.1, 22050)
-    assert out.shape == (3, 128) and (out >= 0).all()
+    x = torch.randn(1, 1, 3 * 22050) * 0.1
+    out = get_embedding("vggish", weights)(x, 22050)
+    assert out.shape == (3, 128)
+    # the original evaluation's embedding is the last linear layer before its ReLU; the ReLU is optional
+    with_relu = VGGishEmbedding(weights, activation=True)(x, 22050)
+    assert np.allclose(with_relu, np.maximum(out, 0), atol=1e-6) and (out < 0).any()
+    model = VGGish()
+    model.load_state_dict(torch.load(weights))
+    assert np.allclose(model(vggish_examples(x, 22050)).detach().numpy(), with_relu, atol=1e-6)
     with pytest.raises(CheckpointError, match="embedding-weights"):
         get_embedding("vggish")
     bad = tmp_path / "bad.pth"

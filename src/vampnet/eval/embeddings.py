@@ -15,7 +15,8 @@
   exact front end (16 kHz, 25 ms periodic Hann windows every 10 ms, 512-point FFT magnitude, 64 HTK-mel bands
   125-7500 Hz, log(mel + 0.01), 96-frame examples without overlap) and the weights of the standard PyTorch port
   loaded from a file the user supplies (e.g. `vggish-10086976.pth`; optional PCA file for the post-processed
-  embedding). Raw 128-d embeddings are used by default, as FAD implementations do.
+  embedding). As in the original VampNet evaluation (SPEC §6: no PCA, no final activation), the 128-d output
+  of the last linear layer is used, before its ReLU; `activation=True` keeps the ReLU.
 
 An embedding is a callable `(audio (1, 1, N) or (N,), sample_rate) -> (frames, D) numpy array`."""
 from __future__ import annotations
@@ -191,12 +192,12 @@ class VGGishEmbedding:
 
     name = "vggish"
 
-    def __init__(self, weights, pca=None):
+    def __init__(self, weights, pca=None, activation: bool = False):
         weights = Path(weights) if weights else None
         if weights is None or not weights.is_file():
             raise CheckpointError("the vggish embedding needs the weights file of the PyTorch VGGish port "
                                   "(e.g. vggish-10086976.pth): --embedding-weights FILE")
-        self.model = VGGish().eval()
+        self.model, self.activation = VGGish().eval(), activation
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state)
@@ -210,7 +211,10 @@ class VGGishEmbedding:
 
     @torch.inference_mode()
     def __call__(self, wav, sample_rate: int) -> np.ndarray:
-        emb = self.model(vggish_examples(wav, sample_rate))
+        model = self.model
+        x = model.features(vggish_examples(wav, sample_rate))
+        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+        emb = model.embeddings(x) if self.activation else model.embeddings[:-1](x)
         if self.pca is not None:
             vectors, means = self.pca
             emb = (emb - means) @ vectors.T
