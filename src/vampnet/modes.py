@@ -51,14 +51,32 @@ def continue_audio(pipeline: Pipeline, wav, sample_rate: int, *, seconds: float 
     seed = new_seed() if seed is None else seed
     prep = pipeline.prepare(wav, sample_rate, progress)
     n_before, n_after = (seconds_to_frames(s, pipeline.frame_rate) for s in (before, seconds))
-    B, K, T = prep.codes.shape
-    codes = torch.cat([prep.codes.new_zeros(B, K, n_before), prep.codes, prep.codes.new_zeros(B, K, n_after)], -1)
-    mask = torch.ones_like(codes, dtype=torch.bool)
-    mask[..., n_before:n_before + T] = False
+    T = prep.codes.shape[-1]
+    codes, mask = continuation_grid(prep.codes, n_before, n_after)
     return pipeline.render(codes, mask, n_samples=None, loudness=prep.loudness, sampling=sampling,
                            c2f_sampling=c2f_sampling, seed=seed, progress=progress,
                            settings={"mode": "continue", "seed": seed, "seconds": seconds, "before": before,
                                      "input_frames": [n_before, n_before + T]})
+
+
+def continuation_grid(codes: torch.Tensor, n_before: int, n_after: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token grid of a continuation: `codes` with n_before/n_after empty frames around them, and its mask
+    (True on the new frames only)."""
+    B, K, T = codes.shape
+    grid = torch.cat([codes.new_zeros(B, K, n_before), codes, codes.new_zeros(B, K, n_after)], -1)
+    mask = torch.ones_like(grid, dtype=torch.bool)
+    mask[..., n_before:n_before + T] = False
+    return grid, mask
+
+
+def inpaint_mask(like, ranges: list[tuple[float, float]], frame_rate: float, duration: float) -> torch.Tensor:
+    """True inside the [start, end) second ranges of a `duration`-second clip; a range outside it is an error."""
+    frames = []
+    for a, b in ranges:
+        if not 0 <= a < b or a >= duration:
+            raise OptionError(f"range {a:g}-{b:g} s is empty or outside the clip (0-{duration:.2f} s)")
+        frames.append((int(a * frame_rate), seconds_to_frames(min(b, duration), frame_rate)))
+    return time_ranges(like, frames)
 
 
 def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float, float]], *,
@@ -72,13 +90,8 @@ def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float,
     seed = new_seed() if seed is None else seed
     prep = pipeline.prepare(wav, sample_rate, progress)
     duration = prep.n_samples / pipeline.sample_rate
-    frames = []
-    for a, b in ranges:
-        if not 0 <= a < b or a >= duration:
-            raise OptionError(f"range {a:g}-{b:g} s is empty or outside the clip (0-{duration:.2f} s)")
-        frames.append((int(a * pipeline.frame_rate), seconds_to_frames(min(b, duration), pipeline.frame_rate)))
     generator = seeded_generator(seed)
-    mask = time_ranges(prep.codes, frames)
+    mask = inpaint_mask(prep.codes, ranges, pipeline.frame_rate, duration)
     if prompt is not None:
         mask &= prompt.build(prep.codes, pipeline.frame_rate, generator)
     return pipeline.render(prep.codes, mask.to(prep.codes.device), n_samples=prep.n_samples, loudness=prep.loudness,

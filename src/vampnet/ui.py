@@ -21,7 +21,7 @@ from . import audio
 from .errors import AudioError, OptionError, VampNetError
 from .pipeline import Pipeline
 from .precision import PRECISIONS
-from .prompts import PromptConfig, time_ranges
+from .prompts import PromptConfig, seconds_to_frames
 from .sampling import DRAWS, SamplingConfig
 
 MODES = ("vamp", "loop", "continue", "inpaint", "compress")
@@ -168,15 +168,15 @@ class Studio:
             return ~kept_mask(grid.shape, s.compress_codebooks, s.compress_period), \
                 f"compress: keep {s.compress_codebooks} codebooks every {s.compress_period} frame(s)"
         if s.mode == "continue":
-            n = math.ceil(s.continue_seconds * pipe.frame_rate)
-            grid = torch.cat([grid, grid.new_zeros(1, grid.shape[1], n)], -1)
-            mask = torch.ones_like(grid, dtype=torch.bool)
-            mask[..., : grid.shape[-1] - n] = False
+            from .modes import continuation_grid
+
+            _, mask = continuation_grid(grid, 0, seconds_to_frames(s.continue_seconds, pipe.frame_rate))
             return mask, f"continue: {s.continue_seconds:g} s after the clip"
         if s.mode == "inpaint":
-            ranges = parse_ranges(s.ranges)
-            frames = [(int(a * pipe.frame_rate), math.ceil(b * pipe.frame_rate)) for a, b in ranges]
-            return time_ranges(grid, frames), f"inpaint {s.ranges}"
+            from .modes import inpaint_mask
+
+            return inpaint_mask(grid, parse_ranges(s.ranges), pipe.frame_rate, grid.shape[-1] / pipe.frame_rate), \
+                f"inpaint {s.ranges}"
         mask = self.prompt(s, wav, sr).build(grid, pipe.frame_rate, torch.Generator().manual_seed(0))
         return mask, f"{s.mode}: {100 * mask.float().mean():.0f}% of tokens generated"
 
