@@ -134,7 +134,7 @@ def quality(models, precisions, corpus, seeds: int, steps: int, seconds: float, 
     ref = pipes["fp32"]
     sr = ref.sample_rate
     xs = clips(corpus, sr, seconds, limit)
-    res = {"clips": len(xs), "seeds": seeds, "seconds": seconds, "source": str(corpus or EXAMPLE.name), "modes": {}}
+    res = {"clips": len(xs), "seeds": seeds, "seconds": seconds, "source": Path(corpus).name if corpus else EXAMPLE.name, "modes": {}}
     codes = [ref.encode(x) for x in xs]
     with torch.inference_mode():
         probe = []

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SET_A = ROOT.parent / "shared" / "reference" / "fixtures"
+SET_A = ROOT / "tests" / "fixtures_a"  # made by the original code (see its README.txt)
 SET_B = ROOT / "tests" / "fixtures_b"
 FIXTURE_SETS = {"set_a": SET_A, "set_b": SET_B}
 
@@ -26,7 +26,7 @@ def sine_mix(seconds: float, sr: int = 44100, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def set_a() -> Path:
-    assert SET_A.is_dir(), f"reference fixtures missing at {SET_A} (../shared must sit beside the repository)"
+    assert SET_A.is_dir(), f"reference fixtures missing at {SET_A}"
     return SET_A
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, SET_A, sine_mix
+from conftest import SET_A, sine_mix
 
 EXE = Path(sys.executable).parent / "vampnet"
 
@@ -124,12 +124,6 @@ def test_corrupt_token_file(tmp_path):
     bad = tmp_path / "c.npz"
     bad.write_bytes(b"PK\x03\x04 nonsense")
     assert_clean_failure(run("decode", bad, "-o", tmp_path / "o.wav", "--models", SET_A), tmp_path / "o.wav")
-
-
-def test_shared_cli_contract_holds():
-    proc = subprocess.run(["bash", str(ROOT.parent / "shared" / "checks" / "cli_contract.sh"), str(EXE)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_mode_commands_end_to_end(wav_file, tmp_path):

@@ -72,7 +72,7 @@ if __name__ == "__main__":
     out_json = None
     if "--json" in args:
         i = args.index("--json"); out_json = args[i + 1]; del args[i:i + 2]
-    d = args[0] if args else "/work/shared/reference/fixtures"
+    d = args[0] if args else str(pathlib.Path(__file__).resolve().parents[1] / "fixtures_a")
     res = run(d)
     for k, v in res.items():
         if v.get("kind") == "int":

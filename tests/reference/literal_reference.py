@@ -1,5 +1,6 @@
-"""Literal, slow re-implementation of the ORIGINAL VampNet / LAC numerics, written from
-/work/shared/reference/SPEC.md only (no code from other projects).
+"""Literal, slow re-implementation of the ORIGINAL VampNet / LAC numerics, written from a written
+specification of the official checkpoint formats and numerics only (no code from other projects), and
+checked bit-for-bit against fixture set A (tests/fixtures_a), which the original code produced.
 
 Purpose: an independent oracle for tests.  It is deliberately structured like the original code
 (modules named like the checkpoint keys, weight norm recomputed at every forward, straight-through

@@ -18,7 +18,7 @@ import literal_reference as L  # noqa: E402
 import check_literal_on_set_a as CHK  # noqa: E402
 
 OUT = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent / "fixtures_b"
-SET_A = pathlib.Path("/work/shared/reference/fixtures")
+SET_A = HERE.parent / "fixtures_a"
 SEED = 4321
 
 CODEC_KW = {"encoder_dim": 6, "encoder_rates": [4, 4, 4, 8], "decoder_dim": 48, "decoder_rates": [8, 4, 4, 4],
