@@ -58,10 +58,14 @@ class Pipeline:
             raise CheckpointError("a coarse-to-fine model needs a coarse model beside it")
         if coarse is not None and coarse.n_conditioning_codebooks != 0:
             raise CheckpointError("the coarse model must have no conditioning codebooks (is it a coarse-to-fine model?)")
-        if c2f is not None:
-            if c2f.n_conditioning_codebooks != coarse.n_codebooks:
-                raise CheckpointError(f"the coarse-to-fine model is conditioned on {c2f.n_conditioning_codebooks} codebooks "
-                                      f"but the coarse model makes {coarse.n_codebooks}")
+        # a coarse-to-fine model conditioned on fewer codebooks than the coarse model makes regenerates the ones
+        # above its conditioning where the mask says generate, as the original does; it cannot invent missing ones
+        if c2f is not None and c2f.n_conditioning_codebooks > coarse.n_codebooks:
+            raise CheckpointError(f"the coarse-to-fine model is conditioned on {c2f.n_conditioning_codebooks} codebooks "
+                                  f"but the coarse model makes only {coarse.n_codebooks}")
+        if c2f is not None and c2f.n_codebooks < coarse.n_codebooks:
+            raise CheckpointError(f"the coarse-to-fine model makes {c2f.n_codebooks} codebooks, fewer than the "
+                                  f"coarse model's {coarse.n_codebooks}")
         n_codebooks = (c2f or coarse or codec).n_codebooks
         if n_codebooks > codec.n_codebooks:
             raise CheckpointError(f"the models use {n_codebooks} codebooks but the codec has {codec.n_codebooks}")
