@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .codec import Codec
+import torch
+
+from .codec import Codec, CodecConfig
 from .errors import CheckpointError
-from .model import MaskedTransformer
-from .serialization import read_checkpoint
+from .model import MaskedTransformer, TransformerConfig
+from .model.official import official_keys
+from .serialization import LoadedCheckpoint, key_problems, read_checkpoint
 
 PARTS = ("codec", "coarse", "c2f")
 EXTENSIONS = (".safetensors", ".pth")
@@ -31,7 +34,10 @@ def find_model_files(folder) -> dict[str, Path | None]:
 
 def kind_of(path) -> str:
     """'codec', 'transformer' or 'lora' for a checkpoint file, from its content (not its name)."""
-    ckpt = read_checkpoint(path)
+    return _kind(read_checkpoint(path))
+
+
+def _kind(ckpt: LoadedCheckpoint) -> str:
     if not ckpt.official:
         return ckpt.kind or "unknown"
     if ckpt.kind == "bare_state_dict":
@@ -41,6 +47,24 @@ def kind_of(path) -> str:
     if "embedding_dim" in ckpt.config:
         return "transformer"
     return "unknown"
+
+
+def _expected_keys(ckpt: LoadedCheckpoint, kind: str) -> dict[str, tuple | None] | None:
+    """The keys (with shapes where the container fixes them) that a checkpoint of this kind and configuration
+    must hold; None for kinds without a fixed layout (adapters, unknown files)."""
+    if kind == "codec":
+        with torch.device("meta"):
+            module = Codec(CodecConfig.from_dict(ckpt.config))
+    elif kind == "transformer" and ckpt.official:
+        config = TransformerConfig.from_official_kwargs(ckpt.config)
+        lora = {k for k in ckpt.state_dict if ".lora_" in k}  # optional factors, checked when loading
+        return {k: None for k in sorted(official_keys(config) | lora)}
+    elif kind == "transformer":
+        with torch.device("meta"):
+            module = MaskedTransformer(TransformerConfig.from_dict(ckpt.config))
+    else:
+        return None
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
 def convert(src, dst, codec=None) -> Path:
@@ -74,10 +98,11 @@ def convert_folder(src_dir, dst_dir) -> dict[str, Path]:
 
 
 def describe(path) -> dict:
-    """What `vampnet info` prints: format, kind, configuration and parameter count."""
+    """What `vampnet info` prints: format, kind, configuration, parameter count, and whether the file holds
+    exactly the keys its kind and configuration need (`complete`; else the missing/unexpected/misshapen keys)."""
     ckpt = read_checkpoint(path)
-    kind = kind_of(path)
-    return {
+    kind = _kind(ckpt)
+    info = {
         "path": str(path),
         "format": "official (.pth container)" if ckpt.official else "vampnet (safetensors)",
         "kind": kind,
@@ -86,6 +111,16 @@ def describe(path) -> dict:
         "parameters": sum(t.numel() for t in ckpt.state_dict.values()),
         "has_lora": any("lora_" in k for k in ckpt.state_dict),
     }
+    try:
+        expected = _expected_keys(ckpt, kind)
+    except (CheckpointError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: its {kind} configuration is unusable: {first}") from None
+    if expected is not None:
+        problems = key_problems(expected, ckpt.state_dict)
+        info["complete"] = not any(problems.values())
+        info.update({k: v for k, v in problems.items() if v})
+    return info
 
 
 def download_official(dest, repo_id: str = OFFICIAL_REPO, revision: str | None = None, parts=PARTS,

@@ -445,10 +445,17 @@ def convert(
 
 @app.command()
 def info(checkpoint: Path = typer.Argument(..., help="checkpoint file (.pth or .safetensors)")):
-    """Describe a checkpoint: format, kind, configuration, parameters."""
+    """Describe a checkpoint: format, kind, configuration, parameters, and any missing or unexpected keys
+    (exit status 1 when the file lacks keys its kind needs, so scripts can check model files)."""
     from .checkpoints import describe
+    from .errors import CheckpointError
 
-    typer.echo(json.dumps(describe(checkpoint), indent=2, default=str))
+    description = describe(checkpoint)
+    typer.echo(json.dumps(description, indent=2, default=str))
+    if description.get("complete") is False:
+        counts = ", ".join(f"{len(description[k])} {k}" for k in ("missing", "unexpected", "misshapen") if k in description)
+        first = next(description[k][0] for k in ("missing", "unexpected", "misshapen") if k in description)
+        raise CheckpointError(f"{checkpoint} is an incomplete {description['kind']} checkpoint ({counts} keys; first: {first})")
 
 
 @app.command()
@@ -585,13 +592,15 @@ def ui(
     concurrency: int = typer.Option(1, min=1, help="jobs that run at once (the rest wait in the queue)"),
     max_seconds: float = typer.Option(120.0, "--max-seconds", min=1.0, help="longest clip accepted"),
     max_file_mb: float = typer.Option(50.0, "--max-file-mb", min=1.0, help="largest upload accepted"),
+    keep_minutes: float = typer.Option(60.0, "--keep-minutes", min=0.02,
+                                       help="results stay downloadable this long, then they are deleted"),
 ):
     """Start the web studio (gradio) on the shipped model, or --models; also serves the gradio API."""
     from .ui import launch
 
     typer.echo(f"vampnet studio on http://{host}:{port} (Ctrl+C stops it)", err=True)
     launch(models, host=host, port=port, device=device, concurrency=concurrency, max_seconds=max_seconds,
-           max_file_mb=max_file_mb)
+           max_file_mb=max_file_mb, keep_s=keep_minutes * 60)
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")

@@ -7,7 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import stat
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,22 +33,55 @@ class LoadedCheckpoint:
     path: Path
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask can only set it, which would
+    race with other threads writing files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def default_mode(path: Path, directory: bool = False) -> int:
+    """The permissions a replaced `path` should get: the existing file's, else what a plain `open(path, "w")`
+    (or `mkdir`) would give under the current umask. Temporary files are created private (0600/0700), so
+    without this every file we write would be unreadable to other users, web servers and shared model folders."""
+    with contextlib.suppress(FileNotFoundError):
+        return stat.S_IMODE(path.stat().st_mode)
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success it replaces `path` in one step, on failure it is removed.
 
-    Readers never see a half-written file and a failed write never destroys an existing one."""
+    Readers never see a half-written file and a failed write never destroys an existing one. The new file gets
+    the existing file's permissions, or the umask's for a new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix + ".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, default_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` with `text` in one step (see atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_safetensors(path, state_dict: dict[str, torch.Tensor], kind: str, config: dict, extra: dict | None = None):
@@ -112,6 +148,9 @@ def _read_official(path: Path) -> LoadedCheckpoint:
             if "mmap" not in str(e):
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) files
+    except pickle.UnpicklingError:
+        # weights_only refuses anything but tensors and plain containers: such a file would run code when loaded
+        raise CheckpointError(f"{path} holds Python objects, not plain weights; refusing to load it") from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
@@ -128,19 +167,27 @@ def _read_official(path: Path) -> LoadedCheckpoint:
     raise CheckpointError(f"{path} is not a VampNet checkpoint (unexpected content)")
 
 
+def key_problems(expected: dict[str, tuple | None], state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Compare a state dict with the keys (and shapes, where given) an architecture needs:
+    {'missing': [...], 'unexpected': [...], 'misshapen': ["'key' has shape ..., the architecture needs ...", ...]}, in key order."""
+    misshapen = [f"'{k}' has shape {tuple(state_dict[k].shape)}, the architecture needs {tuple(shape)}"
+                 for k, shape in expected.items()
+                 if k in state_dict and shape is not None and tuple(state_dict[k].shape) != tuple(shape)]
+    return {"missing": [k for k in expected if k not in state_dict],
+            "unexpected": [k for k in state_dict if k not in expected], "misshapen": misshapen}
+
+
 def load_state_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source, assign: bool = False) -> None:
     """Load every parameter and buffer of `module` from `state_dict`, refusing missing, unexpected or misshapen keys.
 
     The original code loads non-strictly and silently keeps random weights for missing keys; we name the key."""
     own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    if missing:
-        raise CheckpointError(f"{source}: missing key '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    unexpected = [k for k in state_dict if k not in own]
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected key '{unexpected[0]}'" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
-    for k, v in own.items():
-        if tuple(state_dict[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: key '{k}' has shape {tuple(state_dict[k].shape)}, the architecture needs {tuple(v.shape)}")
+    problems = key_problems({k: tuple(v.shape) for k, v in own.items()}, state_dict)
+    for what, keys in problems.items():
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            if what == "misshapen":
+                raise CheckpointError(f"{source}: key {keys[0]}{more}")
+            raise CheckpointError(f"{source}: {what} key '{keys[0]}'{more}")
     # assign=True adopts the loaded tensors (for modules built on the meta device: no init, no copy)
     module.load_state_dict({k: state_dict[k].to(v.dtype) for k, v in own.items()}, strict=True, assign=assign)

@@ -34,7 +34,7 @@ from torch import nn
 from .. import audio
 from ..codec import Codec, CodecConfig
 from ..errors import AudioError, CheckpointError, OptionError
-from ..serialization import read_checkpoint, save_safetensors
+from ..serialization import read_checkpoint, save_safetensors, write_text_atomic
 from ..spectral import multiscale_mel_distance
 from . import distributed
 from .data import AUDIO_EXTENSIONS, find_audio, split_of
@@ -42,8 +42,8 @@ from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_l
                              generator_adversarial_loss)
 from .config import config_to_yaml, read_run_config
 from .masked import mix_seed, out_of_time
-from .state import (MODEL_FILE, append_log_row, load_training_checkpoint, optimizer_from_flat, optimizer_to_flat,
-                    save_training_checkpoint)
+from .state import (MODEL_FILE, append_log_row, find_training_checkpoint, load_optimizer, load_training_checkpoint,
+                    remove_unfinished_writes, save_optimizer, save_training_checkpoint, truncate_log)
 
 DISC_FILE, DISC_OPTIMIZER_FILE = "discriminator.safetensors", "discriminator_optimizer.safetensors"
 DISC_KIND = "codec-discriminator"
@@ -320,22 +320,6 @@ def split_files(cfg: CodecTrainConfig) -> tuple[list[Path], list[Path]]:
 
 
 # --- checkpoints: codec + optimiser (state.py) plus the discriminator and its optimiser --------------------------------
-def _save_optimizer(path: Path, optimizer) -> None:
-    from safetensors.torch import save_file
-
-    tensors, meta = optimizer_to_flat(optimizer)
-    save_file(tensors, str(path), metadata={"meta": json.dumps(meta)})
-
-
-def _load_optimizer(path: Path, optimizer) -> None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(f.metadata()["meta"])
-    optimizer_from_flat(optimizer, tensors, meta)
-
-
 def save_codec_checkpoint(folder, codec: Codec, optimizer, disc, disc_optimizer, trainer: dict) -> Path:
     """Write codec, discriminator, both optimisers and the trainer state into `folder`, replacing it in one step
     (state.save_training_checkpoint, with the discriminator's two files written beside the codec)."""
@@ -344,7 +328,7 @@ def save_codec_checkpoint(folder, codec: Codec, optimizer, disc, disc_optimizer,
         codec.save(tmp / MODEL_FILE)
         if disc is not None:
             save_safetensors(tmp / DISC_FILE, disc.state_dict(), DISC_KIND, dataclasses.asdict(disc.config))
-            _save_optimizer(tmp / DISC_OPTIMIZER_FILE, disc_optimizer)
+            save_optimizer(tmp / DISC_OPTIMIZER_FILE, disc_optimizer)
 
     return save_training_checkpoint(folder, codec, optimizer, trainer, write_model=write_model)
 
@@ -369,7 +353,7 @@ def load_codec_checkpoint(folder, codec: Codec, optimizer, disc=None, disc_optim
         if not same:
             raise CheckpointError(f"{folder / DISC_FILE} is not a discriminator of this run's sizes")
         disc.load_state_dict(ckpt.state_dict)
-        _load_optimizer(folder / DISC_OPTIMIZER_FILE, disc_optimizer)
+        load_optimizer(folder / DISC_OPTIMIZER_FILE, disc_optimizer)
 
     return load_training_checkpoint(folder, codec, optimizer, read_model=read_model)
 
@@ -422,9 +406,13 @@ class CodecTrainer:
         self.optimizer = torch.optim.AdamW(self.codec.parameters(), **adamw)
         self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
         self.step, self.best = 0, math.inf
-        if resume and (self.out / "latest").exists():
+        if resume and self.dist.main:
+            remove_unfinished_writes(self.out)  # what a killed run was writing
+        if resume and find_training_checkpoint(self.out / "latest") is not None:
             state = load_codec_checkpoint(self.out / "latest", self.codec, self.optimizer, self.disc, self.disc_optimizer)
             self.step, self.best = state["step"], state.get("best_val_mel_distance", math.inf)
+        if resume and self.dist.main:  # the steps after the checkpoint run (and are logged) again; none: all of them
+            truncate_log(self.out / "log.csv", self.step if self.step else -1)
 
         self.generator = CodecGenerator(self.codec)
         self.forward_generator, self.forward_disc = self.generator, self.disc
@@ -553,7 +541,7 @@ class CodecTrainer:
         cfg, d = self.cfg, self.dist
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(config_to_yaml(cfg.to_dict()))
+            write_text_atomic(self.out / "config.yaml", config_to_yaml(cfg.to_dict()))
         from tqdm.auto import tqdm
 
         start, last, bad_steps = time.time(), {}, 0
@@ -574,10 +562,10 @@ class CodecTrainer:
             if self.step % cfg.val_every == 0 or at_end:
                 row.update(self.validate())
             row["seconds"] = round(time.time() - start, 2)
+            if d.main:  # logged before it is saved: a run killed while saving redoes (and re-logs) this step
+                self._log(row)
             if self.step % cfg.val_every == 0 or at_end or (cfg.save_every and self.step % cfg.save_every == 0):
                 self._save(row)
-            if d.main:
-                self._log(row)
             last = row
             bar.update(1)
             bar.set_postfix(mel=f"{row['mel']:.3f}")
@@ -588,7 +576,7 @@ class CodecTrainer:
         if self.disc is not None:
             last["max_rank_divergence_disc"] = distributed.max_param_divergence(self.disc, d)
         if d.main:
-            (self.out / "final.json").write_text(json.dumps(last, indent=2, default=float))
+            write_text_atomic(self.out / "final.json", json.dumps(last, indent=2, default=float))
         d.barrier()
         return last
 

@@ -91,7 +91,7 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
                           batch_size=batch_size, max_steps=steps, warmup_steps=max(1, min(500, steps // 5)),
                           lr_factor=lr_factor or (2.0 if full else 8.0), val_every=max(1, steps // 5),
                           save_every=0, seed=seed, device=device, lora_rank=0 if full else lora_rank, lora_alpha=lora_alpha)
-        train(cfg, resume=(output / f"{part}-run" / "latest").exists(), progress=progress)
+        train(cfg, resume=True, progress=progress)  # continues a run that was stopped, if there is one
         run = output / f"{part}-run" / "latest"
         if full:
             target = output / f"{part}.safetensors"

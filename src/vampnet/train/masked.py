@@ -18,10 +18,12 @@ from .. import prompts
 from ..codec import Codec
 from ..errors import OptionError
 from ..model import MaskedTransformer, TransformerConfig
+from ..serialization import write_text_atomic
 from . import distributed
 from .config import TrainConfig, config_to_yaml
 from .data import TokenDataset, read_manifest
-from .state import append_log_row, load_training_checkpoint, save_training_checkpoint
+from .state import (append_log_row, find_training_checkpoint, load_training_checkpoint, remove_unfinished_writes,
+                    save_training_checkpoint, truncate_log)
 
 LOG_FIELDS = ["step", "lr", "train_loss", "grad_norm", "val_loss", "val_acc1", "val_acc1_lo", "val_acc25_lo", "val_acc1_hi",
               "val_acc25_hi", "val_tokens", "seconds"]
@@ -110,9 +112,13 @@ class Trainer:
         self.trainable = self._prepare_trainable()
         self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
         self.step, self.best = 0, math.inf
-        if resume and (self.out / "latest").exists():
+        if resume and self.dist.main:
+            remove_unfinished_writes(self.out)  # what a killed run was writing
+        if resume and find_training_checkpoint(self.out / "latest") is not None:
             state = load_training_checkpoint(self.out / "latest", self.model, self.optimizer, read_model=self._model_io()[1])
             self.step, self.best = state["step"], state.get("best_val_loss", math.inf)
+        if resume and self.dist.main:  # the steps after the checkpoint run (and are logged) again; none: all of them
+            truncate_log(self.out / "log.csv", self.step if self.step else -1)
         self.forward_model = self.model
         if self.dist.enabled:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -187,7 +193,7 @@ class Trainer:
         sobol.fast_forward(self.step * cfg.batch_size * cfg.grad_accum)
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(config_to_yaml(cfg.to_dict()))
+            write_text_atomic(self.out / "config.yaml", config_to_yaml(cfg.to_dict()))
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {self.out.name}", disable=not (self.progress and d.main))
@@ -202,15 +208,15 @@ class Trainer:
             row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss,
                    "grad_norm": grad_norm, "seconds": round(time.time() - start, 2)}
             at_end = self.step == cfg.max_steps or d.any_rank(out_of_time(start, cfg.time_limit_s))
-            if self.step % cfg.val_every == 0 or at_end:
+            validating = self.step % cfg.val_every == 0 or at_end
+            if validating:
                 row.update(self.validate())
-                self._save(row, at_end)
-            elif cfg.save_every and self.step % cfg.save_every == 0:
+            if d.main:  # logged before it is saved: a run killed while saving redoes (and re-logs) this step
+                self._log(row)
+            if validating or (cfg.save_every and self.step % cfg.save_every == 0):
                 self._save(row, at_end)
             if cfg.preview_every and self.step % cfg.preview_every == 0 and d.main:
                 self.write_previews()
-            if d.main:
-                self._log(row)
             last = row
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -219,7 +225,7 @@ class Trainer:
         bar.close()
         last["max_rank_divergence"] = distributed.max_param_divergence(self.model, d)
         if d.main:
-            (self.out / "final.json").write_text(_json(last))
+            write_text_atomic(self.out / "final.json", _json(last))
         d.barrier()
         return last
 

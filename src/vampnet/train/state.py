@@ -6,6 +6,7 @@ state: resuming from a checkpoint continues exactly as an uninterrupted run."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..serialization import atomic_path, default_mode, write_text_atomic
 
 MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE = "model.safetensors", "optimizer.safetensors", "trainer.json"
 
@@ -43,23 +45,40 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def save_optimizer(path, optimizer: torch.optim.Optimizer) -> None:
+    """An optimiser's state as a safetensors file (no pickle), written atomically."""
+    from safetensors.torch import save_file
+
+    tensors, meta = optimizer_to_flat(optimizer)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+
+
+def load_optimizer(path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore an optimiser from save_optimizer's file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["meta"])
+    optimizer_from_flat(optimizer, tensors, meta)
+
+
 def save_training_checkpoint(folder, model, optimizer, trainer: dict, write_model=None) -> Path:
     """Write model + optimiser + trainer state into `folder`, replacing any previous one in one step.
 
     `write_model(folder)` replaces the default `model.save(folder / "model.safetensors")` (LoRA runs save only
     their adapter)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        os.chmod(tmp, default_mode(folder, directory=True))
         if write_model is None:
             model.save(tmp / MODEL_FILE)
         else:
             write_model(tmp)
-        tensors, meta = optimizer_to_flat(optimizer)
-        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"meta": json.dumps(meta)})
+        save_optimizer(tmp / OPTIMIZER_FILE, optimizer)
         (tmp / TRAINER_FILE).write_text(json.dumps(trainer, indent=2, default=float))
         old = None
         if folder.exists():
@@ -76,36 +95,87 @@ def save_training_checkpoint(folder, model, optimizer, trainer: dict, write_mode
     return folder
 
 
-def load_training_checkpoint(folder, model, optimizer, read_model=None) -> dict:
-    """Restore model and optimiser from `folder`; returns the trainer state (step, metrics, config).
-    `read_model(folder)` replaces the default reading of model.safetensors into `model`."""
-    from safetensors import safe_open
-
+def find_training_checkpoint(folder) -> Path | None:
+    """The complete checkpoint at `folder`, or the previous one a crash between the two renames of
+    save_training_checkpoint left at `.<name>.old`; None when there is neither (a run that never saved)."""
     folder = Path(folder)
-    if not (folder / TRAINER_FILE).is_file():
-        # a crash between the two renames of save_training_checkpoint leaves the previous state here
-        old = folder.with_name(f".{folder.name}.old")
-        if (old / TRAINER_FILE).is_file():
-            folder = old
+    for candidate in (folder, folder.with_name(f".{folder.name}.old")):
+        if (candidate / TRAINER_FILE).is_file():
+            return candidate
+    return None
+
+
+def remove_unfinished_writes(run_folder) -> list[Path]:
+    """Delete what a killed process left half-written in a run folder: temporary checkpoint folders
+    (`.<name>.<random>`) and temporary files of atomic writes (`.<name>.<random><suffix>.tmp`). The `.<name>.old`
+    fallback is kept: find_training_checkpoint may still need it. Returns what was removed."""
+    removed = []
+    run_folder = Path(run_folder)
+    if not run_folder.is_dir():
+        return removed
+    for path in run_folder.iterdir():
+        if not path.name.startswith(".") or path.name.endswith(".old"):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
         else:
-            raise CheckpointError(f"no training checkpoint in {folder}")
+            continue
+        removed.append(path)
+    return removed
+
+
+def truncate_log(path, last_step: int) -> None:
+    """Keep the log rows up to `last_step` (a resumed run logs the later steps again) and drop a half-written last
+    line, rewriting the file in one step."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return
+    header = next(csv.reader(lines[:1]))
+    if "step" not in header:
+        return
+    column = header.index("step")
+
+    def keep(line: str) -> bool:
+        if not line.endswith("\n"):
+            return False
+        row = next(csv.reader([line]))
+        return len(row) == len(header) and row[column].isdigit() and int(row[column]) <= last_step
+
+    write_text_atomic(path, lines[0] + "".join(line for line in lines[1:] if keep(line)))
+
+
+def load_training_checkpoint(folder, model, optimizer, read_model=None) -> dict:
+    """Restore model and optimiser from `folder` (or its `.old` fallback, see find_training_checkpoint); returns the
+    trainer state (step, metrics, config). `read_model(folder)` replaces the default reading of
+    model.safetensors into `model`."""
+    found = find_training_checkpoint(folder)
+    if found is None:
+        raise CheckpointError(f"no training checkpoint in {folder}")
+    folder = found
     if read_model is None:
         model.load_state_dict(type(model).load(folder / MODEL_FILE).state_dict())
     else:
         read_model(folder)
-    with safe_open(str(folder / OPTIMIZER_FILE), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(f.metadata()["meta"])
-    optimizer_from_flat(optimizer, tensors, meta)
+    load_optimizer(folder / OPTIMIZER_FILE, optimizer)
     return json.loads((folder / TRAINER_FILE).read_text())
 
 
 def append_log_row(path, fields: list[str], row: dict) -> None:
-    """Append one row to a CSV training log, writing the header when the file is new."""
+    """Append one row to a CSV training log, writing the header when the file is new. The line goes out in one
+    write() call, so a killed process leaves whole lines (truncate_log drops the rows a resumed run redoes)."""
     path = Path(path)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    if not path.exists():
+        writer.writeheader()
+    writer.writerow(row)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, buf.getvalue().encode())
+    finally:
+        os.close(fd)
