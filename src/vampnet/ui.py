@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -182,6 +183,7 @@ class Studio:
 
     # --- generation -------------------------------------------------------------------------------------------
     def generate(self, path, s: Settings, progress=None) -> StudioResult:
+        started = time.time()
         self.sweep()
         wav, sr = self.read_input(path)
         pipe = self.pipeline(s.model, s.precision)
@@ -224,7 +226,8 @@ class Studio:
             r.save(f)
             files.append(f)
         settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
-                    "precision": pipe.precision, "results": [r.settings for r in results]}
+                    "precision": pipe.precision, "results": [r.settings for r in results],
+                    "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
         return StudioResult(files, files + downloads, settings)
 
     # --- housekeeping -----------------------------------------------------------------------------------------
@@ -311,7 +314,8 @@ def build_app(studio: Studio):
                 raise gr.Error(f"unexpected error: {type(e).__name__}: {e}") from None
         return wrapped
 
-    with gr.Blocks(title="VampNet studio", delete_cache=(600, int(studio.keep_s))) as app:
+    keep = max(1, int(studio.keep_s))  # gradio's own copies and uploads go as our results do
+    with gr.Blocks(title="VampNet studio", delete_cache=(min(600, keep), keep)) as app:
         gr.Markdown("## VampNet studio\nUpload or record a clip, choose a mode and a prompt, and generate. "
                     f"Clips up to {studio.max_seconds:g} s.")
         with gr.Row():
@@ -414,13 +418,21 @@ def build_app(studio: Studio):
 
 def launch(models: str | None = None, *, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
            concurrency: int = 1, max_seconds: float = 120.0, max_file_mb: float = 50.0, queue_size: int = 32,
-           preload: bool = True) -> None:
-    """Serve the studio (blocks until stopped). `concurrency` jobs run at once; others wait in gradio's queue."""
+           keep_s: float = 3600.0, preload: bool = True) -> None:
+    """Serve the studio (blocks until stopped). `concurrency` jobs run at once; others wait in gradio's queue.
+    Results stay downloadable for `keep_s`; then they (and gradio's copies and uploads) are deleted, and all of them
+    when the server stops, by Ctrl+C or SIGTERM."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise OptionError("the web UI needs gradio: pip install 'vampnet[ui]'") from None
-    studio = Studio(models, device=device, max_seconds=max_seconds)
+    if keep_s < 1:
+        raise OptionError("results must be kept at least 1 s (--keep-minutes)")
+    # SIGTERM (a service manager stopping us) takes the Ctrl+C path: gradio closes its server and deletes its
+    # cache, and the finally below removes our results
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    studio = Studio(models, device=device, max_seconds=max_seconds, keep_s=keep_s)
     try:
         if preload:
             studio.pipeline(None, "fp32")  # a bad --models fails here, before the server starts
