@@ -47,10 +47,32 @@ def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a
     assert not torch.equal(res.variations[0].codes, res.variations[1].codes)
 
 
-def test_loop_seam_is_regenerated_in_context(pipeline_a):
-    """The frames around the joint come from one generation that saw the end and the start together."""
+def test_loop_seam_is_regenerated_in_context(pipeline_a, monkeypatch):
+    """The frames around the joint come from one generation that saw the end and the start together: the loop's
+    last and first `seam` frames are that generation's masked middle, the rest of the loop is the vamp unchanged,
+    and the regenerated joint differs from the vamp's own end and start."""
+    calls = []
+    real = pipeline_a.generate
+
+    def spy(codes, mask, *args, **kwargs):
+        out = real(codes, mask, *args, **kwargs)
+        calls.append((codes.clone(), mask.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(pipeline_a, "generate", spy)
     res = modes.loop(pipeline_a, wav(1.0), 44100, variations=1, seam_s=0.1, **FAST)
-    assert (res.variations[0].codes < 1024).all()
+    (_, _, vamp), (joint_in, joint_mask, joint_out) = calls  # the vamp, then the seam
+    loop = res.variations[0].codes
+    T, seam = loop.shape[-1], seconds_to_frames(0.1, pipeline_a.frame_rate)
+    masked = joint_mask[0, 0].nonzero().flatten()
+    ctx = int(masked[0])
+    assert torch.equal(masked, torch.arange(ctx, ctx + 2 * seam))  # exactly the 2 x seam frames at the joint
+    assert torch.equal(joint_in, torch.cat([vamp[..., T - seam - ctx:], vamp[..., :seam + ctx]], -1))  # end | start
+    assert torch.equal(loop[..., T - seam:], joint_out[..., ctx:ctx + seam])
+    assert torch.equal(loop[..., :seam], joint_out[..., ctx + seam:ctx + 2 * seam])
+    assert torch.equal(loop[..., seam:T - seam], vamp[..., seam:T - seam])
+    assert not torch.equal(torch.cat([loop[..., T - seam:], loop[..., :seam]], -1),
+                           torch.cat([vamp[..., T - seam:], vamp[..., :seam]], -1))
 
 
 def test_continuation_keeps_the_input_tokens(pipeline_a):
@@ -69,9 +91,18 @@ def test_continuation_keeps_the_input_tokens(pipeline_a):
 def test_long_continuation_runs_in_windows(codec_a, coarse_a, c2f_a):
     from vampnet import Pipeline
 
+    from vampnet.pipeline import window_starts
+
     pipe = Pipeline(codec_a, coarse_a, c2f_a, coarse_window_s=1.0, window_overlap_s=0.3)
-    res = modes.continue_audio(pipe, wav(0.8), 44100, seconds=3.0, **FAST)
-    assert (res.codes < 1024).all() and res.codes.shape[-1] > 3 * pipe.coarse_window
+    calls = []
+    res = modes.continue_audio(pipe, wav(0.8), 44100, seconds=3.0, progress=lambda *c: calls.append(c), **FAST)
+    T = res.codes.shape[-1]
+    assert T > 3 * pipe.coarse_window
+    n_windows = len(window_starts(T, pipe.coarse_window, pipe.window_overlap))
+    assert [c for c in calls if c[0] == "coarse"][-1] == ("coarse", 3 * n_windows, 3 * n_windows)
+    a, b = res.settings["input_frames"]
+    assert torch.equal(res.codes[..., a:b], pipe.prepare(wav(0.8), 44100).codes)  # the input survives
+    assert res.audio.shape[-1] == T * pipe.codec.hop_length
 
 
 def test_inpainting_changes_only_the_range(pipeline_a):
