@@ -615,6 +615,26 @@ def ui(
            max_file_mb=max_file_mb, extensions=extensions)
 
 
+@app.command()
+def osc(
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: from other machines too)"),
+    port: int = typer.Option(57130, min=1, max=65535, help="UDP port the looper sends to"),
+    reply_port: Optional[int] = typer.Option(None, "--reply-port", min=1, max=65535,
+                                             help="send replies to this port (default: the port each message came from)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the variations (default: $VAMPNET_HOME/osc)"),
+    ahead: int = typer.Option(1, min=0, max=8, help="variations kept ready ahead"),
+    device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", min=1.0, help="longest loop accepted"),
+):
+    """OSC bridge for live looping: /vampnet/loop PATH, /vampnet/next; replies /vampnet/result OUT (see README)."""
+    from .osc import serve
+
+    serve(models, out, host=host, port=port, reply_port=reply_port, ahead=ahead, device=device, max_seconds=max_seconds,
+          on_ready=lambda address: typer.echo(f"vampnet OSC bridge on udp://{address[0]}:{address[1]} "
+                                              "(Ctrl+C stops it)", err=True))
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")
 app.add_typer(eval_app, name="eval")
 

@@ -82,7 +82,8 @@ class Settings:
                     out[f.name] = (int(value) if f.type == "int" else float(value) if f.type == "float"
                                    else _to_bool(value) if f.type == "bool" else value)
                 except (TypeError, ValueError):
-                    raise OptionError(f"{f.name} takes a {f.type}, got {value!r}") from None
+                    kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}[f.type]
+                    raise OptionError(f"{f.name} must be {kind}, got {value!r}") from None
         return cls(**out)
 
     def to_dict(self) -> dict:
