@@ -136,3 +136,11 @@ def test_bad_requests_get_one_line_errors(bridge, looper, loop_file, tmp_path):
     assert receive(looper)[0] == "/vampnet/error"
     send(looper, "/vampnet/remix", target)
     assert receive(looper)[1][0].startswith("unknown message /vampnet/remix")
+
+
+def test_osc_command_refuses_a_missing_model_in_one_line(tmp_path, capsys):
+    from vampnet.cli import main
+
+    assert main(["osc", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: model not found") and "Traceback" not in "\n".join(err)
