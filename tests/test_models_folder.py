@@ -102,3 +102,23 @@ def test_finetune_command_names_and_refuses(models_home, capsys):
     assert main(["finetune", audio, "--base", "mine", "--name", "again", "-q"]) == 1
     assert "fine-tuned model" in capsys.readouterr().err
     assert not (pretrained.models_home() / "again").exists()
+
+
+def test_full_fine_tunes_and_broken_manifests_resolve_or_say_why(models_home, tmp_path):
+    import shutil
+
+    full = tmp_path / "full"
+    full.mkdir()
+    shutil.copyfile(models_home["base"] / "coarse.safetensors", full / "coarse.safetensors")
+    (full / MANIFEST).write_text(json.dumps(pretrained.manifest(str(models_home["base"]), "full")))
+    source = resolve(str(full))
+    assert source.coarse == full / "coarse.safetensors" and source.c2f is None and source.lora is None
+    assert Pipeline.from_pretrained(str(full)).c2f is not None  # the base's c2f with the tuned coarse
+    chained = tmp_path / "chained"
+    chained.mkdir()
+    (chained / MANIFEST).write_text(json.dumps(pretrained.manifest("mine", "lora")))
+    with pytest.raises(CheckpointError, match="itself a fine-tuned model"):
+        resolve(str(chained))
+    (chained / MANIFEST).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable fine-tune manifest"):
+        resolve(str(chained))
