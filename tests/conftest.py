@@ -105,3 +105,32 @@ def frames_for(seconds: float, hop: int = 768, sr: int = 44100) -> int:
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tiny_pipeline):
+    """The tiny pipeline saved as a model folder (`base`), and a LoRA fine-tune of it on a few seconds of tones,
+    made by `finetune` into a models folder (`home`/models/mine); tests point $VAMPNET_HOME at `home`."""
+    from vampnet.train.finetune import finetune
+
+    root = tmp_path_factory.mktemp("models")
+    base = root / "tiny"
+    base.mkdir()
+    tiny_pipeline.codec.save(base / "codec.safetensors")
+    tiny_pipeline.coarse.save(base / "coarse.safetensors")
+    tiny_pipeline.c2f.save(base / "c2f.safetensors")
+    audio = root / "my-recordings"
+    audio.mkdir()
+    for i in range(2):
+        sf.write(audio / f"take{i}.wav", sine_mix(1.5, 22050, seed=i), 22050)
+    home = root / "home"
+    finetune([audio], base, home / "models" / "mine", steps=2, lora_rank=2, batch_size=2, excerpt_s=1.0, seed=0,
+             progress=False)
+    return {"home": home, "base": base, "audio": audio, "tuned": home / "models" / "mine"}
+
+
+@pytest.fixture
+def models_home(tiny_models, monkeypatch):
+    """$VAMPNET_HOME pointing at the folder whose models/ holds the fine-tuned 'mine'."""
+    monkeypatch.setenv("VAMPNET_HOME", str(tiny_models["home"]))
+    return tiny_models

@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 DRAW_HELP = "fast (one random number per token) | original (the original code's random stream: its tokens for a seed)"
 MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
-               "weights; default: the small model shipped with vampnet")
+               "weights; a fine-tuned model's name ($VAMPNET_HOME/models); default: the small model shipped with vampnet")
 
 
 def _home() -> Path:
@@ -37,8 +37,12 @@ def _load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need
     from .errors import CheckpointError
     from .pipeline import Pipeline
 
-    folder = None if codec is not None and models is None else _models_dir(models)
-    pipeline = Pipeline.load(folder, codec=codec, coarse=coarse, c2f=c2f, device=device, **options)
+    from .pretrained import resolve
+
+    source = None if codec is not None and models is None else resolve(models)
+    given = {k: v for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f, **options}.items() if v is not None}
+    tuned = source.load_options() if source is not None else {}  # a fine-tuned model's files, unless given here
+    pipeline = Pipeline.load(source.base if source else None, device=device, **{**tuned, **given})
     if need_generation and pipeline.coarse is None:
         raise CheckpointError("the model folder has no coarse model (coarse.safetensors or coarse.pth)")
     if pipeline.precision_note:
@@ -563,8 +567,9 @@ def train(
 @app.command()
 def finetune(
     audio_dirs: List[Path] = typer.Argument(..., help="folders of your audio"),
-    base: str = typer.Option(..., "--base", help="base model folder ('official' for the downloaded weights)"),
-    output: Path = typer.Option(..., "-o", "--output", help="output folder: dataset, runs, adapters"),
+    base: str = typer.Option("small", "--base", help="base model: small (shipped), official (downloaded) or a folder"),
+    name: Optional[str] = typer.Option(None, "--name", help="save as this model in $VAMPNET_HOME/models (then --models NAME)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="or: this output folder (dataset, runs, adapters)"),
     steps: int = typer.Option(500, min=1, help="training steps per model"),
     lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="LoRA rank"),
     full: bool = typer.Option(False, "--full", help="fine-tune every weight instead of LoRA adapters"),
@@ -574,13 +579,21 @@ def finetune(
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
-    """Fine-tune a model on your own audio (LoRA by default); then vamp with --models BASE --lora OUTPUT."""
+    """Fine-tune a model on your own audio (LoRA by default); then vamp with --models NAME (or --models OUTPUT)."""
+    from .errors import OptionError
+    from .pretrained import is_valid_name, models_home
     from .train.finetune import finetune as run_finetune
 
-    written = run_finetune(audio_dirs, _models_dir(base), output, steps=steps, lora_rank=lora_rank, full=full,
+    if (name is None) == (output is None):
+        raise OptionError("give --name NAME (saved in the models folder) or -o FOLDER, one of the two")
+    if name is not None and not is_valid_name(name):
+        raise OptionError(f"--name {name!r}: use letters, digits, '-', '_' or '.', and not small/official/default")
+    target = models_home() / name if name is not None else output
+    written = run_finetune(audio_dirs, base, target, steps=steps, lora_rank=lora_rank, full=full,
                            batch_size=batch_size, excerpt_s=excerpt, seed=seed, device=device, progress=not quiet)
     for part, path in written.items():
         typer.echo(f"{part}: {path}", err=True)
+    typer.echo(f"use it with --models {name if name is not None else target}", err=True)
 
 
 @app.command()
@@ -594,13 +607,41 @@ def ui(
     max_file_mb: float = typer.Option(50.0, "--max-file-mb", min=1.0, help="largest upload accepted"),
     keep_minutes: float = typer.Option(60.0, "--keep-minutes", min=0.02,
                                        help="results stay downloadable this long, then they are deleted"),
+    harp: bool = typer.Option(False, "--harp", help="also serve the HARP endpoint (paste the address into HARP)"),
 ):
     """Start the web studio (gradio) on the shipped model, or --models; also serves the gradio API."""
     from .ui import launch
 
+    extensions = []
+    if harp:
+        from .harp import add_endpoint
+
+        extensions.append(add_endpoint)
     typer.echo(f"vampnet studio on http://{host}:{port} (Ctrl+C stops it)", err=True)
+    if harp:
+        typer.echo(f"HARP endpoint: paste http://{'localhost' if host == '127.0.0.1' else host}:{port} into HARP", err=True)
     launch(models, host=host, port=port, device=device, concurrency=concurrency, max_seconds=max_seconds,
-           max_file_mb=max_file_mb, keep_s=keep_minutes * 60)
+           max_file_mb=max_file_mb, keep_s=keep_minutes * 60, extensions=extensions)
+
+
+@app.command()
+def osc(
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: from other machines too)"),
+    port: int = typer.Option(57130, min=1, max=65535, help="UDP port the looper sends to"),
+    reply_port: Optional[int] = typer.Option(None, "--reply-port", min=1, max=65535,
+                                             help="send replies to this port (default: the port each message came from)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the variations (default: $VAMPNET_HOME/osc)"),
+    ahead: int = typer.Option(1, min=0, max=8, help="variations kept ready ahead"),
+    device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", min=1.0, help="longest loop accepted"),
+):
+    """OSC bridge for live looping: /vampnet/loop PATH, /vampnet/next; replies /vampnet/result OUT (see README)."""
+    from .osc import serve
+
+    serve(models, out, host=host, port=port, reply_port=reply_port, ahead=ahead, device=device, max_seconds=max_seconds,
+          on_ready=lambda address: typer.echo(f"vampnet OSC bridge on udp://{address[0]}:{address[1]} "
+                                              "(Ctrl+C stops it)", err=True))
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")

@@ -19,3 +19,7 @@ class OptionError(VampNetError, ValueError):
 
 class CodesFileError(VampNetError):
     """A token file (codes .npz, compressed file) is missing, corrupt or inconsistent."""
+
+
+class Cancelled(VampNetError):
+    """A running job was stopped on request (HARP's cancel, the OSC bridge's stop or a newer loop)."""

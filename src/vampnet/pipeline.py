@@ -89,23 +89,32 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, name=None, **options) -> "Pipeline":
         """A named model: None or "small" = the small model shipped inside the package (offline), "official" = the
-        official weights fetched by `vampnet download`, or a model folder. Options are `load`'s."""
-        from .pretrained import model_folder
+        official weights fetched by `vampnet download`, a fine-tuned model's name (`vampnet finetune --name`), or a
+        model folder. Options are `load`'s (explicit files win over the fine-tuned ones)."""
+        from .pretrained import resolve
 
-        return cls.load(model_folder(name), **options)
+        source = resolve(name)
+        return cls.load(source.base, **{**source.load_options(), **options})
 
     @classmethod
     def load(cls, models=None, *, codec=None, coarse=None, c2f=None, lora=None, coarse_lora=None, c2f_lora=None,
-             device="cpu", **options) -> "Pipeline":
+             device="cpu", codec_cache: dict | None = None, **options) -> "Pipeline":
         """From a folder holding codec/coarse/c2f files (ours or official), or explicit paths (which win).
 
         `lora` is a folder of fine-tuned adapters (`coarse.lora.safetensors`, `c2f.lora.safetensors`, as written by
-        `vampnet finetune`); `coarse_lora` / `c2f_lora` name single adapter files (ours or the original's)."""
+        `vampnet finetune`); `coarse_lora` / `c2f_lora` name single adapter files (ours or the original's).
+        `codec_cache`: a dict shared between loads; a codec file already loaded for the same device and precision
+        is reused from it rather than read again (models fine-tuned from one base share its codec)."""
         files = find_model_files(models) if models is not None else {"codec": None, "coarse": None, "c2f": None}
         files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
         if files["codec"] is None:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
-        codec_model = Codec.load(files["codec"])
+        key = (str(Path(files["codec"]).resolve()), str(torch.device(device)), options.get("precision", "fp32"))
+        codec_model = codec_cache.get(key) if codec_cache is not None else None
+        if codec_model is None:
+            codec_model = Codec.load(files["codec"])
+            if codec_cache is not None:
+                codec_cache[key] = codec_model
         coarse_model = MaskedTransformer.load(files["coarse"], codec_model) if files["coarse"] is not None else None
         c2f_model = MaskedTransformer.load(files["c2f"], codec_model) if files["c2f"] is not None else None
         adapters = {"coarse": coarse_lora, "c2f": c2f_lora}

@@ -1,22 +1,35 @@
-"""Where named models live: the small model shipped inside the package, the official weights, or a folder.
+"""Where named models live: the small model shipped inside the package, the official weights, the user's
+fine-tuned models, or a folder.
 
-`model_folder(None)` (or "small") is the package's own model, read offline from the installed package;
-"official" is the folder `vampnet download` fills ($VAMPNET_HOME/official, default ~/.cache/vampnet/official);
-anything else is taken as a path to a model folder."""
+`resolve(None)` (or "small") is the package's own model, read offline from the installed package; "official" is
+the folder `vampnet download` fills ($VAMPNET_HOME/official, default ~/.cache/vampnet/official); a bare name found
+in the models folder ($VAMPNET_HOME/models/NAME, where `vampnet finetune --name NAME` writes) is a fine-tuned
+model: its adapters (or full weights) over the base model its manifest names; anything else is taken as a path to
+a model folder (a fine-tuned folder anywhere is recognised by its manifest too)."""
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OptionError
 
 SHIPPED = "small"          # the name of the model inside the package (also the default)
 OFFICIAL = "official"
+RESERVED = (SHIPPED, OFFICIAL, "default")
+MANIFEST = "finetune.json"  # written by `vampnet finetune` beside its adapters: which base they go on
+MANIFEST_FORMAT = "vampnet-finetune"
 
 
 def home() -> Path:
     """vampnet's data folder: $VAMPNET_HOME, default ~/.cache/vampnet."""
     return Path(os.environ.get("VAMPNET_HOME", Path.home() / ".cache" / "vampnet"))
+
+
+def models_home() -> Path:
+    """The folder of the user's fine-tuned models, one sub-folder per name: $VAMPNET_HOME/models."""
+    return home() / "models"
 
 
 def shipped_folder() -> Path:
@@ -26,20 +39,99 @@ def shipped_folder() -> Path:
     return Path(str(files("vampnet") / "weights" / SHIPPED))
 
 
-def model_folder(name: str | os.PathLike | None = None) -> Path:
-    """The model folder for a name (None/"small": shipped; "official": downloaded official weights) or a path."""
-    if name is None or str(name) in (SHIPPED, "default"):
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model name stands for: a base model folder (codec and transformers), and for a fine-tuned model the
+    adapter folder (`lora`) or the full fine-tuned weights (`coarse`, `c2f`) that go over it."""
+
+    name: str
+    base: Path
+    lora: Path | None = None
+    coarse: Path | None = None
+    c2f: Path | None = None
+
+    @property
+    def finetuned(self) -> bool:
+        return any(p is not None for p in (self.lora, self.coarse, self.c2f))
+
+    def load_options(self) -> dict:
+        """The fine-tuned files as `Pipeline.load` keywords (empty for a plain model)."""
+        return {k: v for k, v in (("lora", self.lora), ("coarse", self.coarse), ("c2f", self.c2f)) if v is not None}
+
+
+def is_valid_name(name: str) -> bool:
+    """A fine-tuned model's name: letters, digits, '-', '_' and '.', not a reserved name, not hidden."""
+    return (bool(name) and not name.startswith(".") and name not in RESERVED
+            and all(c.isalnum() or c in "-_." for c in name))
+
+
+def resolve(name: str | os.PathLike | None = None) -> ModelSource:
+    """The model a name stands for (None/"small": shipped; "official": downloaded; a fine-tuned model's name; a
+    folder path). Raises CheckpointError naming what is available when nothing matches."""
+    if name is None or str(name) in (SHIPPED, "default", ""):
         folder = shipped_folder()
         if not (folder / "codec.safetensors").is_file():
             raise CheckpointError(f"the shipped model is missing from this installation ({folder}); reinstall vampnet")
-        return folder
-    if str(name) == OFFICIAL:
+        return ModelSource(SHIPPED, folder)
+    text = str(name)
+    if text == OFFICIAL:
         folder = home() / OFFICIAL
         if not folder.is_dir() or not any(folder.iterdir()):
             raise CheckpointError(f"the official weights are not in {folder}: run 'vampnet download' once (needs "
                                   "network; set VAMPNET_HOME to keep them elsewhere)")
-        return folder
+        return ModelSource(OFFICIAL, folder)
+    named = models_home() / text
+    if is_valid_name(text) and (named / MANIFEST).is_file():
+        return _finetuned(text, named)
     folder = Path(name)
+    if (folder / MANIFEST).is_file():
+        return _finetuned(text, folder)
     if not folder.is_dir():
-        raise CheckpointError(f"model folder not found: {folder} (give a folder, 'small' or 'official')")
-    return folder
+        known = ", ".join(available_models())
+        raise CheckpointError(f"model not found: {text} (give one of {known}, or a model folder)")
+    return ModelSource(text, folder)
+
+
+def model_folder(name: str | os.PathLike | None = None) -> Path:
+    """The folder holding a named model's codec and base transformers (for a fine-tuned model: its base's)."""
+    return resolve(name).base
+
+
+def finetuned_models() -> list[str]:
+    """Names of the fine-tuned models in the models folder, sorted."""
+    root = models_home()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if is_valid_name(p.name) and (p / MANIFEST).is_file())
+
+
+def available_models() -> list[str]:
+    """What a model menu offers: the shipped model, the official one when downloaded, each fine-tuned model."""
+    official = home() / OFFICIAL
+    return [SHIPPED, *([OFFICIAL] if official.is_dir() and any(official.iterdir()) else []), *finetuned_models()]
+
+
+def manifest(base: str, kind: str, **details) -> dict:
+    """The content of a fine-tuned folder's manifest (`base`: a model name or an absolute folder path)."""
+    if kind not in ("lora", "full"):
+        raise OptionError(f"a fine-tune is 'lora' or 'full', got {kind!r}")
+    return {"format": MANIFEST_FORMAT, "version": 1, "base": base, "kind": kind, **details}
+
+
+def _finetuned(name: str, folder: Path) -> ModelSource:
+    try:
+        info = json.loads((folder / MANIFEST).read_text())
+        base, kind = info["base"], info["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{folder / MANIFEST} is not a readable fine-tune manifest") from None
+    if info.get("format") != MANIFEST_FORMAT:
+        raise CheckpointError(f"{folder / MANIFEST} is not a vampnet fine-tune manifest")
+    source = resolve(base)
+    if source.finetuned:
+        raise CheckpointError(f"{name}: its base {base} is itself a fine-tuned model")
+    if kind == "lora":
+        return ModelSource(name, source.base, lora=folder)
+    parts = {p: folder / f"{p}.safetensors" for p in ("coarse", "c2f") if (folder / f"{p}.safetensors").is_file()}
+    if not parts:
+        raise CheckpointError(f"{folder} holds no fine-tuned coarse.safetensors or c2f.safetensors")
+    return ModelSource(name, source.base, **parts)

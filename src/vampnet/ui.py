@@ -3,7 +3,8 @@
 `Studio` turns the UI's settings into prompt and sampling configs and calls `Pipeline` / `vampnet.modes`, so
 it holds no model logic and is testable without a browser; `build_app` lays out the gradio page around it
 and `launch` serves it through gradio's queue. Every endpoint is also an API (gradio client): `/generate`
-and `/preview`, with the parameters named as in `Settings`."""
+and `/preview`, with the parameters named as in `Settings`. The model menu lists the shipped, official and
+fine-tuned models (`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
 from __future__ import annotations
 
 import functools
@@ -13,15 +14,16 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from . import audio
-from .errors import AudioError, OptionError, VampNetError
-from .pipeline import Pipeline
+from .errors import AudioError, Cancelled, OptionError, VampNetError
+from .pipeline import Pipeline, VampResult
 from .precision import PRECISIONS
+from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import DRAWS, SamplingConfig
 
@@ -77,20 +79,35 @@ class Settings:
         for f in fields(cls):
             if f.name in values and values[f.name] is not None:
                 value = values[f.name]
-                out[f.name] = int(value) if f.type == "int" else float(value) if f.type == "float" else value
+                try:
+                    out[f.name] = (int(value) if f.type == "int" else float(value) if f.type == "float"
+                                   else _to_bool(value) if f.type == "bool" else value)
+                except (TypeError, ValueError):
+                    kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}[f.type]
+                    raise OptionError(f"{f.name} must be {kind}, got {value!r}") from None
         return cls(**out)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _to_bool(value) -> bool:
+    if isinstance(value, str):
+        if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(value)
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 @dataclass
 class StudioResult:
-    """What one Generate produced: audio files (one per variation), files to download, the settings used."""
+    """What one Generate produced: audio files (one per variation), files to download, the settings used, and
+    the results themselves (tokens and the mask of what was generated)."""
 
     audio: list[Path]
     downloads: list[Path]
     settings: dict
+    results: list[VampResult] = field(default_factory=list)
 
 
 class Studio:
@@ -103,6 +120,7 @@ class Studio:
         self.default_model = models or "small"
         self.device, self.max_seconds, self.keep_s = device, max_seconds, keep_s
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
+        self._codecs: dict = {}  # loaded codecs by file, shared by the models that use the same one
         if pipeline is not None:
             self._pipelines[(self.default_model, pipeline.precision)] = pipeline
         self._lock = threading.Lock()
@@ -114,8 +132,14 @@ class Studio:
         with self._lock:  # jobs run in parallel threads; a model is loaded once
             if key not in self._pipelines:
                 name = None if key[0] in ("small", "") else key[0]
-                self._pipelines[key] = Pipeline.from_pretrained(name, device=self.device, precision=precision)
+                self._pipelines[key] = Pipeline.from_pretrained(name, device=self.device, precision=precision,
+                                                                codec_cache=self._codecs)
             return self._pipelines[key]
+
+    def models(self) -> list[str]:
+        """The model menu: the shipped, official (when downloaded) and fine-tuned models, and the default one."""
+        names = available_models()
+        return names if self.default_model in names else [self.default_model, *names]
 
     def read_input(self, path) -> tuple[torch.Tensor, int]:
         if not path:
@@ -182,9 +206,15 @@ class Studio:
         return mask, f"{s.mode}: {100 * mask.float().mean():.0f}% of tokens generated"
 
     # --- generation -------------------------------------------------------------------------------------------
-    def generate(self, path, s: Settings, progress=None) -> StudioResult:
+    def generate(self, path, s: Settings, progress=None, cancel: threading.Event | None = None) -> StudioResult:
+        """Run the settings' mode on the clip at `path`. Setting `cancel` stops the job at its next sampling step
+        (it raises Cancelled)."""
         started = time.time()
         self.sweep()
+        if cancel is not None:
+            if cancel.is_set():
+                raise Cancelled("the job was cancelled")
+            progress = _stoppable(progress, cancel)
         wav, sr = self.read_input(path)
         pipe = self.pipeline(s.model, s.precision)
         sampling, c2f_sampling = self.sampling(s)
@@ -228,7 +258,7 @@ class Studio:
         settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
                     "precision": pipe.precision, "results": [r.settings for r in results],
                     "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
-        return StudioResult(files, files + downloads, settings)
+        return StudioResult(files, files + downloads, settings, list(results))
 
     # --- housekeeping -----------------------------------------------------------------------------------------
     def _new_file(self, stem: str, suffix: str) -> Path:
@@ -246,6 +276,15 @@ class Studio:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _stoppable(progress, cancel: threading.Event):
+    def report(stage: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled("the job was cancelled")
+        if progress is not None:
+            progress(stage, done, total)
+    return report
 
 
 def parse_ranges(text: str) -> list[tuple[float, float]]:
@@ -293,26 +332,30 @@ def _plot_preview(wav: torch.Tensor, sr: int, mask: torch.Tensor, frame_rate: fl
 
 # --- gradio ----------------------------------------------------------------------------------------------------
 
-def build_app(studio: Studio):
-    """The gradio Blocks of the studio (not launched)."""
+def guard(fn):
+    """For gradio handlers: VampNet errors become one-line messages; anything else too, never a stack trace.
+    (functools.wraps keeps the signature, whose parameter names gradio shows as the API's.)"""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VampNetError as e:
+            raise gr.Error(str(e)) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001  (a bug still reaches the user as one line)
+            raise gr.Error(f"unexpected error: {type(e).__name__}: {e}") from None
+    return wrapped
+
+
+def build_app(studio: Studio, extensions=()):
+    """The gradio Blocks of the studio (not launched). Each of `extensions` is called as `extension(studio)` inside
+    the Blocks to add its endpoints (the HARP endpoint is one)."""
     import gradio as gr
 
     d = Settings()
-
-    def guard(fn):
-        """VampNet errors become one-line messages; anything else too, never a stack trace. (functools.wraps
-        keeps the signature, whose parameter names gradio shows as the API's.)"""
-        @functools.wraps(fn)
-        def wrapped(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except VampNetError as e:
-                raise gr.Error(str(e)) from None
-            except gr.Error:
-                raise
-            except Exception as e:  # noqa: BLE001  (a bug still reaches the user as one line)
-                raise gr.Error(f"unexpected error: {type(e).__name__}: {e}") from None
-        return wrapped
 
     keep = max(1, int(studio.keep_s))  # gradio's own copies and uploads go as our results do
     with gr.Blocks(title="VampNet studio", delete_cache=(min(600, keep), keep)) as app:
@@ -360,8 +403,9 @@ def build_app(studio: Studio):
                         variations = gr.Slider(1, MAX_VARIATIONS, d.variations, step=1, label="variations")
                         draw = gr.Radio(list(DRAWS), value=d.draw, label="draw")
                 with gr.Accordion("model", open=False):
-                    model = gr.Dropdown(["small", "official"], value=studio.default_model, allow_custom_value=True,
-                                        label="model: small (shipped), official (downloaded) or a folder path")
+                    model = gr.Dropdown(studio.models(), value=studio.default_model, allow_custom_value=True,
+                                        label="model: small (shipped), official (downloaded), your fine-tuned "
+                                              "models, or a folder path", elem_id="model")
                     precision = gr.Radio(list(PRECISIONS), value=d.precision, label="precision")
                 with gr.Row():
                     preview_btn = gr.Button("preview mask", elem_id="preview")
@@ -413,15 +457,19 @@ def build_app(studio: Studio):
                          prefix, suffix, dropout, ranges, continue_seconds, compress_codebooks, compress_period, model]
         preview_btn.click(guard(preview), [inp, *mask_controls], mask_img, api_name="preview")
         reuse.click(guard(reuse_settings), shown, controls, api_name=False)
+        # models fine-tuned while the studio runs appear when the page is (re)loaded
+        app.load(lambda: gr.Dropdown(choices=studio.models()), None, model, api_name=False)
+        for extend in extensions:
+            extend(studio)
     return app
 
 
 def launch(models: str | None = None, *, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
            concurrency: int = 1, max_seconds: float = 120.0, max_file_mb: float = 50.0, queue_size: int = 32,
-           keep_s: float = 3600.0, preload: bool = True) -> None:
+           keep_s: float = 3600.0, preload: bool = True, extensions=()) -> None:
     """Serve the studio (blocks until stopped). `concurrency` jobs run at once; others wait in gradio's queue.
     Results stay downloadable for `keep_s`; then they (and gradio's copies and uploads) are deleted, and all of them
-    when the server stops, by Ctrl+C or SIGTERM."""
+    when the server stops, by Ctrl+C or SIGTERM. `extensions`: as `build_app`'s."""
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -436,7 +484,7 @@ def launch(models: str | None = None, *, host: str = "127.0.0.1", port: int = 78
     try:
         if preload:
             studio.pipeline(None, "fp32")  # a bad --models fails here, before the server starts
-        app = build_app(studio)
+        app = build_app(studio, extensions)
         app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
         app.launch(server_name=host, server_port=port, max_file_size=f"{max_file_mb:g}mb", show_error=True, quiet=True)
     finally:

@@ -1,8 +1,10 @@
 """Fine-tuning on a user's own audio: LoRA adapters (peft) on the projections the original adapted
 (attention q, v, output; both feed-forward weights), or full fine-tuning; one command tokenises the audio and
-fine-tunes the coarse and coarse-to-fine models of a base model folder, writing adapters (or full weights)."""
+fine-tunes the coarse and coarse-to-fine models of a base model, writing adapters (or full weights) and a manifest
+naming the base, so the output folder is a model of its own (in $VAMPNET_HOME/models/NAME it is listed by name)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from ..checkpoints import find_model_files
 from ..codec import Codec
 from ..errors import CheckpointError, OptionError
 from ..model.lora import TARGET_MODULES
+from ..pretrained import MANIFEST, OFFICIAL, SHIPPED, manifest, resolve
 from ..serialization import atomic_path
 from .config import TrainConfig
 from .data import TokenizeConfig, tokenize
@@ -65,10 +68,15 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
              lora_alpha: float = 16.0, full: bool = False, batch_size: int = 4, lr_factor: float | None = None,
              excerpt_s: float = 10.0, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict[str, Path]:
     """Tokenise `audio_dirs` with the base codec, fine-tune the base coarse and c2f models, and write
-    `<part>.lora.safetensors` adapters (or `<part>.safetensors` full weights with `full=True`) into `output`."""
+    `<part>.lora.safetensors` adapters (or `<part>.safetensors` full weights with `full=True`) into `output`, with
+    the manifest that makes `output` loadable as a model (`base`: a model name or a model folder)."""
     from .masked import train
 
-    files = find_model_files(base)
+    source = resolve(base)
+    if source.finetuned:
+        raise OptionError(f"{base} is a fine-tuned model; fine-tune its base model instead")
+    base_name = source.name if source.name in (SHIPPED, OFFICIAL) else str(source.base.resolve())
+    files = find_model_files(source.base)
     if files["coarse"] is None:
         raise CheckpointError(f"{base} has no coarse model to fine-tune")
     output = Path(output)
@@ -103,4 +111,7 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
         written[part] = target
     if not written:
         raise OptionError("nothing was fine-tuned")
+    with atomic_path(output / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest(base_name, "full" if full else "lora", steps=steps, lora_rank=lora_rank,
+                                           audio=[str(Path(d).resolve()) for d in audio_dirs]), indent=2))
     return written

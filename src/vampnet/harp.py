@@ -1,0 +1,223 @@
+"""The HARP endpoint: VampNet inside a DAW through HARP, the plug-in that sends a selected audio region to a gradio
+app and drops the result back on the track (`vampnet ui --harp`; paste http://localhost:7860 into HARP).
+
+HARP's client speaks plain gradio HTTP. It uploads the region (`POST /gradio_api/upload`, multipart field `files`;
+the answer is a JSON list of server paths), asks for the model card and controls (`POST /gradio_api/call/controls`
+with `{"data": []}`, then follows the server-sent events at `GET /gradio_api/call/controls/{event_id}`), sends the
+region and the control values in the declared order (`POST /gradio_api/call/process`, the region as
+`{"path": ..., "meta": {"_type": "gradio.FileData"}}`), follows the events until `complete` or `error`, downloads
+each output whose `meta._type` is `gradio.FileData` from its `url`, and draws a `pyharp.LabelList` on the track;
+`POST /gradio_api/call/cancel` stops the running job. The client is strict: the controls answer's first element
+must be an object, and every output element an object carrying `meta`.
+
+The controls answer (`controls_answer`), the documented schema:
+  {"card": {"name", "description", "author", "tags": [str]},
+   "inputs": [{"type": "audio_track", "label", "info", "required": true}, then one object per control:
+              slider/number_box: "minimum", "maximum", "step", "value" (numbers); toggle: "value" (bool);
+              dropdown: "choices" ([label, value] pairs, as gradio writes them), "value", "multiselect" (false);
+              text_box: "value" (str); every control also has "label", "info" and "required" (false)],
+   "outputs": [{"type": "audio_track", ...}, {"type": "json", ...}]}
+The process answer is `[vamp FileData, LabelList]`; the labels mark the spans whose lowest codebook was
+regenerated (`label_type` "AudioLabel", `t` and `duration` in seconds, `label`, `description`, `color` ARGB).
+
+This module only translates: the control values become the studio's `Settings` (the same prompt, sampling and
+model path as the web page) and the job runs through `Studio.generate`."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from .errors import OptionError
+from .ui import PRESET_CHOICES, Settings, Studio, guard
+
+CARD = {
+    "name": "VampNet",
+    "description": ("Variations of the selected region by masked acoustic token modelling: a prompt keeps some of the "
+                    "region's tokens and the model regenerates the rest. Presets go from subtle to wild; the periodic "
+                    "prompt, upper codebooks and beats set what is kept. Models: the shipped one, the official weights "
+                    "when downloaded, and your fine-tuned models."),
+    "author": "Hugo Flores García, Prem Seetharaman, Rithesh Kumar, Bryan Pardo (VampNet); the vampnet package",
+    "tags": ["vampnet", "music generation", "variation", "masked token modelling"],
+}
+LABEL_COLOR = (0xFF, 0x8C, 0x00)  # the regenerated spans' colour (orange), drawn half transparent
+MIN_KEPT_S = 0.25                 # kept stretches shorter than this (a periodic prompt's frames) do not split a span
+
+
+@dataclass(frozen=True)
+class Control:
+    """One HARP control: the Settings field it sets, its HARP type, and its range or choices (defaults: Settings')."""
+
+    name: str
+    type: str  # slider | toggle | dropdown | number_box | text_box
+    label: str
+    info: str
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def describe(self, value, choices: tuple[str, ...] | None = None) -> dict:
+        """The control as HARP's controls answer has it."""
+        out = {"type": self.type, "label": self.label, "info": self.info, "required": False}
+        if self.type in ("slider", "number_box"):
+            out.update(minimum=self.minimum, maximum=self.maximum, step=self.step, value=value)
+        elif self.type == "dropdown":
+            out.update(choices=[[c, c] for c in (choices or self.choices)], value=value, multiselect=False)
+        elif self.type == "toggle":
+            out.update(value=bool(value))
+        else:
+            out.update(value=str(value))
+        return out
+
+
+CONTROLS = (
+    Control("preset", "dropdown", "Preset", "subtle, variation or wild; custom: the prompt controls below",
+            choices=PRESET_CHOICES),
+    Control("periodic", "slider", "Periodic prompt", "keep every P-th frame of the region (0: none); smaller stays "
+            "closer to it", 0, 32, 1),
+    Control("upper_codebooks", "slider", "Upper codebooks", "regenerate every codebook from this one up; lower "
+            "keeps less of the region's detail", 0, 14, 1),
+    Control("beats", "toggle", "Beat-driven prompt", "also keep the region's tokens at each tracked beat"),
+    Control("dropout", "slider", "Dropout", "drop this share of the kept frames", 0, 1, 0.05),
+    Control("temperature", "slider", "Temperature", "sampling temperature: higher is wilder", 0, 2, 0.05),
+    Control("steps", "slider", "Steps", "sampling passes of the coarse model", 1, 72, 1),
+    Control("seed", "number_box", "Seed", "the same seed gives the same result; -1: a new one each time",
+            -1, 2**31 - 2, 1),
+    Control("model", "dropdown", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
+)
+INPUT_TRACK = {"type": "audio_track", "label": "Input audio", "info": "the region to vary", "required": True}
+OUTPUTS = [
+    {"type": "audio_track", "label": "Vamp", "info": "the variation, as long as the region", "required": True},
+    {"type": "json", "label": "Regenerated", "info": "the spans the model regenerated"},
+]
+
+
+def controls_answer(studio: Studio) -> dict:
+    """What `controls` answers: the model card, the inputs (the track, then each control), the outputs."""
+    defaults = Settings(model=studio.default_model)
+    inputs = [INPUT_TRACK]
+    for c in CONTROLS:
+        inputs.append(c.describe(getattr(defaults, c.name), tuple(studio.models()) if c.name == "model" else None))
+    return {"card": CARD, "inputs": inputs, "outputs": OUTPUTS}
+
+
+def settings_from_controls(studio: Studio, values) -> Settings:
+    """The studio's Settings for HARP's control values (in CONTROLS order): one vamp of the region."""
+    values = list(values)
+    if len(values) != len(CONTROLS):
+        raise OptionError(f"HARP sent {len(values)} control values; this endpoint declares {len(CONTROLS)}")
+    given = {c.name: v for c, v in zip(CONTROLS, values) if v is not None and v != ""}
+    return Settings.from_values({"model": studio.default_model, **given, "mode": "vamp", "variations": 1})
+
+
+def regenerated_spans(mask: torch.Tensor, frame_rate: float, min_kept_s: float = MIN_KEPT_S) -> list[tuple[int, int]]:
+    """[start, end) frames of the spans whose lowest codebook was generated, for a (K, T) mask (True = generated).
+    Kept stretches shorter than `min_kept_s` (e.g. a periodic prompt's single frames) do not split a span; when
+    the lowest codebook is kept throughout, the spans of any generated token are given instead."""
+    row = mask[0] if mask[0].any() else mask.any(0)
+    frames = row.nonzero().flatten().tolist()
+    spans: list[list[int]] = []
+    min_gap = max(1, round(min_kept_s * frame_rate))
+    for f in frames:
+        if spans and f - spans[-1][1] < min_gap:
+            spans[-1][1] = f + 1
+        else:
+            spans.append([f, f + 1])
+    return [(a, b) for a, b in spans]
+
+
+def label_list(mask: torch.Tensor, frame_rate: float) -> dict:
+    """A pyharp LabelList (as JSON) marking the regenerated spans of a (K, T) mask."""
+    r, g, b = LABEL_COLOR
+    color = (round(0.5 * 255) << 24) + (r << 16) + (g << 8) + b
+    lowest_kept = not mask[0].any()
+    labels = []
+    for a, e in regenerated_spans(mask, frame_rate):
+        share = float(mask[:, a:e].float().mean())
+        labels.append({"label_type": "AudioLabel", "t": round(a / frame_rate, 4), "duration": round((e - a) / frame_rate, 4),
+                       "label": "detail regenerated" if lowest_kept else "regenerated",
+                       "description": f"{100 * share:.0f}% of the tokens here were generated, the rest kept from the input",
+                       "color": color})
+    return {"meta": {"_type": "pyharp.LabelList"}, "labels": labels}
+
+
+class HarpEndpoint:
+    """HARP's three calls over one Studio: `controls`, `process` (one vamp, cancellable) and `cancel` (stops every
+    running HARP job: HARP's cancel names none)."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        self._lock = threading.Lock()
+        self._running: set[threading.Event] = set()
+
+    def controls(self) -> dict:
+        return controls_answer(self.studio)
+
+    def process(self, audio_path, *values) -> tuple[str, dict]:
+        settings = settings_from_controls(self.studio, values)
+        with self._job() as cancel:
+            result = self.studio.generate(audio_path, settings, cancel=cancel)
+        frame_rate = self.studio.pipeline(settings.model, settings.precision).frame_rate
+        return str(result.audio[0]), label_list(result.results[0].mask[0], frame_rate)
+
+    def cancel(self) -> int:
+        """Stop the running jobs at their next sampling step; returns how many were running."""
+        with self._lock:
+            for flag in self._running:
+                flag.set()
+            return len(self._running)
+
+    @contextmanager
+    def _job(self):
+        flag = threading.Event()
+        with self._lock:
+            self._running.add(flag)
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                self._running.discard(flag)
+
+
+def add_endpoint(studio: Studio) -> HarpEndpoint:
+    """Add HARP's `controls`, `process` and `cancel` API endpoints (and a section showing them) to the gradio
+    Blocks being built; call it inside `with blocks:`."""
+    import gradio as gr
+
+    endpoint = HarpEndpoint(studio)
+    defaults = Settings(model=studio.default_model)
+    with gr.Accordion("HARP endpoint (for the DAW plug-in)", open=False):
+        gr.Markdown("Paste this page's address (e.g. http://localhost:7860) into HARP's model box. These controls "
+                    "are what HARP shows; **process** runs them here too.")
+        audio = gr.Audio(type="filepath", label=INPUT_TRACK["label"], elem_id="harp-input")
+        widgets = [_widget(gr, c, getattr(defaults, c.name), studio) for c in CONTROLS]
+        with gr.Row():
+            process_btn = gr.Button("process", variant="primary", elem_id="harp-process")
+            cancel_btn = gr.Button("cancel", elem_id="harp-cancel")
+            controls_btn = gr.Button("controls", elem_id="harp-controls")
+        out_audio = gr.Audio(type="filepath", label=OUTPUTS[0]["label"], interactive=False)
+        out_labels = gr.JSON(label=OUTPUTS[1]["label"])
+        shown = gr.JSON(label="controls answer", visible=True)
+    controls_btn.click(guard(endpoint.controls), None, shown, api_name="controls", concurrency_limit=None)
+    process_btn.click(guard(endpoint.process), [audio, *widgets], [out_audio, out_labels], api_name="process")
+    cancel_btn.click(guard(lambda: {"cancelled": endpoint.cancel()}), None, shown, api_name="cancel",
+                     concurrency_limit=None)
+    return endpoint
+
+
+def _widget(gr, c: Control, value, studio: Studio):
+    if c.type == "slider":
+        return gr.Slider(c.minimum, c.maximum, value, step=c.step, label=c.label, info=c.info)
+    if c.type == "number_box":
+        return gr.Number(value, minimum=c.minimum, maximum=c.maximum, step=c.step, precision=0, label=c.label,
+                         info=c.info)
+    if c.type == "toggle":
+        return gr.Checkbox(bool(value), label=c.label, info=c.info)
+    if c.type == "dropdown":
+        choices = studio.models() if c.name == "model" else list(c.choices)
+        # models fine-tuned after start-up are accepted too
+        return gr.Dropdown(choices, value=value, label=c.label, info=c.info, allow_custom_value=c.name == "model")
+    return gr.Textbox(str(value), label=c.label, info=c.info)

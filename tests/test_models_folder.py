@@ -1,0 +1,124 @@
+"""Fine-tuned models by name: `vampnet finetune --name` writes into $VAMPNET_HOME/models, the name resolves to the
+base model plus the adapters, the studio's model menu lists it, switching to it reuses the base's codec, and the
+CLI vamps with it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import sine_mix
+from vampnet import Pipeline, SamplingConfig, pretrained
+from vampnet.cli import main
+from vampnet.codec import Codec
+from vampnet.errors import CheckpointError
+from vampnet.pretrained import MANIFEST, available_models, resolve
+from vampnet.ui import Settings, Studio
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.wav"
+    sf.write(path, sine_mix(2.0, 22050, seed=7), 22050)
+    return path
+
+
+def test_a_fine_tuned_name_resolves_to_its_base_and_adapters(models_home):
+    assert available_models() == ["small", "mine"]
+    source = resolve("mine")
+    assert source.base == models_home["base"] and source.lora == models_home["tuned"] and source.finetuned
+    assert json.loads((models_home["tuned"] / MANIFEST).read_text())["base"] == str(models_home["base"].resolve())
+    # the same folder given as a path is the same model
+    assert resolve(str(models_home["tuned"])).lora == models_home["tuned"]
+    tuned, plain = Pipeline.from_pretrained("mine"), Pipeline.load(models_home["base"])
+    reference = Pipeline.load(models_home["base"], lora=models_home["tuned"])
+    assert torch.equal(tuned.coarse.layers[0].attn.q.weight, reference.coarse.layers[0].attn.q.weight)
+    assert not torch.equal(tuned.coarse.layers[0].attn.q.weight, plain.coarse.layers[0].attn.q.weight)
+
+
+def test_unknown_names_are_errors_that_list_the_models(models_home):
+    with pytest.raises(CheckpointError, match=r"nobody.*small, mine"):
+        resolve("nobody")
+
+
+def test_studio_lists_the_fine_tuned_model_and_switching_reuses_the_codec(models_home, clip, monkeypatch):
+    loads = []
+    original = Codec.load
+    monkeypatch.setattr(Codec, "load", staticmethod(lambda *a, **k: loads.append(a) or original(*a, **k)))
+    studio = Studio(str(models_home["base"]))
+    try:
+        assert studio.models() == [str(models_home["base"]), "small", "mine"]
+        base = studio.generate(clip, Settings(model=str(models_home["base"]), steps=4, seed=2))
+        tuned = studio.generate(clip, Settings(model="mine", steps=4, seed=2))
+        assert len(loads) == 1  # the second model found the codec already loaded
+        assert studio.pipeline("mine", "fp32").codec is studio.pipeline(str(models_home["base"]), "fp32").codec
+        a, b = (sf.read(r.audio[0])[0] for r in (base, tuned))
+        assert a.shape == b.shape and not np.array_equal(a, b)
+    finally:
+        studio.close()
+
+
+def test_studio_page_menu_lists_models_fine_tuned_after_start(models_home, tiny_pipeline, monkeypatch, tmp_path):
+    pytest.importorskip("gradio")
+    from vampnet.ui import build_app
+
+    studio = Studio(pipeline=tiny_pipeline)
+    try:
+        app = build_app(studio)
+        menu = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "model")
+        assert [c[0] for c in menu.choices] == ["small", "mine"]
+        # a model that appears while the studio runs is offered when the page loads again
+        later = models_home["home"] / "models" / "later"
+        later.mkdir()
+        (later / MANIFEST).write_text((models_home["tuned"] / MANIFEST).read_text())
+        try:
+            refresh = next(d.fn for d in app.fns.values() if d.targets and d.targets[0][1] == "load")
+            assert [c[0] for c in refresh().choices] == ["small", "later", "mine"]
+        finally:
+            (later / MANIFEST).unlink()
+            later.rmdir()
+    finally:
+        studio.close()
+
+
+def test_cli_vamps_with_a_fine_tuned_name(models_home, clip, tmp_path):
+    out = tmp_path / "out.wav"
+    assert main(["vamp", str(clip), "-o", str(out), "--models", "mine", "--steps", "4", "--seed", "5", "-q"]) == 0
+    expected = Pipeline.load(models_home["base"], lora=models_home["tuned"]).vamp_file(
+        clip, tmp_path / "expected.wav", sampling=SamplingConfig(steps=4), seed=5)
+    assert np.array_equal(sf.read(out)[0], sf.read(tmp_path / "expected.wav")[0])
+    assert expected.audio.shape[-1] == sf.info(out).frames
+
+
+def test_finetune_command_names_and_refuses(models_home, capsys):
+    audio = str(models_home["audio"])
+    assert main(["finetune", audio, "--name", "small", "-q"]) == 1
+    assert "--name 'small'" in capsys.readouterr().err
+    assert main(["finetune", audio, "-q"]) == 1  # neither --name nor -o
+    assert "--name NAME" in capsys.readouterr().err
+    assert main(["finetune", audio, "--base", "mine", "--name", "again", "-q"]) == 1
+    assert "fine-tuned model" in capsys.readouterr().err
+    assert not (pretrained.models_home() / "again").exists()
+
+
+def test_full_fine_tunes_and_broken_manifests_resolve_or_say_why(models_home, tmp_path):
+    import shutil
+
+    full = tmp_path / "full"
+    full.mkdir()
+    shutil.copyfile(models_home["base"] / "coarse.safetensors", full / "coarse.safetensors")
+    (full / MANIFEST).write_text(json.dumps(pretrained.manifest(str(models_home["base"]), "full")))
+    source = resolve(str(full))
+    assert source.coarse == full / "coarse.safetensors" and source.c2f is None and source.lora is None
+    assert Pipeline.from_pretrained(str(full)).c2f is not None  # the base's c2f with the tuned coarse
+    chained = tmp_path / "chained"
+    chained.mkdir()
+    (chained / MANIFEST).write_text(json.dumps(pretrained.manifest("mine", "lora")))
+    with pytest.raises(CheckpointError, match="itself a fine-tuned model"):
+        resolve(str(chained))
+    (chained / MANIFEST).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable fine-tune manifest"):
+        resolve(str(chained))
