@@ -498,6 +498,28 @@ def tokenize(
     typer.echo(json.dumps(stats), err=True)
 
 
+@app.command("pack-tokens")
+def pack_tokens(
+    dataset: Path = typer.Argument(..., help="a token dataset folder (vampnet tokenize)"),
+    output: Path = typer.Option(..., "-o", "--output", help="the pack file to write (e.g. tokens.vpack)"),
+    codebooks: Optional[int] = typer.Option(None, "--codebooks", min=1,
+                                            help="keep the first N codebooks (4 serves a coarse run; default: all)"),
+    max_train_hours: Optional[float] = typer.Option(None, "--max-train-hours", min=0.001,
+                                                    help="keep only this much training audio (whole files; validation stays whole)"),
+    codec: Optional[Path] = typer.Option(None, help="the codec that made the dataset (default: the one its manifest names)"),
+):
+    """Pack a token dataset into one compact file (bit-packed codes) that `vampnet train` reads as its dataset."""
+    from .codec import Codec
+    from .errors import OptionError
+    from .train.data import make_pack, read_manifest
+
+    codec_path = codec or read_manifest(dataset).get("codec_path")
+    if not codec_path or not Path(codec_path).is_file():
+        raise OptionError(f"the codec that made {dataset} is not at {codec_path}; pass --codec PATH")
+    summary = make_pack(dataset, output, Codec.load(codec_path), n_codebooks=codebooks, max_train_hours=max_train_hours)
+    typer.echo(json.dumps(summary), err=True)
+
+
 @app.command("prepare-corpus")
 def prepare_corpus(
     output: Path = typer.Argument(..., help="corpus folder (created, or resumed); keep it outside the repository"),
