@@ -165,3 +165,49 @@ def test_training_on_a_pack_needs_no_codec_and_equals_training_on_the_folder(tin
                   progress=False)
     finally:
         moved.rename(codec_path)
+
+
+BLOCK_AUDIO_LIBRARIES = '''
+import importlib.abc, sys
+class _Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"soundfile", "soxr", "pyloudnorm", "cffi"}:
+            raise ImportError(f"{name} is not installed (as on the GPU machine)")
+sys.meta_path.insert(0, _Missing())
+'''
+
+
+@pytest.mark.slow
+def test_gpu_train_script_trains_from_a_pack_and_exports_a_loadable_model(tiny_dataset, tmp_path):
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import time
+
+    folder, codec_path = tiny_dataset
+    make_pack(folder, tmp_path / "t.vpack", Codec.load(codec_path))
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_AUDIO_LIBRARIES)  # the device's python lacks them
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", PYTHONPATH=str(tmp_path / "site"), MARGIN="30",
+               EXPORT_EVERY="4", VAL_EVERY="3", RUN_DIR=str(tmp_path / "run"),
+               SETS="window_s=0.3 batch_size=2 n_layers=1 embedding_dim=32 n_heads=2 val_windows=2 warmup_steps=2 max_steps=6")
+    budget = 240
+    began = time.time()
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh"), str(tmp_path / "t.vpack"), str(tmp_path / "out"),
+                           str(budget), "coarse", "none"], env=env, capture_output=True, text=True, timeout=300)
+    took = time.time() - began
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert took < budget, took
+    export = tmp_path / "out" / "coarse"
+    parts = sorted(export.glob("model.safetensors.part-*"))
+    assert parts and {p.name for p in export.iterdir()} == {"info.json", "log.csv", *(p.name for p in parts)}
+    whole = b"".join(p.read_bytes() for p in parts)
+    info = json.loads((export / "info.json").read_text())
+    assert hashlib.sha256(whole).hexdigest() == info["sha256"] and info["step"] in (3, 6)  # the best validation
+    (tmp_path / "model.safetensors").write_bytes(whole)
+    model = MaskedTransformer.load(tmp_path / "model.safetensors")
+    assert model.n_codebooks == 4 and model.config.n_layers == 1
+    log = (export / "log.csv").read_text().splitlines()
+    assert "val_loss" in log[0] and len(log) == 1 + 6
+    assert not list((tmp_path / "out").glob(".*"))  # no half-written export left behind
