@@ -477,6 +477,9 @@ def tokenize(
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99, help="share of files for validation"),
     device: str = typer.Option("cpu", help="encode on this torch device (cpu, cuda, cuda:1, ...)"),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts encoded together"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="CPU threads for the encoder (default: torch's, one per core; 1 is "
+                                               "faster on a busy machine, BENCHMARKS.md)"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
@@ -485,6 +488,10 @@ def tokenize(
 
     from .checkpoints import find_model_files
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     pipeline = _load_pipeline(models, codec, need_generation=False)
     codec_path = codec or find_model_files(_models_dir(models))["codec"]  # the shipped codec by default
     config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
