@@ -211,3 +211,15 @@ def test_gpu_train_script_trains_from_a_pack_and_exports_a_loadable_model(tiny_d
     log = (export / "log.csv").read_text().splitlines()
     assert "val_loss" in log[0] and len(log) == 1 + 6
     assert not list((tmp_path / "out").glob(".*"))  # no half-written export left behind
+
+
+def test_pack_tokens_command_writes_a_pack_and_reports_bad_options_in_one_line(tiny_dataset, tmp_path, capsys):
+    from vampnet.cli import main
+
+    folder, _ = tiny_dataset
+    assert main(["pack-tokens", str(folder), "-o", str(tmp_path / "two.vpack"), "--codebooks", "2"]) == 0
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["codebooks"] == 2 and read_manifest(tmp_path / "two.vpack")["n_codebooks"] == 2
+    assert main(["pack-tokens", str(folder), "-o", str(tmp_path / "nine.vpack"), "--codebooks", "9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the dataset has 4 codebooks; cannot keep 9"] and not (tmp_path / "nine.vpack").exists()
