@@ -29,7 +29,7 @@ from vampnet import Codec, CodecConfig, prompts
 from vampnet import audio as A
 from vampnet.train.config import TrainConfig
 from vampnet.train.data import TokenDataset, TokenizeConfig, tokenize
-from vampnet.train.masked import build_model, masked_token_loss
+from vampnet.train.masked import build_model, codec_codebooks, masked_token_loss
 
 
 def make_audio(folder: Path, files: int, seconds: float, sr: int = 44100) -> list[Path]:
@@ -86,7 +86,7 @@ def main(argv=None):
     data = TokenDataset(cfg.dataset, "train", frames, 4)
     results = {}
     for variant in ("tokenised dataset", "encode on the fly"):
-        model = build_model(cfg, codec)
+        model = build_model(cfg, codec_codebooks(codec))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         gen = torch.Generator().manual_seed(0)
         times = []

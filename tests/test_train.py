@@ -195,8 +195,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(dataset,
     a = MaskedTransformer.load(tmp_path / "single" / "latest" / "model.safetensors").state_dict()
     b = MaskedTransformer.load(tmp_path / "ddp" / "latest" / "model.safetensors").state_dict()
     from vampnet import Codec
-    from vampnet.train.masked import build_model
-    init = build_model(cfg, Codec.load(SET_A / "codec.pth")).state_dict()
+    from vampnet.train.masked import build_model, codec_codebooks
+    init = build_model(cfg, codec_codebooks(Codec.load(SET_A / "codec.pth"))).state_dict()
     moved = max((a[k] - init[k]).abs().max().item() for k in a)
     differ = max((a[k] - b[k]).abs().max().item() for k in a)
     # gradients summed in another order differ by float rounding, which Adam's normalisation can enlarge a little

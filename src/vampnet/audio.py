@@ -106,9 +106,11 @@ def loudness(wav: torch.Tensor, sample_rate: int) -> float:
         return float(pyloudnorm.Meter(sample_rate).integrated_loudness(x))
 
 
-def normalize_loudness(wav: torch.Tensor, sample_rate: int, target: float = TARGET_LUFS) -> tuple[torch.Tensor, float]:
-    """Scale to `target` LUFS, then down to a peak of at most 1. Returns (audio, its loudness before)."""
-    before = loudness(wav, sample_rate)
+def normalize_loudness(wav: torch.Tensor, sample_rate: int, target: float = TARGET_LUFS,
+                       measured: float | None = None) -> tuple[torch.Tensor, float]:
+    """Scale to `target` LUFS, then down to a peak of at most 1. Returns (audio, its loudness before).
+    `measured`: the loudness of `wav` when the caller has it already (it is not measured again)."""
+    before = loudness(wav, sample_rate) if measured is None else measured
     if math.isfinite(before):
         wav = wav * 10 ** ((target - before) / 20)
     return limit_peak(wav), before

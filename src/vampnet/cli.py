@@ -488,6 +488,9 @@ def tokenize(
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99, help="share of files for validation"),
     device: str = typer.Option("cpu", help="encode on this torch device (cpu, cuda, cuda:1, ...)"),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts encoded together"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="CPU threads for the encoder (default: torch's, one per core; 1 is "
+                                               "faster on a busy machine, BENCHMARKS.md)"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
@@ -496,6 +499,10 @@ def tokenize(
 
     from .checkpoints import find_model_files
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     pipeline = _load_pipeline(models, codec, need_generation=False)
     codec_path = codec or find_model_files(_models_dir(models))["codec"]  # the shipped codec by default
     config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
@@ -507,6 +514,28 @@ def tokenize(
     stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()),
                          batch_size=batch_size, progress=not quiet)
     typer.echo(json.dumps(stats), err=True)
+
+
+@app.command("pack-tokens")
+def pack_tokens(
+    dataset: Path = typer.Argument(..., help="a token dataset folder (vampnet tokenize)"),
+    output: Path = typer.Option(..., "-o", "--output", help="the pack file to write (e.g. tokens.vpack)"),
+    codebooks: Optional[int] = typer.Option(None, "--codebooks", min=1,
+                                            help="keep the first N codebooks (4 serves a coarse run; default: all)"),
+    max_train_hours: Optional[float] = typer.Option(None, "--max-train-hours", min=0.001,
+                                                    help="keep only this much training audio (whole files; validation stays whole)"),
+    codec: Optional[Path] = typer.Option(None, help="the codec that made the dataset (default: the one its manifest names)"),
+):
+    """Pack a token dataset into one compact file (bit-packed codes) that `vampnet train` reads as its dataset."""
+    from .codec import Codec
+    from .errors import OptionError
+    from .train.data import make_pack, read_manifest
+
+    codec_path = codec or read_manifest(dataset).get("codec_path")
+    if not codec_path or not Path(codec_path).is_file():
+        raise OptionError(f"the codec that made {dataset} is not at {codec_path}; pass --codec PATH")
+    summary = make_pack(dataset, output, Codec.load(codec_path), n_codebooks=codebooks, max_train_hours=max_train_hours)
+    typer.echo(json.dumps(summary), err=True)
 
 
 @app.command("prepare-corpus")

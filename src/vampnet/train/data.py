@@ -1,4 +1,5 @@
-"""Tokenised datasets: audio folders -> codec tokens on disk, so training never runs the codec encoder.
+"""Tokenised datasets: audio folders -> codec tokens on disk, so training never runs the codec encoder; a dataset
+folder -> one compact pack file (train/pack.py) to carry to another machine. Training reads either.
 
 Layout of a dataset folder (all standard formats, inspectable with numpy / a spreadsheet):
     manifest.json         codec identity and configuration, tokenizer settings
@@ -15,14 +16,17 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import audio
+from ..codec.bulk import BulkEncoder
 from ..errors import AudioError, OptionError, VampNetError
 from ..serialization import atomic_path
+from .pack import read_pack, read_pack_meta, write_pack
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 INDEX_FIELDS = ["source", "split", "excerpt", "start_s", "frames", "loudness", "tokens_file", "offset"]
@@ -91,6 +95,9 @@ def _write_index(folder: Path, rows: list[dict]) -> None:
 
 
 def read_manifest(folder) -> dict:
+    """The manifest of a dataset folder or of a token pack file."""
+    if Path(folder).is_file():
+        return read_pack_meta(folder)["manifest"]
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise DatasetError(f"{folder} is not a token dataset (no manifest.json)")
@@ -98,11 +105,12 @@ def read_manifest(folder) -> dict:
 
 
 def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig(), codec_path: str | None = None,
-             batch_size: int = 4, progress: bool = True) -> dict:
+             batch_size: int = 4, progress: bool = True, encode=None) -> dict:
     """Encode every audio file under `audio_dirs` into the dataset folder `out_dir`; returns summary counts.
 
     Files already in the index are skipped, so an interrupted run continues where it stopped. Unreadable files
-    are reported and skipped, not fatal."""
+    are reported and skipped, not fatal. `encode` maps (B, 1, N) audio to (B, K, T) codes; by default a
+    `BulkEncoder` of the codec (the codes of `codec.encode`, sooner)."""
     out = Path(out_dir)
     (out / "tokens").mkdir(parents=True, exist_ok=True)
     manifest = {
@@ -127,6 +135,8 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
              "silent_excerpts": 0, "unreadable": 0}
     from tqdm.auto import tqdm
 
+    if encode is None:
+        encode = BulkEncoder(codec)
     for path, rel in tqdm(todo, desc="tokenize", unit="file", disable=not progress):
         try:
             wav, sr = audio.load(path)
@@ -141,7 +151,7 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
         new_rows, blocks, offset = [], [], 0
         for group in _batches(excerpts, batch_size):
             with torch.inference_mode():
-                codes = codec.encode(torch.cat([x for _, x, _ in group])).cpu()
+                codes = encode(torch.cat([x for _, x, _ in group])).cpu()
             for (start, x, loud), c in zip(group, codes):
                 frames = math.ceil(x.shape[-1] / codec.hop_length)
                 blocks.append(c[:, :frames].numpy().astype(np.int16))
@@ -175,7 +185,7 @@ def _excerpts(wav, sr, config):
         if not math.isfinite(loud) or loud < config.loudness_cutoff:
             silent += 1
             continue
-        x, _ = audio.normalize_loudness(x, sr, config.target_lufs)
+        x, _ = audio.normalize_loudness(x, sr, config.target_lufs, measured=loud)
         kept.append((start, x, loud))
     return kept, silent
 
@@ -205,25 +215,97 @@ def _skipped_sources(out: Path) -> set[str]:
         return {row[0] for row in csv.reader(f) if row}
 
 
+def make_pack(dataset, output, codec, n_codebooks: int | None = None, max_train_hours: float | None = None) -> dict:
+    """Write the dataset folder `dataset` (vampnet tokenize) as one pack file; returns its summary. `codec` is the
+    codec that made the dataset (checked by its fingerprint): the pack keeps its codebook vectors.
+
+    Keeps the first `n_codebooks` codebooks (all by default) and, with `max_train_hours`, only as many training
+    files as fit in that many hours, chosen by a hash of their path (a stable, mixed subset); validation is kept
+    whole."""
+    dataset = Path(dataset)
+    if dataset.is_file():
+        raise DatasetError(f"{dataset} is a file; a pack is made from a dataset folder (vampnet tokenize)")
+    manifest = read_manifest(dataset)
+    if codec.fingerprint() != manifest.get("codec_fingerprint"):
+        raise DatasetError(f"{dataset} was made with another codec than the one given (fingerprints differ)")
+    rows = read_index(dataset)
+    if not rows:
+        raise DatasetError(f"{dataset} has no excerpts")
+    k_all = int(manifest["n_codebooks"])
+    k = k_all if n_codebooks is None else int(n_codebooks)
+    if not 1 <= k <= k_all:
+        raise DatasetError(f"the dataset has {k_all} codebooks; cannot keep {k}")
+    rows = _choose_files(rows, max_train_hours, manifest["sample_rate"] / manifest["hop_length"])
+
+    blocks, out_rows, base = [], [], 0
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(r["tokens_file"], []).append(r)
+    for name, file_rows in by_file.items():
+        tokens = np.load(dataset / name, mmap_mode="r")
+        used = max(r["offset"] + r["frames"] for r in file_rows)
+        if tokens.ndim != 2 or tokens.shape[0] < k or tokens.shape[1] < used:
+            raise DatasetError(f"{dataset / name} does not hold the frames its index rows name")
+        blocks.append(np.asarray(tokens[:k, :used]))
+        for r in file_rows:
+            out_rows.append({key: r[key] for key in ("source", "split", "excerpt", "start_s", "frames", "loudness")}
+                            | {"offset": base + r["offset"]})
+        base += used
+    codes = np.concatenate(blocks, axis=1) if blocks else np.zeros((k, 0), np.int16)
+    codebooks = np.stack([q.codebook.weight.detach().float().cpu().numpy() for q in codec.quantizer.quantizers])
+    size = write_pack(output, manifest | {"n_codebooks": k, "codec_n_codebooks": k_all}, out_rows, codes, codebooks)
+    hours = sum(r["frames"] for r in out_rows) / (manifest["sample_rate"] / manifest["hop_length"]) / 3600
+    return {"file": str(output), "bytes": size, "codebooks": k, "hours": round(hours, 4),
+            "bytes_per_hour": round(size / hours) if hours else None,
+            "excerpts": {s: sum(r["split"] == s for r in out_rows) for s in ("train", "val")}}
+
+
+def _choose_files(rows: list[dict], max_train_hours: float | None, frame_rate: float) -> list[dict]:
+    """All rows, or every validation row and the training files (whole) that fit in max_train_hours."""
+    if max_train_hours is None:
+        return rows
+    if max_train_hours <= 0:
+        raise DatasetError("max_train_hours must be positive")
+    frames: dict[str, int] = {}
+    for r in rows:
+        if r["split"] == "train":
+            frames[r["source"]] = frames.get(r["source"], 0) + r["frames"]
+    budget, keep = max_train_hours * 3600 * frame_rate, set()
+    for source in sorted(frames, key=lambda s: hashlib.sha1(s.encode()).hexdigest()):
+        if frames[source] <= budget:
+            keep.add(source)
+            budget -= frames[source]
+    return [r for r in rows if r["split"] != "train" or r["source"] in keep]
+
+
 class TokenDataset:
-    """Windows of tokens from one split of a dataset folder, memory-mapped.
+    """Windows of tokens from one split of a dataset folder (memory-mapped) or of a token pack file (in memory).
 
     `batch(indices)` returns (B, K, window) int64 windows; `sample_indices(generator, n)` draws windows uniformly
     over all frames (an excerpt long enough for the window is chosen with probability proportional to its
-    length, then an offset). Validation uses `fixed_indices(n)`: n windows spread evenly over the split."""
+    length, then an offset). Validation uses `fixed_indices(n)`: n windows spread evenly over the split.
+    `codebooks` is a pack's codec codebook vectors (K_codec, V, L) tensor, None for a folder."""
 
     def __init__(self, folder, split: str, window_frames: int, n_codebooks: int | None = None):
         self.folder = Path(folder)
-        self.manifest = read_manifest(folder)
         self.window = int(window_frames)
+        self._arrays: dict[str, np.ndarray] = {}
+        self.codebooks = None
+        if self.folder.is_file():
+            self.manifest, all_rows, codes, codebooks = _load_pack(str(self.folder.resolve()), self.folder.stat().st_mtime_ns)
+            self._arrays[""] = codes
+            self.codebooks = torch.from_numpy(codebooks)
+            all_rows = [r | {"tokens_file": ""} for r in all_rows]
+        else:
+            self.manifest = read_manifest(folder)
+            all_rows = read_index(folder)
         self.n_codebooks = n_codebooks or self.manifest["n_codebooks"]
         if self.n_codebooks > self.manifest["n_codebooks"]:
             raise DatasetError(f"the dataset has {self.manifest['n_codebooks']} codebooks, {self.n_codebooks} requested")
-        rows = [r for r in read_index(folder) if r["split"] == split and r["frames"] >= self.window]
+        rows = [r for r in all_rows if r["split"] == split and r["frames"] >= self.window]
         if not rows:
             raise DatasetError(f"{folder} has no {split} excerpts of at least {self.window} frames")
         self.rows = rows
-        self._arrays: dict[str, np.ndarray] = {}
         spans = np.array([r["frames"] - self.window + 1 for r in rows], dtype=np.int64)
         self._cum = np.concatenate([[0], np.cumsum(spans)])
 
@@ -253,3 +335,9 @@ class TokenDataset:
 
     def batch(self, indices) -> torch.Tensor:
         return torch.from_numpy(np.stack([self.window_at(i) for i in indices]).astype(np.int64))
+
+
+@lru_cache(maxsize=2)
+def _load_pack(path: str, mtime_ns: int):
+    """A pack read once for both splits (keyed by its modification time, so a rewritten pack is read again)."""
+    return read_pack(path)

@@ -43,23 +43,33 @@ def mix_seed(*parts: int) -> int:
     return h
 
 
-def build_model(cfg: TrainConfig, codec: Codec) -> MaskedTransformer:
-    """A fresh transformer for this run (or the `init` checkpoint), embedding tokens with the codec's codebooks."""
+def codec_codebooks(codec: Codec) -> torch.Tensor:
+    """The codec's codebook vectors (K, V, L): the transformers embed token k of codebook i as codebooks[i, k]."""
+    return torch.stack([q.codebook.weight.detach().float().cpu() for q in codec.quantizer.quantizers])
+
+
+def build_model(cfg: TrainConfig, codebooks: torch.Tensor, codec: Codec | None = None) -> MaskedTransformer:
+    """A fresh transformer for this run (or the `init` checkpoint), embedding tokens with the codec's codebook
+    vectors `codebooks` (K, V, L) (codec_codebooks, or a token pack's). Only an official `.pth` init needs `codec`."""
     if cfg.init:
         model = MaskedTransformer.load(cfg.init, codec)
         if (model.n_codebooks, model.n_conditioning_codebooks) != (cfg.n_codebooks, cfg.n_conditioning_codebooks):
             raise OptionError(f"--init model has {model.n_codebooks} codebooks ({model.n_conditioning_codebooks} conditioning), "
                               f"the run asks for {cfg.n_codebooks} ({cfg.n_conditioning_codebooks})")
+        mine = model.embedding.codebooks.detach().float().cpu()
+        theirs = codebooks[: model.n_codebooks].float()
+        if mine.shape != theirs.shape or not torch.allclose(mine, theirs):
+            raise OptionError(f"--init model {cfg.init} embeds tokens of another codec than the dataset's")
         return model
-    if cfg.n_codebooks > codec.n_codebooks:
-        raise OptionError(f"the model would use {cfg.n_codebooks} codebooks; the codec has {codec.n_codebooks}")
+    if cfg.n_codebooks > codebooks.shape[0]:
+        raise OptionError(f"the model would use {cfg.n_codebooks} codebooks; the codec has {codebooks.shape[0]}")
     mcfg = TransformerConfig(n_codebooks=cfg.n_codebooks, n_conditioning_codebooks=cfg.n_conditioning_codebooks,
-                             vocab_size=codec.codebook_size, latent_dim=codec.codebook_dim,
+                             vocab_size=codebooks.shape[1], latent_dim=codebooks.shape[2],
                              embedding_dim=cfg.embedding_dim, n_heads=cfg.n_heads, n_layers=cfg.n_layers, dropout=cfg.dropout)
     torch.manual_seed(cfg.seed)  # every rank starts from the same weights
     model = MaskedTransformer(mcfg)
     with torch.no_grad():
-        model.embedding.codebooks.copy_(torch.stack([q.codebook.weight for q in codec.quantizer.quantizers[: cfg.n_codebooks]]))
+        model.embedding.codebooks.copy_(codebooks[: cfg.n_codebooks])
     return model
 
 
@@ -98,17 +108,15 @@ class Trainer:
             raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
         self.out = Path(cfg.output)
         manifest = read_manifest(cfg.dataset)
-        codec_path = cfg.codec or manifest.get("codec_path")
-        if not codec_path:
-            raise OptionError("no codec: set `codec` in the run config")
-        self.codec = Codec.load(codec_path)
-        self.frames = max(2, math.ceil(cfg.window_s * self.codec.frame_rate))
+        self.frames = max(2, math.ceil(cfg.window_s * manifest["sample_rate"] / manifest["hop_length"]))
         self.train_data = TokenDataset(cfg.dataset, "train", self.frames, cfg.n_codebooks)
         try:
             self.val_data = TokenDataset(cfg.dataset, "val", self.frames, cfg.n_codebooks)
         except Exception:
             self.val_data = None
-        self.model = build_model(cfg, self.codec).to(cfg.device)
+        self.codec = self._load_codec(manifest)
+        codebooks = self.train_data.codebooks if self.codec is None else codec_codebooks(self.codec)
+        self.model = build_model(cfg, codebooks, self.codec).to(cfg.device)
         self.trainable = self._prepare_trainable()
         self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
         self.step, self.best = 0, math.inf
@@ -126,6 +134,17 @@ class Trainer:
             self.forward_model = torch.compile(self.forward_model)
         self.autocast = (lambda: torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)) \
             if cfg.bf16 else nullcontext
+
+    def _load_codec(self, manifest: dict) -> Codec | None:
+        """The run's codec: `codec`, else the dataset's. A token pack carries the codebook vectors training needs,
+        so a run on a pack loads a codec only when one is named or previews must decode audio."""
+        packed = self.train_data.codebooks is not None
+        path = self.cfg.codec or (None if packed else manifest.get("codec_path"))
+        if path:
+            return Codec.load(path)
+        if packed and not self.cfg.preview_every:
+            return None
+        raise OptionError("no codec: set `codec` in the run config" + (" (previews decode audio)" if packed else ""))
 
     def _prepare_trainable(self):
         """LoRA runs add adapters and train only them; otherwise every weight trains."""
