@@ -28,9 +28,9 @@ def prepare_corpus(out_dir, sources=DEFAULT_SOURCES, max_music21_pieces: int = D
     needed), otherwise a CorpusError names the command. Files already present are kept. The split uses
     `split_of` exactly as `vampnet tokenize out_dir` will, so pass the same val_fraction and salt there."""
     out = Path(out_dir)
-    unknown = [s for s in sources if s not in DEFAULT_SOURCES]
+    unknown = [s for s in sources if s not in GAME_MUSIC and s != MUSIC21]
     if unknown:
-        raise CorpusError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_SOURCES)}")
+        raise CorpusError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(GAME_MUSIC)}, {MUSIC21}")
     if max_music21_pieces < 0:
         raise CorpusError("max_music21_pieces must be >= 0")
     _preflight(sources, install)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import CorpusError
 from .midi import find_soundfonts, soundfont_info
-from .scores import (choose_programs, choose_tempo, render_score, sidecar, truncate, without_repeats)
+from .scores import add_second_part, choose_programs, choose_tempo, render_score, sidecar, truncate, without_repeats
 
 MUSIC21 = "music21"
 
@@ -63,6 +63,10 @@ class Piece:
     @property
     def collection(self) -> str:
         return self.path.split("/", 1)[0]
+
+    @property
+    def kind(self) -> str:
+        return next((k for k, collections in MUSIC21_KINDS.items() if self.collection in collections), "other")
 
     @property
     def out_rel(self) -> str:
@@ -221,6 +225,7 @@ def _render_piece(piece: Piece, out_audio: Path, licence: dict, seed: int, sound
         raise CorpusError("no parts with measures")
     if len(score.parts) > 15:
         raise CorpusError(f"{len(score.parts)} parts: more than the 15 melodic MIDI channels")
+    arrangement = add_second_part(score, rng) if len(score.parts) == 1 and piece.kind == "folk" else "as written"
     us = choose_tempo(score, rng)
     programs = choose_programs(len(score.parts), rng)
     font_index = rng.randrange(len(soundfonts))
@@ -229,6 +234,7 @@ def _render_piece(piece: Piece, out_audio: Path, licence: dict, seed: int, sound
     info = {"source": MUSIC21, "work": piece.id, "collection": piece.collection,
             "title": (md.title if md is not None else None) or Path(piece.path).stem,
             "composer": md.composer if md is not None else None,
-            "licence": {**licence, "collection": MUSIC21_LICENCE}, "soundfont": fonts[font_index]}
+            "licence": {**licence, "collection": MUSIC21_LICENCE}, "soundfont": fonts[font_index],
+            "arrangement": arrangement}
     return render_score(score, out_audio, soundfonts[font_index][0], us, programs, info)
 

@@ -254,3 +254,43 @@ def render_score(score, out_audio, soundfont, us_per_quarter: int, programs: lis
         dst.write_text(json.dumps(meta, indent=1))
     audio.save(out_audio, wav, sr, {k: meta[k] for k in ("work", "licence") if k in meta})  # last: marks it done
     return meta
+
+
+def add_second_part(score, rng: random.Random) -> str:
+    """Give a one-part score (a folk tune) a second part, in place: the melody doubled an octave below, or a bass
+    that plays, each bar, the root of the tonic, subdominant or dominant triad that holds most of the bar's
+    melody (by duration; the tonic when tied). Returns "doubled" or "harmonised"."""
+    import copy
+
+    from music21 import note, stream
+
+    melody = score.parts[0]
+    if rng.random() < 0.5:
+        lower = copy.deepcopy(melody)
+        lower.transpose(-12, inPlace=True)
+        score.insert(0, lower)
+        return "doubled"
+    key = score.analyze("key")
+    triads = []
+    for degree in (1, 4, 5):
+        pitches = [key.pitchFromDegree((degree - 1 + step) % 7 + 1) for step in (0, 2, 4)]
+        triads.append((pitches[0], {p.pitchClass for p in pitches}))
+    bass = stream.Part()
+    for measure in melody.getElementsByClass(stream.Measure):
+        held = {}
+        for n in measure.recurse().notes:
+            for p in n.pitches:
+                held[p.pitchClass] = held.get(p.pitchClass, 0.0) + float(n.duration.quarterLength)
+        root = max(triads, key=lambda t: sum(held.get(pc, 0.0) for pc in t[1]))[0]
+        length = float(measure.duration.quarterLength)
+        bar = stream.Measure(number=measure.number)
+        bar.paddingLeft = measure.paddingLeft
+        if measure.timeSignature is not None:
+            bar.timeSignature = copy.deepcopy(measure.timeSignature)
+        if length > 0:
+            n = note.Note(root.name, quarterLength=length)
+            n.octave = 3 if root.pitchClass < 5 else 2
+            bar.append(n if held else note.Rest(quarterLength=length))
+        bass.insert(float(measure.offset), bar)
+    score.insert(0, bass)
+    return "harmonised"
