@@ -24,13 +24,14 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import audio
 from ..errors import CorpusError, VampNetError
 from ..serialization import atomic_path
 from .conversion import (RawFormat, decode_with_ffmpeg, loop_period, loudness_envelope, mix_stems, read_raw,
                          same_recording)
-from .debian import extract, deb_version, fetch_deb
+from .debian import deb_version, extract, fetch_deb
 from .licences import CopyrightFile, licence_status
 from .midi import render_midi_file
 
@@ -144,6 +145,8 @@ def import_package(package: str, out_dir: Path, cache: Path, seen: Seen, seed: i
     report["version"] = deb_version(deb)
     folder = Path(out_dir) / package
     record = _read_tracks(folder)
+    if record.get("complete") and record.get("version") == report["version"] and record.get("licence"):
+        return _summarise(report, record)  # this version was imported in full before: nothing to unpack
     kept, dropped = record["kept"], []
     copyright_path = f"/usr/share/doc/{package}/copyright"
 
@@ -167,23 +170,29 @@ def import_package(package: str, out_dir: Path, cache: Path, seen: Seen, seed: i
         tracks, links = _tracks(spec, [f for f in files if f.path != copyright_path], Path(work))
         dropped += [{"file": f.path, "reason": f"link to {f.link_to} (the same file)", "why": "duplicate"}
                     for f in links]
-        from tqdm.auto import tqdm
-
         for track in tqdm(tracks, desc=package, unit="file", disable=not progress):
             outcome = _import_track(package, track, folder, copyright_text, kept, seen, seed, soundfonts)
             if outcome is not None:
                 dropped.append({"file": track.name, **outcome})
-    for rel, track in kept.items():
-        report["licences"][track["licence"]] = report["licences"].get(track["licence"], 0) + 1
-        if "trimmed_loop" in track:
-            report["trimmed_loops"].append({"file": track["source"], **track["trimmed_loop"]})
-    report["dropped"] = dropped
+    if status != "free" and not kept:
+        report["note"] = (report["note"] + "; " if report["note"] else "") + why
+    record = {"version": report["version"], "complete": True, "licence": report["licence"], "note": report["note"],
+              "kept": kept, "dropped": dropped}
     if kept or dropped:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "tracks.json") as tmp:
-            tmp.write_text(json.dumps({"kept": kept, "dropped": dropped}, indent=1))
-    if status != "free" and not kept:
-        report["note"] = (report["note"] + "; " if report["note"] else "") + why
+            tmp.write_text(json.dumps(record, indent=1))
+    return _summarise(report, record)
+
+
+def _summarise(report: dict, record: dict) -> dict:
+    """The package's report from its tracks record: licences counted, loops cut, files dropped."""
+    report.update(licence=record["licence"], note=record["note"], dropped=record["dropped"], licences={},
+                  trimmed_loops=[])
+    for track in record["kept"].values():
+        report["licences"][track["licence"]] = report["licences"].get(track["licence"], 0) + 1
+        if "trimmed_loop" in track:
+            report["trimmed_loops"].append({"file": track["source"], **track["trimmed_loop"]})
     return report
 
 

@@ -10,6 +10,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..errors import CorpusError
 from .midi import find_soundfonts, soundfont_info
 from .scores import add_second_part, choose_programs, choose_tempo, render_score, sidecar, truncate, without_repeats
@@ -189,8 +191,6 @@ def render_music21(out_dir: Path, max_pieces: int, seed: int = 0, soundfonts: li
                           "copyright_file": str(music21_corpus_root() / "license.txt")},
               "soundfonts": fonts, "excluded_collections": MUSIC21_EXCLUDED, "skipped": [], "pieces": []}
     root = music21_corpus_root()
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=max_pieces, desc=MUSIC21, unit="piece", disable=not progress)
     for piece in music21_candidates(seed):
         if len(report["pieces"]) >= max_pieces:

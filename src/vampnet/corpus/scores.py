@@ -3,6 +3,7 @@ notes that cannot hang, a cut at a bar line, folk melodies given a second part, 
 result; `render_score` writes the audio with its MIDI file, beats and metadata beside it."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shutil
@@ -260,8 +261,6 @@ def add_second_part(score, rng: random.Random) -> str:
     """Give a one-part score (a folk tune) a second part, in place: the melody doubled an octave below, or a bass
     that plays, each bar, the root of the tonic, subdominant or dominant triad that holds most of the bar's
     melody (by duration; the tonic when tied). Returns "doubled" or "harmonised"."""
-    import copy
-
     from music21 import note, stream
 
     melody = score.parts[0]
