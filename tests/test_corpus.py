@@ -256,3 +256,13 @@ def test_missing_tools_are_all_named_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(CorpusError, match=r"apt-get install -y fluidsynth ffmpeg"):
         build.prepare_corpus(tmp_path / "c", sources=("nexuiz-music", "openttd-openmsx"), progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_piece_that_takes_too_much_cpu_time_is_stopped():
+    with pytest.raises(music21_renders.PieceTooSlow):
+        with music21_renders.cpu_time_limit(0.2):
+            while True:  # busy, as music21 is on a huge score
+                sum(range(1000))
+    with music21_renders.cpu_time_limit(5.0):  # and a quick one runs to its end, the timer cleared after it
+        total = sum(range(1000))
+    assert total == 499500

@@ -6,7 +6,10 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import signal
+import threading
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,33 @@ from .midi import find_soundfonts, soundfont_info
 from .scores import add_second_part, choose_programs, choose_tempo, render_score, sidecar, truncate, without_repeats
 
 MUSIC21 = "music21"
+# CPU seconds one piece may take (most take 3-10): a few huge scores keep music21 busy for many minutes.
+# Process CPU time, not wall time, so a busy machine skips the same pieces as an idle one.
+PIECE_CPU_LIMIT_S = 90.0
+
+
+class PieceTooSlow(Exception):
+    """A piece took more than PIECE_CPU_LIMIT_S of CPU time to prepare."""
+
+
+@contextmanager
+def cpu_time_limit(seconds: float):
+    """Raise PieceTooSlow in this (main) thread once the process has used `seconds` more CPU time; elsewhere,
+    or where SIGVTALRM does not exist, run without a limit."""
+    if not hasattr(signal, "SIGVTALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise PieceTooSlow(f"more than {seconds:.0f} s of CPU time")
+
+    previous = signal.signal(signal.SIGVTALRM, stop)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
 
 # Corpus folders by musical kind; pieces are drawn from the kinds in turn, so a small corpus is already varied.
 # (Four-part vocal writing comes from "early": madrigals, motets, mass movements.)
@@ -205,7 +235,8 @@ def render_music21(out_dir: Path, max_pieces: int, seed: int = 0, soundfonts: li
             report["skipped"].append({"file": piece.id, "reason": f"encoding {licence['status']}: {licence['note']}"})
             continue
         try:
-            meta = _render_piece(piece, out_audio, licence, seed, soundfonts, fonts, max_render_s)
+            with cpu_time_limit(PIECE_CPU_LIMIT_S):
+                meta = _render_piece(piece, out_audio, licence, seed, soundfonts, fonts, max_render_s)
         except Exception as e:  # music21 raises many kinds on odd encodings; one bad score must not stop the corpus
             report["skipped"].append({"file": piece.id, "reason": f"{type(e).__name__}: {str(e)[:200]}"})
             continue
