@@ -8,7 +8,7 @@ Material:
     drums (noise-burst kick/snare/hats, straight and swung); "piano" made of decaying harmonic sines (bass, chords
     and a syncopated melody, straight and swung, and a 3/4 waltz). Beats, downbeats and onsets are the grid the
     events were placed on.
-  * music21 corpus pieces rendered with FluidSynth by `vampnet.train.corpus.render_music21` (random General MIDI
+  * music21 corpus pieces rendered with FluidSynth by `vampnet.corpus.music21_renders.render_music21` (random General MIDI
     instruments, one tempo per piece, beat times from the score). Skipped, with a note, when fluidsynth, a GM
     soundfont or music21 is missing.
 
@@ -152,7 +152,7 @@ def music21_set(n_pieces: int, seconds: float, cache: Path):
         import json
 
         from vampnet import audio
-        from vampnet.train.corpus import render_music21
+        from vampnet.corpus.music21_renders import render_music21
         report = render_music21(cache, n_pieces, seed=0, max_render_s=seconds, progress=False)
     except Exception as e:  # noqa: BLE001 - a missing tool only drops this material
         return [], f"{type(e).__name__}: {e}"

@@ -33,11 +33,12 @@ except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vampnet import audio
+from vampnet.audio import find_audio
 from vampnet.eval.metrics import mel_distance, si_sdr
 from vampnet.pipeline import Pipeline
 from vampnet.prompts import PromptConfig
 from vampnet.sampling import SamplingConfig
-from vampnet.train.data import find_audio, split_of
+from vampnet.splits import split_of
 
 PERIODS = (4, 8, 16, 32)
 

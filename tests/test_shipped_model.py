@@ -70,7 +70,7 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path):
 
     import numpy as np
 
-    from vampnet.train.data import split_of
+    from vampnet.splits import split_of
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -15,8 +15,9 @@ import torch
 
 from conftest import SET_A
 
+from vampnet.splits import split_of
 from vampnet.train.config import TrainConfig, load_config
-from vampnet.train.data import TokenDataset, TokenizeConfig, read_index, split_of, tokenize
+from vampnet.train.data import TokenDataset, TokenizeConfig, read_index, tokenize
 from vampnet.train.masked import noam_lr, train
 
 SR = 44100

@@ -16,6 +16,7 @@ from .serialization import atomic_path
 
 TARGET_LUFS = -24.0
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}  # what find_audio collects
 
 
 def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple[torch.Tensor, int]:
@@ -139,3 +140,17 @@ def duration(path) -> float:
     except Exception as e:
         raise AudioError(f"cannot read audio {path}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
     return info.frames / info.samplerate
+
+
+def find_audio(dirs) -> list[tuple[Path, str]]:
+    """(absolute path, path relative to its root) of every audio file under the given folders, sorted; the
+    relative path starts with the folder's own name ("corpus/wesnoth/a.ogg"), as train/validation splits use it."""
+    found = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise AudioError(f"audio folder not found: {d}")
+        for p in sorted(d.rglob("*")):
+            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
+                found.append((p, f"{d.name}/{p.relative_to(d).as_posix()}"))
+    return found

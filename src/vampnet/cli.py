@@ -542,22 +542,29 @@ def pack_tokens(
 def prepare_corpus(
     output: Path = typer.Argument(..., help="corpus folder (created, or resumed); keep it outside the repository"),
     source: List[str] = typer.Option([], "--source", help="a Debian package or 'music21' (repeatable; default: all)"),
-    music21_pieces: int = typer.Option(40, "--music21-pieces", min=0, help="music21 scores to render"),
+    music21_pieces: int = typer.Option(300, "--music21-pieces", min=0, help="music21 scores to render"),
     seed: int = typer.Option(0, help="chooses the scores, instruments, tempi and soundfonts"),
-    install: bool = typer.Option(False, "--install", help="apt-get install missing Debian packages (needs root)"),
+    install: bool = typer.Option(False, "--install", help="apt-get install missing tools: fluidsynth, soundfonts, "
+                                                          "ffmpeg (needs root)"),
+    package_cache: Optional[Path] = typer.Option(None, "--package-cache",
+                                                 help="where downloaded .deb files are kept (default ~/.cache/vampnet/debs)"),
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99,
                                        help="share of files for validation (pass the same to tokenize)"),
     max_render: float = typer.Option(180.0, "--max-render", min=1.0, help="longest render in seconds (cut at a bar line)"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Build the training corpus from free music only: Debian game music and music21 scores rendered with FluidSynth."""
-    from .train.corpus import DEFAULT_SOURCES, prepare_corpus as run_prepare
+    from .corpus import DEFAULT_SOURCES, prepare_corpus as run_prepare
 
     report = run_prepare(output, sources=tuple(source) or DEFAULT_SOURCES, max_music21_pieces=music21_pieces, seed=seed,
-                         install=install, val_fraction=val_fraction, max_render_s=max_render, progress=not quiet)
+                         install=install, val_fraction=val_fraction, max_render_s=max_render,
+                         package_cache=package_cache, progress=not quiet)
     for name, entry in report["sources"].items():
+        if entry.get("unavailable"):
+            typer.echo(f"{name}: left out: {entry['unavailable']}", err=True)
+            continue
         typer.echo(f"{name}: {entry['files']} files, {entry['hours']:.2f} h ({entry['val']['files']} for validation), "
-                   f"licence {entry['licence']['short']}", err=True)
+                   f"{len(entry.get('dropped', []))} dropped, licence {entry['licence']['short']}", err=True)
     typer.echo(f"total: {report['total']['files']} files, {report['total']['hours']:.2f} h; sources and licences in "
                f"{output / 'SOURCES.md'}", err=True)
 

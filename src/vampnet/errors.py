@@ -17,6 +17,10 @@ class OptionError(VampNetError, ValueError):
     """An option or argument has a value outside what it accepts."""
 
 
+class CorpusError(VampNetError):
+    """A corpus source is missing or cannot be fetched, or a tool it needs (dpkg, fluidsynth, a soundfont) is absent."""
+
+
 class CodesFileError(VampNetError):
     """A token file (codes .npz, compressed file) is missing, corrupt or inconsistent."""
 

@@ -87,16 +87,14 @@ EXPERIMENTS = ("sampling-steps", "gen-compression", "musical-sampling")
 # --- excerpts ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Excerpt:
-    source: str       # path relative to its data folder's parent (as training's find_audio names it)
+    source: str       # path relative to its data folder's parent (as audio.find_audio names it)
     start_s: float
 
 
 def select_excerpts(data_dirs, max_excerpts: int, seed: int = 0, excerpt_s: float = EXCERPT_S) -> list[Excerpt]:
     """Candidate excerpt positions, up to 4 x `max_excerpts`: every whole `excerpt_s` slot of every file, shuffled
     by `seed` (the same files and seed give the same list; the loudness check happens when the audio is read)."""
-    from ..train.data import find_audio
-
-    files = find_audio(data_dirs)
+    files = audio.find_audio(data_dirs)
     if not files:
         raise OptionError(f"no audio files in {', '.join(map(str, data_dirs))}")
     slots = []

@@ -32,12 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import audio
+from ..audio import AUDIO_EXTENSIONS, find_audio
 from ..codec import Codec, CodecConfig
 from ..errors import AudioError, CheckpointError, OptionError
 from ..serialization import read_checkpoint, save_safetensors, write_text_atomic
 from ..spectral import multiscale_mel_distance
+from ..splits import split_of
 from . import distributed
-from .data import AUDIO_EXTENSIONS, find_audio, split_of
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
 from .config import config_to_yaml, read_run_config

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from .. import audio
+from ..audio import find_audio
 from ..codec.bulk import BulkEncoder
 from ..errors import AudioError, OptionError, VampNetError
 from ..serialization import atomic_path
+from ..splits import SPLIT_SALT, VAL_FRACTION, split_of
 from .pack import read_pack, read_pack_meta, write_pack
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 INDEX_FIELDS = ["source", "split", "excerpt", "start_s", "frames", "loudness", "tokens_file", "offset"]
 
 
@@ -44,33 +45,14 @@ class TokenizeConfig:
     min_excerpt_s: float = 1.0       # shorter leftovers are dropped
     loudness_cutoff: float = -40.0   # excerpts quieter than this (LUFS) are skipped as silence
     target_lufs: float = -24.0       # loudness every excerpt is normalised to before encoding (as at inference)
-    val_fraction: float = 0.05       # share of source files that go to validation
-    split_salt: str = "vampnet"      # changes which files land in validation
+    val_fraction: float = VAL_FRACTION  # share of source files that go to validation
+    split_salt: str = SPLIT_SALT        # changes which files land in validation
 
     def __post_init__(self):
         if self.excerpt_s <= 0 or not 0 < self.min_excerpt_s <= self.excerpt_s:
             raise OptionError("excerpt lengths must be positive, with min_excerpt_s <= excerpt_s")
         if not 0 <= self.val_fraction < 1:
             raise OptionError("val_fraction must be in [0, 1)")
-
-
-def split_of(relpath: str, val_fraction: float, salt: str = "vampnet") -> str:
-    """'val' or 'train' for a file, from a hash of its relative path: stable across runs, machines and order."""
-    h = int.from_bytes(hashlib.sha1(f"{salt}/{relpath}".encode()).digest()[:8], "big") / 2**64
-    return "val" if h < val_fraction else "train"
-
-
-def find_audio(dirs) -> list[tuple[Path, str]]:
-    """(absolute path, path relative to its root) of every audio file under the given folders, sorted."""
-    found = []
-    for d in dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise AudioError(f"audio folder not found: {d}")
-        for p in sorted(d.rglob("*")):
-            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
-                found.append((p, f"{d.name}/{p.relative_to(d).as_posix()}"))
-    return found
 
 
 def read_index(folder) -> list[dict]:
