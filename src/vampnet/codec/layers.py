@@ -1,4 +1,4 @@
-"""The codec's building blocks: Snake activation and weight-normalised (transposed) 1-D convolutions.
+"""The codec's building blocks: Snake activation, weight-normalised (transposed) 1-D convolutions, embeddings.
 
 Weight normalisation keeps the official parameter names `weight_g`/`weight_v` (legacy torch weight_norm) and
 evaluates W = g * v / ||v|| with `torch._weight_norm`, the same kernel the original calls, so results are exact."""
@@ -26,6 +26,21 @@ class Snake(nn.Module):
         return y.mul_(y).mul_((self.alpha + 1e-9).reciprocal()).add_(x)
 
 
+# A model built on the meta device (to be loaded: no initialisation, no memory) must not run the meta kernels that
+# torch implements in Python (normal_, norm, div, ...): the first one imports torch._dynamo and sympy, about a
+# second of a command's start-up. These helpers initialise as torch does, and skip it on the meta device.
+
+def randn(*shape: int) -> torch.Tensor:
+    """torch.randn(*shape) (the same draws), uninitialised on the meta device."""
+    t = torch.empty(shape)
+    return t if t.is_meta else t.normal_()
+
+
+def embedding(num: int, dim: int) -> nn.Embedding:
+    """nn.Embedding with its usual N(0, 1) initialisation, uninitialised on the meta device."""
+    return nn.Embedding(num, dim, _weight=randn(num, dim))
+
+
 class _WeightNormed(nn.Module):
     """Holds `weight_g` (norm per output slice of dim 0) and `weight_v` (direction) and combines them."""
 
@@ -33,7 +48,10 @@ class _WeightNormed(nn.Module):
         v = torch.empty(shape)
         nn.init.kaiming_uniform_(v, a=math.sqrt(5))
         self.weight_v = nn.Parameter(v)
-        self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, *([1] * (len(shape) - 1))).clone())
+        g_shape = (shape[0],) + (1,) * (len(shape) - 1)
+        # (the norm is skipped on the meta device: see `randn`)
+        g = torch.empty(g_shape) if v.is_meta else v.flatten(1).norm(dim=1).view(g_shape).clone()
+        self.weight_g = nn.Parameter(g)
 
     def weight(self) -> torch.Tensor:
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
