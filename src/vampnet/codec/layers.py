@@ -19,11 +19,13 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, N), or (B, C, 1, N) in the decoder's inference layout."""
+        alpha = self.alpha if x.dim() == 3 else self.alpha.unsqueeze(-1)
         if torch.is_grad_enabled():
-            return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+            return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
         # inference: the same operations in the same order (bit-identical), without three temporaries
-        y = torch.mul(self.alpha, x).sin_()
-        return y.mul_(y).mul_((self.alpha + 1e-9).reciprocal()).add_(x)
+        y = torch.mul(alpha, x).sin_()
+        return y.mul_(y).mul_((alpha + 1e-9).reciprocal()).add_(x)
 
 
 # A model built on the meta device (to be loaded: no initialisation, no memory) must not run the meta kernels that
@@ -54,7 +56,28 @@ class _WeightNormed(nn.Module):
         self.weight_g = nn.Parameter(g)
 
     def weight(self) -> torch.Tensor:
-        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+        if torch.is_grad_enabled():
+            return torch._weight_norm(self.weight_v, self.weight_g, 0)
+        # inference: computed once and reused while the parameters stay the same tensors with the same contents
+        # (a load, a cast or an optimiser step changes their storage or version); the same kernel, so the same values
+        v, g = self.weight_v, self.weight_g
+        if v.is_inference() or g.is_inference():  # (made under inference_mode: no version counter to watch)
+            return torch._weight_norm(v, g, 0)
+        key = (v.data_ptr(), g.data_ptr(), v._version, g._version, v.dtype, v.device)
+        cached = getattr(self, "_cached_weight", None)
+        if cached is None or cached[0] != key:
+            cached = (key, torch._weight_norm(v, g, 0), {})
+            self._cached_weight = cached
+        return cached[1]
+
+    def weight_2d(self) -> torch.Tensor:
+        """The weight as a (.., .., 1, kernel) 2-D kernel in channels-last layout (the decoder's inference layout),
+        cached with `weight`."""
+        weight = self.weight()
+        layouts = self._cached_weight[2]
+        if "2d" not in layouts:
+            layouts["2d"] = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return layouts["2d"]
 
 
 class WNConv1d(_WeightNormed):
@@ -67,6 +90,9 @@ class WNConv1d(_WeightNormed):
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
     def forward(self, x):
+        """x (B, C, N), or (B, C, 1, N) channels-last (the decoder's inference layout)."""
+        if x.dim() == 4:
+            return F.conv2d(x, self.weight_2d(), self.bias, (1, self.stride), (0, self.padding), (1, self.dilation))
         return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
 
 
@@ -80,4 +106,7 @@ class WNConvTranspose1d(_WeightNormed):
         self.stride, self.padding = stride, padding
 
     def forward(self, x):
+        """x (B, C, N), or (B, C, 1, N) channels-last (the decoder's inference layout)."""
+        if x.dim() == 4:
+            return F.conv_transpose2d(x, self.weight_2d(), self.bias, (1, self.stride), (0, self.padding))
         return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding)
