@@ -43,6 +43,20 @@ def embedding(num: int, dim: int) -> nn.Embedding:
     return nn.Embedding(num, dim, _weight=randn(num, dim))
 
 
+def weight_norm(module: nn.Module, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """W = g * v / ||v|| (norms over all dimensions but the first) with `torch._weight_norm`. In inference (no
+    gradients) it is computed once and kept on `module` while v and g stay the same tensors with the same contents
+    (a load, a cast or an optimiser step changes their storage or version): the same kernel, so the same values."""
+    if torch.is_grad_enabled() or v.is_inference() or g.is_inference():  # (inference tensors have no version)
+        return torch._weight_norm(v, g, 0)
+    key = (v.data_ptr(), g.data_ptr(), v._version, g._version, v.dtype, v.device)
+    cached = getattr(module, "_cached_weight", None)
+    if cached is None or cached[0] != key:
+        cached = (key, torch._weight_norm(v, g, 0), {})  # the dict keeps other layouts of the same weight
+        module._cached_weight = cached
+    return cached[1]
+
+
 class _WeightNormed(nn.Module):
     """Holds `weight_g` (norm per output slice of dim 0) and `weight_v` (direction) and combines them."""
 
@@ -56,28 +70,18 @@ class _WeightNormed(nn.Module):
         self.weight_g = nn.Parameter(g)
 
     def weight(self) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return torch._weight_norm(self.weight_v, self.weight_g, 0)
-        # inference: computed once and reused while the parameters stay the same tensors with the same contents
-        # (a load, a cast or an optimiser step changes their storage or version); the same kernel, so the same values
-        v, g = self.weight_v, self.weight_g
-        if v.is_inference() or g.is_inference():  # (made under inference_mode: no version counter to watch)
-            return torch._weight_norm(v, g, 0)
-        key = (v.data_ptr(), g.data_ptr(), v._version, g._version, v.dtype, v.device)
-        cached = getattr(self, "_cached_weight", None)
-        if cached is None or cached[0] != key:
-            cached = (key, torch._weight_norm(v, g, 0), {})
-            self._cached_weight = cached
-        return cached[1]
+        return weight_norm(self, self.weight_v, self.weight_g)
 
     def weight_2d(self) -> torch.Tensor:
         """The weight as a (.., .., 1, kernel) 2-D kernel in channels-last layout (the decoder's inference layout),
         cached with `weight`."""
         weight = self.weight()
-        layouts = self._cached_weight[2]
-        if "2d" not in layouts:
-            layouts["2d"] = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        return layouts["2d"]
+        cached = getattr(self, "_cached_weight", None)
+        if cached is None or cached[1] is not weight:  # not cached (gradients on)
+            return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        if "2d" not in cached[2]:
+            cached[2]["2d"] = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return cached[2]["2d"]
 
 
 class WNConv1d(_WeightNormed):

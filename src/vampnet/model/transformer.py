@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..codec.layers import embedding, randn
+from ..codec.layers import embedding, randn, weight_norm
 from ..errors import CheckpointError, OptionError
 from ..serialization import load_state_strict, read_checkpoint, save_safetensors
 
@@ -219,7 +219,7 @@ class WeightNormLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim_out))
 
     def weight(self):
-        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+        return weight_norm(self, self.weight_v, self.weight_g)  # computed once per parameter state in inference
 
     def forward(self, x):
         return F.linear(x, self.weight(), self.bias)
