@@ -43,3 +43,24 @@ def test_core_benchmark_runs_quick(tmp_path):
     res = json.loads((tmp_path / "raw.json").read_text())
     assert res["roundtrip"]["codec_codes_equal"] and res["roundtrip"]["coarse_max_abs_diff"] == 0
     assert res["output_finite"]
+
+
+@pytest.mark.slow
+def test_small_budget_benchmark_times_both_models_the_command_and_candidates(tmp_path):
+    raw, report = tmp_path / "raw.json", tmp_path / "report.md"
+    done = subprocess.run([sys.executable, str(BENCH / "bench_small.py"), "--quick", "--silent", "--json", str(raw),
+                           "--output", str(report)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(raw.read_text())
+    assert list(res["vamp"]) == ["shipped", "v2 (random weights)"]
+    for r in res["vamp"].values():
+        b = r["best"]
+        assert all(b[k] > 0 for k in ("encode", "coarse", "c2f", "decode"))
+        assert b["total"] >= b["coarse"] + b["c2f"] and b["total"] == min(r["totals"])
+    for r in res["cli"]["models"].values():
+        assert r["command"] > r["imports"] > 0 and r["load"] > 0
+    kinds = [(r["kind"], r["layers"], r["width"], r["heads"]) for r in res["candidates"]["rows"]]
+    assert kinds == [("coarse", 1, 64, 2), ("coarse", 1, 64, 1), ("c2f", 1, 64, 2), ("c2f", 1, 64, 1)]
+    assert all(r["s"] > 0 and r["gflop"] > 0 and r["params_m"] > 0 for r in res["candidates"]["rows"])
+    text = report.read_text()
+    assert "Whole 1 s vamp" in text and "The command as a whole" in text and "Candidate architectures" in text

@@ -112,3 +112,34 @@ def test_chunked_encode_and_decode_equal_whole_signal_processing(set_a, chunk):
         assert codes.shape[-1] > chunk + 2 * whole.config.encoder_context_frames()  # the chunked path really runs
         assert torch.equal(chunked.encode(wav), codes)
         assert (whole.decode(codes) - chunked.decode(codes)).abs().max() < 1e-5
+
+
+def test_inference_decode_layout_matches_the_training_layout_to_float_rounding():
+    """Inference runs the decoder channels-last on (B, C, 1, N) with cached weights; with gradients on it runs the
+    plain (B, C, N) layout. Both give the same audio to float rounding (the convolution algorithm differs)."""
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(encoder_dim=4, encoder_rates=(2, 4), decoder_dim=32, decoder_rates=(4, 2), n_codebooks=3,
+                              codebook_size=16, codebook_dim=4, sample_rate=8000)).eval()
+    codes = torch.randint(0, 16, (2, 3, 25))
+    reference = codec.decode(codes.clone()).detach()  # grad enabled: the training layout
+    with torch.inference_mode():
+        fast = codec.decode(codes)
+    assert fast.shape == reference.shape == (2, 1, 25 * 8) and fast.is_contiguous()
+    assert (fast - reference).abs().max() < 1e-5 * reference.abs().max()
+
+
+def test_cached_inference_weights_follow_changed_parameters():
+    """The weight-normalised weight is computed once per parameter state in inference; an in-place change of the
+    parameters (an optimiser step, a load) is seen by the next inference."""
+    from vampnet.codec.layers import WNConv1d
+
+    conv = WNConv1d(3, 5, 3, padding=1)
+    x = torch.randn(1, 3, 10)
+    with torch.no_grad():
+        first = conv(x)
+        assert torch.equal(conv(x), first)
+        conv.weight_g.mul_(2)
+        assert torch.allclose(conv(x) - conv.bias[:, None], 2 * (first - conv.bias[:, None]), atol=1e-6)
+        conv.load_state_dict({**conv.state_dict(), "weight_v": torch.randn(5, 3, 3)})
+        expected = torch.nn.functional.conv1d(x, torch._weight_norm(conv.weight_v, conv.weight_g, 0), conv.bias, padding=1)
+        assert torch.equal(conv(x), expected)

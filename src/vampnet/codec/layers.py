@@ -1,4 +1,4 @@
-"""The codec's building blocks: Snake activation and weight-normalised (transposed) 1-D convolutions.
+"""The codec's building blocks: Snake activation, weight-normalised (transposed) 1-D convolutions, embeddings.
 
 Weight normalisation keeps the official parameter names `weight_g`/`weight_v` (legacy torch weight_norm) and
 evaluates W = g * v / ||v|| with `torch._weight_norm`, the same kernel the original calls, so results are exact."""
@@ -19,11 +19,42 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, N), or (B, C, 1, N) in the decoder's inference layout."""
+        alpha = self.alpha if x.dim() == 3 else self.alpha.unsqueeze(-1)
         if torch.is_grad_enabled():
-            return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+            return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
         # inference: the same operations in the same order (bit-identical), without three temporaries
-        y = torch.mul(self.alpha, x).sin_()
-        return y.mul_(y).mul_((self.alpha + 1e-9).reciprocal()).add_(x)
+        y = torch.mul(alpha, x).sin_()
+        return y.mul_(y).mul_((alpha + 1e-9).reciprocal()).add_(x)
+
+
+# A model built on the meta device (to be loaded: no initialisation, no memory) must not run the meta kernels that
+# torch implements in Python (normal_, norm, div, ...): the first one imports torch._dynamo and sympy, about a
+# second of a command's start-up. These helpers initialise as torch does, and skip it on the meta device.
+
+def randn(*shape: int) -> torch.Tensor:
+    """torch.randn(*shape) (the same draws), uninitialised on the meta device."""
+    t = torch.empty(shape)
+    return t if t.is_meta else t.normal_()
+
+
+def embedding(num: int, dim: int) -> nn.Embedding:
+    """nn.Embedding with its usual N(0, 1) initialisation, uninitialised on the meta device."""
+    return nn.Embedding(num, dim, _weight=randn(num, dim))
+
+
+def weight_norm(module: nn.Module, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """W = g * v / ||v|| (norms over all dimensions but the first) with `torch._weight_norm`. In inference (no
+    gradients) it is computed once and kept on `module` while v and g stay the same tensors with the same contents
+    (a load, a cast or an optimiser step changes their storage or version): the same kernel, so the same values."""
+    if torch.is_grad_enabled() or v.is_inference() or g.is_inference():  # (inference tensors have no version)
+        return torch._weight_norm(v, g, 0)
+    key = (v.data_ptr(), g.data_ptr(), v._version, g._version, v.dtype, v.device)
+    cached = getattr(module, "_cached_weight", None)
+    if cached is None or cached[0] != key:
+        cached = (key, torch._weight_norm(v, g, 0), {})  # the dict keeps other layouts of the same weight
+        module._cached_weight = cached
+    return cached[1]
 
 
 class _WeightNormed(nn.Module):
@@ -33,10 +64,24 @@ class _WeightNormed(nn.Module):
         v = torch.empty(shape)
         nn.init.kaiming_uniform_(v, a=math.sqrt(5))
         self.weight_v = nn.Parameter(v)
-        self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, *([1] * (len(shape) - 1))).clone())
+        g_shape = (shape[0],) + (1,) * (len(shape) - 1)
+        # (the norm is skipped on the meta device: see `randn`)
+        g = torch.empty(g_shape) if v.is_meta else v.flatten(1).norm(dim=1).view(g_shape).clone()
+        self.weight_g = nn.Parameter(g)
 
     def weight(self) -> torch.Tensor:
-        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+        return weight_norm(self, self.weight_v, self.weight_g)
+
+    def weight_2d(self) -> torch.Tensor:
+        """The weight as a (.., .., 1, kernel) 2-D kernel in channels-last layout (the decoder's inference layout),
+        cached with `weight`."""
+        weight = self.weight()
+        cached = getattr(self, "_cached_weight", None)
+        if cached is None or cached[1] is not weight:  # not cached (gradients on)
+            return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        if "2d" not in cached[2]:
+            cached[2]["2d"] = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return cached[2]["2d"]
 
 
 class WNConv1d(_WeightNormed):
@@ -49,6 +94,9 @@ class WNConv1d(_WeightNormed):
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
     def forward(self, x):
+        """x (B, C, N), or (B, C, 1, N) channels-last (the decoder's inference layout)."""
+        if x.dim() == 4:
+            return F.conv2d(x, self.weight_2d(), self.bias, (1, self.stride), (0, self.padding), (1, self.dilation))
         return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
 
 
@@ -62,4 +110,7 @@ class WNConvTranspose1d(_WeightNormed):
         self.stride, self.padding = stride, padding
 
     def forward(self, x):
+        """x (B, C, N), or (B, C, 1, N) channels-last (the decoder's inference layout)."""
+        if x.dim() == 4:
+            return F.conv_transpose2d(x, self.weight_2d(), self.bias, (1, self.stride), (0, self.padding))
         return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding)

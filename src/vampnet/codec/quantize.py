@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import WNConv1d
+from .layers import WNConv1d, embedding
 
 
 class VectorQuantizer(nn.Module):
@@ -16,7 +16,7 @@ class VectorQuantizer(nn.Module):
         super().__init__()
         self.in_proj = WNConv1d(input_dim, codebook_dim, 1)
         self.out_proj = WNConv1d(codebook_dim, input_dim, 1)
-        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+        self.codebook = embedding(codebook_size, codebook_dim)
 
     def nearest_codes(self, z_e: torch.Tensor) -> torch.Tensor:
         """z_e (B, L, T) -> codes (B, T): argmin of squared distance between L2-normalised vectors."""

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..codec.layers import embedding, randn, weight_norm
 from ..errors import CheckpointError, OptionError
 from ..serialization import load_state_strict, read_checkpoint, save_safetensors
 
@@ -105,7 +106,7 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, n_heads: int, num_buckets: int, max_distance: int):
         super().__init__()
-        self.table = nn.Embedding(num_buckets, n_heads)
+        self.table = embedding(num_buckets, n_heads)
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self._cache: dict = {}
 
@@ -191,7 +192,7 @@ class CodebookEmbedding(nn.Module):
         super().__init__()
         K, V, L = cfg.n_codebooks, cfg.vocab_size, cfg.latent_dim
         self.register_buffer("codebooks", torch.zeros(K, V, L))  # frozen copy of the codec's codebooks
-        self.mask_latent = nn.Parameter(torch.randn(K, L))
+        self.mask_latent = nn.Parameter(randn(K, L))
         self.proj = nn.Linear(K * L, cfg.embedding_dim)
 
     def latents(self, codes):
@@ -210,12 +211,15 @@ class WeightNormLinear(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
-        self.weight_v = nn.Parameter(torch.randn(dim_out, dim_in) / math.sqrt(dim_in))
-        self.weight_g = nn.Parameter(self.weight_v.detach().norm(dim=1, keepdim=True).clone())
+        v = randn(dim_out, dim_in)
+        if not v.is_meta:  # (no arithmetic on the meta device: see codec.layers.randn)
+            v = v / math.sqrt(dim_in)
+        self.weight_v = nn.Parameter(v)
+        self.weight_g = nn.Parameter(torch.empty(dim_out, 1) if v.is_meta else v.norm(dim=1, keepdim=True).clone())
         self.bias = nn.Parameter(torch.zeros(dim_out))
 
     def weight(self):
-        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+        return weight_norm(self, self.weight_v, self.weight_g)  # computed once per parameter state in inference
 
     def forward(self, x):
         return F.linear(x, self.weight(), self.bias)
