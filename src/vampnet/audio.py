@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import AudioError
+from .errors import AudioError, first_line
 from .serialization import atomic_path
 
 TARGET_LUFS = -24.0
@@ -35,7 +35,7 @@ def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple
         start = max(0, int(offset_s * info.samplerate))
         data, sr = sf.read(str(path), frames=frames, start=start, dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile reports every failure as a RuntimeError/LibsndfileError with a message
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        reason = first_line(e, last=True)
         raise AudioError(f"cannot read audio {path}: {reason}") from None
     if data.shape[0] == 0:
         raise AudioError(f"audio file has no samples: {path}")
@@ -204,7 +204,7 @@ def duration(path) -> float:
     try:
         info = sf.info(os.fspath(path))
     except Exception as e:
-        raise AudioError(f"cannot read audio {path}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+        raise AudioError(f"cannot read audio {path}: {first_line(e, last=True)}") from None
     return info.frames / info.samplerate
 
 

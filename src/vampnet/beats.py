@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import audio
-from .errors import AudioError, CheckpointError, OptionError, VampNetError
+from .errors import AudioError, CheckpointError, OptionError, VampNetError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def _import_madmom():
         if getattr(madmom, "distribution", original) is not original:
             madmom.distribution = original   # madmom bound the alias as a module global: leave no trace of it
     except Exception as e:  # noqa: BLE001 - any import failure becomes one typed, one-line error
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = first_line(e)
         raise TrackerError(f"madmom is installed but does not import ({type(e).__name__}: {reason})") from None
     return madmom
 
@@ -359,7 +359,7 @@ def _import_librosa():
         import librosa.beat
         import librosa.onset
     except Exception as e:  # noqa: BLE001
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = first_line(e)
         raise TrackerError(f"librosa is installed but does not import ({type(e).__name__}: {reason})") from None
     return librosa
 
@@ -399,7 +399,7 @@ def _tracker_errors(name: str):
     except VampNetError:
         raise
     except Exception as e:  # noqa: BLE001 - a failure inside a third-party tracker: one typed line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = first_line(e)
         raise TrackerError(f"the {name} tracker failed on this signal ({type(e).__name__}: {reason})") from None
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .codec import Codec, CodecConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .model import MaskedTransformer, TransformerConfig
 from .model.official import official_keys
 from .serialization import LoadedCheckpoint, key_problems, read_checkpoint
@@ -114,7 +114,7 @@ def describe(path) -> dict:
     try:
         expected = _expected_keys(ckpt, kind)
     except (CheckpointError, TypeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(f"{path}: its {kind} configuration is unusable: {first}") from None
     if expected is not None:
         problems = key_problems(expected, ckpt.state_dict)
@@ -139,5 +139,5 @@ def download_official(dest, repo_id: str = OFFICIAL_REPO, revision: str | None =
         try:
             out[part] = Path(hf_hub_download(repo_id=repo_id, filename=names[part], revision=revision, local_dir=dest))
         except Exception as e:
-            raise CheckpointError(f"download of {names[part]} from {repo_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise CheckpointError(f"download of {names[part]} from {repo_id} failed: {first_line(e)}") from None
     return out

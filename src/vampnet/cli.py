@@ -494,7 +494,7 @@ def tokenize(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
-    from .errors import OptionError
+    from .errors import OptionError, first_line
     from .train.data import TokenizeConfig, tokenize as run_tokenize
 
     from .checkpoints import find_model_files
@@ -510,7 +510,7 @@ def tokenize(
     try:
         pipeline.codec.to(device)
     except (RuntimeError, AssertionError) as e:
-        raise OptionError(f"device {device!r} is not usable here: {str(e).splitlines()[0]}") from None
+        raise OptionError(f"device {device!r} is not usable here: {first_line(e)}") from None
     stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()),
                          batch_size=batch_size, progress=not quiet)
     typer.echo(json.dumps(stats), err=True)

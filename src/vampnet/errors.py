@@ -27,3 +27,12 @@ class CodesFileError(VampNetError):
 
 class Cancelled(VampNetError):
     """A running job was stopped on request (HARP's cancel, the OSC bridge's stop or a newer loop)."""
+
+
+def first_line(error: BaseException, last: bool = False) -> str:
+    """The first (or `last`) non-empty line of an exception's message, else its type's name: other libraries'
+    multi-line messages, cut to what fits a one-line error."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return (lines[-1] if last else lines[0]).strip()

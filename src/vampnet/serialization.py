@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 FORMAT_NAME = "vampnet"
 FORMAT_VERSION = 1
@@ -152,7 +152,7 @@ def _read_official(path: Path) -> LoadedCheckpoint:
         # weights_only refuses anything but tensors and plain containers: such a file would run code when loaded
         raise CheckpointError(f"{path} holds Python objects, not plain weights; refusing to load it") from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         metadata = obj.get("metadata") or {}

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import audio as audio_io
-from ..errors import CheckpointError, OptionError
+from ..errors import CheckpointError, OptionError, first_line
 
 CREPE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "crepe" / "tiny.safetensors"
 EMBEDDINGS = ("crepe", "vggish")
@@ -202,7 +202,7 @@ class VGGishEmbedding:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state)
         except Exception as e:  # noqa: BLE001  (any unreadable or mismatched file is the user's to fix)
-            raise CheckpointError(f"{weights} is not a VGGish weights file: {str(e).splitlines()[0]}") from None
+            raise CheckpointError(f"{weights} is not a VGGish weights file: {first_line(e)}") from None
         self.pca = None
         if pca:
             params = torch.load(pca, map_location="cpu", weights_only=True)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..errors import OptionError
+from ..errors import OptionError, first_line
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **default
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise OptionError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise OptionError(f"{path} is not valid YAML: {first_line(e)}") from None
         if not isinstance(loaded, dict):
             raise OptionError(f"{path} must hold a mapping of option: value")
         values.update(loaded)
