@@ -148,7 +148,11 @@ def _read_official(path: Path) -> LoadedCheckpoint:
             if "mmap" not in str(e):
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) files
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        # torch names the Python object (a "global") it refused; any other unpickling failure is a file that is
+        # no pickle at all (junk, truncated)
+        if "global" not in str(e).lower():
+            raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch or safetensors file") from None
         # weights_only refuses anything but tensors and plain containers: such a file would run code when loaded
         raise CheckpointError(f"{path} holds Python objects, not plain weights; refusing to load it") from None
     except Exception as e:
