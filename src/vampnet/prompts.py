@@ -137,11 +137,15 @@ def linear_random(like, r, generator: torch.Generator | None = None) -> torch.Te
     return torch.rand(B, K, T, generator=generator) < r
 
 
+def mask_schedule(r: torch.Tensor) -> torch.Tensor:
+    """gamma(r) = cos(pi r / 2) clamped to [1e-10, 1]: the fraction of tokens still masked at progress r, both in
+    training masks and after each pass of the sampler."""
+    return torch.cos(r * math.pi / 2).clamp(1e-10, 1.0)
+
+
 def training_mask(like, r, n_conditioning: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
     """The training-time mask: per item, each token is generated with probability cos(pi r / 2) (SPEC §5),
     conditioning codebooks always kept."""
-    from .sampling import mask_schedule  # the same schedule the sampler follows
-
     r = torch.as_tensor(r, dtype=torch.float32).reshape(-1)
     return codebook_unmask(linear_random(like, mask_schedule(r), generator), n_conditioning)
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .errors import OptionError
+from .prompts import mask_schedule
 
 
 DRAWS = ("fast", "original")
@@ -62,11 +63,6 @@ class SamplingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def mask_schedule(r: torch.Tensor) -> torch.Tensor:
-    """gamma(r) = cos(pi r / 2) clamped to [1e-10, 1]: the fraction of tokens still masked after progress r."""
-    return torch.cos(r * math.pi / 2).clamp(1e-10, 1.0)
 
 
 def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
