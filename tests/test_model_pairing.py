@@ -14,7 +14,8 @@ from vampnet import Codec, MaskedTransformer, Pipeline
 from vampnet.codec import CodecConfig
 from vampnet.errors import CheckpointError
 from vampnet.model.transformer import TransformerConfig
-from vampnet.pipeline import DEFAULT_C2F_SAMPLING, seeded_generator
+from vampnet.pipeline import DEFAULT_C2F_SAMPLING
+from vampnet.sampling import seeded_generator
 from vampnet.sampling import generate_with_config
 
 

@@ -17,9 +17,9 @@ import torch
 
 from . import audio
 from .errors import CodesFileError, OptionError
-from .pipeline import Pipeline, Progress, VampResult, new_seed, seeded_generator
+from .pipeline import Pipeline, Progress, VampResult, new_seed
 from .prompts import PromptConfig, periodic, seconds_to_frames, time_ranges
-from .sampling import SamplingConfig
+from .sampling import SamplingConfig, seeded_generator
 from .serialization import atomic_path
 
 PRESETS = {

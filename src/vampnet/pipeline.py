@@ -17,7 +17,7 @@ from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
 from .model.lora import load_adapter
 from .prompts import PromptConfig, seconds_to_frames
-from .sampling import SamplingConfig, generate_with_config
+from .sampling import SamplingConfig, generate_with_config, seeded_generator
 from .tokens import load_codes, save_codes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -299,16 +299,6 @@ class Pipeline:
 def new_seed() -> int:
     """A fresh random seed, reported with results so any of them can be reproduced."""
     return int(torch.randint(0, 2**31 - 1, (1,)).item())
-
-
-def seeded_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator seeded with `seed` (or randomly when None)."""
-    g = torch.Generator()
-    if seed is None:
-        g.seed()
-    else:
-        g.manual_seed(int(seed))
-    return g
 
 
 def window_starts(T: int, W: int, O: int) -> list[int]:

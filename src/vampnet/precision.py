@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import torch
 
+from .codec.model import DecoderBlock
 from .errors import OptionError
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -54,7 +55,7 @@ def apply_to_codec(codec, precision: str, device: torch.device):
     codec.decoder.to(dtype)
     if dtype != torch.float32:
         layers = list(codec.decoder.model)
-        blocks = [i for i, m in enumerate(layers) if type(m).__name__ == "DecoderBlock"]
+        blocks = [i for i, m in enumerate(layers) if isinstance(m, DecoderBlock)]
         tail = layers[blocks[-1]:] if blocks else layers[-3:]
         for m in tail:
             m.to(torch.float32)

@@ -115,6 +115,16 @@ def generate(model, codes: torch.Tensor, mask: torch.Tensor, *, steps: int = 36,
     return generate_with_config(model, codes, mask, cfg, seed=seed, generator=generator, progress=progress)
 
 
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with `seed` (or randomly when None): all of a job's randomness comes from it."""
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
 def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None):
     """`generate` with the options gathered in a SamplingConfig (what the pipeline calls)."""
     codes, mask = _check_inputs(model, codes, mask)
@@ -125,11 +135,7 @@ def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, 
     param = next(model.parameters())
     device = param.device
     if generator is None:
-        generator = torch.Generator(device="cpu")
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(seed))
+        generator = seeded_generator(seed)
     was_training = model.training
     model.eval()
     try:

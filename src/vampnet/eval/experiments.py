@@ -24,9 +24,10 @@ import torch
 
 from .. import audio, prompts
 from ..errors import OptionError
-from ..pipeline import Pipeline, seeded_generator
-from ..sampling import SamplingConfig
+from ..pipeline import Pipeline
+from ..sampling import SamplingConfig, seeded_generator
 from ..serialization import atomic_path
+from .opus import opus_roundtrip
 
 EXCERPT_S = 10.0
 BASELINE = "baseline"
@@ -116,16 +117,20 @@ def _generate(pipeline: Pipeline, codes, mask, seed: int, sampling: SamplingConf
     return pipeline.generate(codes, mask, sampling, generator=generator, coarse_only=not c2f)
 
 
-def render_condition(pipeline: Pipeline, cond: Condition, x: torch.Tensor, codes: torch.Tensor, seed: int) -> torch.Tensor:
-    """(1, 1, N) output of `cond` for the preprocessed excerpt x (codec rate, -24 LUFS) and its codes; Opus
-    conditions return (output, real bitrate in kbit/s)."""
+def render_condition(pipeline: Pipeline, cond: Condition, x: torch.Tensor, codes: torch.Tensor,
+                     seed: int) -> tuple[torch.Tensor, float | None]:
+    """The (1, 1, N) output of `cond` for the preprocessed excerpt x (codec rate, -24 LUFS) and its codes, with the
+    measured bitrate in kbit/s for Opus conditions (None for the others)."""
+    if cond.kind == "opus":
+        return opus_roundtrip(x, pipeline.sample_rate, cond.params["kbps"])
+    return _render_tokens(pipeline, cond, x, codes, seed), None
+
+
+def _render_tokens(pipeline: Pipeline, cond: Condition, x: torch.Tensor, codes: torch.Tensor, seed: int) -> torch.Tensor:
+    """The conditions made from tokens: reconstruction, generation with a prompt, token noise."""
     n = x.shape[-1]
     if cond.kind == "reconstructed":
         return pipeline.decode(codes, n)
-    if cond.kind == "opus":
-        from .opus import opus_roundtrip
-
-        return opus_roundtrip(x, pipeline.sample_rate, cond.params["kbps"])  # (audio, real kbit/s)
     if cond.kind == "coarse2fine":
         mask = prompts.full(codes)
         mask[:, : pipeline.coarse.n_codebooks] = False
@@ -214,9 +219,8 @@ def run(pipeline: Pipeline, data_dirs, experiment: str, out, *, max_excerpts: in
         bar.update(1 + len(conds) - len(todo))
         codes = pipeline.encode(x)
         for c in todo:
-            y = render_condition(pipeline, c, x, codes, seed=seed * 1_000_003 + i)
-            if c.kind == "opus":
-                y, real_kbps = y
+            y, real_kbps = render_condition(pipeline, c, x, codes, seed=seed * 1_000_003 + i)
+            if real_kbps is not None:
                 _record_bitrate(out / c.name / "bitrates.json", name, real_kbps)
             audio.save(out / c.name / name, y[..., : x.shape[-1]], pipeline.sample_rate)
             written += 1
