@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,10 @@ def models_home(tiny_models, monkeypatch):
     """$VAMPNET_HOME pointing at the folder whose models/ holds the fine-tuned 'mine'."""
     monkeypatch.setenv("VAMPNET_HOME", str(tiny_models["home"]))
     return tiny_models
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for test servers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

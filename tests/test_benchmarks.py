@@ -12,13 +12,18 @@ from conftest import ROOT
 BENCH = ROOT / "benchmarks"
 
 
-@pytest.mark.slow
-def test_speed_benchmark_reports_every_part_for_every_precision(tmp_path):
+def run_quick(script: str, tmp_path):
+    """Run a benchmark script with --quick; returns its JSON results and the path of its markdown report."""
     raw, report = tmp_path / "raw.json", tmp_path / "report.md"
-    done = subprocess.run([sys.executable, str(BENCH / "bench_speed.py"), "--quick", "--silent", "--json", str(raw),
+    done = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--silent", "--json", str(raw),
                            "--output", str(report)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    res = json.loads(raw.read_text())
+    return json.loads(raw.read_text()), report
+
+
+@pytest.mark.slow
+def test_speed_benchmark_reports_every_part_for_every_precision(tmp_path):
+    res, report = run_quick("bench_speed.py", tmp_path)
     assert [r["precision"] for r in res["full"]] == ["fp32", "bf16", "int8"]
     for r in res["full"]:
         stages = r["stages"]
@@ -47,11 +52,7 @@ def test_core_benchmark_runs_quick(tmp_path):
 
 @pytest.mark.slow
 def test_small_budget_benchmark_times_both_models_the_command_and_candidates(tmp_path):
-    raw, report = tmp_path / "raw.json", tmp_path / "report.md"
-    done = subprocess.run([sys.executable, str(BENCH / "bench_small.py"), "--quick", "--silent", "--json", str(raw),
-                           "--output", str(report)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    res = json.loads(raw.read_text())
+    res, report = run_quick("bench_small.py", tmp_path)
     assert list(res["vamp"]) == ["shipped", "v2 (random weights)"]
     for r in res["vamp"].values():
         b = r["best"]

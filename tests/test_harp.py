@@ -5,7 +5,6 @@ HARP endpoint (`vampnet ui --harp`'s app) on a tiny model, bound to 127.0.0.1.""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import sine_mix
+from conftest import free_port, sine_mix
 from vampnet.harp import CONTROLS, add_endpoint, regenerated_spans
 from vampnet.ui import Settings, Studio, build_app
 
@@ -99,18 +98,12 @@ def _file(path: str) -> dict:
 
 # --- the server ----------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_pipeline):
     studio = Studio(pipeline=tiny_pipeline, max_seconds=10)
     app = build_app(studio, extensions=[add_endpoint])
     app.queue(default_concurrency_limit=1)
-    port = _free_port()
+    port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}", studio

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT, sine_mix
+from conftest import ROOT, free_port, sine_mix
 from vampnet import AudioError, OptionError
 from vampnet.ui import MAX_VARIATIONS, MODES, Settings, Studio, parse_ranges
 
@@ -108,16 +108,10 @@ def test_gradio_errors_are_messages_not_tracebacks(studio, clip, tmp_path):
 
 # --- the real app ---------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`vampnet ui` on the shipped model, two jobs at a time, on a free localhost port."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("ui") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", "from vampnet.cli import run; run()", "ui", "--port", str(port),
@@ -203,7 +197,7 @@ def test_four_concurrent_api_requests_all_complete(server, short_clip):
 
 def test_ui_command_refuses_a_missing_model_folder_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", "from vampnet.cli import run; run()", "ui", "--models",
-                           str(tmp_path / "nowhere"), "--port", str(_free_port())], capture_output=True, text=True,
+                           str(tmp_path / "nowhere"), "--port", str(free_port())], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "error:" in done.stderr.strip().splitlines()[-1]

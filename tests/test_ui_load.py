@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import sine_mix
+from conftest import free_port, sine_mix
 
 CONCURRENCY = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def files_under(folder: Path) -> list[Path]:
