@@ -117,9 +117,7 @@ def tiny_models(tmp_path_factory, tiny_pipeline):
     root = tmp_path_factory.mktemp("models")
     base = root / "tiny"
     base.mkdir()
-    tiny_pipeline.codec.save(base / "codec.safetensors")
-    tiny_pipeline.coarse.save(base / "coarse.safetensors")
-    tiny_pipeline.c2f.save(base / "c2f.safetensors")
+    save_model_folder(base, tiny_pipeline.codec, tiny_pipeline.coarse, tiny_pipeline.c2f)
     audio = root / "my-recordings"
     audio.mkdir()
     for i in range(2):
@@ -142,3 +140,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def save_model_folder(folder: Path, codec, coarse, c2f) -> Path:
+    """A model folder (codec/coarse/c2f.safetensors) that --models and Pipeline.load read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model in (("codec", codec), ("coarse", coarse), ("c2f", c2f)):
+        model.save(folder / f"{name}.safetensors")
+    return folder

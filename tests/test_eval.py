@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import sine_mix
+from conftest import save_model_folder, sine_mix
 from vampnet.eval.experiments import EXPERIMENTS, conditions, run
 from vampnet.eval.scoring import score
 
@@ -88,11 +88,7 @@ def test_inpainting_scores_leave_the_context_out(tiny_pipeline, data_dir, tmp_pa
 
 def test_cli_eval_run_and_score(data_dir, tmp_path, tiny_pipeline):
     from vampnet.cli import main
-    models = tmp_path / "models"
-    models.mkdir()
-    tiny_pipeline.codec.save(models / "codec.safetensors")
-    tiny_pipeline.coarse.save(models / "coarse.safetensors")
-    tiny_pipeline.c2f.save(models / "c2f.safetensors")
+    models = save_model_folder(tmp_path / "models", tiny_pipeline.codec, tiny_pipeline.coarse, tiny_pipeline.c2f)
 
     out = tmp_path / "steps"
     assert main(["eval", "run", "--data", str(data_dir), "--experiment", "sampling-steps", "-o", str(out),

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import save_model_folder
+
 import vampnet
 from vampnet import Codec, MaskedTransformer, Pipeline
 from vampnet.codec import CodecConfig
 from vampnet.errors import CheckpointError
 from vampnet.model.transformer import TransformerConfig
 from vampnet.pipeline import DEFAULT_C2F_SAMPLING
-from vampnet.sampling import seeded_generator
-from vampnet.sampling import generate_with_config
+from vampnet.sampling import generate_with_config, seeded_generator
 
 
 def _models(coarse_k: int, c2f_k: int, c2f_cond: int):
@@ -56,9 +57,7 @@ def test_c2f_conditioned_on_fewer_codebooks_regenerates_the_coarse_models_upper_
 
 def test_pairing_through_files_and_the_cli_vamp(tmp_path, wav_file):
     codec, coarse, c2f = _models(coarse_k=3, c2f_k=5, c2f_cond=2)
-    codec.save(tmp_path / "codec.safetensors")
-    coarse.save(tmp_path / "coarse.safetensors")
-    c2f.save(tmp_path / "c2f.safetensors")
+    save_model_folder(tmp_path, codec, coarse, c2f)
     exe = Path(sys.executable).with_name("vampnet")
     out = tmp_path / "out.wav"
     proc = subprocess.run([str(exe), "vamp", str(wav_file), "-o", str(out), "--models", str(tmp_path), "--seed", "0",
