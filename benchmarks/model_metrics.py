@@ -12,8 +12,14 @@ CORPUS is the folder `vampnet prepare-corpus` made; its validation files are the
      excerpts' tokens, mask ratios spread evenly over (0, 1) (train.masked.masked_accuracy);
   3. the mel distance of vamps with periodic prompts P = 4, 8, 16, 32 (every coarse codebook kept at each P-th
      frame, everything else generated) against their inputs; it should grow with P;
-  4. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
-It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts (for tests)."""
+  4. the Fréchet distance (offline `crepe` embedding) to the real validation excerpts of: the codec round trip,
+     vamps with the default prompt, free generations (nothing kept) and decoded uniformly random tokens;
+  5. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
+It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts (for tests).
+
+    python benchmarks/model_metrics.py --compare v1.json v2.json [--labels v1 v2]
+
+prints the tables of several such JSON files side by side (one column or row per model)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 try:
@@ -34,13 +41,18 @@ except ImportError:  # running from a checkout without the package installed
 
 from vampnet import audio
 from vampnet.audio import find_audio
+from vampnet import prompts
+from vampnet.eval.embeddings import CrepeEmbedding
+from vampnet.eval.fad import embedding_distance
 from vampnet.eval.metrics import mel_distance, si_sdr
 from vampnet.pipeline import Pipeline
 from vampnet.prompts import PromptConfig
 from vampnet.sampling import SamplingConfig
 from vampnet.splits import split_of
+from vampnet.train.masked import masked_accuracy, masked_token_loss
 
 PERIODS = (4, 8, 16, 32)
+CURVE_BINS = 10
 
 
 def validation_excerpts(corpus: Path, sample_rate: int, seconds: float, per_file: int) -> list[torch.Tensor]:
@@ -65,6 +77,14 @@ def validation_excerpts(corpus: Path, sample_rate: int, seconds: float, per_file
     if not out:
         raise SystemExit(f"no validation audio under {corpus} (is it the folder `vampnet prepare-corpus` made?)")
     return out
+
+
+def spread(items: list, n: int) -> list:
+    """`n` items evenly spaced through `items` (validation excerpts come file by file, so the first n would
+    all be from one or two files)."""
+    if n >= len(items):
+        return list(items)
+    return [items[(i * len(items)) // n] for i in range(n)]
 
 
 def mean_std(values: list[float]) -> dict:
@@ -111,8 +131,6 @@ class _CodesWindows:
 
 
 def accuracy_metrics(pipeline: Pipeline, codes: list[torch.Tensor], windows: int) -> dict:
-    from vampnet.train.masked import masked_accuracy
-
     out = {}
     for name, model, seconds in (("coarse", pipeline.coarse, 10.0), ("c2f", pipeline.c2f, 3.0)):
         if model is None:
@@ -120,7 +138,63 @@ def accuracy_metrics(pipeline: Pipeline, codes: list[torch.Tensor], windows: int
         frames = min(int(round(seconds * pipeline.codec.frame_rate)), codes[0].shape[-1])
         data = _CodesWindows(codes, frames, model.config.n_codebooks)
         out[name] = masked_accuracy(model, data, n_windows=windows, seed=0)
+        out[name].update(accuracy_curve(model, data, windows))
     return out
+
+
+@torch.no_grad()
+def accuracy_curve(model, data, n_windows: int, bins: int = CURVE_BINS, seed: int = 0) -> dict:
+    """Masked-token top-1/top-25 per mask-ratio bin and top-1 per predicted codebook at r < 0.5, on the same
+    windows and masks as masked_accuracy (so the curve's totals agree with its numbers)."""
+    model.eval()
+    idx = data.fixed_indices(n_windows)
+    idx = (idx * n_windows)[:n_windows]
+    n = len(idx)
+    r_all = (torch.arange(n) + 0.5) / n
+    n_cond = model.config.n_conditioning_codebooks
+    masks = prompts.training_mask((n, model.config.n_codebooks, data.window), r_all,
+                                  n_cond, torch.Generator().manual_seed(seed))
+    per_bin = torch.zeros(bins, 3)  # tokens, top-1 hits, top-25 hits
+    per_book = torch.zeros(model.config.n_codebooks - n_cond, 2)  # r < 0.5: tokens, top-1 hits
+    for i in range(n):
+        codes, mask = data.batch([idx[i]]), masks[i:i + 1]
+        _, count, logits, target = masked_token_loss(model, codes, mask, 0.0)
+        top = logits.topk(min(25, logits.shape[-1]), -1).indices
+        hit1, hit25 = top[:, 0] == target, (top == target[:, None]).any(-1)
+        b = min(int(r_all[i] * bins), bins - 1)
+        per_bin[b] += torch.tensor([float(count), float(hit1.sum()), float(hit25.sum())])
+        if r_all[i] < 0.5:
+            book = mask[0, n_cond:].nonzero()[:, 0]  # predicted codebook of each masked token, in logits' order
+            per_book[:, 0] += torch.bincount(book, minlength=per_book.shape[0]).float()
+            per_book[:, 1] += torch.bincount(book[hit1], minlength=per_book.shape[0]).float()
+    ratio = lambda a, b: float(a / b) if b > 0 else float("nan")
+    return {"curve": [{"r": (b + 0.5) / bins, "tokens": int(t), "acc1": ratio(h1, t), "acc25": ratio(h25, t)}
+                      for b, (t, h1, h25) in enumerate(per_bin.tolist())],
+            "acc1_lo_per_codebook": [ratio(h, t) for t, h in per_book.tolist()]}
+
+
+def frechet_metrics(pipeline: Pipeline, excerpts, codes: list[torch.Tensor], n: int, seed: int = 0) -> dict:
+    """Fréchet distance (crepe embedding) between the real validation excerpts and `n` excerpts of each of: the
+    codec round trip, vamps (default prompt), free generations (every token masked) and uniformly random tokens."""
+    sr, codec, embed = pipeline.sample_rate, pipeline.codec, CrepeEmbedding()
+    real = np.concatenate([embed(x, sr) for x in excerpts])
+    gen = torch.Generator().manual_seed(seed)
+    made = {"codec round trip": [], "vamp (default prompt)": [], "free generation (nothing kept)": [],
+            "random tokens": []}
+    for i, (x, c) in enumerate(zip(spread(excerpts, n), spread(codes, n))):
+        with torch.inference_mode():
+            made["codec round trip"].append(codec.decode(c))
+            random_codes = torch.randint(0, codec.codebook_size, c.shape, generator=gen)
+            made["random tokens"].append(codec.decode(random_codes))
+        if pipeline.coarse is None:
+            continue
+        made["vamp (default prompt)"].append(pipeline.vamp(x, sr, prompt=PromptConfig(), seed=seed + i).audio)
+        free = pipeline.generate(c, torch.ones_like(c, dtype=torch.bool), seed=seed + i)
+        with torch.inference_mode():
+            made["free generation (nothing kept)"].append(codec.decode(free))
+    return {name: {"frechet": embedding_distance(real, np.concatenate([embed(y[..., : x.shape[-1]], sr) for y in ys])),
+                   "excerpts": len(ys)}
+            for name, ys in made.items() if ys} | {"_reference": {"excerpts": len(excerpts), "embedding": embed.name}}
 
 
 def periodic_metrics(pipeline: Pipeline, excerpts, seed: int = 0) -> dict:
@@ -208,6 +282,12 @@ def markdown(results: dict) -> str:
                   "|---|" + "---|" * len(results["periodic"]),
                   "| mel distance to input | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}"
                                                        for v in results["periodic"].values()) + " |", ""]
+    if results.get("frechet"):
+        lines += ["| set (crepe embedding) | Fréchet distance to real validation music ↓ | excerpts |", "|---|---|---|"]
+        for k, v in results["frechet"].items():
+            if not k.startswith("_"):
+                lines.append(f"| {k} | {v['frechet']:.2f} | {v['excerpts']} |")
+        lines.append("")
     if results.get("timing"):
         lines += ["| precision | whole 10 s vamp (s) |", "|---|---|"]
         for k, v in results["timing"].items():
@@ -215,9 +295,103 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v, digits=3) -> str:
+    if isinstance(v, dict):
+        return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def compare_markdown(runs: dict[str, dict]) -> str:
+    """Tables of several model_metrics JSON files side by side: one column per model."""
+    labels = list(runs)
+    head = ["| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+
+    def row(name, get, digits=3):
+        values = []
+        for r in runs.values():
+            try:
+                values.append(_fmt(get(r), digits))
+            except (KeyError, TypeError, IndexError):
+                values.append("n/a")
+        return f"| {name} | " + " | ".join(values) + " |"
+
+    lines = ["**Codec** (validation excerpts)", ""] + head + [
+        row("codec mel distance ↓", lambda r: r["codec"]["mel_distance"]),
+        row("codec SI-SDR (dB) ↑", lambda r: r["codec"]["si_sdr_db"], 2),
+        row("Opus mel distance ↓", lambda r: r["opus"]["mel_distance"]),
+        row("Opus bitrate (kbit/s, measured)", lambda r: r["opus"]["real_kbps"], 2), ""]
+    lines += ["**Masked-token accuracy** (chance: top-1 0.001, top-25 0.024)", ""] + head
+    for part in ("coarse", "c2f"):
+        lines += [row(f"{part} top-1, r < 0.5", lambda r, p=part: r["accuracy"][p]["val_acc1_lo"]),
+                  row(f"{part} top-25, r < 0.5", lambda r, p=part: r["accuracy"][p]["val_acc25_lo"]),
+                  row(f"{part} top-1, r ≥ 0.5", lambda r, p=part: r["accuracy"][p]["val_acc1_hi"]),
+                  row(f"{part} top-25, r ≥ 0.5", lambda r, p=part: r["accuracy"][p]["val_acc25_hi"]),
+                  row(f"{part} validation loss", lambda r, p=part: r["accuracy"][p]["val_loss"])]
+    n_books = max((len(r.get("accuracy", {}).get("coarse", {}).get("acc1_lo_per_codebook", [])) for r in runs.values()),
+                  default=0)
+    lines += [row(f"coarse top-1 r < 0.5, codebook {k}", lambda r, k=k: r["accuracy"]["coarse"]["acc1_lo_per_codebook"][k])
+              for k in range(n_books)] + [""]
+    periods = next((list(r["periodic"]) for r in runs.values() if r.get("periodic")), [])
+    lines += ["**Periodic prompt ladder** (mel distance of the vamp to its input)", ""] + head
+    lines += [row(p, lambda r, p=p: r["periodic"][p]) for p in periods] + [""]
+    sets = next((list(k for k in r["frechet"] if not k.startswith("_")) for r in runs.values() if r.get("frechet")), [])
+    lines += ["**Fréchet distance to real validation music** (crepe embedding) ↓", ""] + head
+    lines += [row(k, lambda r, k=k: r["frechet"][k]["frechet"], 2) for k in sets] + [""]
+    precisions = next((list(r["timing"]) for r in runs.values() if r.get("timing")), [])
+    lines += ["**Whole 10 s vamp** (seconds, load excluded)", ""] + head
+    lines += [row(p, lambda r, p=p: r["timing"][p]["seconds"], 2) for p in precisions]
+    return "\n".join(lines)
+
+
+def curve_figure(runs: dict[str, dict], path: Path) -> None:
+    """Coarse masked-token accuracy against mask ratio, one line per model (top-1 and top-25)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for label, r in runs.items():
+        curve = r.get("accuracy", {}).get("coarse", {}).get("curve")
+        if not curve:
+            continue
+        xs = [c["r"] for c in curve]
+        axes[0].plot(xs, [c["acc1"] for c in curve], marker="o", label=label)
+        axes[1].plot(xs, [c["acc25"] for c in curve], marker="o", label=label)
+    for ax, title, chance in zip(axes, ("top-1", "top-25"), (1 / 1024, 25 / 1024)):
+        ax.axhline(chance, color="gray", linestyle=":", label="chance")
+        ax.set_title(f"coarse model, masked-token {title}", fontsize=10)
+        ax.set_xlabel("mask ratio r")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def compare_main(files: list[Path], labels: list[str] | None, figure: Path | None) -> int:
+    if labels and len(labels) != len(files):
+        raise SystemExit("--labels needs one label per --compare file")
+    runs = {}
+    for i, f in enumerate(files):
+        try:
+            runs[labels[i] if labels else f.stem] = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read {f}: {e}") from None
+    print(compare_markdown(runs))
+    if figure:
+        curve_figure(runs, figure)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("corpus", type=Path)
+    ap.add_argument("corpus", type=Path, nargs="?")
+    ap.add_argument("--compare", type=Path, nargs="+", default=None, help="JSON files of earlier runs: side-by-side tables")
+    ap.add_argument("--labels", nargs="+", default=None, help="column names for --compare (default: file names)")
+    ap.add_argument("--curve-figure", type=Path, default=None, help="with --compare: PNG of accuracy against mask ratio")
+    ap.add_argument("--frechet-excerpts", type=int, default=12, help="excerpts generated per Fréchet set")
     ap.add_argument("--models", default=None, help="model folder, 'small' (default) or 'official'")
     ap.add_argument("--excerpts-per-file", type=int, default=6)
     ap.add_argument("--vamp-excerpts", type=int, default=12, help="excerpts vamped per periodic prompt")
@@ -228,6 +402,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None, help="PNG of spectrograms of one validation excerpt")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare_main(args.compare, args.labels, args.curve_figure)
+    if args.corpus is None:
+        ap.error("give the corpus folder (or --compare JSON files)")
     torch.manual_seed(0)
 
     pipeline = Pipeline.from_pretrained(args.models)
@@ -241,8 +419,9 @@ def main(argv=None) -> int:
     t0 = time.time()
     results, codes = codec_metrics(pipeline, excerpts, opus_kbps)
     results["accuracy"] = accuracy_metrics(pipeline, codes, 8 if args.quick else args.windows)
-    vamp_set = excerpts[: 1 if args.quick else args.vamp_excerpts]
+    vamp_set = spread(excerpts, 1 if args.quick else args.vamp_excerpts)
     results["periodic"] = periodic_metrics(pipeline, vamp_set) if pipeline.coarse is not None else {}
+    results["frechet"] = frechet_metrics(pipeline, excerpts, codes, 1 if args.quick else args.frechet_excerpts)
     if not (args.quick or args.no_timing):
         results["timing"] = vamp_timing(args.models)
     results["setup"] = {"models": args.models or "small", "excerpts": len(excerpts), "vamp_excerpts": len(vamp_set),

@@ -87,5 +87,25 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path):
     assert results["setup"]["excerpts"] == 1  # the validation file only
     assert results["codec"]["kbps"] == pytest.approx(8 * 10 * 22050 / 384 / 1000)
     assert set(results["periodic"]) == {"P=4", "P=8", "P=16", "P=32"}
-    assert 0 <= results["accuracy"]["coarse"]["val_acc1"] <= 1
+    coarse = results["accuracy"]["coarse"]
+    assert 0 <= coarse["val_acc1"] <= 1
+    # the accuracy curve covers the same masked tokens as the summary numbers
+    assert sum(b["tokens"] for b in coarse["curve"]) == coarse["val_tokens"]
+    hits = sum(b["acc1"] * b["tokens"] for b in coarse["curve"] if b["tokens"])
+    assert hits / coarse["val_tokens"] == pytest.approx(coarse["val_acc1"], abs=1e-6)
+    assert len(coarse["acc1_lo_per_codebook"]) == 4
+    frechet = results["frechet"]
+    assert {"codec round trip", "vamp (default prompt)", "free generation (nothing kept)", "random tokens"} <= set(frechet)
+    # decoded random tokens are further from real music than the codec's own round trip
+    assert frechet["codec round trip"]["frechet"] < frechet["random tokens"]["frechet"]
     assert "| our codec" in done.stdout
+
+    figure = tmp_path / "curve.png"
+    shown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_metrics.py"), "--compare", str(out), str(out),
+                            "--labels", "first", "second", "--curve-figure", str(figure)],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "| | first | second |" in shown.stdout
+    top1 = f"{coarse['val_acc1_lo']:.3f}"
+    assert f"| coarse top-1, r < 0.5 | {top1} | {top1} |" in shown.stdout
+    assert figure.stat().st_size > 0
