@@ -94,6 +94,7 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path):
     hits = sum(b["acc1"] * b["tokens"] for b in coarse["curve"] if b["tokens"])
     assert hits / coarse["val_tokens"] == pytest.approx(coarse["val_acc1"], abs=1e-6)
     assert len(coarse["acc1_lo_per_codebook"]) == 4
+    assert 0 < coarse["frequency_baseline"]["acc25_lo"] <= 1
     frechet = results["frechet"]
     assert {"codec round trip", "vamp (default prompt)", "free generation (nothing kept)", "random tokens"} <= set(frechet)
     # decoded random tokens are further from real music than the codec's own round trip
