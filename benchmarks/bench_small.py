@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The CPU budget of the small model (issue 14): the whole 10 s vamp in fp32 and the `vampnet vamp` command as a
-whole, for the shipped model and for v2 (the coarse architecture of configs/small/coarse_v2.yaml with random weights,
-beside the shipped codec and coarse-to-fine model), plus a sweep of candidate coarse / coarse-to-fine architectures
+whole, for the shipped model (v2) and for v1 (the coarse architecture of configs/small/coarse_v1.yaml with random
+weights, beside the shipped codec and coarse-to-fine model; speed does not depend on the weights), plus a sweep of candidate coarse / coarse-to-fine architectures
 on the same token grid.
 
     python benchmarks/bench_small.py [--seconds 10] [--reps 3] [--cli-reps 3] [--candidates] [--threads N]
@@ -248,12 +248,12 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
     shipped = Pipeline.from_pretrained(None)
     codec = shipped.codec
-    v2_pipe = Pipeline(codec, random_model(transformer_config(CONFIGS / "coarse_v2.yaml"), codec), shipped.c2f)
+    v1_pipe = Pipeline(codec, random_model(transformer_config(CONFIGS / "coarse_v1.yaml"), codec), shipped.c2f)
     describe = lambda m: f"{m.config.n_layers} x {m.config.embedding_dim} / {m.config.n_heads}"
     res = {"seconds": args.seconds, "steps": args.steps, "reps": args.reps,
            "models": {"shipped": {"coarse": describe(shipped.coarse), "c2f": describe(shipped.c2f)},
-                      "v2 (random weights)": {"coarse": describe(v2_pipe.coarse), "c2f": describe(v2_pipe.c2f)}}}
-    res["vamp"] = vamp_part({"shipped": shipped, "v2 (random weights)": v2_pipe}, args.seconds, args.reps, args.steps, log)
+                      "v1 (random weights)": {"coarse": describe(v1_pipe.coarse), "c2f": describe(v1_pipe.c2f)}}}
+    res["vamp"] = vamp_part({"shipped": shipped, "v1 (random weights)": v1_pipe}, args.seconds, args.reps, args.steps, log)
     if args.candidates or args.quick:
         frames = codec.frames(int(args.seconds * codec.sample_rate))
         res["candidates"] = candidates_part(codec, QUICK_CANDIDATES if args.quick else COARSE_CANDIDATES,
@@ -261,17 +261,17 @@ def main(argv=None) -> int:
                                             shipped.c2f_chunk, args.steps, args.reps, log)
     if not args.no_cli:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / "v2"
+            folder = Path(tmp) / "v1"
             folder.mkdir()
             codec.save(folder / "codec.safetensors")
-            v2_pipe.coarse.save(folder / "coarse.safetensors")
-            v2_pipe.c2f.save(folder / "c2f.safetensors")
+            v1_pipe.coarse.save(folder / "coarse.safetensors")
+            v1_pipe.c2f.save(folder / "c2f.safetensors")
             clip = EXAMPLE
             if args.quick:
                 clip = Path(tmp) / "clip.wav"
                 audio.save(clip, *example_input(1.0))
             res["cli"] = {"clip": EXAMPLE.name if not args.quick else "1 s clip", "reps": args.cli_reps,
-                          "models": cli_part({"shipped": None, "v2 (random weights)": folder}, clip, args.cli_reps, log)}
+                          "models": cli_part({"shipped": None, "v1 (random weights)": folder}, clip, args.cli_reps, log)}
     res["machine"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "python": platform.python_version(),
                       "load": (load0, os.getloadavg()[0])}

@@ -30,6 +30,10 @@ def test_shipped_model_is_the_documented_architecture_and_fits_the_size_budget(s
     assert shipped.c2f.config.n_conditioning_codebooks == 4
     card = json.loads((shipped_folder() / "card.json").read_text())
     assert card["name"] == "vampnet-small" and card["licence"]
+    for part in ("coarse", "c2f"):  # the card describes the weights that ship
+        config, described = getattr(shipped, part).config, card["parts"][part]
+        assert (config.n_layers, config.embedding_dim) == (described["layers"], described["width"])
+        assert config.n_heads == described.get("heads", config.n_heads)
 
 
 def test_shipped_codec_reconstructs_music_far_better_than_an_untrained_one(shipped):
