@@ -36,15 +36,18 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     logs = [read_log(p) for p in args.runs]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for name, rows in logs:
-        if rows and "val_mel_distance" in rows[0]:
-            axes[0].plot(*series(rows, "val_mel_distance"), marker="o", label=name)
-        else:
-            axes[1].plot(*series(rows, "val_loss"), marker=".", label=name)
-            axes[2].plot(*series(rows, "val_acc1"), marker=".", label=name)
-    for ax, title in zip(axes, ("codec: validation mel distance ↓", "transformers: validation loss ↓",
-                                "transformers: masked top-1 accuracy ↑")):
+    is_codec = lambda rows: bool(rows) and "val_mel_distance" in rows[0]
+    panels = []  # (title, key, runs): only the panels some run has data for
+    if any(is_codec(rows) for _, rows in logs):
+        panels.append(("codec: validation mel distance ↓", "val_mel_distance", True))
+    if any(not is_codec(rows) for _, rows in logs):
+        panels += [("transformers: validation loss ↓", "val_loss", False),
+                   ("transformers: masked top-1 accuracy ↑", "val_acc1", False)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    for ax, (title, key, codec_panel) in zip(axes[0], panels):
+        for name, rows in logs:
+            if is_codec(rows) == codec_panel:
+                ax.plot(*series(rows, key), marker="o" if codec_panel else ".", label=name)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
