@@ -36,7 +36,7 @@ from .codec_data import ExcerptSampler, StepBatches, split_files
 from .config import read_run_config
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
-from .loop import RunLoop, mix_seed, run_to_end
+from .loop import RunLoop, clipped_step, mix_seed, run_to_end, set_lr
 from .state import MODEL_FILE, load_optimizer, load_training_checkpoint, save_optimizer, save_training_checkpoint
 
 DISC_FILE, DISC_OPTIMIZER_FILE = "discriminator.safetensors", "discriminator_optimizer.safetensors"
@@ -316,10 +316,7 @@ class CodecTrainer(RunLoop):
     def train_step(self) -> dict:
         cfg, d = self.cfg, self.dist
         lr = self.lr_at(self.step)
-        for opt in (self.optimizer, self.disc_optimizer):
-            if opt is not None:
-                for group in opt.param_groups:
-                    group["lr"] = lr
+        set_lr(lr, self.optimizer, self.disc_optimizer)
         self.codec.train()
         x, n_q = next(self._batches)
         x, n_q = x.to(cfg.device, non_blocking=True), n_q.to(cfg.device)
@@ -337,10 +334,7 @@ class CodecTrainer(RunLoop):
             loss_d = discriminator_loss([[m[:b] for m in sub] for sub in maps], [[m[b:] for m in sub] for sub in maps])
             self.disc_optimizer.zero_grad(set_to_none=True)
             loss_d.backward()
-            d_norm = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.disc_grad_clip)
-            if torch.isfinite(d_norm):
-                self.disc_optimizer.step()
-            self.disc_optimizer.zero_grad(set_to_none=True)
+            d_norm = clipped_step(self.disc_optimizer, self.disc.parameters(), cfg.disc_grad_clip)
             stats.update(disc_loss=loss_d.detach(), disc_grad_norm=d_norm.detach())
 
         mel = multiscale_mel_distance(x, y, self.codec.sample_rate, cfg.mel_bands, cfg.mel_windows,
@@ -362,10 +356,7 @@ class CodecTrainer(RunLoop):
             stats.update(adv=adv.detach(), feature=feat.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        g_norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
-        if torch.isfinite(g_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        g_norm = clipped_step(self.optimizer, self.codec.parameters(), cfg.grad_clip)
 
         stats.update(loss=loss.detach(), mel=mel.detach(), waveform=wave.detach(), commitment=commitment.detach(),
                      codebook=codebook.detach(), grad_norm=g_norm.detach())

@@ -38,6 +38,24 @@ def out_of_time(start: float, limit_s: float) -> bool:
     return limit_s > 0 and time.time() - start >= limit_s
 
 
+def set_lr(lr: float, *optimizers) -> None:
+    """The learning rate of every parameter group of `optimizers` (None entries are skipped)."""
+    for opt in optimizers:
+        if opt is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float) -> torch.Tensor:
+    """Clip the gradients of `parameters` to global norm `max_norm`, step unless the norm is not finite (the batch
+    is skipped, not the run), and clear the gradients; returns the norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if torch.isfinite(norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 class RunLoop:
     """Base of a trainer: `run()` trains to `cfg.max_steps`. Subclasses set the class attributes, build their
     networks after `super().__init__`, call `resume()` when asked to, and implement the methods below marked

@@ -23,7 +23,7 @@ from ..sampling import generate
 from . import distributed
 from .config import TrainConfig
 from .data import TokenDataset, read_manifest
-from .loop import RunLoop, mix_seed, run_to_end
+from .loop import RunLoop, clipped_step, mix_seed, run_to_end, set_lr
 from .state import load_training_checkpoint, save_training_checkpoint
 
 LOG_FIELDS = ["step", "lr", "train_loss", "grad_norm", "val_loss", "val_acc1", "val_acc1_lo", "val_acc25_lo", "val_acc1_hi",
@@ -158,8 +158,7 @@ class Trainer(RunLoop):
     def train_step(self) -> dict:
         cfg, d = self.cfg, self.dist
         lr = noam_lr(self.step, self.model.config.embedding_dim, cfg.lr_factor, cfg.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(lr, self.optimizer)
         self.model.train()
         data_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, self.step))
         torch.manual_seed(mix_seed(cfg.seed, self.step, d.rank))  # dropout noise
@@ -178,10 +177,7 @@ class Trainer(RunLoop):
                 (loss_sum * d.world / n / cfg.grad_accum).backward()
             total += torch.stack([loss_sum.detach().float().cpu(), count.float().cpu()])
         d.all_reduce_sum(total)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
-        if torch.isfinite(grad_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = clipped_step(self.optimizer, self.trainable, cfg.grad_clip)
         return {"lr": lr, "train_loss": float(total[0] / total[1].clamp(min=1)), "grad_norm": float(grad_norm)}
 
     # --- validation and previews ---------------------------------------------------------------------------------
