@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 from vampnet.codec import Codec, CodecConfig
 from vampnet.spectral import (hz_to_mel, mel_filterbank, mel_spectrogram, mel_to_hz, multiscale_mel_distance,
                               multiscale_stft_loss, stft)
-from vampnet.train.codec_trainer import (CodecTrainConfig, draw_n_quantizers, load_codec_config, quantize,
-                                         train_codec)
+from vampnet.train.codec_data import ExcerptSampler, draw_n_quantizers, list_audio
+from vampnet.train.codec_trainer import CodecTrainConfig, CodecTrainer, load_codec_config, train_codec, vq_losses
 from vampnet.train.discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss,
                                           feature_matching_loss, generator_adversarial_loss)
 
@@ -102,14 +103,21 @@ def test_quantizer_dropout_uses_fewer_codebooks_for_part_of_the_batch():
     z = codec.encoder(noise(64 * 10, 5).repeat(4, 1, 1) * torch.tensor([1.0, 0.5, 2.0, 1.5])[:, None, None])
     counts = torch.tensor([1, 2, K, 3])
     with torch.no_grad():
-        q = quantize(codec.quantizer, z, counts)
-        for b, k in enumerate(counts.tolist()):  # each item is exactly the first k stages of the codec's own RVQ
+        q = codec.quantizer(z, counts)
+        for b, k in enumerate(counts.tolist()):  # each item is exactly the first k stages of the codec's RVQ
             assert torch.equal(q["z"][b], codec.quantizer(z, k)["z"][b])
-        assert torch.equal(quantize(codec.quantizer, z)["z"], codec.quantizer(z)["z"])
+        # the VQ losses count, per item, the stages it uses: batch mean of sum_{i<k} MSE(z_e_i, vec_i)
+        per_item = [k * F.mse_loss(*(codec.quantizer(z[b:b + 1], k)[key] for key in ("latents", "vecs")))
+                    for b, k in enumerate(counts.tolist())]
+        commitment, codebook = vq_losses(q["latents"], q["vecs"], K, counts)
+        torch.testing.assert_close(commitment, torch.stack(per_item).mean())
+        torch.testing.assert_close(vq_losses(q["latents"], q["vecs"], K)[0],
+                                   K * F.mse_loss(q["latents"], q["vecs"], reduction="none").mean((1, 2)).mean())
     # training mode: straight-through forward value, VQ losses with gradients to the encoder side and the codebooks
-    q = quantize(codec.quantizer, z, counts)
-    assert q["commitment"] > 0 and torch.allclose(q["commitment"], q["codebook"])
-    (q["commitment"] + q["codebook"]).backward()
+    q = codec.quantizer(z, counts)
+    commitment, codebook = vq_losses(q["latents"], q["vecs"], K, counts)
+    assert commitment > 0 and torch.allclose(commitment, codebook)
+    (commitment + codebook).backward()
     assert codec.quantizer.quantizers[0].codebook.weight.grad.abs().sum() > 0
     assert codec.quantizer.quantizers[0].in_proj.weight_v.grad.abs().sum() > 0
     # stage K-1 is used by one item of four: its losses count for that item only
@@ -147,7 +155,6 @@ def audio_dir(tmp_path_factory) -> Path:
 
 def test_excerpts_are_deterministic_loudness_normalised_and_never_silent(audio_dir):
     from vampnet import audio
-    from vampnet.train.codec_trainer import ExcerptSampler, list_audio
 
     files = [p for p, _ in list_audio([audio_dir])]
     assert [p.name for p in files] == ["silence.wav", "tone0.wav", "tone1.wav", "tone2.wav"]
@@ -218,7 +225,6 @@ def test_resume_equals_uninterrupted_run(audio_dir, tmp_path):
 
 
 def test_preloaded_excerpts_match_reading_from_disk_and_workers_build_the_same_batches(audio_dir, tmp_path):
-    from vampnet.train.codec_trainer import CodecTrainer, ExcerptSampler, list_audio
 
     files = [p for p, _ in list_audio([audio_dir])]
     disk, memory = ExcerptSampler(files, SR, 3200), ExcerptSampler(files, SR, 3200, preload=True)

@@ -49,14 +49,18 @@ class ResidualVectorQuantizer(nn.Module):
             VectorQuantizer(input_dim, codebook_size, codebook_dim) for _ in range(n_codebooks)
         )
 
-    def forward(self, z: torch.Tensor, n_quantizers: int | None = None):
-        """z (B, D, T) -> dict(z=quantised sum, codes (B, K, T), latents (B, K*L, T), vecs (B, K*L, T))."""
-        n = len(self.quantizers) if n_quantizers is None else n_quantizers
+    def forward(self, z: torch.Tensor, n_quantizers: int | torch.Tensor | None = None):
+        """z (B, D, T) -> dict(z=quantised sum, codes (B, k, T), latents (B, k*L, T), vecs (B, k*L, T)) of the first
+        k = n_quantizers stages (default all K). A (B,) tensor of counts gives each item its own: every stage then
+        runs for every item (so every parameter takes part in training, as DDP needs; k = K) and stage i adds to
+        item b's sum only when i < n_quantizers[b]."""
+        per_item = isinstance(n_quantizers, torch.Tensor)
+        n = len(self.quantizers) if n_quantizers is None or per_item else n_quantizers
         residual, z_q = z, 0.0
         codes, z_es, vecs = [], [], []
-        for quantizer in self.quantizers[:n]:
+        for i, quantizer in enumerate(self.quantizers[:n]):
             q, c, z_e, vec = quantizer(residual)
-            z_q = z_q + q
+            z_q = z_q + (q * (n_quantizers > i).to(q.dtype)[:, None, None] if per_item else q)
             residual = residual - q
             codes.append(c)
             z_es.append(z_e)

@@ -1,19 +1,21 @@
 """LoRA adapters on the masked transformer: reading adapter files (ours, and the original's bare
-`lora_A`/`lora_B` dicts) and merging them into the base weights for inference (W + B @ A * scaling).
+`lora_A`/`lora_B` dicts) and merging them into the base weights for inference (W + B @ A * scaling); for training,
+adding trainable factors with peft (an optional dependency, the `train` extra) and taking them out again.
 
-Adapters are trained with peft (vampnet.train.finetune) on the same projections the original adapted:
-attention q, v and output, and both feed-forward weights."""
+Adapters go on the same projections the original adapted: attention q, v and output, and both feed-forward
+weights."""
 from __future__ import annotations
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionError
 from ..serialization import read_checkpoint, save_safetensors
 from .official import LORA_PROJECTIONS
 
 KIND = "lora"
+ADAPTER_FILE = "lora.safetensors"  # a LoRA training checkpoint's adapters (in place of model.safetensors)
 TARGET_MODULES = ("attn.q", "attn.v", "attn.out", "ff.w_in", "ff.w_out")
-# the original's module names -> ours (SPEC §1.3)
+# the original's names of the adapted projections (official.LORA_PROJECTIONS) -> ours, in the same order
 _OFFICIAL_TO_OURS = dict(zip(LORA_PROJECTIONS, TARGET_MODULES))
 
 
@@ -80,3 +82,46 @@ def load_adapter(model, path) -> None:
     """Merge the adapter file at `path` into `model` (ours or an original LoRA file)."""
     adapters, scaling = read_adapter(path)
     merge_adapter(model, adapters, scaling)
+
+
+# --- training: peft-injected factors ------------------------------------------------------------------------------
+def inject_lora(model, rank: int, alpha: float) -> None:
+    """Add trainable LoRA factors (peft) to the target projections; every other weight is frozen."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise OptionError("LoRA fine-tuning needs peft: pip install 'vampnet[train]'") from None
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(TARGET_MODULES))
+    inject_adapter_in_model(config, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def _lora_layers(model):
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and hasattr(module, "base_layer") and "default" in module.lora_A:
+            yield name, module
+
+
+def extract_adapters(model) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """{layer name: (A, B)} and the scaling (alpha / r) of a peft-injected model."""
+    adapters, scaling = {}, None
+    for name, module in _lora_layers(model):
+        adapters[name] = (module.lora_A["default"].weight.detach().cpu().clone(),
+                          module.lora_B["default"].weight.detach().cpu().clone())
+        scaling = module.scaling["default"]
+    if not adapters:
+        raise CheckpointError("the model has no LoRA adapters")
+    return adapters, float(scaling)
+
+
+@torch.no_grad()
+def restore_adapters(model, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Load adapter factors back into a peft-injected model (to resume training, not to merge)."""
+    layers = dict(_lora_layers(model))
+    if set(layers) != set(adapters):
+        raise CheckpointError("the saved adapters do not match the model's LoRA layers")
+    for name, (a, b) in adapters.items():
+        layers[name].lora_A["default"].weight.copy_(a)
+        layers[name].lora_B["default"].weight.copy_(b)

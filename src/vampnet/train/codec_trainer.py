@@ -9,21 +9,17 @@ squares GAN), then the codec on
 with quantizer dropout: a `quantizer_dropout` fraction of each batch is reconstructed from a random number
 n in [1, K] of codebooks. AdamW (betas 0.8/0.99) with exponential learning-rate decay for both networks.
 
-Data are random excerpts of audio files (mono, resampled to the codec rate, loudness-normalised, silent excerpts
-redrawn), each a pure function of (seed, step, item): the step is the whole data position, so a resumed run
-continues exactly as an uninterrupted one. Validation is the paper's multi-scale mel distance (spectral.py) on a
-fixed set of longer excerpts. Checkpoint folders `latest`, `best` and `step-N` hold the codec in our safetensors
-format (`Codec.load(run/latest/model.safetensors)` works), the discriminator and both optimisers, and are replaced
-atomically. Under torchrun both networks train with DDP (gloo on CPU, nccl on GPU); the ranks split the global
+Data are random excerpts of audio files (codec_data.py), each a pure function of (seed, step, item): the step is
+the whole data position, so a resumed run continues exactly as an uninterrupted one. Validation is the paper's
+multi-scale mel distance (spectral.py) on a fixed set of longer excerpts. Checkpoint folders `latest`, `best` and
+`step-N` hold the codec in our safetensors format (`Codec.load(run/latest/model.safetensors)` works), the
+discriminator and both optimisers, and are replaced atomically; the run itself (resume, log, cadence) is
+loop.RunLoop's. Under torchrun both networks train with DDP (gloo on CPU, nccl on GPU); the ranks split the global
 batch, so N processes equal one process with the same global batch."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,20 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import audio
-from ..audio import AUDIO_EXTENSIONS, find_audio
 from ..codec import Codec, CodecConfig
-from ..errors import AudioError, CheckpointError, OptionError
-from ..serialization import read_checkpoint, save_safetensors, write_text_atomic
+from ..errors import CheckpointError, OptionError
+from ..serialization import read_checkpoint, save_safetensors
 from ..spectral import multiscale_mel_distance
-from ..splits import split_of
 from . import distributed
+from .codec_data import ExcerptSampler, StepBatches, split_files
+from .config import read_run_config
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
-from .config import config_to_yaml, read_run_config
-from .masked import mix_seed, out_of_time
-from .state import (MODEL_FILE, append_log_row, find_training_checkpoint, load_optimizer, load_training_checkpoint,
-                    remove_unfinished_writes, save_optimizer, save_training_checkpoint, truncate_log)
+from .loop import RunLoop, clipped_step, mix_seed, run_to_end, set_lr
+from .state import MODEL_FILE, load_optimizer, load_training_checkpoint, save_optimizer, save_training_checkpoint
 
 DISC_FILE, DISC_OPTIMIZER_FILE = "discriminator.safetensors", "discriminator_optimizer.safetensors"
 DISC_KIND = "codec-discriminator"
@@ -166,43 +159,22 @@ def load_codec_config(path=None, overrides: list[str] | tuple = (), **defaults) 
     return read_run_config(CodecTrainConfig, path, overrides, **defaults)
 
 
-# --- quantisation with dropout and VQ losses ----------------------------------------------------------------------
-def draw_n_quantizers(batch: int, n_codebooks: int, dropout: float, generator: torch.Generator) -> torch.Tensor:
-    """(batch,) int64 codebook counts: round(dropout * batch) items, chosen at random, get n ~ U{1..K}, the rest K."""
-    n = torch.full((batch,), n_codebooks, dtype=torch.long)
-    order = torch.randperm(batch, generator=generator)
-    counts = torch.randint(1, n_codebooks + 1, (batch,), generator=generator)
-    dropped = order[: int(round(dropout * batch))]
-    n[dropped] = counts[dropped]
-    return n
-
-
-def quantize(rvq: nn.Module, z: torch.Tensor, n_quantizers: torch.Tensor | None = None) -> dict:
-    """Residual VQ of (B, D, T) latents with per-item codebook counts and the VQ losses, differentiably.
-
-    Every stage runs for every item (so every parameter takes part, as DDP needs); stage i contributes to item b's
-    output only when i < n_quantizers[b]. Returns z (B, D, T), codes (B, K, T), commitment and codebook losses:
-    sums over stages of the batch mean of the per-item MSE, counting only the stages an item uses. With
-    n_quantizers None the output equals `rvq(z)["z"]` exactly."""
-    residual, z_q = z, 0.0
-    commitment = codebook = z.new_zeros((), dtype=torch.float32)
-    codes = []
-    for i, stage in enumerate(rvq.quantizers):
-        out, c, z_e, vec = stage(residual)  # out: out_proj of the straight-through vector
+# --- the codec as one trainable module, with the VQ losses --------------------------------------------------------
+def vq_losses(latents: torch.Tensor, vecs: torch.Tensor, n_stages: int, n_quantizers: torch.Tensor | None = None):
+    """(commitment, codebook) losses of the residual VQ's latents z_e and chosen vectors (B, K*L, T): sums over the
+    stages of the batch mean of each item's MSE(z_e, sg(vec)) and MSE(sg(z_e), vec), counting only the stages an
+    item uses (i < n_quantizers[b]; all K without n_quantizers)."""
+    commitment = codebook = latents.new_zeros((), dtype=torch.float32)
+    for i, (z_e, vec) in enumerate(zip(latents.chunk(n_stages, 1), vecs.chunk(n_stages, 1))):
         z_e, vec = z_e.float(), vec.float()
         commit_i = F.mse_loss(z_e, vec.detach(), reduction="none").mean((1, 2))
         book_i = F.mse_loss(z_e.detach(), vec, reduction="none").mean((1, 2))
-        if n_quantizers is None:
-            z_q = z_q + out
-        else:
-            keep = (n_quantizers > i).to(out.dtype)
-            z_q = z_q + out * keep[:, None, None]
-            commit_i, book_i = commit_i * keep.float(), book_i * keep.float()
-        residual = residual - out
+        if n_quantizers is not None:
+            keep = (n_quantizers > i).float()
+            commit_i, book_i = commit_i * keep, book_i * keep
         commitment = commitment + commit_i.mean()
         codebook = codebook + book_i.mean()
-        codes.append(c)
-    return {"z": z_q, "codes": torch.stack(codes, 1), "commitment": commitment, "codebook": codebook}
+    return commitment, codebook
 
 
 class CodecGenerator(nn.Module):
@@ -214,110 +186,10 @@ class CodecGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, n_quantizers: torch.Tensor | None = None):
         z = self.codec.encoder(x)
-        q = quantize(self.codec.quantizer, z, n_quantizers)
+        q = self.codec.quantizer(z, n_quantizers)
         y = self.codec.decoder(q["z"])
-        return y[..., : x.shape[-1]], q["commitment"], q["codebook"]
-
-
-# --- data ----------------------------------------------------------------------------------------------------------
-def list_audio(paths) -> list[tuple[Path, str]]:
-    """(path, name) of every audio file among `paths` (folders are searched recursively), sorted and de-duplicated."""
-    found, seen = [], set()
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            items = find_audio([p])
-        elif p.is_file():
-            if p.suffix.lower() not in AUDIO_EXTENSIONS:
-                raise AudioError(f"not an audio file ({', '.join(sorted(AUDIO_EXTENSIONS))}): {p}")
-            items = [(p, p.name)]
-        else:
-            raise AudioError(f"audio file or folder not found: {p}")
-        for path, rel in items:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                found.append((path, rel))
-    return found
-
-
-class ExcerptSampler:
-    """Excerpts of n samples at the codec rate from a list of files, each a pure function of a seed.
-
-    A file is drawn with probability proportional to its duration and a start uniformly inside it (files shorter
-    than an excerpt are zero-padded); the excerpt is made mono, resampled and, unless quieter than
-    `loudness_cutoff`, normalised to `target_lufs` (peak at most 1). Quiet excerpts are redrawn."""
-
-    def __init__(self, files: list[Path], sample_rate: int, n_samples: int, target_lufs: float = -24.0,
-                 loudness_cutoff: float = -40.0, max_tries: int = 50, preload: bool = False):
-        self.sample_rate, self.n = int(sample_rate), int(n_samples)
-        self.cache: list[torch.Tensor] | None = None
-        self.target, self.cutoff, self.max_tries = target_lufs, loudness_cutoff, max_tries
-        self.files, lengths = [], []
-        for f in files:
-            try:
-                seconds = audio.duration(f)
-            except AudioError:
-                continue
-            if seconds > 0:
-                self.files.append(Path(f))
-                lengths.append(int(seconds * self.sample_rate))
-        if not self.files:
-            raise AudioError("no readable audio files to train on")
-        if preload:
-            self.cache = self._decode_all()
-            lengths = [int(x.shape[-1]) for x in self.cache]
-        self.lengths = torch.tensor(lengths, dtype=torch.long)
-        self.weights = self.lengths.double().clamp(min=self.n)
-
-    def _decode_all(self) -> list[torch.Tensor]:
-        """Every file as (1, 1, N) mono float32 at the codec rate; decoding and resampling release the GIL, so
-        threads decode files side by side."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        def decode(path):
-            wav, sr = audio.load(path)
-            return audio.resample(audio.to_mono(wav), sr, self.sample_rate).float().contiguous()
-
-        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-            return list(pool.map(decode, self.files))
-
-    def read(self, index: int, start: int) -> torch.Tensor:
-        """(1, 1, n) mono audio at the codec rate from file `index`, starting at `start` (codec-rate samples)."""
-        if self.cache is not None:
-            wav = self.cache[index][..., start:start + self.n]
-            return F.pad(wav, (0, self.n - wav.shape[-1])) if wav.shape[-1] < self.n else wav
-        end_s = (start + self.n) / self.sample_rate + 0.1  # a margin keeps the resampler's end effects outside
-        wav, sr = audio.load(self.files[index], max_seconds=end_s)
-        wav = audio.resample(audio.to_mono(wav), sr, self.sample_rate)[..., start:start + self.n]
-        return F.pad(wav, (0, self.n - wav.shape[-1])) if wav.shape[-1] < self.n else wav
-
-    def excerpt(self, seed: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(self.max_tries):
-            i = int(torch.multinomial(self.weights, 1, generator=gen))
-            start = int(torch.randint(0, max(1, int(self.lengths[i]) - self.n + 1), (1,), generator=gen))
-            x = self.read(i, start)
-            loud = audio.loudness(x, self.sample_rate)
-            if math.isfinite(loud) and loud >= self.cutoff:
-                return audio.normalize_loudness(x, self.sample_rate, self.target)[0]
-        raise AudioError(f"no excerpt louder than {self.cutoff} LUFS in {self.max_tries} tries; "
-                         "is the training audio silent? (lower loudness_cutoff)")
-
-
-def split_files(cfg: CodecTrainConfig) -> tuple[list[Path], list[Path]]:
-    """(training files, validation files). Without val_audio, files go to validation by a hash of their name."""
-    if not cfg.audio:
-        raise OptionError("a codec training run needs `audio` (folders or files)")
-    items = list_audio(cfg.audio)
-    if not items:
-        raise AudioError(f"no audio files found in {', '.join(cfg.audio)}")
-    if cfg.val_audio:
-        return [p for p, _ in items], [p for p, _ in list_audio(cfg.val_audio)]
-    train = [p for p, rel in items if split_of(rel, cfg.val_fraction) == "train"]
-    val = [p for p, rel in items if split_of(rel, cfg.val_fraction) == "val"]
-    if not train:
-        train, val = [p for p, _ in items], []
-    return train, val or train
+        commitment, codebook = vq_losses(q["latents"], q["vecs"], self.codec.n_codebooks, n_quantizers)
+        return y[..., : x.shape[-1]], commitment, codebook
 
 
 # --- checkpoints: codec + optimiser (state.py) plus the discriminator and its optimiser --------------------------------
@@ -359,45 +231,27 @@ def load_codec_checkpoint(folder, codec: Codec, optimizer, disc=None, disc_optim
     return load_training_checkpoint(folder, codec, optimizer, read_model=read_model)
 
 
-class _StepBatches(torch.utils.data.Dataset):
-    """Item s = one rank's slice of the batch of training step s (picklable: no model, only the data)."""
-
-    def __init__(self, trainer: "CodecTrainer"):
-        cfg, d = trainer.cfg, trainer.dist
-        self.data, self.seed, self.batch_size, self.dropout = trainer.train_data, cfg.seed, cfg.batch_size, cfg.quantizer_dropout
-        self.n_codebooks, self.rows = trainer.codec.n_codebooks, d.slice(cfg.batch_size)
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        items = range(self.batch_size)[self.rows]
-        x = torch.cat([self.data.excerpt(mix_seed(self.seed, step, i)) for i in items])
-        n_q = draw_n_quantizers(self.batch_size, self.n_codebooks, self.dropout,
-                                torch.Generator().manual_seed(mix_seed(self.seed, step)))
-        return x, n_q[self.rows]
-
-
 # --- the trainer ---------------------------------------------------------------------------------------------------
 def _frames_samples(seconds: float, sample_rate: int, hop: int) -> int:
     return max(1, round(seconds * sample_rate / hop)) * hop
 
 
-class CodecTrainer:
+class CodecTrainer(RunLoop):
     """Runs one codec training configuration; `run()` trains to `max_steps`, resuming from `latest` when asked."""
 
+    log_fields = LOG_FIELDS
+    loss_key, progress_metric, description = "loss", ("mel", "mel"), "train codec"
+    best_metric, best_state_key = "val_mel_distance", "best_val_mel_distance"
+    non_finite_hint = "lower lr"
+
     def __init__(self, cfg: CodecTrainConfig, resume: bool = False, progress: bool = True):
-        self.cfg, self.progress = cfg, progress
         if not cfg.output:
             raise OptionError("a codec training run needs `output`")
-        self.dist = distributed.init(cfg.device)
-        if cfg.batch_size % self.dist.world:
-            raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
+        super().__init__(cfg, progress)
         if torch.device(cfg.device).type == "cuda":  # TF32 convolutions and matmuls: ~fp32 quality, tensor-core speed
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        self.out = Path(cfg.output)
-        train_files, val_files = split_files(cfg)
+        train_files, val_files = split_files(cfg.audio, cfg.val_audio, cfg.val_fraction)
 
         torch.manual_seed(cfg.seed)  # every rank starts from the same weights
         self.codec = Codec.load(cfg.init) if cfg.init else Codec(cfg.codec_config())
@@ -406,24 +260,12 @@ class CodecTrainer:
         adamw = dict(lr=cfg.lr, betas=(0.8, 0.99), eps=1e-8, weight_decay=cfg.weight_decay)
         self.optimizer = torch.optim.AdamW(self.codec.parameters(), **adamw)
         self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
-        self.step, self.best = 0, math.inf
-        if resume and self.dist.main:
-            remove_unfinished_writes(self.out)  # what a killed run was writing
-        if resume and find_training_checkpoint(self.out / "latest") is not None:
-            state = load_codec_checkpoint(self.out / "latest", self.codec, self.optimizer, self.disc, self.disc_optimizer)
-            self.step, self.best = state["step"], state.get("best_val_mel_distance", math.inf)
-        if resume and self.dist.main:  # the steps after the checkpoint run (and are logged) again; none: all of them
-            truncate_log(self.out / "log.csv", self.step if self.step else -1)
+        if resume:
+            self.resume()
 
         self.generator = CodecGenerator(self.codec)
-        self.forward_generator, self.forward_disc = self.generator, self.disc
-        if self.dist.enabled:
-            ddp = torch.nn.parallel.DistributedDataParallel
-            self.forward_generator = ddp(self.generator)
-            if self.disc is not None:
-                self.forward_disc = ddp(self.disc)
-        self.autocast = (lambda: torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)) \
-            if cfg.bf16 else nullcontext
+        self.forward_generator = distributed.wrap(self.generator, self.dist)
+        self.forward_disc = distributed.wrap(self.disc, self.dist) if self.disc is not None else None
 
         sr, hop = self.codec.sample_rate, self.codec.hop_length
         self.train_data = ExcerptSampler(train_files, sr, _frames_samples(cfg.excerpt_s, sr, hop), cfg.target_lufs,
@@ -433,14 +275,19 @@ class CodecTrainer:
         self._val_set = None
 
     # --- data ------------------------------------------------------------------------------------------------------
+    def _step_batches(self) -> StepBatches:
+        cfg = self.cfg
+        return StepBatches(self.train_data, cfg.seed, cfg.batch_size, cfg.quantizer_dropout, self.codec.n_codebooks,
+                           self.dist.slice(cfg.batch_size))
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's slice of the global batch of `step`: audio (b, 1, n) and codebook counts (b,)."""
-        return _StepBatches(self)[step]
+        return self._step_batches()[step]
 
     def batches(self, first_step: int):
         """Batches of steps first_step, first_step + 1, ... up to max_steps; with num_workers > 0 they are built
         ahead in worker processes (each batch is still a pure function of its step)."""
-        source = _StepBatches(self)
+        source = self._step_batches()
         steps = range(first_step, self.cfg.max_steps + 1)
         if self.cfg.num_workers <= 0:
             return (source[s] for s in steps)
@@ -454,19 +301,24 @@ class CodecTrainer:
             self._val_set = [self.val_data.excerpt(mix_seed(self.cfg.seed, -1, i)) for i in range(self.cfg.val_excerpts)]
         return self._val_set
 
+    def start(self) -> None:
+        """A fresh run's log opens with the untrained codec's validation; the batches start after the steps done."""
+        if self.step == 0:
+            row = {"step": 0, **self.validate(), "seconds": 0.0}
+            if self.dist.main:
+                self.log(row)
+        self._batches = self.batches(self.step + 1)
+
     # --- one optimisation step -----------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
         return self.cfg.lr * self.cfg.lr_decay ** max(step - 1, 0)
 
-    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    def train_step(self) -> dict:
         cfg, d = self.cfg, self.dist
         lr = self.lr_at(self.step)
-        for opt in (self.optimizer, self.disc_optimizer):
-            if opt is not None:
-                for group in opt.param_groups:
-                    group["lr"] = lr
+        set_lr(lr, self.optimizer, self.disc_optimizer)
         self.codec.train()
-        x, n_q = batch if batch is not None else self.batch(self.step)
+        x, n_q = next(self._batches)
         x, n_q = x.to(cfg.device, non_blocking=True), n_q.to(cfg.device)
         with self.autocast():
             y, commitment, codebook = self.forward_generator(x, n_q)
@@ -482,10 +334,7 @@ class CodecTrainer:
             loss_d = discriminator_loss([[m[:b] for m in sub] for sub in maps], [[m[b:] for m in sub] for sub in maps])
             self.disc_optimizer.zero_grad(set_to_none=True)
             loss_d.backward()
-            d_norm = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.disc_grad_clip)
-            if torch.isfinite(d_norm):
-                self.disc_optimizer.step()
-            self.disc_optimizer.zero_grad(set_to_none=True)
+            d_norm = clipped_step(self.disc_optimizer, self.disc.parameters(), cfg.disc_grad_clip)
             stats.update(disc_loss=loss_d.detach(), disc_grad_norm=d_norm.detach())
 
         mel = multiscale_mel_distance(x, y, self.codec.sample_rate, cfg.mel_bands, cfg.mel_windows,
@@ -507,10 +356,7 @@ class CodecTrainer:
             stats.update(adv=adv.detach(), feature=feat.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        g_norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
-        if torch.isfinite(g_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        g_norm = clipped_step(self.optimizer, self.codec.parameters(), cfg.grad_clip)
 
         stats.update(loss=loss.detach(), mel=mel.detach(), waveform=wave.detach(), commitment=commitment.detach(),
                      codebook=codebook.detach(), grad_norm=g_norm.detach())
@@ -537,77 +383,20 @@ class CodecTrainer:
         self.codec.train(was_training)
         return {"val_mel_distance": float(total[0] / total[1].clamp(min=1))}
 
-    # --- the run -------------------------------------------------------------------------------------------------
-    def run(self) -> dict:
-        cfg, d = self.cfg, self.dist
-        if d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.out / "config.yaml", config_to_yaml(cfg.to_dict()))
-        from tqdm.auto import tqdm
-
-        start, last, bad_steps = time.time(), {}, 0
-        if self.step == 0:  # the untrained codec's score opens the log
-            row = {"step": 0, **self.validate(), "seconds": 0.0}
-            if d.main:
-                self._log(row)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train codec {self.out.name}",
-                   disable=not (self.progress and d.main))
-        batches = self.batches(self.step + 1)
-        while self.step < cfg.max_steps:
-            self.step += 1
-            row = {"step": self.step, **self.train_step(next(batches))}
-            bad_steps = bad_steps + 1 if not (math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])) else 0
-            if bad_steps >= 10:
-                raise FloatingPointError(f"loss or gradient not finite for 10 steps in a row (step {self.step}); lower lr")
-            at_end = self.step == cfg.max_steps or d.any_rank(out_of_time(start, cfg.time_limit_s))
-            if self.step % cfg.val_every == 0 or at_end:
-                row.update(self.validate())
-            row["seconds"] = round(time.time() - start, 2)
-            if d.main:  # logged before it is saved: a run killed while saving redoes (and re-logs) this step
-                self._log(row)
-            if self.step % cfg.val_every == 0 or at_end or (cfg.save_every and self.step % cfg.save_every == 0):
-                self._save(row)
-            last = row
-            bar.update(1)
-            bar.set_postfix(mel=f"{row['mel']:.3f}")
-            if at_end:
-                break
-        bar.close()
-        last["max_rank_divergence"] = distributed.max_param_divergence(self.codec, d)
-        if self.disc is not None:
-            last["max_rank_divergence_disc"] = distributed.max_param_divergence(self.disc, d)
-        if d.main:
-            write_text_atomic(self.out / "final.json", json.dumps(last, indent=2, default=float))
-        d.barrier()
-        return last
-
-    def _save(self, row: dict):
-        cfg, d = self.cfg, self.dist
-        if not d.main:
-            d.barrier()
-            return
-        val = row.get("val_mel_distance", math.nan)
-        if math.isfinite(val) and val < self.best:
-            self.best = val
-            self._save_to(self.out / "best", row)
-        self._save_to(self.out / "latest", row)
-        if cfg.save_every and self.step % cfg.save_every == 0:
-            self._save_to(self.out / f"step-{self.step:07d}", row)
-        d.barrier()
-
-    def _save_to(self, folder: Path, row: dict):
-        state = {"step": self.step, "best_val_mel_distance": self.best, "metrics": row, "config": self.cfg.to_dict(),
-                 "world_size": self.dist.world}
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def save_checkpoint(self, folder: Path, state: dict) -> None:
         save_codec_checkpoint(folder, self.codec, self.optimizer, self.disc, self.disc_optimizer, state)
 
-    def _log(self, row: dict):
-        append_log_row(self.out / "log.csv", LOG_FIELDS, row)
+    def load_checkpoint(self, folder: Path) -> dict:
+        return load_codec_checkpoint(folder, self.codec, self.optimizer, self.disc, self.disc_optimizer)
+
+    def synced_modules(self) -> dict:
+        modules = {"max_rank_divergence": self.codec}
+        if self.disc is not None:
+            modules["max_rank_divergence_disc"] = self.disc
+        return modules
 
 
 def train_codec(cfg: CodecTrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train a codec to cfg.max_steps (resuming from `latest` when asked); returns the last step's metrics."""
-    trainer = CodecTrainer(cfg, resume=resume, progress=progress)
-    try:
-        return trainer.run()
-    finally:
-        distributed.shutdown(trainer.dist)
+    return run_to_end(CodecTrainer(cfg, resume=resume, progress=progress))

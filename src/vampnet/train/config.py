@@ -11,7 +11,7 @@ from ..errors import OptionError, first_line
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A masked-token training run of a coarse or coarse-to-fine transformer (SPEC §5 defaults where they apply)."""
+    """A masked-token training run of a coarse or coarse-to-fine transformer (the paper's defaults where they apply)."""
 
     dataset: str = ""                  # token dataset folder (vampnet tokenize)
     output: str = ""                   # run folder: checkpoints, log.csv, previews

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .. import audio
 from ..audio import find_audio
@@ -115,8 +116,6 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
     todo = [(p, rel) for p, rel in files if rel not in done]
     stats = {"files": len(files), "already_done": len(files) - len(todo), "encoded": 0, "excerpts": 0,
              "silent_excerpts": 0, "unreadable": 0}
-    from tqdm.auto import tqdm
-
     if encode is None:
         encode = BulkEncoder(codec)
     for path, rel in tqdm(todo, desc="tokenize", unit="file", disable=not progress):

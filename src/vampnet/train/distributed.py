@@ -55,6 +55,11 @@ def init(device: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def wrap(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    """`module` under DistributedDataParallel when several processes train, else `module` itself."""
+    return torch.nn.parallel.DistributedDataParallel(module) if d.enabled else module
+
+
 def max_param_divergence(model: torch.nn.Module, d: Dist) -> float:
     """Largest |difference| between this rank's parameters and rank 0's (0.0 when ranks are in sync)."""
     if not d.enabled:

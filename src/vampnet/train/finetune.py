@@ -8,60 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from ..checkpoints import find_model_files
 from ..codec import Codec
 from ..errors import CheckpointError, OptionError
-from ..model.lora import TARGET_MODULES
+from ..model import MaskedTransformer
+from ..model.lora import ADAPTER_FILE
 from ..pretrained import MANIFEST, OFFICIAL, SHIPPED, manifest, resolve
 from ..serialization import atomic_path
 from .config import TrainConfig
 from .data import TokenizeConfig, tokenize
-
-ADAPTER_FILE = "lora.safetensors"
-
-
-def inject_lora(model, rank: int, alpha: float) -> None:
-    """Add trainable LoRA factors (peft) to the target projections; every other weight is frozen."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise OptionError("LoRA fine-tuning needs peft: pip install 'vampnet[train]'") from None
-
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(TARGET_MODULES))
-    inject_adapter_in_model(config, model)
-    for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
-
-
-def _lora_layers(model):
-    for name, module in model.named_modules():
-        if hasattr(module, "lora_A") and hasattr(module, "base_layer") and "default" in module.lora_A:
-            yield name, module
-
-
-def extract_adapters(model) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
-    """{layer name: (A, B)} and the scaling (alpha / r) of a peft-injected model."""
-    adapters, scaling = {}, None
-    for name, module in _lora_layers(model):
-        adapters[name] = (module.lora_A["default"].weight.detach().cpu().clone(),
-                          module.lora_B["default"].weight.detach().cpu().clone())
-        scaling = module.scaling["default"]
-    if not adapters:
-        raise CheckpointError("the model has no LoRA adapters")
-    return adapters, float(scaling)
-
-
-@torch.no_grad()
-def restore_adapters(model, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Load adapter factors back into a peft-injected model (to resume training, not to merge)."""
-    layers = dict(_lora_layers(model))
-    if set(layers) != set(adapters):
-        raise CheckpointError("the saved adapters do not match the model's LoRA layers")
-    for name, (a, b) in adapters.items():
-        layers[name].lora_A["default"].weight.copy_(a)
-        layers[name].lora_B["default"].weight.copy_(b)
+from .masked import train
 
 
 def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 500, lora_rank: int = 8,
@@ -70,8 +26,6 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
     """Tokenise `audio_dirs` with the base codec, fine-tune the base coarse and c2f models, and write
     `<part>.lora.safetensors` adapters (or `<part>.safetensors` full weights with `full=True`) into `output`, with
     the manifest that makes `output` loadable as a model (`base`: a model name or a model folder)."""
-    from .masked import train
-
     source = resolve(base)
     if source.finetuned:
         raise OptionError(f"{base} is a fine-tuned model; fine-tune its base model instead")
@@ -84,8 +38,6 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
     tokenize(audio_dirs, output / "dataset", codec, TokenizeConfig(excerpt_s=excerpt_s, min_excerpt_s=min(1.0, excerpt_s)),
              codec_path=str(Path(files["codec"]).resolve()), progress=progress)
     written = {}
-    from ..model import MaskedTransformer
-
     for part in ("coarse", "c2f"):
         if files[part] is None:
             continue

@@ -1,29 +1,30 @@
-"""Masked-token training of a coarse or coarse-to-fine transformer (the paper's objective, SPEC §5).
+"""Masked-token training of a coarse or coarse-to-fine transformer (the paper's objective and recipe).
 
 Per item r ~ U(0, 1) from a scrambled Sobol sequence; each token is masked with probability cos(pi r / 2)
 (conditioning codebooks never); cross-entropy with label smoothing on masked tokens only; AdamW with the Noam
 warm-up schedule and gradient clipping. Validation reports loss and masked-token accuracy (top-1, top-25) for
-r < 0.5 and r >= 0.5. Checkpoints (`latest`, `best`, `step-N`) resume exactly; under torchrun it trains with DDP."""
+r < 0.5 and r >= 0.5. The run itself (checkpoints `latest`, `best`, `step-N` that resume exactly, the log, DDP under
+torchrun) is loop.RunLoop's; LoRA runs train and save only the adapters (model/lora.py)."""
 from __future__ import annotations
 
 import math
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import prompts
+from .. import audio, prompts
 from ..codec import Codec
 from ..errors import OptionError
 from ..model import MaskedTransformer, TransformerConfig
-from ..serialization import write_text_atomic
+from ..model.lora import ADAPTER_FILE, extract_adapters, inject_lora, read_adapter, restore_adapters, save_adapter
+from ..sampling import generate
 from . import distributed
-from .config import TrainConfig, config_to_yaml
+from .config import TrainConfig
 from .data import TokenDataset, read_manifest
-from .state import (append_log_row, find_training_checkpoint, load_training_checkpoint, remove_unfinished_writes,
-                    save_training_checkpoint, truncate_log)
+from .loop import RunLoop, clipped_step, mix_seed, run_to_end, set_lr
+from .state import load_training_checkpoint, save_training_checkpoint
 
 LOG_FIELDS = ["step", "lr", "train_loss", "grad_norm", "val_loss", "val_acc1", "val_acc1_lo", "val_acc25_lo", "val_acc1_hi",
               "val_acc25_hi", "val_tokens", "seconds"]
@@ -33,14 +34,6 @@ def noam_lr(step: int, dim: int, factor: float, warmup: int) -> float:
     """factor * dim^-0.5 * min(step^-0.5, step * warmup^-1.5), steps counted from 1."""
     step = max(step, 1)
     return factor * dim**-0.5 * min(step**-0.5, step * warmup**-1.5)
-
-
-def mix_seed(*parts: int) -> int:
-    """A well-spread 63-bit seed from integers (seed, step, rank...)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0x7FFFFFFFFFFFFFFF
-    return h
 
 
 def codec_codebooks(codec: Codec) -> torch.Tensor:
@@ -96,17 +89,18 @@ def _mask_token(model):
     return _unwrap(model).mask_token
 
 
-class Trainer:
+class Trainer(RunLoop):
     """Runs one training configuration; `run()` trains to `max_steps`, resuming from `latest` when asked."""
 
+    log_fields = LOG_FIELDS
+    loss_key, progress_metric, description = "train_loss", ("loss", "train_loss"), "train"
+    best_metric, best_state_key = "val_loss", "best_val_loss"
+    non_finite_hint = "lower lr_factor or enable grad clipping"
+
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
-        self.cfg, self.progress = cfg, progress
         if not cfg.dataset or not cfg.output:
             raise OptionError("a training run needs `dataset` and `output`")
-        self.dist = distributed.init(cfg.device)
-        if cfg.batch_size % self.dist.world:
-            raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
-        self.out = Path(cfg.output)
+        super().__init__(cfg, progress)
         manifest = read_manifest(cfg.dataset)
         self.frames = max(2, math.ceil(cfg.window_s * manifest["sample_rate"] / manifest["hop_length"]))
         self.train_data = TokenDataset(cfg.dataset, "train", self.frames, cfg.n_codebooks)
@@ -117,23 +111,15 @@ class Trainer:
         self.codec = self._load_codec(manifest)
         codebooks = self.train_data.codebooks if self.codec is None else codec_codebooks(self.codec)
         self.model = build_model(cfg, codebooks, self.codec).to(cfg.device)
-        self.trainable = self._prepare_trainable()
+        if cfg.lora_rank > 0:  # LoRA runs add adapters and train only them; otherwise every weight trains
+            inject_lora(self.model, cfg.lora_rank, cfg.lora_alpha)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
-        self.step, self.best = 0, math.inf
-        if resume and self.dist.main:
-            remove_unfinished_writes(self.out)  # what a killed run was writing
-        if resume and find_training_checkpoint(self.out / "latest") is not None:
-            state = load_training_checkpoint(self.out / "latest", self.model, self.optimizer, read_model=self._model_io()[1])
-            self.step, self.best = state["step"], state.get("best_val_loss", math.inf)
-        if resume and self.dist.main:  # the steps after the checkpoint run (and are logged) again; none: all of them
-            truncate_log(self.out / "log.csv", self.step if self.step else -1)
-        self.forward_model = self.model
-        if self.dist.enabled:
-            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        if resume:
+            self.resume()
+        self.forward_model = distributed.wrap(self.model, self.dist)
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
-        self.autocast = (lambda: torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)) \
-            if cfg.bf16 else nullcontext
 
     def _load_codec(self, manifest: dict) -> Codec | None:
         """The run's codec: `codec`, else the dataset's. A token pack carries the codebook vectors training needs,
@@ -146,32 +132,33 @@ class Trainer:
             return None
         raise OptionError("no codec: set `codec` in the run config" + (" (previews decode audio)" if packed else ""))
 
-    def _prepare_trainable(self):
-        """LoRA runs add adapters and train only them; otherwise every weight trains."""
+    # --- checkpoints: the whole model, or a LoRA run's adapters only -------------------------------------------------
+    def save_checkpoint(self, folder: Path, state: dict) -> None:
+        write = None
         if self.cfg.lora_rank > 0:
-            from .finetune import inject_lora
+            base = self.model.config.to_dict()
+            write = lambda tmp: save_adapter(tmp / ADAPTER_FILE, *extract_adapters(self.model), base)
+        save_training_checkpoint(folder, self.model, self.optimizer, state, write)
 
-            inject_lora(self.model, self.cfg.lora_rank, self.cfg.lora_alpha)
-        return [p for p in self.model.parameters() if p.requires_grad]
+    def load_checkpoint(self, folder: Path) -> dict:
+        read = None
+        if self.cfg.lora_rank > 0:
+            read = lambda found: restore_adapters(self.model, read_adapter(found / ADAPTER_FILE)[0])
+        return load_training_checkpoint(folder, self.model, self.optimizer, read_model=read)
 
-    def _model_io(self):
-        """(writer, reader) of the model part of a checkpoint folder: None for full models, adapter files for LoRA."""
-        if self.cfg.lora_rank <= 0:
-            return None, None
-        from ..model.lora import read_adapter, save_adapter
-        from .finetune import ADAPTER_FILE, extract_adapters, restore_adapters
-
-        base = self.model.config.to_dict()
-        write = lambda folder: save_adapter(folder / ADAPTER_FILE, *extract_adapters(self.model), base)
-        read = lambda folder: restore_adapters(self.model, read_adapter(folder / ADAPTER_FILE)[0])
-        return write, read
+    def synced_modules(self) -> dict:
+        return {"max_rank_divergence": self.model}
 
     # --- one optimisation step --------------------------------------------------------------------------------
-    def train_step(self, sobol) -> tuple[float, float]:
+    def start(self) -> None:
+        """The mask ratios' scrambled Sobol sequence, moved past the draws of the steps already done."""
+        self.sobol = torch.quasirandom.SobolEngine(1, scramble=True, seed=self.cfg.seed)
+        self.sobol.fast_forward(self.step * self.cfg.batch_size * self.cfg.grad_accum)
+
+    def train_step(self) -> dict:
         cfg, d = self.cfg, self.dist
         lr = noam_lr(self.step, self.model.config.embedding_dim, cfg.lr_factor, cfg.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(lr, self.optimizer)
         self.model.train()
         data_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, self.step))
         torch.manual_seed(mix_seed(cfg.seed, self.step, d.rank))  # dropout noise
@@ -179,7 +166,7 @@ class Trainer:
         total = torch.zeros(2)
         for micro in range(cfg.grad_accum):
             idx = self.train_data.sample_indices(data_gen, B)
-            r = sobol.draw(B).squeeze(1)
+            r = self.sobol.draw(B).squeeze(1)
             mask = prompts.training_mask((B, K, self.frames), r, C, data_gen)[d.slice(B)]
             codes = self.train_data.batch(idx[d.slice(B)])
             sync = nullcontext() if (not d.enabled or micro == cfg.grad_accum - 1) else self.forward_model.no_sync()
@@ -190,13 +177,10 @@ class Trainer:
                 (loss_sum * d.world / n / cfg.grad_accum).backward()
             total += torch.stack([loss_sum.detach().float().cpu(), count.float().cpu()])
         d.all_reduce_sum(total)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
-        if torch.isfinite(grad_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(total[0] / total[1].clamp(min=1)), float(grad_norm)
+        grad_norm = clipped_step(self.optimizer, self.trainable, cfg.grad_clip)
+        return {"lr": lr, "train_loss": float(total[0] / total[1].clamp(min=1)), "grad_norm": float(grad_norm)}
 
-    # --- validation ----------------------------------------------------------------------------------------------
+    # --- validation and previews ---------------------------------------------------------------------------------
     def validate(self) -> dict:
         """Loss and masked-token accuracy on the fixed validation windows (masked_accuracy)."""
         if self.val_data is None:
@@ -205,79 +189,14 @@ class Trainer:
         return masked_accuracy(self.model, self.val_data, cfg.val_windows, seed=cfg.seed, device=cfg.device,
                                autocast=self.autocast, dist=self.dist)
 
-    # --- the run ---------------------------------------------------------------------------------------------------
-    def run(self) -> dict:
-        cfg, d = self.cfg, self.dist
-        sobol = torch.quasirandom.SobolEngine(1, scramble=True, seed=cfg.seed)
-        sobol.fast_forward(self.step * cfg.batch_size * cfg.grad_accum)
-        if d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.out / "config.yaml", config_to_yaml(cfg.to_dict()))
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {self.out.name}", disable=not (self.progress and d.main))
-        start, last, bad_steps = time.time(), {}, 0
-        while self.step < cfg.max_steps:
-            self.step += 1
-            loss, grad_norm = self.train_step(sobol)
-            bad_steps = bad_steps + 1 if not math.isfinite(loss) or not math.isfinite(grad_norm) else 0
-            if bad_steps >= 10:
-                raise FloatingPointError(f"loss or gradient not finite for 10 steps in a row (step {self.step}); "
-                                         "lower lr_factor or enable grad clipping")
-            row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss,
-                   "grad_norm": grad_norm, "seconds": round(time.time() - start, 2)}
-            at_end = self.step == cfg.max_steps or d.any_rank(out_of_time(start, cfg.time_limit_s))
-            validating = self.step % cfg.val_every == 0 or at_end
-            if validating:
-                row.update(self.validate())
-            if d.main:  # logged before it is saved: a run killed while saving redoes (and re-logs) this step
-                self._log(row)
-            if validating or (cfg.save_every and self.step % cfg.save_every == 0):
-                self._save(row, at_end)
-            if cfg.preview_every and self.step % cfg.preview_every == 0 and d.main:
-                self.write_previews()
-            last = row
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if at_end:
-                break
-        bar.close()
-        last["max_rank_divergence"] = distributed.max_param_divergence(self.model, d)
-        if d.main:
-            write_text_atomic(self.out / "final.json", _json(last))
-        d.barrier()
-        return last
-
-    def _save(self, row: dict, at_end: bool):
-        cfg, d = self.cfg, self.dist
-        if not d.main:
-            d.barrier()
-            return
-        write = self._model_io()[0]
-        save = lambda name: save_training_checkpoint(self.out / name, self.model, self.optimizer, self._trainer_state(row), write)
-        val = row.get("val_loss", math.nan)
-        if math.isfinite(val) and val < self.best:
-            self.best = val
-            save("best")
-        save("latest")
-        if cfg.save_every and self.step % cfg.save_every == 0:
-            save(f"step-{self.step:07d}")
-        d.barrier()
-
-    def _trainer_state(self, row: dict) -> dict:
-        return {"step": self.step, "best_val_loss": self.best, "metrics": row, "config": self.cfg.to_dict(),
-                "world_size": self.dist.world}
-
-    def _log(self, row: dict):
-        append_log_row(self.out / "log.csv", LOG_FIELDS, row)
+    def after_step(self, row: dict) -> None:
+        if self.cfg.preview_every and self.step % self.cfg.preview_every == 0 and self.dist.main:
+            self.write_previews()
 
     def write_previews(self, n: int = 2):
         """Vamp the first validation windows (periodic prompt 7) and write input/vamp audio side by side."""
         if self.val_data is None:
             return
-        from .. import audio
-        from ..sampling import generate
-
         folder = self.out / "previews" / f"step-{self.step:07d}"
         codes = self.val_data.batch(self.val_data.fixed_indices(n))
         mask = prompts.periodic(codes, 7)
@@ -324,21 +243,6 @@ def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu
             "val_tokens": int(lo[1] + hi[1])}
 
 
-def out_of_time(start: float, limit_s: float) -> bool:
-    """True once a run started at `start` (time.time()) has used its time limit (limit_s <= 0: never)."""
-    return limit_s > 0 and time.time() - start >= limit_s
-
-
-def _json(d: dict) -> str:
-    import json
-
-    return json.dumps(d, indent=2, default=float)
-
-
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train to cfg.max_steps (resuming from `latest` when asked); returns the last step's metrics."""
-    trainer = Trainer(cfg, resume=resume, progress=progress)
-    try:
-        return trainer.run()
-    finally:
-        distributed.shutdown(trainer.dist)
+    return run_to_end(Trainer(cfg, resume=resume, progress=progress))

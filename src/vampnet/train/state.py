@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..serialization import atomic_path, default_mode, write_text_atomic
@@ -47,8 +49,6 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
 
 def save_optimizer(path, optimizer: torch.optim.Optimizer) -> None:
     """An optimiser's state as a safetensors file (no pickle), written atomically."""
-    from safetensors.torch import save_file
-
     tensors, meta = optimizer_to_flat(optimizer)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
@@ -56,8 +56,6 @@ def save_optimizer(path, optimizer: torch.optim.Optimizer) -> None:
 
 def load_optimizer(path, optimizer: torch.optim.Optimizer) -> None:
     """Restore an optimiser from save_optimizer's file."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["meta"])
