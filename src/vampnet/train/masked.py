@@ -212,8 +212,9 @@ class Trainer(RunLoop):
 def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu", autocast=nullcontext,
                     dist=None) -> dict:
     """Loss (plain cross-entropy) and masked-token top-1/top-25 accuracy of `model` on fixed windows of a
-    TokenDataset, with evenly spaced mask ratios r, split into r < 0.5 ("lo", mostly visible context) and
-    r >= 0.5 ("hi"). The same windows and masks for every model, so numbers compare across runs."""
+    TokenDataset, with evenly spaced mask ratios r, split into r < 0.5 ("lo") and r >= 0.5 ("hi"). A token is
+    masked with probability cos(pi r / 2), so "lo" hides more than 71 % of the tokens (little context) and "hi"
+    fewer. The same windows and masks for every model, so numbers compare across runs."""
     d = dist or distributed.Dist()
     was_training = model.training
     model.eval()
