@@ -132,9 +132,8 @@ def test_beat_prompt_keeps_the_tokens_at_the_trackers_beats(tracker, clicks):
     # each kept token sits at a true beat: within one token (17 ms) plus the tracker's 20 ms
     missed, extra = nearest_error(kept / FRAME_RATE, clicks[1])
     assert extra.max() < 1 / FRAME_RATE + 0.020 and missed.max() < 1 / FRAME_RATE + 0.020
-    # Beats.mask is the same prompt; downbeats every 2nd keep a quarter as many frames as the beats do
-    assert torch.equal(beats.mask(like, FRAME_RATE, before_s=0.0, after_s=0.0), mask)
-    sparse = beats.mask(like, FRAME_RATE, which="downbeats", every_k=2, before_s=0.0, after_s=0.0)
+    # every 2nd downbeat keeps one frame per selected downbeat
+    sparse = prompts.around_times(like, beats.select("downbeats", every_k=2), FRAME_RATE, before_s=0.0, after_s=0.0)
     assert (~sparse[0, 0]).sum() == len(beats.downbeats[::2])
 
 
@@ -152,13 +151,13 @@ def test_beats_helpers():
     beats = B.Beats(times=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0], downbeats=[0.5, 2.5], tracker="librosa",
                     licence_note="ISC", downbeats_estimated=True)
     assert beats.bpm == pytest.approx(120.0)
-    assert beats.every(2).tolist() == [0.5, 1.5, 2.5] and beats.every(3, offset=1).tolist() == [1.0, 2.5]
+    assert beats.select("beats", 2).tolist() == [0.5, 1.5, 2.5]
     assert beats.upbeats.tolist() == [1.0, 1.5, 2.0, 3.0]
     assert beats.select("downbeats").tolist() == [0.5, 2.5] and beats.select("upbeats", 2).tolist() == [1.0, 2.0]
     assert math.isnan(B.Beats([1.0], [], "madmom", "").bpm)
     assert beats.to_dict()["tracker"] == "librosa" and "120.0 BPM" in beats.summary()
     with pytest.raises(OptionError):
-        beats.every(0)
+        beats.select("beats", 0)
     with pytest.raises(OptionError):
         beats.select("bars")
 

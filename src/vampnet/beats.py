@@ -92,12 +92,6 @@ class Beats:
         near = np.abs(self.times[:, None] - self.downbeats[None, :]).min(1) <= 0.05
         return self.times[~near]
 
-    def every(self, k: int, offset: int = 0) -> np.ndarray:
-        """Every k-th beat, starting at beat `offset`."""
-        if k < 1 or offset < 0:
-            raise OptionError(f"every k-th beat needs k >= 1 and offset >= 0, got k={k}, offset={offset}")
-        return self.times[offset::k].copy()
-
     def select(self, which: str = "beats", every_k: int = 1) -> np.ndarray:
         """Times of `which` ("beats", "downbeats" or "upbeats"), thinned to every k-th one."""
         if which not in SELECTIONS:
@@ -106,13 +100,6 @@ class Beats:
             raise OptionError(f"every k-th beat needs k >= 1, got {every_k}")
         times = {"beats": self.times, "downbeats": self.downbeats, "upbeats": self.upbeats}[which]
         return times[::every_k].copy()
-
-    def mask(self, like, frame_rate: float, which: str = "beats", every_k: int = 1,
-             before_s: float = 0.0, after_s: float = 0.02) -> torch.Tensor:
-        """The beat prompt: keep the frames from before_s before to after_s after each selected time."""
-        from .prompts import around_times
-
-        return around_times(like, self.select(which, every_k), frame_rate, before_s, after_s)
 
     def summary(self) -> str:
         """One line for a report: counts, tempo, tracker and licence."""

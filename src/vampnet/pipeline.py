@@ -156,9 +156,6 @@ class Pipeline:
         """(1, 1, N) at the codec rate -> (1, K, T) codes of the codebooks the models use."""
         return self.codec.encode(wav.to(self.device))[:, : self.n_codebooks]
 
-    def build_mask(self, codes: torch.Tensor, prompt: PromptConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-        return prompt.build(codes, self.frame_rate, generator).to(codes.device)
-
     def generate(self, codes: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig | None = None,
                  c2f_sampling: SamplingConfig | None = None, *, seed: int | None = None,
                  generator: torch.Generator | None = None, progress: Progress | None = None,
@@ -264,7 +261,7 @@ class Pipeline:
         seed = new_seed() if seed is None else seed
         generator = seeded_generator(seed)
         prepared = self.prepare(wav, sample_rate, progress)
-        mask = self.build_mask(prepared.codes, prompt, generator)
+        mask = prompt.build(prepared.codes, self.frame_rate, generator).to(prepared.codes.device)
         return self.render(prepared.codes, mask, n_samples=prepared.n_samples, loudness=prepared.loudness,
                            sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
                            settings={"seed": seed, "prompt": prompt.to_dict()})

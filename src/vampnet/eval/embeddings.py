@@ -82,11 +82,6 @@ class Crepe(nn.Module):
         """(n, 1024) normalised frames -> (n, 360) pitch-bin activations (sigmoid)."""
         return torch.sigmoid(self.classifier(self.embed(frames)))
 
-    @staticmethod
-    def bin_frequency(index) -> torch.Tensor:
-        cents = 1997.3794084376191 + 20 * torch.as_tensor(index, dtype=torch.float64)
-        return 10 * 2 ** (cents / 1200)
-
     @classmethod
     def pretrained(cls) -> "Crepe":
         from safetensors.torch import load_file

@@ -286,9 +286,6 @@ class MaskedTransformer(nn.Module):
             self.classifier = folded
         self.inference_only = True
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path, codec=None, device: str | torch.device = "cpu") -> "MaskedTransformer":
