@@ -13,6 +13,7 @@ import torch
 
 from vampnet import beats as B
 from vampnet import prompts
+from vampnet.wavebeat import WaveBeat, pick_peaks
 from vampnet.errors import AudioError, CheckpointError, OptionError, VampNetError
 
 SR = 44100
@@ -227,8 +228,8 @@ def test_wavebeat_peak_picking_follows_the_fork():
     fs = 22050 / 256
     act = np.zeros(400)
     act[[50, 52, 100, 160, 300]] = [0.9, 1.0, 0.4, 0.6, 0.8]   # 52 beats 50 (closer than fs/4); 0.4 is under half
-    assert np.allclose(B.pick_peaks(act, fs, 0.25), np.array([52, 160, 300]) / fs)
-    assert B.pick_peaks(np.zeros(10), fs, 0.25).size == 0
+    assert np.allclose(pick_peaks(act, fs, 0.25), np.array([52, 160, 300]) / fs)
+    assert pick_peaks(np.zeros(10), fs, 0.25).size == 0
 
 
 def _fake_lightning_modules(monkeypatch):
@@ -247,7 +248,7 @@ def _fake_lightning_modules(monkeypatch):
 
 def test_wavebeat_reads_a_lightning_checkpoint_without_running_code(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    model = B.WaveBeat(nblocks=4, kernel_size=5, channel_growth=4, channel_width=8, sample_rate=8000)
+    model = WaveBeat(nblocks=4, kernel_size=5, channel_growth=4, channel_width=8, sample_rate=8000)
     with monkeypatch.context() as m:
         AttributeDict, ModelCheckpoint = _fake_lightning_modules(m)
         hp = AttributeDict(nblocks=4, kernel_size=5, stride=2, dilation_growth=8, channel_growth=4, channel_width=8,
