@@ -95,8 +95,8 @@ def loudness(wav: torch.Tensor, sample_rate: int) -> float:
     -70 LUFS and 10 LU below the ungated mean) of a (1, C, N) signal, C <= 5; -inf for silence.
 
     The same filters and block boundaries as pyloudnorm's default meter (its values agree to ~1e-12 LU), computed
-    with numpy alone: pyloudnorm's filtering needs scipy.signal, whose import would cost a `vampnet vamp` about as
-    much as a third of torch's. Clips shorter than one gating block are measured by their mean square instead."""
+    with numpy alone: pyloudnorm's filtering needs scipy.signal, whose import would add a large share of torch's
+    import time to every `vampnet vamp`. Clips shorter than one gating block are measured by their mean square instead."""
     x = wav[0].double().cpu().numpy()  # (C, N)
     if x.shape[0] > len(CHANNEL_WEIGHTS):
         raise AudioError(f"loudness is defined for at most {len(CHANNEL_WEIGHTS)} channels, got {x.shape[0]}")

@@ -204,8 +204,8 @@ class Decoder(nn.Module):
         if torch.is_grad_enabled():
             return self.model(x)
         # inference: time as the width of a (B, C, 1, N) channels-last image. oneDNN's convolutions with few channels
-        # over long signals (the last blocks: 16-64 channels at up to the sample rate) run 2-9x faster in this layout;
-        # the results differ from the (B, C, N) layout's by float rounding only (BENCHMARKS.md, decode)
+        # over long signals (the last blocks: 16-64 channels at up to the sample rate) run several times faster in this
+        # layout (BENCHMARKS.md, decode); the results differ from the (B, C, N) layout's by float rounding only
         y = self.model(x.unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return y.squeeze(2).contiguous()
 
