@@ -3,7 +3,8 @@
 Used by codec training (reconstruction losses) and by evaluation (the paper's mel distance). Bottom floor: it
 imports only torch and numpy.
 
-The evaluation metric `multiscale_mel_distance` follows audiotools' `MelSpectrogramLoss()` defaults (SPEC §6):
+The evaluation metric `multiscale_mel_distance` follows audiotools' `MelSpectrogramLoss()` defaults, as the original
+VampNet evaluation uses them:
 for each (window, n_mels) in ((2048, 150), (512, 80)):
     S = |STFT(x)|        Hann window (periodic), hop = window / 4, centred frames (reflect padding), power 1
     M = S @ melbank.T    Slaney mel scale and Slaney area normalisation, fmin 0, fmax sr / 2

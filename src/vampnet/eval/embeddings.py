@@ -15,7 +15,7 @@
   exact front end (16 kHz, 25 ms periodic Hann windows every 10 ms, 512-point FFT magnitude, 64 HTK-mel bands
   125-7500 Hz, log(mel + 0.01), 96-frame examples without overlap) and the weights of the standard PyTorch port
   loaded from a file the user supplies (e.g. `vggish-10086976.pth`; optional PCA file for the post-processed
-  embedding). As in the original VampNet evaluation (SPEC §6: no PCA, no final activation), the 128-d output
+  embedding). As in the original VampNet evaluation (no PCA, no final activation), the 128-d output
   of the last linear layer is used, before its ReLU; `activation=True` keeps the ReLU.
 
 An embedding is a callable `(audio (1, 1, N) or (N,), sample_rate) -> (frames, D) numpy array`."""

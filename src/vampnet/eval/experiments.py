@@ -1,4 +1,4 @@
-"""The paper's three experiments (SPEC §6) as conditions that turn one input excerpt into one output signal.
+"""The paper's three experiments as conditions that turn one input excerpt into one output signal.
 
 `run(pipeline, data_dirs, experiment, out)` picks excerpts deterministically, writes the preprocessed input as
 `baseline/NNNN.wav` and every condition's output as `<condition>/NNNN.wav`, and skips files that exist, so an

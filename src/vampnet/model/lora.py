@@ -13,7 +13,7 @@ from .official import LORA_PROJECTIONS
 
 KIND = "lora"
 TARGET_MODULES = ("attn.q", "attn.v", "attn.out", "ff.w_in", "ff.w_out")
-# the original's module names -> ours (SPEC §1.3)
+# the original's (loralib) module names -> ours
 _OFFICIAL_TO_OURS = dict(zip(LORA_PROJECTIONS, TARGET_MODULES))
 
 

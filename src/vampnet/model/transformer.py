@@ -2,7 +2,7 @@
 
 Read top to bottom: codebook embedding -> N pre-norm layers (relative-position self-attention, GEGLU
 feed-forward) -> final RMSNorm -> weight-normalised classifier giving logits for every non-conditioning codebook.
-Loading reads official `coarse.pth` / `c2f.pth` files (LoRA deltas merged, SPEC §1.3) or our safetensors format.
+Loading reads official `coarse.pth` / `c2f.pth` files (their LoRA deltas merged into the weights) or our safetensors format.
 """
 from __future__ import annotations
 
