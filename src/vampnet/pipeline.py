@@ -16,6 +16,7 @@ from .codec import Codec
 from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
 from .model.lora import load_adapter
+from .pretrained import resolve
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig, generate_with_config, seeded_generator
 from .tokens import load_codes, save_codes
@@ -91,8 +92,6 @@ class Pipeline:
         """A named model: None or "small" = the small model shipped inside the package (offline), "official" = the
         official weights fetched by `vampnet download`, a fine-tuned model's name (`vampnet finetune --name`), or a
         model folder. Options are `load`'s (explicit files win over the fine-tuned ones)."""
-        from .pretrained import resolve
-
         source = resolve(name)
         return cls.load(source.base, **{**source.load_options(), **options})
 

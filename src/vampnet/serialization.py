@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .errors import CheckpointError, first_line
 
@@ -88,8 +90,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def save_safetensors(path, state_dict: dict[str, torch.Tensor], kind: str, config: dict, extra: dict | None = None):
     """Write tensors and a JSON config as one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -125,8 +125,6 @@ def _looks_like_safetensors(head: bytes) -> bool:
 
 
 def _read_safetensors(path: Path) -> LoadedCheckpoint:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -4,6 +4,7 @@ loading/saving (official `.pth` from the original training code, or our safetens
 Architecture sizes always come from the checkpoint's configuration, never from constants here."""
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -303,8 +304,6 @@ class Codec(nn.Module):
 
     def fingerprint(self) -> str:
         """A short hash of the weights: token files and datasets only fit the codec that made them."""
-        import hashlib
-
         h = hashlib.sha1()
         for name, t in sorted(self.state_dict().items()):
             h.update(name.encode())

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from .. import audio as audio_io
 from ..errors import CheckpointError, OptionError, first_line
@@ -84,8 +85,6 @@ class Crepe(nn.Module):
 
     @classmethod
     def pretrained(cls) -> "Crepe":
-        from safetensors.torch import load_file
-
         if not CREPE_WEIGHTS.is_file():
             raise CheckpointError(f"the CREPE weights are missing from the package ({CREPE_WEIGHTS})")
         model = cls(capacity=4)

@@ -16,6 +16,7 @@ from torch import nn
 from ..codec.layers import embedding, randn, weight_norm
 from ..errors import CheckpointError, OptionError
 from ..serialization import load_state_strict, read_checkpoint, save_safetensors
+from .official import convert_official_state
 
 KIND = "transformer"
 
@@ -304,8 +305,6 @@ class MaskedTransformer(nn.Module):
                 raise CheckpointError(f"{path} is not a VampNet transformer checkpoint (no embedding_dim/n_codebooks)")
             if codec is None:
                 raise CheckpointError(f"{path} is an official checkpoint: loading it needs the codec (its codebooks)")
-            from .official import convert_official_state
-
             config = TransformerConfig.from_official_kwargs(ckpt.config)
             with torch.device("meta"):
                 model = cls(config)
