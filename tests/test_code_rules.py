@@ -1,6 +1,6 @@
-"""The code rules the project holds itself to, checked on the source text of src/vampnet (parsed with `ast`,
-nothing imported): no module over 550 lines, imports inside functions only for optional dependencies (the
-extras in pyproject.toml), and no import cycle between vampnet's modules."""
+"""The code rules the project holds itself to, checked on the source text of src/vampnet (parsed with `ast`; no
+vampnet module is imported): no module over 550 lines, imports inside functions only for optional dependencies
+(the extras in pyproject.toml), and no import cycle between vampnet's modules."""
 from __future__ import annotations
 
 import ast
