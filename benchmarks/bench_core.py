@@ -13,7 +13,7 @@ What it does (see benchmarks/README.md):
   3. times one coarse forward, counts its FLOPs analytically and compares the achieved GFLOP/s with a single
      fp32 matrix product of a comparable shape timed in the same run;
   4. decodes the same tokens with a second decoder width (1536, lac/conf/base.yml's; the main run uses 512, the
-     width the ~180 MB official file suggests, SPEC appendix);
+     width the ~180 MB official file suggests);
   5. profiles one coarse forward and one decode by operator.
 `--quick` runs the same code on a tiny configuration in a few seconds (for tests)."""
 from __future__ import annotations
@@ -45,7 +45,7 @@ from vampnet.model.official import LORA_PROJECTIONS, LAYER_MAP
 # --- configurations -----------------------------------------------------------------------------------------
 
 FULL = {
-    # LAC kwargs as the official codec.pth would hold them (SPEC §1.4: 14 x 1024 x 8, 44.1 kHz, hop 768)
+    # LAC kwargs as the official codec.pth would hold them (14 codebooks of 1024 codes, 8-d, 44.1 kHz, hop 768)
     "codec": dict(encoder_dim=64, encoder_rates=[2, 4, 8, 12], decoder_dim=512, decoder_rates=[12, 8, 4, 2],
                   n_codebooks=14, codebook_size=1024, codebook_dim=8, quantizer_dropout=False, sample_rate=44100),
     "alt_decoder_dim": 1536,

@@ -178,7 +178,7 @@ def candidates_part(codec, coarse_list, c2f_list, frames: int, chunk: int, steps
             cpu[(kind, c)].append(time.process_time() - p)
     rows = []
     for kind, c, model in jobs:
-        n_par = model.num_parameters()
+        n_par = sum(p.numel() for p in model.parameters())
         gflop = (steps * flops(model.config, frames) if kind == "coarse" else 2 * flops(model.config, chunk, n)) / 1e9
         rows.append({"kind": kind, "layers": c[0], "width": c[1], "heads": c[2], "head_dim": c[1] // c[2],
                      "params_m": n_par / 1e6, "mb_fp32": 4 * n_par / 1e6, "gflop": gflop,

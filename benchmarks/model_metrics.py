@@ -6,7 +6,7 @@
 
 CORPUS is the folder `vampnet prepare-corpus` made; its validation files are the ones `split_of` puts in "val"
 (the same rule training used, so none of them was trained on). The script reports:
-  1. codec: the paper's multi-scale mel distance (SPEC §6) and SI-SDR of the codec round trip (all codebooks) on
+  1. codec: the paper's multi-scale mel distance (eval.metrics) and SI-SDR of the codec round trip (all codebooks) on
      10 s excerpts (mono, codec rate, -24 LUFS), next to Opus (ffmpeg/libopus) at --opus-kbps; the bitrates;
   2. masked-token accuracy (top-1, top-25) of the coarse and the coarse-to-fine model on windows of those
      excerpts' tokens, mask ratios spread evenly over (0, 1) (train.masked.masked_accuracy);

@@ -1,7 +1,6 @@
 """Shared test fixtures: the reference fixture sets, tiny models, and short synthetic audio."""
 from __future__ import annotations
 
-import math
 import socket
 from pathlib import Path
 
@@ -97,10 +96,6 @@ def wav_file(tmp_path) -> Path:
     path = tmp_path / "in.wav"
     sf.write(path, sine_mix(2.5), 44100)
     return path
-
-
-def frames_for(seconds: float, hop: int = 768, sr: int = 44100) -> int:
-    return math.ceil(seconds * sr / hop)
 
 
 @pytest.fixture

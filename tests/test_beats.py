@@ -13,6 +13,7 @@ import torch
 
 from vampnet import beats as B
 from vampnet import prompts
+from vampnet.wavebeat import WaveBeat, pick_peaks
 from vampnet.errors import AudioError, CheckpointError, OptionError, VampNetError
 
 SR = 44100
@@ -132,9 +133,8 @@ def test_beat_prompt_keeps_the_tokens_at_the_trackers_beats(tracker, clicks):
     # each kept token sits at a true beat: within one token (17 ms) plus the tracker's 20 ms
     missed, extra = nearest_error(kept / FRAME_RATE, clicks[1])
     assert extra.max() < 1 / FRAME_RATE + 0.020 and missed.max() < 1 / FRAME_RATE + 0.020
-    # Beats.mask is the same prompt; downbeats every 2nd keep a quarter as many frames as the beats do
-    assert torch.equal(beats.mask(like, FRAME_RATE, before_s=0.0, after_s=0.0), mask)
-    sparse = beats.mask(like, FRAME_RATE, which="downbeats", every_k=2, before_s=0.0, after_s=0.0)
+    # every 2nd downbeat keeps one frame per selected downbeat
+    sparse = prompts.around_times(like, beats.select("downbeats", every_k=2), FRAME_RATE, before_s=0.0, after_s=0.0)
     assert (~sparse[0, 0]).sum() == len(beats.downbeats[::2])
 
 
@@ -152,13 +152,13 @@ def test_beats_helpers():
     beats = B.Beats(times=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0], downbeats=[0.5, 2.5], tracker="librosa",
                     licence_note="ISC", downbeats_estimated=True)
     assert beats.bpm == pytest.approx(120.0)
-    assert beats.every(2).tolist() == [0.5, 1.5, 2.5] and beats.every(3, offset=1).tolist() == [1.0, 2.5]
+    assert beats.select("beats", 2).tolist() == [0.5, 1.5, 2.5]
     assert beats.upbeats.tolist() == [1.0, 1.5, 2.0, 3.0]
     assert beats.select("downbeats").tolist() == [0.5, 2.5] and beats.select("upbeats", 2).tolist() == [1.0, 2.0]
     assert math.isnan(B.Beats([1.0], [], "madmom", "").bpm)
     assert beats.to_dict()["tracker"] == "librosa" and "120.0 BPM" in beats.summary()
     with pytest.raises(OptionError):
-        beats.every(0)
+        beats.select("beats", 0)
     with pytest.raises(OptionError):
         beats.select("bars")
 
@@ -228,8 +228,8 @@ def test_wavebeat_peak_picking_follows_the_fork():
     fs = 22050 / 256
     act = np.zeros(400)
     act[[50, 52, 100, 160, 300]] = [0.9, 1.0, 0.4, 0.6, 0.8]   # 52 beats 50 (closer than fs/4); 0.4 is under half
-    assert np.allclose(B.pick_peaks(act, fs, 0.25), np.array([52, 160, 300]) / fs)
-    assert B.pick_peaks(np.zeros(10), fs, 0.25).size == 0
+    assert np.allclose(pick_peaks(act, fs, 0.25), np.array([52, 160, 300]) / fs)
+    assert pick_peaks(np.zeros(10), fs, 0.25).size == 0
 
 
 def _fake_lightning_modules(monkeypatch):
@@ -248,7 +248,7 @@ def _fake_lightning_modules(monkeypatch):
 
 def test_wavebeat_reads_a_lightning_checkpoint_without_running_code(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    model = B.WaveBeat(nblocks=4, kernel_size=5, channel_growth=4, channel_width=8, sample_rate=8000)
+    model = WaveBeat(nblocks=4, kernel_size=5, channel_growth=4, channel_width=8, sample_rate=8000)
     with monkeypatch.context() as m:
         AttributeDict, ModelCheckpoint = _fake_lightning_modules(m)
         hp = AttributeDict(nblocks=4, kernel_size=5, stride=2, dilation_growth=8, channel_growth=4, channel_width=8,

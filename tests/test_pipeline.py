@@ -37,7 +37,7 @@ def test_vamp_is_reproducible_with_a_seed(pipeline_a):
     assert not torch.equal(a.codes, c.codes)
 
 
-def testwindow_starts_cover_everything_and_overlap():
+def test_window_starts_cover_everything_and_overlap():
     assert window_starts(50, 100, 10) == [0]
     starts = window_starts(1000, 100, 20)
     assert starts[0] == 0 and starts[-1] == 900

@@ -10,8 +10,9 @@ from vampnet.model import relative_position_buckets
 from vampnet.model.official import merge_lora
 
 
-def spec_bucket(rel: int) -> int:
-    """The rel -> bucket table written out in SPEC §2.4."""
+def expected_bucket(rel: int) -> int:
+    """The original's relative-position bucket of key - query offset `rel` (T5's bidirectional bucketing, 32
+    buckets, max distance 128), written out as a table: 0..7 exact, then log-spaced ranges; keys after the query +16."""
     a = abs(rel)
     ranges = [(0, 7, None), (8, 11, 8), (12, 15, 9), (16, 22, 10), (23, 31, 11), (32, 45, 12), (46, 63, 13), (64, 90, 14)]
     for lo, hi, b in ranges:
@@ -23,12 +24,12 @@ def spec_bucket(rel: int) -> int:
     return base + (16 if rel > 0 else 0)
 
 
-def test_relative_position_buckets_match_the_specified_table():
+def test_relative_position_buckets_match_the_written_out_table():
     T = 300
     buckets = relative_position_buckets(T)
     for q in (0, 1, 150, 299):
         for k in range(T):
-            assert buckets[q, k] == spec_bucket(k - q), (q, k)
+            assert buckets[q, k] == expected_bucket(k - q), (q, k)
     assert 16 not in buckets.unique().tolist()
 
 

@@ -4,11 +4,14 @@ The only module that touches audio files. Waveforms are float32 torch tensors sh
 with the sample rate carried beside them."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 import torch
 
 from .errors import AudioError, first_line
@@ -22,8 +25,6 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}  
 def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple[torch.Tensor, int]:
     """Read an audio file -> ((1, channels, samples) float32, sample rate), from `offset_s` seconds on and at most
     `max_seconds` long. Raises AudioError with the reason."""
-    import soundfile as sf
-
     path = Path(path)
     if not path.exists():
         raise AudioError(f"audio file not found: {path}")
@@ -46,8 +47,6 @@ def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple
 
 def save(path, wav: torch.Tensor, sample_rate: int, metadata: dict | None = None) -> Path:
     """Write (1, channels, samples) or (channels, samples) audio atomically; format from the extension."""
-    import soundfile as sf
-
     path = Path(path)
     fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -70,8 +69,6 @@ def save(path, wav: torch.Tensor, sample_rate: int, metadata: dict | None = None
 
 
 def _metadata_comment(metadata: dict) -> str:
-    import json
-
     return json.dumps(metadata, sort_keys=True, default=str)[:2000]
 
 
@@ -84,8 +81,6 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
     """High-quality resampling with soxr; (B, C, N) at sr_in -> (B, C, M) at sr_out."""
     if sr_in == sr_out:
         return wav
-    import soxr
-
     out = [soxr.resample(w.T.numpy().astype(np.float32), sr_in, sr_out, quality="HQ").T for w in wav.cpu()]
     return torch.from_numpy(np.ascontiguousarray(np.stack(out))).float()
 
@@ -95,8 +90,8 @@ def loudness(wav: torch.Tensor, sample_rate: int) -> float:
     -70 LUFS and 10 LU below the ungated mean) of a (1, C, N) signal, C <= 5; -inf for silence.
 
     The same filters and block boundaries as pyloudnorm's default meter (its values agree to ~1e-12 LU), computed
-    with numpy alone: pyloudnorm's filtering needs scipy.signal, whose import would cost a `vampnet vamp` about as
-    much as a third of torch's. Clips shorter than one gating block are measured by their mean square instead."""
+    with numpy alone: pyloudnorm's filtering needs scipy.signal, whose import would add a large share of torch's
+    import time to every `vampnet vamp`. Clips shorter than one gating block are measured by their mean square instead."""
     x = wav[0].double().cpu().numpy()  # (C, N)
     if x.shape[0] > len(CHANNEL_WEIGHTS):
         raise AudioError(f"loudness is defined for at most {len(CHANNEL_WEIGHTS)} channels, got {x.shape[0]}")
@@ -199,8 +194,6 @@ def match_loudness(wav: torch.Tensor, sample_rate: int, target: float) -> torch.
 
 def duration(path) -> float:
     """Seconds of audio in a file, without reading the samples."""
-    import soundfile as sf
-
     try:
         info = sf.info(os.fspath(path))
     except Exception as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import huggingface_hub  # its submodules load on first use, so importing it is cheap
 import torch
 
 from .codec import Codec, CodecConfig
@@ -127,17 +128,14 @@ def download_official(dest, repo_id: str = OFFICIAL_REPO, revision: str | None =
                       filenames: dict[str, str] | None = None) -> dict[str, Path]:
     """Download the official checkpoints from the Hugging Face hub into `dest` (huggingface_hub's cache and
     resumption apply). Nothing is downloaded at import time or unless this is called."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise CheckpointError("downloading needs huggingface_hub (pip install huggingface_hub)") from None
     names = {**OFFICIAL_FILES, **(filenames or {})}
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = {}
     for part in parts:
         try:
-            out[part] = Path(hf_hub_download(repo_id=repo_id, filename=names[part], revision=revision, local_dir=dest))
+            out[part] = Path(huggingface_hub.hf_hub_download(repo_id=repo_id, filename=names[part], revision=revision,
+                                                             local_dir=dest))
         except Exception as e:
             raise CheckpointError(f"download of {names[part]} from {repo_id} failed: {first_line(e)}") from None
     return out

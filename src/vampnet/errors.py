@@ -25,6 +25,14 @@ class CodesFileError(VampNetError):
     """A token file (codes .npz, compressed file) is missing, corrupt or inconsistent."""
 
 
+class TrackerUnavailable(VampNetError):
+    """The package a beat or onset tracker needs is not installed."""
+
+
+class TrackerError(VampNetError):
+    """A beat or onset tracker is installed but could not run on this input."""
+
+
 class Cancelled(VampNetError):
     """A running job was stopped on request (HARP's cancel, the OSC bridge's stop or a newer loop)."""
 

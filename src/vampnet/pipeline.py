@@ -16,6 +16,7 @@ from .codec import Codec
 from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
 from .model.lora import load_adapter
+from .pretrained import resolve
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig, generate_with_config, seeded_generator
 from .tokens import load_codes, save_codes
@@ -91,8 +92,6 @@ class Pipeline:
         """A named model: None or "small" = the small model shipped inside the package (offline), "official" = the
         official weights fetched by `vampnet download`, a fine-tuned model's name (`vampnet finetune --name`), or a
         model folder. Options are `load`'s (explicit files win over the fine-tuned ones)."""
-        from .pretrained import resolve
-
         source = resolve(name)
         return cls.load(source.base, **{**source.load_options(), **options})
 
@@ -155,9 +154,6 @@ class Pipeline:
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """(1, 1, N) at the codec rate -> (1, K, T) codes of the codebooks the models use."""
         return self.codec.encode(wav.to(self.device))[:, : self.n_codebooks]
-
-    def build_mask(self, codes: torch.Tensor, prompt: PromptConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-        return prompt.build(codes, self.frame_rate, generator).to(codes.device)
 
     def generate(self, codes: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig | None = None,
                  c2f_sampling: SamplingConfig | None = None, *, seed: int | None = None,
@@ -264,7 +260,7 @@ class Pipeline:
         seed = new_seed() if seed is None else seed
         generator = seeded_generator(seed)
         prepared = self.prepare(wav, sample_rate, progress)
-        mask = self.build_mask(prepared.codes, prompt, generator)
+        mask = prompt.build(prepared.codes, self.frame_rate, generator).to(prepared.codes.device)
         return self.render(prepared.codes, mask, n_samples=prepared.n_samples, loudness=prepared.loudness,
                            sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
                            settings={"seed": seed, "prompt": prompt.to_dict()})

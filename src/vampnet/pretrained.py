@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from .errors import CheckpointError, OptionError
@@ -34,8 +35,6 @@ def models_home() -> Path:
 
 def shipped_folder() -> Path:
     """The folder of the shipped small model inside the installed package."""
-    from importlib.resources import files
-
     return Path(str(files("vampnet") / "weights" / SHIPPED))
 
 

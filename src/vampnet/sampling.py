@@ -1,4 +1,4 @@
-"""Confidence-based parallel iterative decoding (the paper's sampler, SPEC §4.1).
+"""Confidence-based parallel iterative decoding (the paper's sampler; the original code's `VampNet.generate`).
 
 Start with every masked token set to MASK. At each of `steps` passes the model predicts all masked tokens at
 once; a token is drawn for each; the least confident draws (confidence = log p + annealed Gumbel noise) are

@@ -1,5 +1,6 @@
 """Reading and writing checkpoint containers: our safetensors format (weights + JSON config in the metadata),
-the official audiotools `.pth` container (read with `weights_only=True`, never executed), and atomic file writes.
+the official audiotools `.pth` container and PyTorch Lightning `.ckpt` files (both read with `weights_only=True`,
+never executed), and atomic file writes.
 
 This module knows nothing of architectures; codec and model modules build themselves from what it returns."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import stat
 import tempfile
 import threading
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .errors import CheckpointError, first_line
 
@@ -86,8 +90,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def save_safetensors(path, state_dict: dict[str, torch.Tensor], kind: str, config: dict, extra: dict | None = None):
     """Write tensors and a JSON config as one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -123,8 +125,6 @@ def _looks_like_safetensors(head: bytes) -> bool:
 
 
 def _read_safetensors(path: Path) -> LoadedCheckpoint:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -169,6 +169,38 @@ def _read_official(path: Path) -> LoadedCheckpoint:
         # a bare state dict, e.g. an original LoRA file of lora_A/lora_B tensors
         return LoadedCheckpoint(dict(obj), {}, "bare_state_dict", official=True, path=path)
     raise CheckpointError(f"{path} is not a VampNet checkpoint (unexpected content)")
+
+
+# PyTorch Lightning checkpoints pickle a few Lightning objects beside the weights: the hyper-parameters'
+# AttributeDict (a dict subclass) and callback classes used as dict keys. They are read with weights_only=True,
+# each such name answered by a plain dict, so loading never imports Lightning nor runs code from the file.
+_LIGHTNING_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+
+
+def read_lightning_checkpoint(path, kind: str = "Lightning") -> dict:
+    """A PyTorch Lightning checkpoint as a dict (state_dict, hyper_parameters, ...); `kind` names the model in
+    errors ("cannot read the WaveBeat checkpoint ...")."""
+    stand_ins: list[str] = []
+    for _ in range(32):
+        allowed = [(dict, name) for name in stand_ins]
+        try:
+            with torch.serialization.safe_globals(allowed):
+                ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch reports a blocked global as an UnpicklingError
+            message = str(e)
+            found = re.search(r"GLOBAL ([\w.]+)", message)
+            name = found.group(1) if found else None
+            if name and name.startswith(_LIGHTNING_PREFIXES) and name not in stand_ins:
+                stand_ins.append(name)
+                continue
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            what = f"it needs '{name}', which is not a tensor or a Lightning object" if name else \
+                next((line for line in lines if "error" in line.lower()), lines[0] if lines else type(e).__name__)
+            raise CheckpointError(f"cannot read the {kind} checkpoint {path} safely: {what}") from None
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{path} is not a {kind} checkpoint (not a dict)")
+        return ckpt
+    raise CheckpointError(f"cannot read the {kind} checkpoint {path}: too many unknown Lightning objects")
 
 
 def key_problems(expected: dict[str, tuple | None], state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:

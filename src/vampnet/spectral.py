@@ -1,9 +1,10 @@
-"""Spectral representations and distances: STFT, a Slaney mel filterbank, and multi-scale mel / STFT losses.
+"""Spectral representations and distances: STFT, a Slaney mel filterbank and the multi-scale mel distance.
 
 Used by codec training (reconstruction losses) and by evaluation (the paper's mel distance). Bottom floor: it
 imports only torch and numpy.
 
-The evaluation metric `multiscale_mel_distance` follows audiotools' `MelSpectrogramLoss()` defaults (SPEC §6):
+The evaluation metric `multiscale_mel_distance` follows audiotools' `MelSpectrogramLoss()` defaults, as the original
+VampNet evaluation uses them:
 for each (window, n_mels) in ((2048, 150), (512, 80)):
     S = |STFT(x)|        Hann window (periodic), hop = window / 4, centred frames (reflect padding), power 1
     M = S @ melbank.T    Slaney mel scale and Slaney area normalisation, fmin 0, fmax sr / 2
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "hz_to_mel", "mel_to_hz", "mel_filterbank", "stft", "stft_magnitude", "mel_spectrogram",
-    "multiscale_mel_distance", "multiscale_stft_loss", "EVAL_MEL_BANDS", "EVAL_MEL_WINDOWS",
+    "multiscale_mel_distance", "EVAL_MEL_BANDS", "EVAL_MEL_WINDOWS",
 ]
 
 EVAL_MEL_BANDS = (150, 80)
@@ -146,19 +147,4 @@ def multiscale_mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int, 
             total = total + log_weight * F.l1_loss(lx, ly)
         if mag_weight:
             total = total + mag_weight * F.l1_loss(mx, my)
-    return total
-
-
-def multiscale_stft_loss(x: torch.Tensor, y: torch.Tensor, windows=(2048, 512), *, log_weight: float = 1.0,
-                         mag_weight: float = 1.0, power: float = 2.0, clamp_eps: float = 1e-5) -> torch.Tensor:
-    """The same distance on linear-frequency STFT magnitudes (audiotools' MultiScaleSTFTLoss form); a 0-d tensor."""
-    _check_pair(x, y)
-    total = x.new_zeros((), dtype=torch.float32)
-    for w in windows:
-        sx, sy = stft_magnitude(x, w), stft_magnitude(y, w)
-        if log_weight:
-            total = total + log_weight * F.l1_loss(torch.log10(sx.clamp(min=clamp_eps).pow(power)),
-                                                   torch.log10(sy.clamp(min=clamp_eps).pow(power)))
-        if mag_weight:
-            total = total + mag_weight * F.l1_loss(sx, sy)
     return total

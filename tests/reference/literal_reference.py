@@ -13,7 +13,7 @@ Public entry points
     LAC.encode(audio, sr)            -> {"z", "codes", "latents"}
     LAC.encoder(x), LAC.preprocess(audio, sr), LAC.quantizer.from_codes(codes), LAC.decode(z)
     VampNet.embedding.from_codes(codes, codec), VampNet.forward(latents)
-    VampNet.generate(codec, start_tokens, mask, _sampling_steps, ...)   (SPEC 4.1)
+    VampNet.generate(codec, start_tokens, mask, _sampling_steps, ...)   (the paper's sampler)
     build helpers used to create fixture set B: LAC(**kw), VampNet(**kw), save_container(...)
 """
 from __future__ import annotations

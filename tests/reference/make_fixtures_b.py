@@ -287,7 +287,7 @@ def main():
         "torch": torch.__version__,
         "seed": SEED,
         "produced_by": "tests/reference/make_fixtures_b.py using ONLY tests/reference/literal_reference.py "
-                       "(literal re-implementation of the original numerics from SPEC.md)",
+                       "(literal re-implementation of the original numerics)",
         "literal_reference_vs_set_a": val_a,
         "files": files,
         "from_latents_recovers_codes": from_lat_ok,
@@ -323,7 +323,7 @@ def write_readme(info, sizes):
         "VampNet / LAC fixtures: fixtures_b",
         "=" * 60,
         "Produced by tests/reference/make_fixtures_b.py using ONLY our literal re-implementation",
-        "tests/reference/literal_reference.py (written from SPEC.md, structured like the original code:",
+        "tests/reference/literal_reference.py (structured like the original code:",
         "weight norm recomputed with torch._weight_norm at every forward, literal straight-through VQ",
         "expression, relative bias computed by layer 0 in float32, explicit softmax / np.sqrt(d), GEGLU with",
         "torch.pow(g, 3.0), LoRA merged as W + (lora_B @ lora_A) * (1/r), float32 gamma in generate).",

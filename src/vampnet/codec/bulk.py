@@ -13,9 +13,9 @@ pieces of at least two, and a piece is at least `tile_frames` long (the last tak
 `tile_frames` >= 81 so that even the last layer (256 channels here) of a one-signal piece holds over 20480
 values whenever the whole signal does. Within those rules the latents are bit-identical to `Codec.encode` (tests
 check it on pieces, batches and odd lengths; BENCHMARKS.md on hours of music).
-On the shipped codec this takes about 1.6 times less CPU time per second of audio (BENCHMARKS.md). Other
-layouts (channels-last convolutions) were measured about 8 % faster still, but round differently and flip about
-one code in 30 000, so they are not used. The codec itself is not changed."""
+This takes less CPU time per second of audio than `Codec.encode` (how much: BENCHMARKS.md, tokenisation). Other
+layouts (channels-last convolutions) were faster still but round differently and flip some codes, so they are
+not used. The codec itself is not changed."""
 from __future__ import annotations
 
 import copy

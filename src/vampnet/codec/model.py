@@ -4,6 +4,7 @@ loading/saving (official `.pth` from the original training code, or our safetens
 Architecture sizes always come from the checkpoint's configuration, never from constants here."""
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -204,8 +205,8 @@ class Decoder(nn.Module):
         if torch.is_grad_enabled():
             return self.model(x)
         # inference: time as the width of a (B, C, 1, N) channels-last image. oneDNN's convolutions with few channels
-        # over long signals (the last blocks: 16-64 channels at up to the sample rate) run 2-9x faster in this layout;
-        # the results differ from the (B, C, N) layout's by float rounding only (BENCHMARKS.md, decode)
+        # over long signals (the last blocks: 16-64 channels at up to the sample rate) run several times faster in this
+        # layout (BENCHMARKS.md, decode); the results differ from the (B, C, N) layout's by float rounding only
         y = self.model(x.unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return y.squeeze(2).contiguous()
 
@@ -303,8 +304,6 @@ class Codec(nn.Module):
 
     def fingerprint(self) -> str:
         """A short hash of the weights: token files and datasets only fit the codec that made them."""
-        import hashlib
-
         h = hashlib.sha1()
         for name, t in sorted(self.state_dict().items()):
             h.update(name.encode())

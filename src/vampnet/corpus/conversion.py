@@ -27,13 +27,6 @@ class RawFormat:
     encoding: str = "u8"  # unsigned 8-bit; the only raw encoding met so far
 
 
-def convert_raw(src: Path, dst: Path, fmt: RawFormat, metadata: dict | None = None) -> float:
-    """Decode a headerless PCM file and write it as FLAC (or any format audio.save knows); returns seconds."""
-    wav = read_raw(src, fmt)
-    audio.save(dst, wav, fmt.sample_rate, metadata)
-    return wav.shape[-1] / fmt.sample_rate
-
-
 def read_raw(src: Path, fmt: RawFormat) -> torch.Tensor:
     """A headerless PCM file as (1, channels, N) float audio."""
     if fmt.encoding != "u8":

@@ -47,7 +47,7 @@ def fluidsynth_render(midi_path: Path, wav_path: Path, soundfont: Path, sample_r
     """Render a MIDI file to a float WAV with the fluidsynth command line (faster than real time, no audio device)."""
     if shutil.which("fluidsynth") is None:
         raise CorpusError("fluidsynth not found: run `sudo apt-get install fluidsynth`")
-    # dynamic sample loading: only the instruments a file plays are read (decoding all of an .sf3 takes ~7 s)
+    # dynamic sample loading: only the instruments a file plays are read (decoding a whole .sf3 takes seconds per render)
     command = ["fluidsynth", "-ni", "-q", "-o", "synth.dynamic-sample-loading=1", "-g", "0.5", "-r", str(sample_rate),
                "-O", "float", "-T", "wav",
                "-F", str(wav_path), str(soundfont), str(midi_path)]

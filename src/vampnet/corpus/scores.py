@@ -230,7 +230,7 @@ def render_score(score, out_audio, soundfont, us_per_quarter: int, programs: lis
     with tempfile.TemporaryDirectory(prefix="vampnet-render-") as tmp:
         midi_tmp, wav_tmp = Path(tmp) / "score.mid", Path(tmp) / "render.wav"
         write_midi(score, midi_tmp)
-        # fluidsynth renders ~100x faster than real time here; the limit only stops a runaway render
+        # fluidsynth renders far faster than real time; the limit only stops a runaway render
         fluidsynth_render(midi_tmp, wav_tmp, Path(soundfont), sample_rate, timeout_s=60 + music_end)
         wav, sr = audio.load(wav_tmp)
         with atomic_path(sidecar(out_audio, ".mid")) as dst:

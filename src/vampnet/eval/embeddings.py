@@ -15,7 +15,7 @@
   exact front end (16 kHz, 25 ms periodic Hann windows every 10 ms, 512-point FFT magnitude, 64 HTK-mel bands
   125-7500 Hz, log(mel + 0.01), 96-frame examples without overlap) and the weights of the standard PyTorch port
   loaded from a file the user supplies (e.g. `vggish-10086976.pth`; optional PCA file for the post-processed
-  embedding). As in the original VampNet evaluation (SPEC §6: no PCA, no final activation), the 128-d output
+  embedding). As in the original VampNet evaluation (no PCA, no final activation), the 128-d output
   of the last linear layer is used, before its ReLU; `activation=True` keeps the ReLU.
 
 An embedding is a callable `(audio (1, 1, N) or (N,), sample_rate) -> (frames, D) numpy array`."""
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from .. import audio as audio_io
 from ..errors import CheckpointError, OptionError, first_line
@@ -82,15 +83,8 @@ class Crepe(nn.Module):
         """(n, 1024) normalised frames -> (n, 360) pitch-bin activations (sigmoid)."""
         return torch.sigmoid(self.classifier(self.embed(frames)))
 
-    @staticmethod
-    def bin_frequency(index) -> torch.Tensor:
-        cents = 1997.3794084376191 + 20 * torch.as_tensor(index, dtype=torch.float64)
-        return 10 * 2 ** (cents / 1200)
-
     @classmethod
     def pretrained(cls) -> "Crepe":
-        from safetensors.torch import load_file
-
         if not CREPE_WEIGHTS.is_file():
             raise CheckpointError(f"the CREPE weights are missing from the package ({CREPE_WEIGHTS})")
         model = cls(capacity=4)

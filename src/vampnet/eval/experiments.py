@@ -1,4 +1,4 @@
-"""The paper's three experiments (SPEC §6) as conditions that turn one input excerpt into one output signal.
+"""The paper's three experiments as conditions that turn one input excerpt into one output signal.
 
 `run(pipeline, data_dirs, experiment, out)` picks excerpts deterministically, writes the preprocessed input as
 `baseline/NNNN.wav` and every condition's output as `<condition>/NNNN.wav`, and skips files that exist, so an
@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import audio, prompts
+from ..beats import track_beats
 from ..errors import OptionError
 from ..pipeline import Pipeline
 from ..sampling import SamplingConfig, seeded_generator
@@ -164,8 +166,6 @@ def _upper(codes, first: int) -> torch.Tensor:
 def beat_mask(pipeline: Pipeline, x: torch.Tensor, codes: torch.Tensor, params: dict) -> torch.Tensor:
     """Keep every codebook around each tracked beat; with matched_periodic, a periodic prompt keeping the same
     share of frames instead (the paper's comparison at a similar token budget)."""
-    from ..beats import track_beats
-
     beats = track_beats(x, pipeline.sample_rate).select("beats", 1)
     mask = prompts.around_times(codes, beats.tolist(), pipeline.frame_rate, params["before_s"], params["after_s"])
     if not params.get("matched_periodic"):
@@ -204,8 +204,6 @@ def run(pipeline: Pipeline, data_dirs, experiment: str, out, *, max_excerpts: in
     with atomic_path(manifest) as tmp:  # first, so a resumed run reuses these excerpts
         tmp.write_text(json.dumps(settings, indent=2))
     roots = {Path(d).name: Path(d) for d in data_dirs}
-    from tqdm.auto import tqdm
-
     written = 0
     bar = tqdm(total=len(excerpts) * (len(conds) + 1), desc=f"eval {experiment}", disable=not progress)
     for i, ex in enumerate(excerpts):

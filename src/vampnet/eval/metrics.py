@@ -7,7 +7,7 @@ from ..spectral import multiscale_mel_distance
 
 
 def mel_distance(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> float:
-    """The paper's multi-scale mel distance (SPEC §6: mel bands [150, 80], windows [2048, 512], L1 of log10
+    """The paper's multi-scale mel distance (audiotools' defaults: mel bands [150, 80], windows [2048, 512], L1 of log10
     magnitudes plus L1 of magnitudes) between two (..., N) signals; the estimate is cut or zero-padded to the
     reference's length."""
     estimate = _match_length(estimate, reference.shape[-1])

@@ -20,6 +20,7 @@ from .. import audio
 from ..errors import OptionError
 from ..serialization import atomic_path
 from .experiments import BASELINE, MANIFEST
+from .fad import embedding_distance
 from .metrics import mel_distance, si_sdr
 
 SISDR_KINDS = ("reconstructed", "coarse2fine", "kept", "noise", "opus")
@@ -55,8 +56,6 @@ def score(folder, embedding: Embedding | None = None, embedding_name: str = "") 
         row = {"condition": cond["name"], "kind": cond["kind"], "count": len(files), "params": cond["params"],
                "kbps": _bitrate(manifest, cond, cdir), **_stats("mel", mel), **_stats("sisdr", sdr)}
         if embedding and emb:
-            from .fad import embedding_distance
-
             row["frechet"] = embedding_distance(base_emb, np.concatenate(emb))
             row["embedding"] = embedding_name
         rows.append(row)

@@ -15,7 +15,7 @@ from .official import LORA_PROJECTIONS
 KIND = "lora"
 ADAPTER_FILE = "lora.safetensors"  # a LoRA training checkpoint's adapters (in place of model.safetensors)
 TARGET_MODULES = ("attn.q", "attn.v", "attn.out", "ff.w_in", "ff.w_out")
-# the original's names of the adapted projections (official.LORA_PROJECTIONS) -> ours, in the same order
+# the original's (loralib) names of the adapted projections (official.LORA_PROJECTIONS) -> ours, in the same order
 _OFFICIAL_TO_OURS = dict(zip(LORA_PROJECTIONS, TARGET_MODULES))
 
 

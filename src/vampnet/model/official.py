@@ -1,6 +1,6 @@
 """Translation of the original VampNet state dict (coarse.pth / c2f.pth) into this package's parameter layout.
 
-Facts from SPEC §1.3: LoRA deltas (loralib, scaling 1/r) are merged as W + (B @ A) * (1/r) whenever both
+What the original files hold and how they map: LoRA deltas (loralib, scaling 1/r) are merged as W + (B @ A) * (1/r) whenever both
 factors are present (even if the file was saved merged, as the original does); the relative-position table
 lives in layer 0 only; the classifier is a weight-normed Conv1d whose channel ch is token ch // P of
 predicted codebook ch % P, which we reorder to codebook-major rows (exact: weight norm is per row)."""

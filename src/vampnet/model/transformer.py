@@ -2,7 +2,7 @@
 
 Read top to bottom: codebook embedding -> N pre-norm layers (relative-position self-attention, GEGLU
 feed-forward) -> final RMSNorm -> weight-normalised classifier giving logits for every non-conditioning codebook.
-Loading reads official `coarse.pth` / `c2f.pth` files (LoRA deltas merged, SPEC §1.3) or our safetensors format.
+Loading reads official `coarse.pth` / `c2f.pth` files (their LoRA deltas merged into the weights) or our safetensors format.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 from ..codec.layers import embedding, randn, weight_norm
 from ..errors import CheckpointError, OptionError
 from ..serialization import load_state_strict, read_checkpoint, save_safetensors
+from .official import convert_official_state
 
 KIND = "transformer"
 
@@ -286,9 +287,6 @@ class MaskedTransformer(nn.Module):
             self.classifier = folded
         self.inference_only = True
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path, codec=None, device: str | torch.device = "cpu") -> "MaskedTransformer":
@@ -307,8 +305,6 @@ class MaskedTransformer(nn.Module):
                 raise CheckpointError(f"{path} is not a VampNet transformer checkpoint (no embedding_dim/n_codebooks)")
             if codec is None:
                 raise CheckpointError(f"{path} is an official checkpoint: loading it needs the codec (its codebooks)")
-            from .official import convert_official_state
-
             config = TransformerConfig.from_official_kwargs(ckpt.config)
             with torch.device("meta"):
                 model = cls(config)
