@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Cancelled, OptionError, VampNetError
-from .pipeline import new_seed
+from .options import seed_or_new
 from .serialization import atomic_path
 from .ui import Settings, Studio
 
@@ -128,7 +128,7 @@ class LoopBridge:
         still waiting are answered with the next variation made)."""
         self._generation += 1
         self._settings = settings
-        self._next_seed = settings.seed if settings.seed >= 0 else new_seed()
+        self._next_seed = seed_or_new(settings.seed)
         self.ready.clear()
         self._cancel.set()
 
