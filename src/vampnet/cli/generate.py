@@ -106,6 +106,18 @@ def _sampling(steps, temperature, top_p, c2f_steps, draw):
     return options.sampling_configs(c2f_steps=c2f_steps, draw=draw, steps=steps, temperature=temperature, top_p=top_p)
 
 
+def _mode_job(input, output, models, lora, device, precision, steps, temperature, top_p, c2f_steps, draw):
+    """A mode command's pipeline, input audio and sampler configs."""
+    return (*_mode_setup(input, output, models, lora, device, precision),
+            *_sampling(steps, temperature, top_p, c2f_steps, draw))
+
+
+def _prompt(base, periodic, upper_codebooks, random_intensity):
+    """A mode's prompt or preset with the prompt options given on the command line."""
+    return options.with_changes(base, periodic_prompt=periodic, upper_codebook_mask=upper_codebooks,
+                                random_intensity=random_intensity)
+
+
 def _run_and_save(output: Path, quiet: bool, job) -> None:
     """Run a mode `job(progress) -> VampResult` under progress bars, write its audio and report it."""
     with ProgressReporter(quiet) as progress:
@@ -131,11 +143,10 @@ def loop(
     device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
 ):
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
+                                                          temperature, top_p, c2f_steps, draw)
     with ProgressReporter(quiet) as progress:
-        prompt = options.with_changes(modes.preset(preset_name), periodic_prompt=periodic,
-                                      upper_codebook_mask=upper_codebooks, random_intensity=random_intensity)
+        prompt = _prompt(modes.preset(preset_name), periodic, upper_codebooks, random_intensity)
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker)
         typer.echo(how, err=True)
         result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, start_s=start_s, prompt=prompt,
@@ -161,8 +172,8 @@ def continue_(
     """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
     if seconds <= 0 and before <= 0:
         raise OptionError("give --seconds and/or --before")
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
+                                                          temperature, top_p, c2f_steps, draw)
     _run_and_save(output, quiet, lambda progress: modes.continue_audio(
         pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
@@ -188,10 +199,9 @@ def inpaint(
         ranges.insert(0, (start, end))
     if not ranges:
         raise OptionError("give --start/--end or --range")
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
-    inside = options.with_changes(modes.INPAINT_PROMPT, periodic_prompt=periodic, upper_codebook_mask=upper_codebooks,
-                                  random_intensity=random_intensity)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
+                                                          temperature, top_p, c2f_steps, draw)
+    inside = _prompt(modes.INPAINT_PROMPT, periodic, upper_codebooks, random_intensity)
     _run_and_save(output, quiet, lambda progress: modes.inpaint(
         pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
@@ -208,10 +218,9 @@ def stretch(
     device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
 ):
     """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
-    pipeline, wav, sr = _mode_setup(input, output, models, lora, device, precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
-    prompt = options.with_changes(modes.STRETCH_PROMPT, periodic_prompt=periodic, upper_codebook_mask=upper_codebooks,
-                                  random_intensity=random_intensity)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
+                                                          temperature, top_p, c2f_steps, draw)
+    prompt = _prompt(modes.STRETCH_PROMPT, periodic, upper_codebooks, random_intensity)
     _run_and_save(output, quiet, lambda progress: modes.stretch(
         pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
