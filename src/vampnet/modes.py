@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import audio
-from .errors import CodesFileError, OptionError
+from .beats import track_beats
+from .errors import CodesFileError, OptionError, VampNetError
 from .pipeline import Pipeline, Progress, VampResult, new_seed
 from .prompts import PromptConfig, periodic, seconds_to_frames, time_ranges
 from .sampling import SamplingConfig, seeded_generator
@@ -145,9 +146,6 @@ def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: in
 
     `bars`: from the first tracked downbeat, that many bars (downbeat to downbeat). `seconds`: from the start,
     with the end snapped to the nearest tracked beat when a tracker is available. Neither: the whole clip."""
-    from .beats import track_beats
-    from .errors import VampNetError
-
     if bars is None and seconds is None:
         return 0.0, None, "loop: the whole clip"
     try:

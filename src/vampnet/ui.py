@@ -1,8 +1,9 @@
 """The web UI (`vampnet ui`): a gradio studio over the one Pipeline and the musical modes.
 
-`Studio` turns the UI's settings into prompt and sampling configs and calls `Pipeline` / `vampnet.modes`, so
-it holds no model logic and is testable without a browser; `build_app` lays out the gradio page around it
-and `launch` serves it through gradio's queue. Every endpoint is also an API (gradio client): `/generate`
+`Settings` holds what the controls set and declares the controls themselves (widget, range, place on the page);
+`Studio` turns settings into prompt and sampling configs through `vampnet.options` and calls `Pipeline` /
+`vampnet.modes`, so it holds no model logic and is testable without a browser; `build_app` lays out the gradio
+page from the declared controls and `launch` serves it through gradio's queue. Every endpoint is also an API (gradio client): `/generate`
 and `/preview`, with the parameters named as in `Settings`. The model menu lists the shipped, official and
 fine-tuned models (`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
 from __future__ import annotations

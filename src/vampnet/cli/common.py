@@ -66,7 +66,7 @@ def check_input(path: Path) -> None:
         raise AudioError(f"input not found: {path}")
 
 
-def parse_ranges(texts) -> tuple[tuple[float, float], ...]:
+def parse_range_options(texts) -> tuple[tuple[float, float], ...]:
     """The --range options' START-END texts as (start, end) seconds."""
     return tuple(options.parse_range(text, RANGE_USAGE) for text in texts)
 

@@ -13,7 +13,7 @@ from ..errors import CodesFileError, OptionError
 from ..options import PROMPT, SAMPLING
 from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, DEVICE, DRAW, INTENSITY, LORA, MODELS, PERIODIC, PRECISION,
                      QUIET, SEED, STEPS, TEMPERATURE, TOP_P, UPPER, ProgressReporter, app, check_input, check_output,
-                     load_pipeline, parse_ranges)
+                     load_pipeline, parse_range_options)
 
 
 @app.command()
@@ -70,7 +70,7 @@ def vamp(
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
     check_input(input)
     check_output(output, AUDIO_OUT)
-    ranges = parse_ranges(range_)
+    ranges = parse_range_options(range_)
     wav, sr = audio.load(input)
     prompt, lines = options.vamp_prompt(
         preset_name, wav=wav, sample_rate=sr, beats=beats, downbeats=downbeats, onsets=onsets, every_k=every_k,
@@ -192,7 +192,7 @@ def inpaint(
     device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
 ):
     """Regenerate one or more time ranges, with the rest of the clip as context."""
-    ranges = list(parse_ranges(range_))
+    ranges = list(parse_range_options(range_))
     if (start is None) != (end is None):
         raise OptionError("give both --start and --end")
     if start is not None:
