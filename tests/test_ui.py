@@ -60,7 +60,7 @@ def test_preview_draws_the_mask_of_the_settings(studio, clip):
     png = studio.preview(clip, Settings(periodic=4))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     grid = torch.zeros(1, 4, 20, dtype=torch.long)
-    grid_mask, title = studio._mask(grid, Settings(periodic=4), studio.pipeline(None, "fp32"), None, None)
+    grid_mask, title = studio.preview_mask(grid, Settings(periodic=4), studio.pipeline(None, "fp32").frame_rate)
     assert "generated" in title and not grid_mask[0, :3, ::4].any() and grid_mask[0, 3].all()
 
 

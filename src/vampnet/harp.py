@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import OptionError
-from .ui import PRESET_CHOICES, Settings, Studio, guard
+from .ui import CONTROL, Control, Settings, Studio, guard, widget
 
 CARD = {
     "name": "VampNet",
@@ -46,26 +46,35 @@ LABEL_COLOR = (0xFF, 0x8C, 0x00)  # the regenerated spans' colour (orange), draw
 MIN_KEPT_S = 0.25                 # kept stretches shorter than this (a periodic prompt's frames) do not split a span
 
 
+HARP_TYPES = {"slider": "slider", "number": "number_box", "checkbox": "toggle", "radio": "dropdown",
+              "dropdown": "dropdown", "text": "text_box"}  # the studio's widget kinds -> HARP's control types
+
+
 @dataclass(frozen=True)
-class Control:
-    """One HARP control: the Settings field it sets, its HARP type, and its range or choices (defaults: Settings')."""
+class HarpControl:
+    """One HARP control: the studio control it is (its Settings field, range, choices and default), shown with HARP's
+    label and info."""
 
     name: str
-    type: str  # slider | toggle | dropdown | number_box | text_box
     label: str
     info: str
-    minimum: float | None = None
-    maximum: float | None = None
-    step: float | None = None
-    choices: tuple[str, ...] = ()
+
+    @property
+    def studio(self) -> Control:
+        return CONTROL[self.name]
+
+    @property
+    def type(self) -> str:  # slider | toggle | dropdown | number_box | text_box
+        return HARP_TYPES[self.studio.kind]
 
     def describe(self, value, choices: tuple[str, ...] | None = None) -> dict:
         """The control as HARP's controls answer has it."""
+        c = self.studio
         out = {"type": self.type, "label": self.label, "info": self.info, "required": False}
         if self.type in ("slider", "number_box"):
-            out.update(minimum=self.minimum, maximum=self.maximum, step=self.step, value=value)
+            out.update(minimum=c.minimum, maximum=c.maximum, step=c.step, value=value)
         elif self.type == "dropdown":
-            out.update(choices=[[c, c] for c in (choices or self.choices)], value=value, multiselect=False)
+            out.update(choices=[[x, x] for x in (choices or c.choices)], value=value, multiselect=False)
         elif self.type == "toggle":
             out.update(value=bool(value))
         else:
@@ -74,19 +83,17 @@ class Control:
 
 
 CONTROLS = (
-    Control("preset", "dropdown", "Preset", "subtle, variation or wild; custom: the prompt controls below",
-            choices=PRESET_CHOICES),
-    Control("periodic", "slider", "Periodic prompt", "keep every P-th frame of the region (0: none); smaller stays "
-            "closer to it", 0, 32, 1),
-    Control("upper_codebooks", "slider", "Upper codebooks", "regenerate every codebook from this one up; lower "
-            "keeps less of the region's detail", 0, 14, 1),
-    Control("beats", "toggle", "Beat-driven prompt", "also keep the region's tokens at each tracked beat"),
-    Control("dropout", "slider", "Dropout", "drop this share of the kept frames", 0, 1, 0.05),
-    Control("temperature", "slider", "Temperature", "sampling temperature: higher is wilder", 0, 2, 0.05),
-    Control("steps", "slider", "Steps", "sampling passes of the coarse model", 1, 72, 1),
-    Control("seed", "number_box", "Seed", "the same seed gives the same result; -1: a new one each time",
-            -1, 2**31 - 2, 1),
-    Control("model", "dropdown", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
+    HarpControl("preset", "Preset", "subtle, variation or wild; custom: the prompt controls below"),
+    HarpControl("periodic", "Periodic prompt", "keep every P-th frame of the region (0: none); smaller stays closer "
+                "to it"),
+    HarpControl("upper_codebooks", "Upper codebooks", "regenerate every codebook from this one up; lower keeps less "
+                "of the region's detail"),
+    HarpControl("beats", "Beat-driven prompt", "also keep the region's tokens at each tracked beat"),
+    HarpControl("dropout", "Dropout", "drop this share of the kept frames"),
+    HarpControl("temperature", "Temperature", "sampling temperature: higher is wilder"),
+    HarpControl("steps", "Steps", "sampling passes of the coarse model"),
+    HarpControl("seed", "Seed", "the same seed gives the same result; -1: a new one each time"),
+    HarpControl("model", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
 )
 INPUT_TRACK = {"type": "audio_track", "label": "Input audio", "info": "the region to vary", "required": True}
 OUTPUTS = [
@@ -193,7 +200,8 @@ def add_endpoint(studio: Studio) -> HarpEndpoint:
         gr.Markdown("Paste this page's address (e.g. http://localhost:7860) into HARP's model box. These controls "
                     "are what HARP shows; **process** runs them here too.")
         audio = gr.Audio(type="filepath", label=INPUT_TRACK["label"], elem_id="harp-input")
-        widgets = [_widget(gr, c, getattr(defaults, c.name), studio) for c in CONTROLS]
+        widgets = [widget(gr, c.studio, getattr(defaults, c.name), label=c.label, info=c.info,
+                          choices=studio.models() if c.name == "model" else None) for c in CONTROLS]
         with gr.Row():
             process_btn = gr.Button("process", variant="primary", elem_id="harp-process")
             cancel_btn = gr.Button("cancel", elem_id="harp-cancel")
@@ -206,18 +214,3 @@ def add_endpoint(studio: Studio) -> HarpEndpoint:
     cancel_btn.click(guard(lambda: {"cancelled": endpoint.cancel()}), None, shown, api_name="cancel",
                      concurrency_limit=None)
     return endpoint
-
-
-def _widget(gr, c: Control, value, studio: Studio):
-    if c.type == "slider":
-        return gr.Slider(c.minimum, c.maximum, value, step=c.step, label=c.label, info=c.info)
-    if c.type == "number_box":
-        return gr.Number(value, minimum=c.minimum, maximum=c.maximum, step=c.step, precision=0, label=c.label,
-                         info=c.info)
-    if c.type == "toggle":
-        return gr.Checkbox(bool(value), label=c.label, info=c.info)
-    if c.type == "dropdown":
-        choices = studio.models() if c.name == "model" else list(c.choices)
-        # models fine-tuned after start-up are accepted too
-        return gr.Dropdown(choices, value=value, label=c.label, info=c.info, allow_custom_value=c.name == "model")
-    return gr.Textbox(str(value), label=c.label, info=c.info)

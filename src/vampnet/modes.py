@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import audio
-from .errors import CodesFileError, OptionError
+from .beats import track_beats
+from .errors import CodesFileError, OptionError, VampNetError
 from .pipeline import Pipeline, Progress, VampResult, new_seed
 from .prompts import PromptConfig, periodic, seconds_to_frames, time_ranges
 from .sampling import SamplingConfig, seeded_generator
@@ -30,6 +31,11 @@ PRESETS = {
     # every 13th frame of the lowest codebook only, a few of those dropped: loosely follows the input
     "wild": PromptConfig(periodic_prompt=13, upper_codebook_mask=1, dropout=0.2),
 }
+
+
+# the prompts of the modes that are not vamps, before any option the user gives
+INPAINT_PROMPT = PromptConfig(periodic_prompt=0, upper_codebook_mask=None)  # every token inside the ranges
+STRETCH_PROMPT = PromptConfig(periodic_prompt=1, upper_codebook_mask=3)     # every grid frame, as a variation
 
 
 def preset(name: str, **changes) -> PromptConfig:
@@ -107,11 +113,11 @@ def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: P
             seed: int | None = None, progress: Progress | None = None) -> VampResult:
     """Slow a clip down `factor` times by vamping (the original app's time-stretch prompt): every frame is
     repeated `factor` times and only frames on the original grid may be kept as prompt; the model writes the
-    frames in between. `prompt` chooses which grid frames are kept (default: all of them, upper codebooks
-    generated as in the variation preset)."""
+    frames in between. `prompt` chooses which grid frames are kept (default: STRETCH_PROMPT, all of them, upper
+    codebooks generated as in the variation preset)."""
     if not isinstance(factor, int) or factor < 1:
         raise OptionError(f"the stretch factor must be an integer >= 1, got {factor!r}")
-    prompt = prompt or PromptConfig(periodic_prompt=1, upper_codebook_mask=3)
+    prompt = prompt or STRETCH_PROMPT
     seed = new_seed() if seed is None else seed
     generator = seeded_generator(seed)
     prep = pipeline.prepare(wav, sample_rate, progress)
@@ -140,9 +146,6 @@ def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: in
 
     `bars`: from the first tracked downbeat, that many bars (downbeat to downbeat). `seconds`: from the start,
     with the end snapped to the nearest tracked beat when a tracker is available. Neither: the whole clip."""
-    from .beats import track_beats
-    from .errors import VampNetError
-
     if bars is None and seconds is None:
         return 0.0, None, "loop: the whole clip"
     try:
@@ -247,6 +250,26 @@ def kept_mask(codes_shape, codebooks: int, period: int) -> torch.Tensor:
     keep = ~periodic(codes_shape, period) if period > 1 else torch.ones(codes_shape, dtype=torch.bool)
     keep[:, codebooks:] = False
     return keep
+
+
+def mode_mask(mode: str, like, frame_rate: float, *, prompt: PromptConfig | None = None,
+              generator: torch.Generator | None = None, continue_s: float = 0.0,
+              ranges: list[tuple[float, float]] = (), codebooks: int = 4, period: int = 1) -> torch.Tensor:
+    """What `mode` generates (True) over a clip whose token grid is shaped like `like`, without running it (what a
+    preview draws): vamp and loop, `prompt`'s mask; continue, the `continue_s` seconds added after the clip (the
+    mask covers clip and addition); inpaint, the `ranges` (narrowed by `prompt` when given); compress, every token
+    but the `codebooks` x every `period`-th frame kept."""
+    if mode == "compress":
+        return ~kept_mask(like.shape, codebooks, period)
+    if mode == "continue":
+        return continuation_grid(like, 0, seconds_to_frames(continue_s, frame_rate))[1]
+    if mode == "inpaint":
+        mask = inpaint_mask(like, ranges, frame_rate, like.shape[-1] / frame_rate)
+        return mask & prompt.build(like, frame_rate, generator) if prompt is not None else mask
+    if mode in ("vamp", "loop"):
+        default = PromptConfig() if mode == "vamp" else PRESETS["variation"]  # as Pipeline.vamp and loop
+        return (prompt or default).build(like, frame_rate, generator)
+    raise OptionError(f"unknown mode {mode!r}")
 
 
 def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int = 4, period: int = 1,

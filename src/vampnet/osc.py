@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Cancelled, OptionError, VampNetError
-from .pipeline import new_seed
+from .options import seed_or_new
+from .pretrained import home
 from .serialization import atomic_path
 from .ui import Settings, Studio
 
@@ -128,7 +129,7 @@ class LoopBridge:
         still waiting are answered with the next variation made)."""
         self._generation += 1
         self._settings = settings
-        self._next_seed = settings.seed if settings.seed >= 0 else new_seed()
+        self._next_seed = seed_or_new(settings.seed)
         self.ready.clear()
         self._cancel.set()
 
@@ -243,8 +244,6 @@ def serve(models: str | None = None, out_dir=None, *, host: str = "127.0.0.1", p
           reply_port: int | None = None, ahead: int = 1, device: str = "cpu", max_seconds: float = 60.0,
           on_ready: Callable[[tuple], None] | None = None) -> None:
     """Run the bridge until interrupted (the model is loaded first, so a bad --models fails at once)."""
-    from .pretrained import home
-
     studio = Studio(models, device=device, max_seconds=max_seconds)
     try:
         studio.pipeline(None, "fp32")

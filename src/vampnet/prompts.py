@@ -144,8 +144,8 @@ def mask_schedule(r: torch.Tensor) -> torch.Tensor:
 
 
 def training_mask(like, r, n_conditioning: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The training-time mask: per item, each token is generated with probability cos(pi r / 2) (SPEC §5),
-    conditioning codebooks always kept."""
+    """The training-time mask: per item, each token is generated with probability gamma(r) = cos(pi r / 2) for
+    that item's masking progress r in [0, 1] (mask_schedule), the conditioning codebooks always kept."""
     r = torch.as_tensor(r, dtype=torch.float32).reshape(-1)
     return codebook_unmask(linear_random(like, mask_schedule(r), generator), n_conditioning)
 

@@ -1,14 +1,17 @@
 """The web UI (`vampnet ui`): a gradio studio over the one Pipeline and the musical modes.
 
-`Studio` turns the UI's settings into prompt and sampling configs and calls `Pipeline` / `vampnet.modes`, so
-it holds no model logic and is testable without a browser; `build_app` lays out the gradio page around it
-and `launch` serves it through gradio's queue. Every endpoint is also an API (gradio client): `/generate`
+`Settings` holds what the controls set and declares the controls themselves (widget, range, place on the page);
+`Studio` turns settings into prompt and sampling configs through `vampnet.options` and calls `Pipeline` /
+`vampnet.modes`, so it holds no model logic and is testable without a browser; `build_app` lays out the gradio
+page from the declared controls and `launch` serves it through gradio's queue. Every endpoint is also an API (gradio client): `/generate`
 and `/preview`, with the parameters named as in `Settings`. The model menu lists the shipped, official and
 fine-tuned models (`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
+import inspect
+import itertools
 import shutil
 import signal
 import tempfile
@@ -19,56 +22,102 @@ from pathlib import Path
 
 import torch
 
-from . import audio
+from . import audio, modes, options
 from .errors import AudioError, Cancelled, OptionError, VampNetError
+from .options import PROMPT, SAMPLING, parse_ranges
 from .pipeline import Pipeline, VampResult
 from .precision import PRECISIONS
 from .pretrained import available_models
-from .prompts import PromptConfig, seconds_to_frames
+from .prompts import seconds_to_frames
 from .sampling import DRAWS, SamplingConfig
 
 MODES = ("vamp", "loop", "continue", "inpaint", "compress")
-PRESET_CHOICES = ("custom", "subtle", "variation", "wild")
+PRESET_CHOICES = ("custom", *modes.PRESETS)
 MAX_VARIATIONS = 4
+SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False}  # open?
+
+
+@dataclass(frozen=True)
+class Control:
+    """How the studio shows one setting: its widget, label, section and row on the page, and the widget's range or
+    choices. `shapes_mask`: the mask preview takes it."""
+
+    kind: str  # slider | number | checkbox | radio | dropdown | text
+    label: str
+    section: str = ""
+    row: str | None = None  # the controls of one section that share a row name sit side by side
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+    shapes_mask: bool = True
+    name: str = ""  # the Settings field (filled in from it)
+
+
+def _control(default, kind: str, label: str, section: str = "", **widget):
+    """A Settings field and the control that sets it, declared together."""
+    return field(default=default, metadata={"control": Control(kind, label, section, **widget)})
+
+
+_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL = (s for s in SECTIONS if s)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the studio's controls set (the API's parameters have these names and defaults)."""
+    """Everything the studio's controls set, and the controls themselves (the page, the API's parameters with these
+    names and defaults, the preview's inputs and the HARP endpoint's ranges are all made from these fields)."""
 
-    mode: str = "vamp"
-    preset: str = "custom"
-    periodic: int = 7
-    periodic_width: int = 1
-    upper_codebooks: int = 3
-    beats: bool = False
-    downbeats: bool = False
-    onsets: bool = False
-    beat_before: float = 0.0
-    beat_after: float = 0.02
-    prefix: float = 0.0
-    suffix: float = 0.0
-    dropout: float = 0.0
-    ranges: str = "1.0-2.0"
-    continue_seconds: float = 5.0
-    loop_seconds: float = 0.0
-    compress_codebooks: int = 4
-    compress_period: int = 1
-    steps: int = 36
-    temperature: float = 1.0
-    mask_temperature: float = 10.5
-    top_p: float = 0.0
-    typical: bool = False
-    seed: int = -1
-    variations: int = 1
-    draw: str = "fast"
-    model: str = "small"
-    precision: str = "fp32"
+    mode: str = _control("vamp", "radio", "mode", choices=MODES)
+    preset: str = _control("custom", "dropdown", "preset (custom: the sliders below)", _PROMPT, choices=PRESET_CHOICES)
+    periodic: int = _control(PROMPT.periodic_prompt, "slider", "periodic: keep every P-th frame (0: none)", _PROMPT,
+                             row="periodic", minimum=0, maximum=32, step=1)
+    periodic_width: int = _control(PROMPT.periodic_width, "slider", "width of each kept frame", _PROMPT, row="periodic",
+                                   minimum=1, maximum=8, step=1)
+    upper_codebooks: int = _control(PROMPT.upper_codebook_mask, "slider", "generate codebooks from this index up",
+                                    _PROMPT, minimum=0, maximum=14, step=1)
+    beats: bool = _control(False, "checkbox", "keep beats", _PROMPT, row="beats")
+    downbeats: bool = _control(False, "checkbox", "keep downbeats", _PROMPT, row="beats")
+    onsets: bool = _control(False, "checkbox", "keep onsets", _PROMPT, row="beats")
+    beat_before: float = _control(PROMPT.keep_before_s, "number", "context before beats (s)", _PROMPT, row="context",
+                                  minimum=0)
+    beat_after: float = _control(PROMPT.keep_after_s, "number", "context after beats (s)", _PROMPT, row="context",
+                                 minimum=0)
+    prefix: float = _control(PROMPT.prefix_s, "number", "keep the first (s)", _PROMPT, row="ends", minimum=0)
+    suffix: float = _control(PROMPT.suffix_s, "number", "keep the last (s)", _PROMPT, row="ends", minimum=0)
+    dropout: float = _control(PROMPT.dropout, "slider", "dropout of kept frames", _PROMPT, row="ends", minimum=0,
+                              maximum=1, step=0.05)
+    ranges: str = _control("1.0-2.0", "text", "inpaint: ranges in seconds (1-2, 3.5-4)", _MODE_OPTIONS)
+    continue_seconds: float = _control(5.0, "number", "continue: seconds to add", _MODE_OPTIONS, minimum=0)
+    loop_seconds: float = _control(0.0, "number", "loop: length in seconds (0: whole clip)", _MODE_OPTIONS, minimum=0,
+                                   shapes_mask=False)
+    compress_codebooks: int = _control(options.COMPRESS_CODEBOOKS, "slider", "compress: codebooks kept", _MODE_OPTIONS,
+                                       row="compress", minimum=1, maximum=14, step=1)
+    compress_period: int = _control(options.COMPRESS_PERIOD, "slider", "compress: every N-th frame", _MODE_OPTIONS,
+                                    row="compress", minimum=1, maximum=32, step=1)
+    steps: int = _control(SAMPLING.steps, "slider", "steps", _SAMPLING, row="steps", minimum=1, maximum=72, step=1,
+                          shapes_mask=False)
+    temperature: float = _control(SAMPLING.temperature, "slider", "temperature", _SAMPLING, row="steps", minimum=0,
+                                  maximum=2, step=0.05, shapes_mask=False)
+    mask_temperature: float = _control(SAMPLING.mask_temperature, "slider",
+                                       "mask temperature (randomness of the decoding order)", _SAMPLING, row="steps",
+                                       minimum=0, maximum=20, step=0.5, shapes_mask=False)
+    top_p: float = _control(0.0, "slider", "top-p (0: off)", _SAMPLING, row="filter", minimum=0, maximum=1, step=0.01,
+                            shapes_mask=False)
+    typical: bool = _control(SAMPLING.typical_filtering, "checkbox", "typical sampling", _SAMPLING, row="filter",
+                             shapes_mask=False)
+    seed: int = _control(-1, "number", "seed (-1: random)", _SAMPLING, row="seed", minimum=-1, maximum=2**31 - 2,
+                         step=1, shapes_mask=False)
+    variations: int = _control(1, "slider", "variations", _SAMPLING, row="seed", minimum=1, maximum=MAX_VARIATIONS,
+                               step=1, shapes_mask=False)
+    draw: str = _control(SAMPLING.draw, "radio", "draw", _SAMPLING, row="seed", choices=DRAWS, shapes_mask=False)
+    model: str = _control("small", "dropdown", "model: small (shipped), official (downloaded), your fine-tuned models, "
+                          "or a folder path", _MODEL)
+    precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False)
 
     def __post_init__(self):
-        for name, choices in (("mode", MODES), ("preset", PRESET_CHOICES), ("draw", DRAWS), ("precision", PRECISIONS)):
-            if getattr(self, name) not in choices:
-                raise OptionError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        for c in CONTROLS:
+            if c.choices and getattr(self, c.name) not in c.choices:
+                raise OptionError(f"{c.name} must be one of {', '.join(c.choices)}, got {getattr(self, c.name)!r}")
         if not 1 <= int(self.variations) <= MAX_VARIATIONS:
             raise OptionError(f"variations must be 1 to {MAX_VARIATIONS}")
 
@@ -89,6 +138,10 @@ class Settings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CONTROLS = tuple(Control(**{**asdict(f.metadata["control"]), "name": f.name}) for f in fields(Settings))
+CONTROL = {c.name: c for c in CONTROLS}
 
 
 def _to_bool(value) -> bool:
@@ -152,26 +205,20 @@ class Studio:
             raise AudioError(f"the clip is only {seconds:.2f} s long; give at least 0.25 s")
         return wav, sr
 
-    def prompt(self, s: Settings, wav=None, sr: int | None = None) -> PromptConfig:
-        keep_times = ()
-        if (s.beats or s.downbeats or s.onsets) and wav is not None:
-            from .beats import prompt_times
-
-            keep_times, _ = prompt_times(wav, sr, beats=s.beats, downbeats=s.downbeats, onsets=s.onsets)
-        beat_prompt = dict(keep_times_s=tuple(keep_times), keep_before_s=s.beat_before, keep_after_s=s.beat_after)
-        if s.preset != "custom":
-            from .modes import preset
-
-            return preset(s.preset, prefix_s=s.prefix, suffix_s=s.suffix, **beat_prompt)
-        return PromptConfig(periodic_prompt=s.periodic, periodic_width=s.periodic_width, prefix_s=s.prefix,
-                            suffix_s=s.suffix, upper_codebook_mask=s.upper_codebooks, dropout=s.dropout,
-                            **beat_prompt)
+    def prompt(self, s: Settings, wav=None, sr: int | None = None):
+        """The prompt of a vamp or loop (beats are tracked in `wav`)."""
+        prompt, _ = options.vamp_prompt(
+            None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr, beats=s.beats, downbeats=s.downbeats,
+            onsets=s.onsets, periodic_prompt=s.periodic, periodic_width=s.periodic_width, prefix_s=s.prefix,
+            suffix_s=s.suffix, upper_codebook_mask=s.upper_codebooks, dropout=s.dropout, keep_before_s=s.beat_before,
+            keep_after_s=s.beat_after)
+        return prompt
 
     @staticmethod
     def sampling(s: Settings) -> tuple[SamplingConfig, SamplingConfig]:
-        return (SamplingConfig(steps=s.steps, temperature=s.temperature, mask_temperature=s.mask_temperature,
-                               top_p=s.top_p if s.top_p > 0 else None, typical_filtering=s.typical, draw=s.draw),
-                SamplingConfig(steps=2, draw=s.draw))
+        return options.sampling_configs(draw=s.draw, steps=s.steps, temperature=s.temperature,
+                                        mask_temperature=s.mask_temperature, top_p=s.top_p if s.top_p > 0 else None,
+                                        typical_filtering=s.typical)
 
     # --- preview ----------------------------------------------------------------------------------------------
     def preview(self, path, s: Settings) -> Path:
@@ -179,31 +226,22 @@ class Studio:
         wav, sr = self.read_input(path)
         pipe = self.pipeline(s.model, s.precision)
         mono = audio.to_mono(wav)
-        T = max(1, math.ceil(mono.shape[-1] / sr * pipe.frame_rate))
-        grid = torch.zeros(1, pipe.n_codebooks, T, dtype=torch.long)
-        mask, title = self._mask(grid, s, pipe, mono, sr)
+        frames = max(1, seconds_to_frames(mono.shape[-1] / sr, pipe.frame_rate))
+        grid = torch.zeros(1, pipe.n_codebooks, frames, dtype=torch.long)
+        mask, title = self.preview_mask(grid, s, pipe.frame_rate, mono, sr)
         out = self._new_file("preview", ".png")
         _plot_preview(mono[0, 0] if mono.dim() == 3 else mono[0], sr, mask[0], pipe.frame_rate, title, out)
         return out
 
-    def _mask(self, grid, s: Settings, pipe: Pipeline, wav, sr) -> tuple[torch.Tensor, str]:
-        if s.mode == "compress":
-            from .modes import kept_mask
-
-            return ~kept_mask(grid.shape, s.compress_codebooks, s.compress_period), \
-                f"compress: keep {s.compress_codebooks} codebooks every {s.compress_period} frame(s)"
-        if s.mode == "continue":
-            from .modes import continuation_grid
-
-            _, mask = continuation_grid(grid, 0, seconds_to_frames(s.continue_seconds, pipe.frame_rate))
-            return mask, f"continue: {s.continue_seconds:g} s after the clip"
-        if s.mode == "inpaint":
-            from .modes import inpaint_mask
-
-            return inpaint_mask(grid, parse_ranges(s.ranges), pipe.frame_rate, grid.shape[-1] / pipe.frame_rate), \
-                f"inpaint {s.ranges}"
-        mask = self.prompt(s, wav, sr).build(grid, pipe.frame_rate, torch.Generator().manual_seed(0))
-        return mask, f"{s.mode}: {100 * mask.float().mean():.0f}% of tokens generated"
+    def preview_mask(self, grid, s: Settings, frame_rate: float, wav=None, sr=None) -> tuple[torch.Tensor, str]:
+        """The mask the settings' mode makes over `grid` (the clip's token grid), and a title saying what it is."""
+        mask = modes.mode_mask(s.mode, grid, frame_rate, prompt=self.prompt(s, wav, sr) if s.mode in ("vamp", "loop") else None,
+                               generator=torch.Generator().manual_seed(0), continue_s=s.continue_seconds,
+                               ranges=parse_ranges(s.ranges) if s.mode == "inpaint" else (),
+                               codebooks=s.compress_codebooks, period=s.compress_period)
+        titles = {"compress": f"compress: keep {s.compress_codebooks} codebooks every {s.compress_period} frame(s)",
+                  "continue": f"continue: {s.continue_seconds:g} s after the clip", "inpaint": f"inpaint {s.ranges}"}
+        return mask, titles.get(s.mode, f"{s.mode}: {100 * mask.float().mean():.0f}% of tokens generated")
 
     # --- generation -------------------------------------------------------------------------------------------
     def generate(self, path, s: Settings, progress=None, cancel: threading.Event | None = None) -> StudioResult:
@@ -218,10 +256,8 @@ class Studio:
         wav, sr = self.read_input(path)
         pipe = self.pipeline(s.model, s.precision)
         sampling, c2f_sampling = self.sampling(s)
-        seed = s.seed if s.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = options.seed_or_new(s.seed)
         n = int(s.variations)
-        from . import modes
-
         downloads: list[Path] = []
         if s.mode == "loop":
             result = modes.loop(pipe, wav, sr, variations=n, seconds=s.loop_seconds or None,
@@ -287,22 +323,6 @@ def _stoppable(progress, cancel: threading.Event):
     return report
 
 
-def parse_ranges(text: str) -> list[tuple[float, float]]:
-    """'1-2, 3.5-4' -> [(1.0, 2.0), (3.5, 4.0)]."""
-    out = []
-    for part in str(text).replace(";", ",").split(","):
-        if not part.strip():
-            continue
-        try:
-            a, b = (float(x) for x in part.split("-"))
-        except ValueError:
-            raise OptionError(f"ranges are START-END in seconds separated by commas, e.g. 1-2, 3.5-4; got {part.strip()!r}") from None
-        out.append((a, b))
-    if not out:
-        raise OptionError("inpaint needs at least one range, e.g. 1-2")
-    return out
-
-
 def _plot_preview(wav: torch.Tensor, sr: int, mask: torch.Tensor, frame_rate: float, title: str, path: Path) -> None:
     import matplotlib
 
@@ -350,13 +370,38 @@ def guard(fn):
     return wrapped
 
 
+def widget(gr, c: Control, value, *, label: str | None = None, info: str | None = None, choices=None, **extra):
+    """The gradio component of a control (HARP's endpoint shows its controls with its own labels and infos)."""
+    shown = dict(label=label or c.label, info=info, **extra)
+    if c.kind == "slider":
+        return gr.Slider(c.minimum, c.maximum, value, step=c.step, **shown)
+    if c.kind == "number":
+        limits = {k: v for k, v in (("minimum", c.minimum), ("maximum", c.maximum), ("step", c.step)) if v is not None}
+        return gr.Number(value, precision=0 if c.step == 1 else None, **limits, **shown)
+    if c.kind == "checkbox":
+        return gr.Checkbox(bool(value), **shown)
+    if c.kind == "radio":
+        return gr.Radio(list(c.choices), value=value, **shown)
+    if c.kind == "dropdown":  # the model menu also takes models fine-tuned after start-up, and folder paths
+        return gr.Dropdown(list(choices or c.choices), value=value, allow_custom_value=c.name == "model", **shown)
+    return gr.Textbox(str(value), **shown)
+
+
+def _named(names, fn):
+    """`fn(*values)` with a signature naming its parameters: gradio shows them as the API's. A trailing parameter
+    whose default is gr.Progress gets gradio's progress tracker after the values."""
+    fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                            default=d) for n, d in names])
+    return fn
+
+
 def build_app(studio: Studio, extensions=()):
     """The gradio Blocks of the studio (not launched). Each of `extensions` is called as `extension(studio)` inside
     the Blocks to add its endpoints (the HARP endpoint is one)."""
     import gradio as gr
 
-    d = Settings()
-
+    d = Settings(model=studio.default_model)
+    names = [c.name for c in CONTROLS]
     keep = max(1, int(studio.keep_s))  # gradio's own copies and uploads go as our results do
     with gr.Blocks(title="VampNet studio", delete_cache=(min(600, keep), keep)) as app:
         gr.Markdown("## VampNet studio\nUpload or record a clip, choose a mode and a prompt, and generate. "
@@ -364,49 +409,14 @@ def build_app(studio: Studio, extensions=()):
         with gr.Row():
             with gr.Column(scale=1):
                 inp = gr.Audio(sources=["upload", "microphone"], type="filepath", label="input audio", elem_id="input-audio")
-                mode = gr.Radio(list(MODES), value=d.mode, label="mode")
-                with gr.Accordion("prompt: what is kept", open=True):
-                    preset = gr.Dropdown(list(PRESET_CHOICES), value=d.preset, label="preset (custom: the sliders below)")
-                    with gr.Row():
-                        periodic = gr.Slider(0, 32, d.periodic, step=1, label="periodic: keep every P-th frame (0: none)")
-                        periodic_width = gr.Slider(1, 8, d.periodic_width, step=1, label="width of each kept frame")
-                    upper = gr.Slider(0, 14, d.upper_codebooks, step=1, label="generate codebooks from this index up")
-                    with gr.Row():
-                        beats = gr.Checkbox(d.beats, label="keep beats")
-                        downbeats = gr.Checkbox(d.downbeats, label="keep downbeats")
-                        onsets = gr.Checkbox(d.onsets, label="keep onsets")
-                    with gr.Row():
-                        beat_before = gr.Number(d.beat_before, label="context before beats (s)", minimum=0)
-                        beat_after = gr.Number(d.beat_after, label="context after beats (s)", minimum=0)
-                    with gr.Row():
-                        prefix = gr.Number(d.prefix, label="keep the first (s)", minimum=0)
-                        suffix = gr.Number(d.suffix, label="keep the last (s)", minimum=0)
-                        dropout = gr.Slider(0, 1, d.dropout, step=0.05, label="dropout of kept frames")
-                with gr.Accordion("mode options", open=False):
-                    ranges = gr.Textbox(d.ranges, label="inpaint: ranges in seconds (1-2, 3.5-4)")
-                    continue_seconds = gr.Number(d.continue_seconds, label="continue: seconds to add", minimum=0)
-                    loop_seconds = gr.Number(d.loop_seconds, label="loop: length in seconds (0: whole clip)", minimum=0)
-                    with gr.Row():
-                        compress_codebooks = gr.Slider(1, 14, d.compress_codebooks, step=1, label="compress: codebooks kept")
-                        compress_period = gr.Slider(1, 32, d.compress_period, step=1, label="compress: every N-th frame")
-                with gr.Accordion("sampling", open=False):
-                    with gr.Row():
-                        steps = gr.Slider(1, 72, d.steps, step=1, label="steps")
-                        temperature = gr.Slider(0, 2, d.temperature, step=0.05, label="temperature")
-                        mask_temperature = gr.Slider(0, 20, d.mask_temperature, step=0.5,
-                                                     label="mask temperature (randomness of the decoding order)")
-                    with gr.Row():
-                        top_p = gr.Slider(0, 1, d.top_p, step=0.01, label="top-p (0: off)")
-                        typical = gr.Checkbox(d.typical, label="typical sampling")
-                    with gr.Row():
-                        seed = gr.Number(d.seed, label="seed (-1: random)", precision=0)
-                        variations = gr.Slider(1, MAX_VARIATIONS, d.variations, step=1, label="variations")
-                        draw = gr.Radio(list(DRAWS), value=d.draw, label="draw")
-                with gr.Accordion("model", open=False):
-                    model = gr.Dropdown(studio.models(), value=studio.default_model, allow_custom_value=True,
-                                        label="model: small (shipped), official (downloaded), your fine-tuned "
-                                              "models, or a folder path", elem_id="model")
-                    precision = gr.Radio(list(PRECISIONS), value=d.precision, label="precision")
+                controls = []
+                for section, in_section in itertools.groupby(CONTROLS, lambda c: c.section):
+                    with gr.Accordion(section, open=SECTIONS[section]) if section else contextlib.nullcontext():
+                        for row, in_row in itertools.groupby(in_section, lambda c: c.row):
+                            with gr.Row() if row else contextlib.nullcontext():
+                                controls += [widget(gr, c, getattr(d, c.name), elem_id=c.name,
+                                                    choices=studio.models() if c.name == "model" else None)
+                                             for c in in_row]
                 with gr.Row():
                     preview_btn = gr.Button("preview mask", elem_id="preview")
                     go = gr.Button("generate", variant="primary", elem_id="generate")
@@ -419,19 +429,10 @@ def build_app(studio: Studio, extensions=()):
                 shown = gr.JSON(label="settings of these results")
                 reuse = gr.Button("reuse these settings")
 
-        controls = [mode, preset, periodic, periodic_width, upper, beats, downbeats, onsets, beat_before, beat_after,
-                    prefix, suffix, dropout, ranges, continue_seconds, loop_seconds, compress_codebooks, compress_period,
-                    steps, temperature, mask_temperature, top_p, typical, seed, variations, draw, model, precision]
-        names = [f.name for f in fields(Settings)]
-        assert len(controls) == len(names)
-
-        def generate(audio, mode, preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets,
-                     beat_before, beat_after, prefix, suffix, dropout, ranges, continue_seconds, loop_seconds,
-                     compress_codebooks, compress_period, steps, temperature, mask_temperature, top_p, typical, seed,
-                     variations, draw, model, precision, progress=gr.Progress()):
-            values = {k: v for k, v in locals().items() if k not in ("audio", "progress")}
-            report = lambda stage, done, total: progress(done / max(total, 1), desc=stage)
-            result = studio.generate(audio, Settings.from_values(values), progress=report)
+        def generate(audio, *values):
+            progress = values[len(names)] if len(values) > len(names) else None
+            report = None if progress is None else (lambda stage, done, total: progress(done / max(total, 1), desc=stage))
+            result = studio.generate(audio, Settings.from_values(dict(zip(names, values))), progress=report)
             players = [str(f) for f in result.audio] + [None] * (MAX_VARIATIONS - len(result.audio))
             return (*players, [str(f) for f in result.downloads], result.settings)
 
@@ -439,11 +440,10 @@ def build_app(studio: Studio, extensions=()):
             n = len((settings or {}).get("seeds", [])) or 1
             return [gr.Audio(visible=i < n) for i in range(MAX_VARIATIONS)]
 
-        def preview(audio, mode, preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets,
-                    beat_before, beat_after, prefix, suffix, dropout, ranges, continue_seconds, compress_codebooks,
-                    compress_period, model):  # what shapes the mask; sampling settings do not
-            values = {k: v for k, v in locals().items() if k != "audio"}
-            return str(studio.preview(audio, Settings.from_values(values)))
+        masking = [c.name for c in CONTROLS if c.shapes_mask]  # sampling settings do not shape the mask
+
+        def preview(audio, *values):
+            return str(studio.preview(audio, Settings.from_values(dict(zip(masking, values)))))
 
         def reuse_settings(settings):
             if not settings:
@@ -451,14 +451,16 @@ def build_app(studio: Studio, extensions=()):
             s = Settings.from_values(settings)
             return [getattr(s, n) for n in names]
 
+        api = inspect.Parameter.empty
+        generate = _named([("audio", api), *((n, api) for n in names), ("progress", gr.Progress())], generate)
+        preview = _named([("audio", api), *((n, api) for n in masking)], preview)
         go.click(guard(generate), [inp, *controls], [*outs, files, shown], api_name="generate").then(
             show_players, shown, outs, api_name=False)
-        mask_controls = [mode, preset, periodic, periodic_width, upper, beats, downbeats, onsets, beat_before, beat_after,
-                         prefix, suffix, dropout, ranges, continue_seconds, compress_codebooks, compress_period, model]
-        preview_btn.click(guard(preview), [inp, *mask_controls], mask_img, api_name="preview")
+        preview_btn.click(guard(preview), [inp, *(controls[names.index(n)] for n in masking)], mask_img,
+                          api_name="preview")
         reuse.click(guard(reuse_settings), shown, controls, api_name=False)
         # models fine-tuned while the studio runs appear when the page is (re)loaded
-        app.load(lambda: gr.Dropdown(choices=studio.models()), None, model, api_name=False)
+        app.load(lambda: gr.Dropdown(choices=studio.models()), None, controls[names.index("model")], api_name=False)
         for extend in extensions:
             extend(studio)
     return app

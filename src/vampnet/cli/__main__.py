@@ -1,0 +1,4 @@
+"""`python -m vampnet.cli`: the `vampnet` command."""
+from . import run
+
+run()

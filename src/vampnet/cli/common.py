@@ -1,0 +1,92 @@
+"""What every `vampnet` command shares: the typer app the commands register on, the options several commands
+declare alike, loading the pipeline from --models, checking input and output paths, and progress bars."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import options
+from ..errors import AudioError, CheckpointError, OptionError
+from ..pipeline import Pipeline
+from ..pretrained import resolve
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="VampNet: vamp, inpaint, continue and compress music with masked acoustic token models.")
+
+AUDIO_OUT = (".wav", ".flac", ".ogg")
+DRAW_HELP = "fast (one random number per token) | original (the original code's random stream: its tokens for a seed)"
+MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
+               "weights; a fine-tuned model's name ($VAMPNET_HOME/models); default: the small model shipped with vampnet")
+
+# options declared alike by several commands (one definition, reused in each signature)
+MODELS = typer.Option(None, "--models", help=MODELS_HELP)
+LORA = typer.Option(None, "--lora", help="folder of fine-tuned adapters from 'vampnet finetune'")
+SEED = typer.Option(None, help="random seed; the same seed gives the same result")
+STEPS = typer.Option(options.SAMPLING.steps, min=1, help="coarse sampling steps")
+C2F_STEPS = typer.Option(options.C2F_STEPS, "--c2f-steps", min=1, help="coarse-to-fine sampling steps")
+TEMPERATURE = typer.Option(options.SAMPLING.temperature, min=0.0, help="sampling temperature")
+TOP_P = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass")
+DRAW = typer.Option(options.SAMPLING.draw, "--draw", help=DRAW_HELP)
+DEVICE = typer.Option("cpu", help="torch device (cpu, cuda, mps)")
+PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
+QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
+BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat")
+# the prompt options of the musical modes: each changes the mode's prompt or preset when given
+PERIODIC = typer.Option(None, "--periodic", min=0, help="keep every P-th frame as prompt (overrides the preset)")
+UPPER = typer.Option(None, "--upper-codebooks", min=0, help="generate every codebook from this index up (overrides the preset)")
+INTENSITY = typer.Option(None, "--random-intensity", min=0.0, max=1.0, help="fraction of tokens a random mask generates")
+RANGE_USAGE = "--range takes START-END in seconds (e.g. 1.5-3)"
+
+
+def load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **settings) -> Pipeline:
+    """The one Pipeline every command drives, from --models and the per-file overrides."""
+    source = None if codec is not None and models is None else resolve(models)
+    given = {k: v for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f, **settings}.items() if v is not None}
+    tuned = source.load_options() if source is not None else {}  # a fine-tuned model's files, unless given here
+    pipeline = Pipeline.load(source.base if source else None, device=device, **{**tuned, **given})
+    if need_generation and pipeline.coarse is None:
+        raise CheckpointError("the model folder has no coarse model (coarse.safetensors or coarse.pth)")
+    if pipeline.precision_note:
+        typer.echo(f"note: {pipeline.precision_note}", err=True)
+    return pipeline
+
+
+def check_output(path: Path, suffixes) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise OptionError(f"output {path} must end in one of {', '.join(suffixes)}")
+    if path.exists() and path.is_dir():
+        raise OptionError(f"output {path} is a folder")
+
+
+def check_input(path: Path) -> None:
+    if not path.is_file():
+        raise AudioError(f"input not found: {path}")
+
+
+def parse_range_options(texts) -> tuple[tuple[float, float], ...]:
+    """The --range options' START-END texts as (start, end) seconds."""
+    return tuple(options.parse_range(text, RANGE_USAGE) for text in texts)
+
+
+class ProgressReporter:
+    """Draws one rich progress bar per pipeline stage on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.progress = Progress(TextColumn("{task.description:>15}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=Console(stderr=True), disable=quiet, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)

@@ -1,0 +1,87 @@
+"""The commands that handle model and token files: encode, decode, convert, info, download."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..checkpoints import (OFFICIAL_LICENCE, OFFICIAL_REPO, convert as convert_file, convert_folder, describe,
+                           download_official)
+from ..errors import CheckpointError, CodesFileError, OptionError
+from ..pretrained import home
+from .common import AUDIO_OUT, MODELS_HELP, app, check_input, check_output, load_pipeline
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="audio file"),
+    output: Path = typer.Option(..., "-o", "--output", help="token file (.npz)"),
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
+    device: str = typer.Option("cpu"),
+):
+    """Encode audio to codec tokens (.npz)."""
+    check_input(input)
+    check_output(output, (".npz",))
+    codes = load_pipeline(models, codec, device=device, need_generation=False).encode_file(input, output)
+    typer.echo(f"wrote {output}: {codes.shape[1]} codebooks x {codes.shape[2]} frames", err=True)
+
+
+@app.command()
+def decode(
+    input: Path = typer.Argument(..., help="token file (.npz) from 'vampnet encode'"),
+    output: Path = typer.Option(..., "-o", "--output", help="audio file (.wav/.flac/.ogg)"),
+    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
+    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
+    device: str = typer.Option("cpu"),
+):
+    """Decode codec tokens (.npz) back to audio."""
+    if not input.is_file():
+        raise CodesFileError(f"token file not found: {input}")
+    check_output(output, AUDIO_OUT)
+    load_pipeline(models, codec, device=device, need_generation=False).decode_file(input, output)
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="official .pth file, or a folder of codec/coarse/c2f .pth files"),
+    output: Path = typer.Option(..., "-o", "--output", help="output .safetensors file (or folder for a folder)"),
+    codec: Optional[Path] = typer.Option(None, help="the codec, needed to convert a transformer file"),
+):
+    """Convert official checkpoints to vampnet's safetensors format (same outputs, no pickle)."""
+    if source.is_dir():
+        for part, path in convert_folder(source, output).items():
+            typer.echo(f"{part}: {path}", err=True)
+        return
+    if output.suffix != ".safetensors":
+        raise OptionError("the output of a file conversion must end in .safetensors")
+    convert_file(source, output, codec)
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def info(checkpoint: Path = typer.Argument(..., help="checkpoint file (.pth or .safetensors)")):
+    """Describe a checkpoint: format, kind, configuration, parameters, and any missing or unexpected keys
+    (exit status 1 when the file lacks keys its kind needs, so scripts can check model files)."""
+    description = describe(checkpoint)
+    typer.echo(json.dumps(description, indent=2, default=str))
+    if description.get("complete") is False:
+        counts = ", ".join(f"{len(description[k])} {k}" for k in ("missing", "unexpected", "misshapen") if k in description)
+        first = next(description[k][0] for k in ("missing", "unexpected", "misshapen") if k in description)
+        raise CheckpointError(f"{checkpoint} is an incomplete {description['kind']} checkpoint ({counts} keys; first: {first})")
+
+
+@app.command()
+def download(
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="folder (default: $VAMPNET_HOME/official)"),
+    repo: str = typer.Option(OFFICIAL_REPO, help="Hugging Face repository"),
+    revision: Optional[str] = typer.Option(None, help="branch, tag or commit"),
+):
+    """Download the official VampNet weights (CC BY-NC-SA 4.0) from the Hugging Face hub."""
+    dest = output or home() / "official"
+    for part, path in download_official(dest, repo_id=repo, revision=revision).items():
+        typer.echo(f"{part}: {path}", err=True)
+    typer.echo(f"licence: {OFFICIAL_LICENCE}. Use them with --models {dest}", err=True)

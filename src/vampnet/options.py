@@ -1,0 +1,101 @@
+"""The options every front end shares, and how they become prompts, sampling configs and seeds.
+
+The CLI's flags, the studio's controls, HARP's controls and OSC's messages are translations of what is here: time
+ranges are parsed, presets and beat prompts resolved, and the sampler configs built in one place, so the front
+ends only map their own inputs onto these calls. The defaults front ends show are read from where they live
+(`PromptConfig`, `SamplingConfig`, the pipeline's windows, the modes' signatures) rather than written again."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+
+from . import modes
+from .beats import prompt_times
+from .errors import OptionError
+from .pipeline import DEFAULT_C2F_SAMPLING, Pipeline, new_seed
+from .prompts import PromptConfig
+from .sampling import SamplingConfig
+
+
+def _defaults(fn, *names):
+    parameters = inspect.signature(fn).parameters
+    return tuple(parameters[name].default for name in names)
+
+
+PROMPT = PromptConfig()      # a vamp's prompt when no option is given
+SAMPLING = SamplingConfig()  # the coarse sampler's options when none is given
+C2F_STEPS = DEFAULT_C2F_SAMPLING.steps
+WINDOW_S, OVERLAP_S, C2F_CHUNK_S = _defaults(Pipeline, "coarse_window_s", "window_overlap_s", "c2f_chunk_s")
+LOOP_VARIATIONS, = _defaults(modes.loop, "variations")
+COMPRESS_CODEBOOKS, COMPRESS_PERIOD = _defaults(modes.compress, "codebooks", "period")
+
+# What `vampnet train coarse|c2f` sets under the run's config and --set: the codebooks each model makes and is
+# conditioned on, and the window it learns on, which is the one the pipeline runs it on.
+TRAIN_DEFAULTS = {
+    "coarse": {"n_codebooks": 4, "n_conditioning_codebooks": 0, "window_s": WINDOW_S},
+    "c2f": {"n_codebooks": 14, "n_conditioning_codebooks": 4, "window_s": C2F_CHUNK_S},
+}
+
+# the prompt options a preset leaves to the user (it sets which frames and codebooks are kept, not where)
+KEPT_BY_PRESETS = ("prefix_s", "suffix_s", "ranges_s", "keep_codebooks", "keep_times_s", "keep_before_s",
+                   "keep_after_s")
+RANGES_USAGE = "ranges are START-END in seconds separated by commas (e.g. 1-2, 3.5-4)"
+
+
+# --- time ranges ------------------------------------------------------------------------------------------------
+
+def parse_range(text: str, usage: str) -> tuple[float, float]:
+    """'1.5-3' -> (1.5, 3.0). Anything else is an OptionError saying `usage` and what was given."""
+    try:
+        start, end = (float(x) for x in str(text).split("-", 1))
+    except ValueError:
+        raise OptionError(f"{usage}, got {text!r}") from None
+    return start, end
+
+
+def parse_ranges(text: str) -> list[tuple[float, float]]:
+    """'1-2, 3.5-4' (commas or semicolons between ranges) -> [(1.0, 2.0), (3.5, 4.0)]; at least one range."""
+    parts = [part.strip() for part in str(text).replace(";", ",").split(",") if part.strip()]
+    if not parts:
+        raise OptionError("inpaint needs at least one range, e.g. 1-2")
+    return [parse_range(part, RANGES_USAGE) for part in parts]
+
+
+# --- prompts ----------------------------------------------------------------------------------------------------
+
+def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None = None, beats: bool = False,
+                downbeats: bool = False, onsets: bool = False, every_k: int = 1, tracker: str = "auto",
+                checkpoint=None, **fields) -> tuple[PromptConfig, list[str]]:
+    """The prompt of a vamp and the lines the beat trackers report (which ran, their licences).
+
+    `fields` are PromptConfig's; a named `preset` replaces all but those it leaves to the user (KEPT_BY_PRESETS).
+    With beats, downbeats or onsets, the times tracked in `wav` are kept (with `keep_before_s`/`keep_after_s`
+    around each)."""
+    times, lines = (), []
+    if beats or downbeats or onsets:
+        times, lines = prompt_times(wav, sample_rate, beats=beats, downbeats=downbeats, onsets=onsets,
+                                    every_k=every_k, tracker=tracker, checkpoint=checkpoint)
+    fields["keep_times_s"] = tuple(times)
+    if preset is None:
+        return PromptConfig(**fields), lines
+    return modes.preset(preset, **{k: v for k, v in fields.items() if k in KEPT_BY_PRESETS}), lines
+
+
+def with_changes(base: PromptConfig, **changes) -> PromptConfig:
+    """`base` (a preset or a mode's prompt) with the options the user gave (not None) on top."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    return replace(base, **given) if given else base
+
+
+# --- sampling and seeds -----------------------------------------------------------------------------------------
+
+def sampling_configs(*, c2f_steps: int = C2F_STEPS, draw: str = SAMPLING.draw,
+                     **coarse) -> tuple[SamplingConfig, SamplingConfig]:
+    """The coarse sampler's config from `coarse` (SamplingConfig's fields), and the coarse-to-fine sampler's:
+    the pipeline's, with `c2f_steps` passes and the same way of drawing tokens."""
+    return SamplingConfig(draw=draw, **coarse), replace(DEFAULT_C2F_SAMPLING, steps=c2f_steps, draw=draw)
+
+
+def seed_or_new(seed: int | None) -> int:
+    """The seed to use: the one given, or a fresh one for None or a negative number (the controls' "random")."""
+    return seed if seed is not None and seed >= 0 else new_seed()

@@ -1,0 +1,73 @@
+"""The options layer every front end translates into: range parsing and its messages, presets and the options they
+leave to the user, prompt changes, the sampler configs, seeds, the defaults front ends show, and each mode's mask."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vampnet import OptionError, modes, options
+from vampnet.pipeline import DEFAULT_C2F_SAMPLING
+from vampnet.prompts import PromptConfig, seconds_to_frames
+
+
+def test_ranges_parse_and_bad_ones_say_what_was_given():
+    assert options.parse_range("1.5-3", "usage") == (1.5, 3.0)
+    with pytest.raises(OptionError, match=r"^--range takes START-END, got 'abc'$"):
+        options.parse_range("abc", "--range takes START-END")
+    assert options.parse_ranges("1-2, 3.5-4; 5-6") == [(1.0, 2.0), (3.5, 4.0), (5.0, 6.0)]
+    with pytest.raises(OptionError, match="START-END.*'2-x'"):
+        options.parse_ranges("1-2, 2-x")
+    with pytest.raises(OptionError, match="at least one range"):
+        options.parse_ranges(" , ")
+
+
+def test_a_preset_sets_what_is_kept_and_leaves_where_to_the_user():
+    prompt, lines = options.vamp_prompt("wild", periodic_prompt=3, prefix_s=0.5, ranges_s=((1.0, 2.0),),
+                                        keep_after_s=0.1)
+    assert lines == []
+    assert prompt == modes.preset("wild", prefix_s=0.5, ranges_s=((1.0, 2.0),), keep_after_s=0.1)
+    assert prompt.periodic_prompt == modes.PRESETS["wild"].periodic_prompt != 3
+    custom, _ = options.vamp_prompt(None, periodic_prompt=3, prefix_s=0.5)
+    assert custom == PromptConfig(periodic_prompt=3, prefix_s=0.5)
+    with pytest.raises(OptionError, match="unknown preset"):
+        options.vamp_prompt("loud")
+
+
+def test_prompt_changes_apply_only_what_was_given():
+    base = modes.INPAINT_PROMPT
+    assert options.with_changes(base, periodic_prompt=None, upper_codebook_mask=None) is base
+    changed = options.with_changes(base, periodic_prompt=4, upper_codebook_mask=None, random_intensity=0.5)
+    assert (changed.periodic_prompt, changed.upper_codebook_mask, changed.random_intensity) == (4, None, 0.5)
+
+
+def test_sampler_configs_share_the_draw_and_keep_the_pipelines_fine_settings():
+    coarse, fine = options.sampling_configs(steps=5, temperature=0.5, draw="original", c2f_steps=3)
+    assert (coarse.steps, coarse.temperature, coarse.draw) == (5, 0.5, "original")
+    assert (fine.steps, fine.draw) == (3, "original")
+    assert fine.temperature == DEFAULT_C2F_SAMPLING.temperature
+    assert options.sampling_configs()[1] == DEFAULT_C2F_SAMPLING
+
+
+def test_seeds_negative_means_a_fresh_one():
+    assert options.seed_or_new(5) == 5 and options.seed_or_new(0) == 0
+    for seed in (options.seed_or_new(-1), options.seed_or_new(None)):
+        assert isinstance(seed, int) and 0 <= seed < 2**31 - 1
+
+
+def test_training_windows_are_the_windows_the_pipeline_runs_the_models_on(tiny_pipeline):
+    rate = tiny_pipeline.frame_rate
+    assert seconds_to_frames(options.TRAIN_DEFAULTS["coarse"]["window_s"], rate) == tiny_pipeline.coarse_window
+    assert seconds_to_frames(options.TRAIN_DEFAULTS["c2f"]["window_s"], rate) == tiny_pipeline.c2f_chunk
+
+
+def test_each_modes_mask_is_the_one_it_generates():
+    grid, rate = torch.zeros(1, 4, 40, dtype=torch.long), 10.0
+    assert torch.equal(modes.mode_mask("compress", grid, rate, codebooks=2, period=4), ~modes.kept_mask(grid.shape, 2, 4))
+    grown = modes.mode_mask("continue", grid, rate, continue_s=1.0)
+    assert grown.shape[-1] == 50 and not grown[..., :40].any() and grown[..., 40:].all()
+    inside = modes.mode_mask("inpaint", grid, rate, ranges=[(1.0, 2.0)])
+    assert inside[..., 10:20].all() and not inside[..., :10].any() and not inside[..., 20:].any()
+    vamp = modes.mode_mask("vamp", grid, rate, prompt=PromptConfig(periodic_prompt=4, upper_codebook_mask=None))
+    assert not vamp[..., ::4].any() and vamp[..., 1::4].all()
+    with pytest.raises(OptionError):
+        modes.mode_mask("remix", grid, rate)
