@@ -1,7 +1,8 @@
 """Numeric precision of the models, applied once when they are loaded: `fp32` (exact: reproduces the reference
 outputs), `bf16` (bfloat16 weights and activations, fast on CPUs with bf16 instructions), `int8` (the transformers'
-linear layers with dynamic int8 activations and int8 weights via torchao; the codec runs in bf16 where the CPU has
-bf16 instructions, else fp32, since int8 convolutions do not pay on CPU).
+linear layers with int8 weights and dynamically quantised int8 activations: torch's fused x86 kernels on CPU,
+torchao elsewhere; the codec runs in bf16 where the CPU has bf16 instructions, else fp32, since int8 convolutions
+do not pay on CPU).
 
 Norms, softmax, sampling and the codec's vector quantiser stay in float32 in every mode."""
 from __future__ import annotations
@@ -12,6 +13,7 @@ import warnings
 from functools import lru_cache
 
 import torch
+from torch import nn
 
 from .codec.model import DecoderBlock
 from .errors import OptionError
@@ -111,8 +113,58 @@ def release_file_pages(module) -> None:
                 m._buffers[name] = b.clone()
 
 
+@lru_cache(maxsize=1)
+def cpu_has_vnni() -> bool:
+    """Whether this CPU multiplies 8-bit integers into 32-bit sums without saturating (AVX512-VNNI / AVX-VNNI)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_vnni" in flags or "avx_vnni" in flags
+    except OSError:
+        return False
+
+
+def fused_int8_available() -> bool:
+    """Whether torch's x86 quantised kernels (fbgemm) are built in: they quantise the activations inside the
+    matrix product, where torchao's CPU path runs the quantisation as separate element-wise passes."""
+    return hasattr(torch.ops.quantized, "linear_dynamic") and "x86" in torch.backends.quantized.supported_engines
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (symmetric, one scale per output row) and activations quantised to 8 bits
+    per call (one scale and zero point per tensor), in one fused CPU kernel (`quantized::linear_dynamic`).
+    Input and output are float32. Without VNNI the activations use 7 bits, which the kernels need to avoid
+    overflowing 16-bit sums."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(1) / 127).clamp(min=1e-12).double()
+        with warnings.catch_warnings():  # quantised tensors are deprecated in torch, the kernels are not
+            warnings.simplefilter("ignore")
+            qw = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self._packed = torch.ops.quantized.linear_prepack(qw, bias)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.reduce_range = not cpu_has_vnni()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self._packed, self.reduce_range)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
 def quantize_linears(module):
-    """Every nn.Linear of `module` -> dynamic int8 activations x int8 weights (torchao), in place."""
+    """Every nn.Linear of `module` -> int8 weights x dynamically quantised int8 activations, in place: torch's
+    fused x86 kernels on CPU, else torchao."""
+    on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+    if on_cpu and fused_int8_available():
+        for parent in list(module.modules()):
+            for name, child in parent.named_children():
+                if type(child) is nn.Linear:
+                    setattr(parent, name, Int8Linear(child))
+        return module
     with _quiet_torchao():
         try:
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
