@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -93,8 +92,7 @@ def job(spec: dict) -> dict:
     marks.mark("decode")
     return {"precision": spec["precision"], "format": spec["format"], "load_s": load_s,
             "vamp_s": time.perf_counter() - t0, "weights_gb": weights, "stages": marks.marks,
-            "ru_maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "per_stage_reset": marks.can_reset, "codes_sum": int(result.codes.sum())}
+            "peak_gb": marks.running, "per_stage_reset": marks.can_reset, "codes_sum": int(result.codes.sum())}
 
 
 def write_ours(src: Path, dst: Path) -> None:
@@ -117,14 +115,14 @@ def markdown(res: dict) -> str:
     out = [f"### Peak memory per stage ({res['mode']}: {res['seconds']:g} s of 48 kHz stereo, {res['steps']} coarse + "
            f"{res['c2f_steps']} coarse-to-fine steps; torch {m['torch']}, {m['torch_threads']} threads)", "",
            "Each row is a fresh process. Per stage: the stage's own peak RSS (GB), and in brackets the RSS it leaves "
-           "behind; last columns: the whole process's peak and the bytes of the loaded weights.", "",
+           "behind; last columns: the whole process's peak (the largest stage peak) and the bytes of the loaded weights.", "",
            "| format | precision | " + " | ".join(STAGES) + " | **process peak** | weights |",
            "|---|---|" + "---:|" * len(STAGES) + "---:|---:|"]
     for r in res["runs"]:
         cells = [f"{r['stages'][s]['peak_gb']:.2f} ({r['stages'][s]['rss_gb']:.2f})" if s in r["stages"] else "-"
                  for s in STAGES]
         out.append(f"| {r['format']} | {r['precision']} | " + " | ".join(cells) +
-                   f" | **{r['ru_maxrss_gb']:.2f}** | {r['weights_gb']:.2f} |")
+                   f" | **{r['peak_gb']:.2f}** | {r['weights_gb']:.2f} |")
     return "\n".join(out) + "\n"
 
 
@@ -138,6 +136,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny models: checks the script runs")
     p.add_argument("--output", type=Path)
     p.add_argument("--json", type=Path)
+    p.add_argument("--silent", action="store_true")
     p.add_argument("--keep", type=Path, help="folder for the model files, kept and reused between runs")
     p.add_argument("--_job", dest="job", help=argparse.SUPPRESS)
     p.add_argument("--_write-ours", dest="write_ours", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -156,7 +155,7 @@ def main(argv=None):
     seconds = args.seconds if args.seconds is not None else spec["seconds"]
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.silent else (lambda *a: None)
     res = {"mode": "quick" if args.quick else "full size", "seconds": seconds, "steps": args.steps,
            "c2f_steps": args.c2f_steps, "machine": core.machine_info(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="vampnet-mem-") as tmp:
@@ -179,8 +178,11 @@ def main(argv=None):
                             "seconds": seconds, "steps": args.steps, "c2f_steps": args.c2f_steps,
                             "pipeline": spec["pipeline"], "quick": args.quick}
                 res["runs"].append(json.loads(run_child(["--_job", json.dumps(job_spec)])))
+                if args.json:  # after every run: a long run stopped early keeps what it measured
+                    args.json.write_text(json.dumps(res, indent=1))
     text = markdown(res)
-    print(text)
+    if not args.silent:
+        print(text)
     if args.output:
         args.output.write_text(text)
     if args.json:
