@@ -10,7 +10,7 @@ Parts (each precision runs in its own child process, so its peak memory is its o
   1. full size (random weights written in the official .pth format, loaded by `Pipeline.load(precision=...)`):
      10 s of 48 kHz stereo, 36 coarse steps, 2 coarse-to-fine steps; wall time, CPU use and peak RSS per stage;
      one coarse forward's GFLOP/s next to a [575x1280]x[1280x5120] product in the same precision (fp32 and bf16
-     `F.linear`, int8 torchao's dynamically quantised linear);
+     `F.linear`, int8 the mode's dynamically quantised linear);
   2. the shipped model: seconds per vamp and real-time factor for each length (default 10, 30, 60 s), with peak
      RSS (long audio runs in windows, so it should stay flat), plus fp32 with `draw="original"`;
   3. quality of bf16/int8 on the shipped model against fp32: logits relative error and top-1 agreement of both

@@ -41,6 +41,19 @@ def test_speed_benchmark_reports_every_part_for_every_precision(tmp_path):
 
 
 @pytest.mark.slow
+def test_memory_benchmark_reports_every_stage_per_format_and_precision(tmp_path):
+    res, report = run_quick("bench_memory.py", tmp_path)
+    assert [(r["format"], r["precision"]) for r in res["runs"]] == [
+        (f, p) for f in ("official", "ours") for p in ("fp32", "bf16", "int8")]
+    for r in res["runs"]:
+        assert list(r["stages"]) == ["imports", "load", "preprocess", "encode", "coarse", "c2f", "decode"]
+        assert r["peak_gb"] == max(s["peak_gb"] for s in r["stages"].values()) and r["weights_gb"] > 0
+    sums = {(r["format"], r["precision"]): r["codes_sum"] for r in res["runs"]}
+    assert sums["official", "fp32"] == sums["ours", "fp32"]  # the two formats hold the same model
+    assert "Peak memory per stage" in report.read_text()
+
+
+@pytest.mark.slow
 def test_core_benchmark_runs_quick(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH / "bench_core.py"), "--quick", "--silent", "--json",
                            str(tmp_path / "raw.json")], capture_output=True, text=True, timeout=600)

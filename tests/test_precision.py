@@ -53,3 +53,27 @@ def test_pipeline_runs_in_each_mode_and_records_it(mode):
 def test_unknown_precision_is_an_option_error():
     with pytest.raises(OptionError):
         Pipeline.load(SET_A, precision="fp8")
+
+
+@pytest.mark.skipif(not P.fused_int8_available(), reason="torch built without its x86 quantised kernels")
+def test_int8_linear_matches_the_float_layer_within_8_bit_error():
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(256, 192)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(192, 256, generator=g) / 16)
+        layer.bias.copy_(torch.randn(192, generator=g))
+    x = torch.randn(3, 50, 256, generator=g)
+    q = P.Int8Linear(layer)
+    with torch.inference_mode():
+        ref, got = layer(x), q(x)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    rel = ((got - ref).norm() / ref.norm()).item()
+    # 8-bit weights (per row) and activations (per tensor): ~1 % relative error; 7-bit activations without VNNI
+    assert 1e-4 < rel < (0.02 if P.cpu_has_vnni() else 0.04), rel
+
+
+@pytest.mark.skipif(not P.fused_int8_available(), reason="torch built without its x86 quantised kernels")
+def test_int8_mode_on_cpu_replaces_every_linear_layer():
+    model = P.apply_to_transformer(MaskedTransformer.load(SET_A / "coarse.pth", Codec.load(SET_A / "codec.pth")), "int8")
+    kinds = {type(m) for m in model.modules()}
+    assert P.Int8Linear in kinds and torch.nn.Linear not in kinds

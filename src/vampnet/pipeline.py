@@ -108,14 +108,14 @@ class Pipeline:
         files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
         if files["codec"] is None:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
-        key = (str(Path(files["codec"]).resolve()), str(torch.device(device)), options.get("precision", "fp32"))
+        precision = precision_mod.check(options.get("precision", "fp32"))
+        device = torch.device(device)
+        key = (str(Path(files["codec"]).resolve()), str(device), precision)
         codec_model = codec_cache.get(key) if codec_cache is not None else None
         if codec_model is None:
-            codec_model = Codec.load(files["codec"])
+            codec_model = precision_mod.apply_to_codec(Codec.load(files["codec"], device), precision, device)
             if codec_cache is not None:
                 codec_cache[key] = codec_model
-        coarse_model = MaskedTransformer.load(files["coarse"], codec_model) if files["coarse"] is not None else None
-        c2f_model = MaskedTransformer.load(files["c2f"], codec_model) if files["c2f"] is not None else None
         adapters = {"coarse": coarse_lora, "c2f": c2f_lora}
         if lora is not None:
             if not Path(lora).is_dir():
@@ -125,12 +125,20 @@ class Pipeline:
                 adapters[part] = adapters[part] or (found if found.is_file() else None)
             if not any(adapters.values()):
                 raise CheckpointError(f"{lora} holds no coarse.lora.safetensors or c2f.lora.safetensors")
-        for part, model in (("coarse", coarse_model), ("c2f", c2f_model)):
-            if adapters[part] is not None:
-                if model is None:
+        models = {}
+        for part in ("coarse", "c2f"):
+            if files[part] is None:
+                if adapters[part] is not None:
                     raise CheckpointError(f"a {part} adapter was given but there is no {part} model")
+                models[part] = None
+                continue
+            # each model is converted before the next is read, so at most one float32 model is in memory
+            # beside the converted ones (the full-size models are 1.1-1.3 GB each in float32)
+            model = MaskedTransformer.load(files[part], codec_model, device)
+            if adapters[part] is not None:
                 load_adapter(model, adapters[part])
-        return cls(codec_model, coarse_model, c2f_model, device=device, **options)
+            models[part] = precision_mod.apply_to_transformer(model, precision)
+        return cls(codec_model, models["coarse"], models["c2f"], device=device, **options)
 
     @property
     def sample_rate(self) -> int:

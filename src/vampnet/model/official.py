@@ -34,14 +34,21 @@ def official_keys(config) -> set[str]:
     return keys
 
 
-def merge_lora(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
-    """loralib's eval-time merge with lora_alpha = 1: W + (B @ A) * (1 / r), in float32, matmul then scale then add."""
+def merge_lora(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
+    """loralib's eval-time merge with lora_alpha = 1: W + (B @ A) * (1 / r), in float32, matmul then scale then add.
+
+    `in_place` writes the sum into `weight` (the same operations, so the same values): loading a memory-mapped
+    file, a new tensor would leave the file's pages of the unmerged weight in memory beside it."""
     scaling = 1.0 / lora_a.shape[0]
-    return weight + (lora_b @ lora_a) * scaling
+    delta = (lora_b @ lora_a).mul_(scaling)
+    return weight.add_(delta) if in_place else weight + delta
 
 
 def convert_official_state(state: dict, config, codec, source) -> dict[str, torch.Tensor]:
-    """Official key/value layout -> ours, validating that no key is missing or unknown."""
+    """Official key/value layout -> ours, validating that no key is missing or unknown.
+
+    It consumes `state`: LoRA merges and the classifier's reordering are written into its tensors (for a
+    memory-mapped file, into private copy-on-write pages), so loading never holds a weight twice."""
     required = official_keys(config)
     lora = {f"transformer.layers.{i}.{p}.lora_{ab}" for i in range(config.n_layers) for p in LORA_PROJECTIONS for ab in "AB"}
     missing = sorted(required - state.keys(), key=_natural)
@@ -74,7 +81,7 @@ def convert_official_state(state: dict, config, codec, source) -> dict[str, torc
                 if a.shape[1] != weight.shape[1] or b.shape[0] != weight.shape[0] or a.shape[0] != b.shape[1]:
                     raise CheckpointError(f"{source}: LoRA factors of '{pre}{proj}' have shapes {tuple(a.shape)} / {tuple(b.shape)} "
                                           f"that do not fit the weight {tuple(weight.shape)}")
-                weight = merge_lora(weight, a.float(), b.float())
+                weight = merge_lora(weight, a.float(), b.float(), in_place=True)
             out[f"layers.{i}.{ours}"] = weight
     out["norm.weight"] = f32("transformer.norm.weight")
     # classifier channel ch = token * P + codebook  ->  our row codebook * V + token
@@ -82,9 +89,8 @@ def convert_official_state(state: dict, config, codec, source) -> dict[str, torc
     if v.shape[0] != V * P:
         raise CheckpointError(f"{source}: key 'classifier.layers.0.weight_v' has {v.shape[0]} outputs, the config needs {V * P}")
     order = torch.arange(V * P).view(V, P).t().reshape(-1)
-    out["classifier.weight_v"] = v.reshape(V * P, -1)[order]
-    out["classifier.weight_g"] = g.reshape(V * P, 1)[order]
-    out["classifier.bias"] = bias[order]
+    for ours, t in (("weight_v", v.reshape(V * P, -1)), ("weight_g", g.reshape(V * P, 1)), ("bias", bias)):
+        out[f"classifier.{ours}"] = t.copy_(t[order])  # in place, as the merges above
     return out
 
 
