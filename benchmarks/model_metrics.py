@@ -275,13 +275,15 @@ def spectrogram_figure(pipeline: Pipeline, x: torch.Tensor, opus_kbps: float, pa
 
 
 def markdown(results: dict) -> str:
-    c, o = results["codec"], results["opus"]
-    lines = ["| | bitrate (kbit/s) | mel distance ↓ | SI-SDR (dB) ↑ |", "|---|---|---|---|",
-             f"| our codec (all codebooks) | {c['kbps']:.2f} | {c['mel_distance']['mean']:.3f} ± {c['mel_distance']['std']:.3f}"
-             f" | {c['si_sdr_db']['mean']:.2f} ± {c['si_sdr_db']['std']:.2f} |",
-             f"| Opus (libopus, {o['nominal_kbps']:g} kbit/s target) | {o['real_kbps']:.2f} | "
-             f"{o['mel_distance']['mean']:.3f} ± {o['mel_distance']['std']:.3f} | "
-             f"{o['si_sdr_db']['mean']:.2f} ± {o['si_sdr_db']['std']:.2f} |", ""]
+    lines = []
+    if "codec" in results:
+        c, o = results["codec"], results["opus"]
+        lines += ["| | bitrate (kbit/s) | mel distance ↓ | SI-SDR (dB) ↑ |", "|---|---|---|---|",
+                  f"| our codec (all codebooks) | {c['kbps']:.2f} | {c['mel_distance']['mean']:.3f} ± "
+                  f"{c['mel_distance']['std']:.3f} | {c['si_sdr_db']['mean']:.2f} ± {c['si_sdr_db']['std']:.2f} |",
+                  f"| Opus (libopus, {o['nominal_kbps']:g} kbit/s target) | {o['real_kbps']:.2f} | "
+                  f"{o['mel_distance']['mean']:.3f} ± {o['mel_distance']['std']:.3f} | "
+                  f"{o['si_sdr_db']['mean']:.2f} ± {o['si_sdr_db']['std']:.2f} |", ""]
     if results.get("accuracy"):
         lines += ["| model | top-1 (all r) | top-1 (r < 0.5) | top-25 (r < 0.5) | top-1 (r ≥ 0.5) | top-25 (r ≥ 0.5) | loss |",
                   "|---|---|---|---|---|---|---|"]
@@ -415,6 +417,8 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", type=int, default=64, help="token windows for masked accuracy")
     ap.add_argument("--opus-kbps", type=float, default=None, help="default: our bitrate, at least 6")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--no-codec", action="store_true",
+                    help="skip the codec-vs-Opus part (e.g. when comparing transformers that share one codec)")
     ap.add_argument("--quick", action="store_true", help="2 excerpts, 1 vamp per prompt, no timing")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None, help="PNG of spectrograms of one validation excerpt")
@@ -434,7 +438,11 @@ def main(argv=None) -> int:
     bitrate = codec.n_codebooks * math.log2(codec.codebook_size) * codec.frame_rate / 1000
     opus_kbps = args.opus_kbps or max(6.0, round(bitrate, 1))
     t0 = time.time()
-    results, codes = codec_metrics(pipeline, excerpts, opus_kbps)
+    if args.no_codec:
+        with torch.inference_mode():
+            results, codes = {}, [codec.encode(x).cpu() for x in excerpts]
+    else:
+        results, codes = codec_metrics(pipeline, excerpts, opus_kbps)
     results["accuracy"] = accuracy_metrics(pipeline, codes, 8 if args.quick else args.windows)
     vamp_set = spread(excerpts, 1 if args.quick else args.vamp_excerpts)
     results["periodic"] = periodic_metrics(pipeline, vamp_set) if pipeline.coarse is not None else {}
