@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
 from .errors import AudioError, first_line
@@ -25,6 +23,8 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}  
 def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple[torch.Tensor, int]:
     """Read an audio file -> ((1, channels, samples) float32, sample rate), from `offset_s` seconds on and at most
     `max_seconds` long. Raises AudioError with the reason."""
+    import soundfile as sf  # audio I/O loads on use: training from tokens runs where it is not installed
+
     path = Path(path)
     if not path.exists():
         raise AudioError(f"audio file not found: {path}")
@@ -47,6 +47,8 @@ def load(path, max_seconds: float | None = None, offset_s: float = 0.0) -> tuple
 
 def save(path, wav: torch.Tensor, sample_rate: int, metadata: dict | None = None) -> Path:
     """Write (1, channels, samples) or (channels, samples) audio atomically; format from the extension."""
+    import soundfile as sf  # see load()
+
     path = Path(path)
     fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -81,6 +83,8 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
     """High-quality resampling with soxr; (B, C, N) at sr_in -> (B, C, M) at sr_out."""
     if sr_in == sr_out:
         return wav
+    import soxr  # see load()
+
     out = [soxr.resample(w.T.numpy().astype(np.float32), sr_in, sr_out, quality="HQ").T for w in wav.cpu()]
     return torch.from_numpy(np.ascontiguousarray(np.stack(out))).float()
 
@@ -194,6 +198,8 @@ def match_loudness(wav: torch.Tensor, sample_rate: int, target: float) -> torch.
 
 def duration(path) -> float:
     """Seconds of audio in a file, without reading the samples."""
+    import soundfile as sf  # see load()
+
     try:
         info = sf.info(os.fspath(path))
     except Exception as e:
