@@ -192,3 +192,35 @@ def test_stretch_and_prompt_options_on_mode_commands(wav_file, tmp_path):
         prompt = json.loads(f.comment)["prompt"]
     assert prompt["periodic_prompt"] == 3 and prompt["upper_codebook_mask"] == 2
     assert run("loop", wav_file, "-o", tmp_path / "l.wav", "--variations", "1", "--periodic", "5", "--repeats", "1", *common).returncode == 0
+
+
+def test_every_command_is_mapped_to_the_module_that_registers_it():
+    from vampnet.cli import COMMAND_MODULES, register_commands
+    app = register_commands()
+    registered = {(c.name or c.callback.__name__.replace("_", "-")): c.callback.__module__ for c in app.registered_commands}
+    registered.update({g.name: g.typer_instance.registered_commands[0].callback.__module__ for g in app.registered_groups})
+    assert set(registered) == set(COMMAND_MODULES)
+    assert {name: module.rsplit(".", 1)[1] for name, module in registered.items()} == COMMAND_MODULES
+
+
+@pytest.mark.parametrize("command,loaded,not_loaded", [
+    ("vamp", "vampnet.cli.generate", ("vampnet.cli.training", "vampnet.train", "vampnet.corpus", "vampnet.cli.serve",
+                                      "vampnet.cli.evaluate", "vampnet.eval")),
+    ("train", "vampnet.cli.training", ("vampnet.cli.generate", "vampnet.cli.serve", "vampnet.cli.evaluate")),
+    ("eval", "vampnet.cli.evaluate", ("vampnet.cli.training", "vampnet.corpus")),
+])
+def test_a_command_imports_only_its_own_command_module(command, loaded, not_loaded):
+    code = ("import sys; from vampnet.cli import main; rc = main([sys.argv[1], '--help']); "
+            "print(rc, *sorted(m for m in sys.modules if m.startswith('vampnet')))")
+    proc = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, timeout=120)
+    rc, *modules = proc.stdout.strip().splitlines()[-1].split()
+    assert rc == "0" and loaded in modules
+    assert not [m for m in modules if m.startswith(not_loaded)]
+
+
+def test_help_and_unknown_commands_see_every_command():
+    listing = run("--help")
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in ("vamp", "tokenize", "ui", "eval", "prepare-corpus"))
+    unknown = run("vampp")
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr and "Traceback" not in unknown.stderr
