@@ -130,7 +130,7 @@ def vamp_part(pipes: dict, seconds: float, reps: int, steps: int, log) -> dict:
 
 def cli_part(folders: dict, clip: Path, reps: int, log) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    imports = [sys.executable, "-c", "import vampnet.cli, vampnet.pipeline, vampnet.prompts, vampnet.sampling"]
+    imports = [sys.executable, "-c", "import vampnet.cli.generate, vampnet.pipeline, vampnet.prompts, vampnet.sampling"]
     res = {name: {"command": [], "imports": [], "load": []} for name in folders}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
