@@ -357,8 +357,9 @@ def compare_markdown(runs: dict[str, dict]) -> str:
     lines += ["**Fréchet distance to real validation music** (crepe embedding) ↓", ""] + head
     lines += [row(k, lambda r, k=k: r["frechet"][k]["frechet"], 2) for k in sets] + [""]
     precisions = next((list(r["timing"]) for r in runs.values() if r.get("timing")), [])
-    lines += ["**Whole 10 s vamp** (seconds, load excluded)", ""] + head
-    lines += [row(p, lambda r, p=p: r["timing"][p]["seconds"], 2) for p in precisions]
+    if precisions:  # runs made with --no-timing have none
+        lines += ["**Whole 10 s vamp** (seconds, load excluded)", ""] + head
+        lines += [row(p, lambda r, p=p: r["timing"][p]["seconds"], 2) for p in precisions]
     return "\n".join(lines)
 
 
