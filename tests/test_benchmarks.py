@@ -78,3 +78,12 @@ def test_small_budget_benchmark_times_both_models_the_command_and_candidates(tmp
     assert all(r["s"] > 0 and r["gflop"] > 0 and r["params_m"] > 0 for r in res["candidates"]["rows"])
     text = report.read_text()
     assert "Whole 1 s vamp" in text and "The command as a whole" in text and "Candidate architectures" in text
+
+
+def test_cli_start_benchmark_times_each_tree(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "bench_cli_start.py"), "--reps", "1", "--command", "info",
+                           f"a={ROOT / 'src'}", f"b={ROOT / 'src'}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert [r[0].strip() for r in rows] == ["a", "b"]
+    assert all(float(cell) > 0 for r in rows for cell in r[1:])
