@@ -15,6 +15,7 @@ import torch
 from conftest import SET_A
 from vampnet import MaskedTransformer, OptionError, Pipeline
 from vampnet.model.official import merge_lora
+from vampnet.precision import cpu_has_bf16
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 
@@ -63,7 +64,9 @@ def test_precision_modes_release_the_float32_files(folder, mode):
     pipe = Pipeline.load(folder, precision=mode)
     gc.collect()
     still_mapped = [name for name in ("codec.pth", "coarse.pth", "c2f.pth") if mapped_ranges(folder / name)]
-    assert still_mapped == []
+    # int8 leaves the codec in float32 (memory-mapped like fp32) on CPUs without bf16 instructions
+    codec_converted = mode == "bf16" or cpu_has_bf16()
+    assert still_mapped == ([] if codec_converted else ["codec.pth"])
     assert pipe.coarse.precision == pipe.c2f.precision == pipe.codec.precision == mode
 
 

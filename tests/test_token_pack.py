@@ -40,7 +40,9 @@ def test_bulk_encoder_gives_exactly_the_codecs_codes_and_latents(shipped_codec):
     with torch.inference_mode():
         expected_z = codec.encoder(codec.pad(wav))
         expected = codec.encode(wav)
-        assert torch.equal(bulk.latents(wav), expected_z)
+        # the codes are exact; the latents are too on AVX-512 CPUs, while an AVX2-only CPU's convolution kernels
+        # round the folded and unfolded weights differently (4e-7 relative seen there)
+        torch.testing.assert_close(bulk.latents(wav), expected_z, rtol=1e-5, atol=1e-5)
         assert torch.equal(bulk(wav), expected)
         one = wav[3:]  # a single signal, as the last excerpt of a file often is
         assert torch.equal(bulk(one), codec.encode(one))
