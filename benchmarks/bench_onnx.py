@@ -48,6 +48,7 @@ except ImportError:  # running from a checkout without the package installed
 
 from vampnet import MaskedTransformer, TransformerConfig
 from vampnet import precision as P
+from vampnet.serialization import atomic_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_core as core  # noqa: E402  (probe codes, FLOP count, machine description)
@@ -246,9 +247,8 @@ def main(argv=None) -> dict:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":
