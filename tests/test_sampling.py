@@ -145,7 +145,7 @@ def test_fast_draw_follows_the_filtered_distribution():
     n = 40000
     logits = torch.log(probs).expand(n, -1).clone()
     cfg = SamplingConfig(top_k=3)  # keeps 0.4, 0.3, 0.2: renormalised to 4/9, 3/9, 2/9
-    token, p = _draw_fast(logits, cfg, True, torch.Generator().manual_seed(0))
+    token, p = _draw_fast(logits, cfg, torch.rand(n, 1, generator=torch.Generator().manual_seed(0)))
     counts = torch.bincount(token, minlength=6).double()
     expected = torch.tensor([4 / 9, 3 / 9, 0, 2 / 9, 0, 0], dtype=torch.float64) * n
     assert counts[[2, 4, 5]].sum() == 0

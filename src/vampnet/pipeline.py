@@ -18,6 +18,8 @@ from .model import MaskedTransformer
 from .model.lora import load_adapter
 from .pretrained import resolve
 from .prompts import PromptConfig, seconds_to_frames
+from .capture import MODES as CAPTURE_MODES
+from .capture import CapturedSampler
 from .sampling import SamplingConfig, generate_with_config, seeded_generator
 from .tokens import load_codes, save_codes
 
@@ -54,7 +56,8 @@ class Pipeline:
 
     def __init__(self, codec: Codec, coarse: MaskedTransformer | None = None, c2f: MaskedTransformer | None = None, *,
                  device: str | torch.device = "cpu", precision: str = "fp32", coarse_window_s: float = 10.0,
-                 window_overlap_s: float = 2.5, c2f_chunk_s: float = 3.0, c2f_batch_size: int = 16):
+                 window_overlap_s: float = 2.5, c2f_chunk_s: float = 3.0, c2f_batch_size: int = 16,
+                 capture: str = "off"):
         if coarse is None and c2f is not None:
             raise CheckpointError("a coarse-to-fine model needs a coarse model beside it")
         if coarse is not None and coarse.n_conditioning_codebooks != 0:
@@ -85,6 +88,13 @@ class Pipeline:
         self.window_overlap = min(self.coarse_window - 1, seconds_to_frames(window_overlap_s, self.frame_rate))
         self.c2f_chunk = max(1, seconds_to_frames(c2f_chunk_s, self.frame_rate))
         self.c2f_batch_size = c2f_batch_size
+        # capture: "off" = the eager sampler (fastest on a CPU); "static" / "compile" / "graph" = the static-shape
+        # sampler of vampnet.capture, as it is / through torch.compile / recorded as CUDA graphs (same tokens)
+        if capture != "off" and capture not in CAPTURE_MODES:
+            raise OptionError(f"capture must be off or one of {', '.join(CAPTURE_MODES)}, got {capture!r}")
+        self.capture = capture
+        self._captured = {part: CapturedSampler(model, capture) for part, model in (("coarse", self.coarse),
+                          ("c2f", self.c2f)) if model is not None and capture != "off"}
 
     # --- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -168,7 +178,8 @@ class Pipeline:
                  generator: torch.Generator | None = None, progress: Progress | None = None,
                  coarse_only: bool = False) -> torch.Tensor:
         """Fill the masked tokens: coarse codebooks by windows, then the fine codebooks by batched chunks
-        (`coarse_only`: the fine codebooks are returned as given, masked or not)."""
+        (`coarse_only`: the fine codebooks are returned as given, masked or not). `generator` may be a list of one
+        generator per batch row: each row then gets the tokens it would get alone with its generator."""
         if self.coarse is None:
             raise CheckpointError("this pipeline has no coarse model, so it cannot generate (only encode/decode)")
         sampling = sampling or SamplingConfig()
@@ -176,6 +187,8 @@ class Pipeline:
         if codes.shape[1] != self.n_codebooks or mask.shape != codes.shape:
             raise OptionError(f"codes and mask must be shaped (B, {self.n_codebooks}, T)")
         generator = generator or seeded_generator(seed)
+        if not isinstance(generator, torch.Generator) and len(generator) != codes.shape[0]:
+            raise OptionError(f"{len(generator)} generators for a batch of {codes.shape[0]} rows")
         Kc = self.coarse.n_codebooks
         coarse = self._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, progress)
         coarse = torch.cat([coarse, codes[:, Kc:]], 1)  # without a c2f model there are no fine codebooks
@@ -200,14 +213,18 @@ class Pipeline:
                 if report:
                     report(sampling.steps, sampling.steps)
                 continue
-            out = generate_with_config(self.coarse, codes[..., start:end], todo[..., start:end], sampling,
-                                       generator=generator, progress=report)
+            streams = generator if isinstance(generator, torch.Generator) else [(g, 1) for g in generator]
+            out = self._sample("coarse", codes[..., start:end], todo[..., start:end], sampling, streams, report)
             codes[..., start:commit_end] = out[..., : commit_end - start]
             todo[..., start:commit_end] = False
         return codes
 
     def _coarse_to_fine(self, codes, mask, sampling, generator, progress):
-        """All chunks of `c2f_chunk` frames go through the model as one batch (in groups of c2f_batch_size)."""
+        """All chunks of `c2f_chunk` frames go through the model as one batch (in groups of c2f_batch_size).
+
+        Random numbers come in blocks of chunks, as a batch of one row takes them: one generator for the batch
+        is read in groups of c2f_batch_size chunks, a generator per row in groups of that row's chunks; blocks
+        never split, and consecutive blocks share a model call while they fit in c2f_batch_size."""
         B, K, T = codes.shape
         L = self.c2f_chunk
         n = math.ceil(T / L)
@@ -216,14 +233,33 @@ class Pipeline:
         mask = torch.nn.functional.pad(mask, (0, pad), value=True)
         chunks = lambda x: x.view(B, K, n, L).permute(0, 2, 1, 3).reshape(B * n, K, L)
         c, m = chunks(codes), chunks(mask)
-        outs = []
-        groups = range(0, B * n, self.c2f_batch_size)
-        for g, i in enumerate(groups):
-            report = None if progress is None else (lambda d, s, g=g: progress("coarse-to-fine", g * s + d, len(groups) * s))
-            outs.append(generate_with_config(self.c2f, c[i:i + self.c2f_batch_size], m[i:i + self.c2f_batch_size],
-                                             sampling, generator=generator, progress=report))
+        size = self.c2f_batch_size
+        if isinstance(generator, torch.Generator):
+            blocks = [(generator, min(size, B * n - i)) for i in range(0, B * n, size)]
+        else:
+            blocks = [(g, min(size, n - i)) for g in generator for i in range(0, n, size)]
+        calls = [[blocks[0]]]
+        for block in blocks[1:]:
+            if sum(rows for _, rows in calls[-1]) + block[1] <= size:
+                calls[-1].append(block)
+            else:
+                calls.append([block])
+        outs, first = [], 0
+        for j, streams in enumerate(calls):
+            report = None if progress is None else (lambda d, s, j=j: progress("coarse-to-fine", j * s + d, len(calls) * s))
+            rows = sum(r for _, r in streams)
+            outs.append(self._sample("c2f", c[first:first + rows], m[first:first + rows], sampling, streams, report))
+            first += rows
         out = torch.cat(outs).view(B, n, K, L).permute(0, 2, 1, 3).reshape(B, K, n * L)
         return out[..., :T]
+
+    def _sample(self, part, codes, mask, sampling, streams, progress):
+        """One sampling job of the coarse or coarse-to-fine model, through the captured sampler when one is on
+        (it implements the fast draw; the original draw always runs eagerly)."""
+        captured = self._captured.get(part)
+        if captured is not None and sampling.draw == "fast":
+            return captured.generate(codes, mask, sampling, generator=streams, progress=progress)
+        return generate_with_config(getattr(self, part), codes, mask, sampling, generator=streams, progress=progress)
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
@@ -251,6 +287,10 @@ class Pipeline:
         c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
         generator = generator or seeded_generator(seed)
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress)
+        return self._finish(out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress)
+
+    def _finish(self, out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress) -> VampResult:
+        """Decode generated tokens, bring them to `loudness` and gather what made them."""
         if progress:
             progress("decode", 0, 1)
         y = audio.match_loudness(self.decode(out, n_samples), self.sample_rate, loudness)
@@ -264,14 +304,32 @@ class Pipeline:
              sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
              seed: int | None = None, progress: Progress | None = None) -> VampResult:
         """Vamp one signal: preprocess, encode, mask, generate, decode, restore the input's loudness."""
+        return self.variations(wav, sample_rate, 1, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
+                               seed=seed, progress=progress)[0]
+
+    def variations(self, wav: torch.Tensor, sample_rate: int, n: int, *, prompt: PromptConfig | None = None,
+                   sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
+                   seed: int | None = None, progress: Progress | None = None) -> list[VampResult]:
+        """`n` vamps of one signal generated as one batch: variation i is `vamp(..., seed=seed + i)`, token for
+        token (each batch row draws from its own seed's generator), at about the cost of one vamp on a GPU."""
+        if not isinstance(n, int) or n < 1:
+            raise OptionError(f"the number of variations must be a positive integer, got {n!r}")
         prompt = prompt or PromptConfig()
         seed = new_seed() if seed is None else seed
-        generator = seeded_generator(seed)
+        generators = [seeded_generator(seed + i) for i in range(n)]
         prepared = self.prepare(wav, sample_rate, progress)
-        mask = prompt.build(prepared.codes, self.frame_rate, generator).to(prepared.codes.device)
-        return self.render(prepared.codes, mask, n_samples=prepared.n_samples, loudness=prepared.loudness,
-                           sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
-                           settings={"seed": seed, "prompt": prompt.to_dict()})
+        masks = [prompt.build(prepared.codes, self.frame_rate, g).to(prepared.codes.device) for g in generators]
+        codes, mask = prepared.codes.expand(n, -1, -1), torch.cat(masks)
+        sampling = sampling or SamplingConfig()
+        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        out = self.generate(codes, mask, sampling, c2f_sampling, generator=generators if n > 1 else generators[0],
+                            progress=progress)
+        results = []
+        for i in range(n):
+            settings = {"seed": seed + i, "prompt": prompt.to_dict()}
+            results.append(self._finish(out[i:i + 1], mask[i:i + 1], prepared.n_samples, prepared.loudness, sampling,
+                                        c2f_sampling, settings, progress))
+        return results
 
     def encode_file(self, src, dst) -> torch.Tensor:
         """Audio file -> token file (.npz) holding the codes and what decoding needs (length, loudness)."""

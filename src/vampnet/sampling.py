@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 
@@ -126,7 +127,8 @@ def seeded_generator(seed: int | None) -> torch.Generator:
 
 
 def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None):
-    """`generate` with the options gathered in a SamplingConfig (what the pipeline calls)."""
+    """`generate` with the options gathered in a SamplingConfig (what the pipeline calls). `generator` may also be
+    a list of (generator, rows) streams covering the batch (see SamplingPlan)."""
     codes, mask = _check_inputs(model, codes, mask)
     if not mask.any():  # nothing to generate: no forward pass needed
         if progress is not None:
@@ -136,6 +138,10 @@ def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, 
     device = param.device
     if generator is None:
         generator = seeded_generator(seed)
+    elif not isinstance(generator, torch.Generator) and len(generator) == 1:
+        generator = generator[0][0]  # one stream for the whole batch is a plain generator
+    if not isinstance(generator, torch.Generator) and cfg.draw == "original":
+        raise OptionError('per-row random streams need draw="fast" (the original draw shares one generator)')
     was_training = model.training
     model.eval()
     try:
@@ -162,13 +168,71 @@ def _check_inputs(model, codes, mask):
     return codes.long(), mask
 
 
-def _decode(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator, progress):
+def _decode(model, codes, mask, cfg: SamplingConfig, generator, progress):
+    if cfg.draw == "fast":
+        return _decode_fast(model, codes, mask, cfg, generator, progress)
+    return _decode_original(model, codes, mask, cfg, generator, progress)
+
+
+def _decode_fast(model, codes, mask, cfg: SamplingConfig, generator, progress):
+    """The fast draw: every random number of the job is drawn before the first pass (`presample`) and the number
+    of tokens each pass leaves masked is fixed in advance (`remask_counts`), so the loop itself needs nothing from
+    the host; the static-shape sampler (`vampnet.capture`) runs the same arithmetic and gives the same tokens."""
+    B, K, T = codes.shape
+    C, P, MASK = model.n_conditioning_codebooks, model.n_predict_codebooks, model.mask_token
+    cond = codes[:, :C]
+    unflat = lambda x: x.view(B, T, P).transpose(1, 2)
+    z = flatten_codebooks(torch.where(mask, MASK, codes)[:, C:])
+    plan = SamplingPlan.make(cfg, (z == MASK).sum(-1).cpu(), T * P, generator, z.device)
+    sampled = z
+    for i in range(cfg.steps):
+        still_masked = z == MASK
+        logits, frames = _classify_needed_frames(model, torch.cat([cond, unflat(z)], 1), still_masked)  # (F, P, V)
+        u = position_uniforms(plan.u_draw[i], still_masked)[still_masked].unsqueeze(-1) if plan.draws[i] else None
+        chosen, p_chosen = _draw_fast(logits[still_masked.view(B, T, P)[frames]], cfg, u)
+        token = torch.zeros_like(z).masked_scatter_(still_masked, chosen)
+        p_token = torch.ones(B, T * P, device=z.device).masked_scatter_(still_masked, p_chosen)
+        z, sampled = remask_step(z, token, p_token, plan.u_gumbel[i], plan.r[i], plan.n_mask[i], cfg.mask_temperature, MASK)
+        if progress is not None:
+            progress(i + 1, cfg.steps)
+    return torch.cat([cond, unflat(sampled)], 1)
+
+
+def flatten_codebooks(x: torch.Tensor) -> torch.Tensor:
+    """(B, P, T) -> (B, T*P), index t*P + c: the sampler's order of positions (and of its random numbers)."""
+    B, P, T = x.shape
+    return x.transpose(1, 2).reshape(B, T * P)
+
+
+def position_uniforms(u_draw: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
+    """A pass's draw uniforms (B, N), row b's first entries for its still-masked positions, placed at those
+    positions (the k-th still-masked position of a row takes the row's k-th number; other positions get junk)."""
+    return u_draw.gather(-1, (still_masked.cumsum(-1) - 1).clamp(min=0))
+
+
+def remask_step(z, token, p_token, u_gumbel, r, n_mask, mask_temperature: float, mask_token: int):
+    """One pass's end: keep the drawn tokens of the positions still masked, then mask again the plan's number of
+    least confident ones (confidence = log p + annealed Gumbel noise). Ranking by a stable sort fixes the count
+    even when confidences tie, so the counts, and with them every later random number, are known in advance.
+    -> (tokens for the next pass, this pass's complete draw)."""
+    still_masked = z == mask_token
+    sampled = torch.where(still_masked, token, z)
+    confidence_p = torch.where(still_masked, p_token, torch.full_like(p_token, math.inf))
+    gumbel = -torch.log(-torch.log(u_gumbel))
+    confidence = torch.log(confidence_p) + mask_temperature * (1 - r) * gumbel
+    order = confidence.argsort(dim=-1, stable=True)
+    ranks = torch.arange(z.shape[-1], device=z.device).expand_as(order)
+    remask = torch.zeros_like(still_masked).scatter_(-1, order, ranks < n_mask) & still_masked
+    return torch.where(remask, mask_token, sampled), sampled
+
+
+def _decode_original(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator, progress):
+    """The original implementation's sampler, random numbers drawn as it draws them."""
     B, K, T = codes.shape
     C, P, V, MASK = model.n_conditioning_codebooks, model.n_predict_codebooks, model.vocab_size, model.mask_token
     cond = codes[:, :C]
-    flat = lambda x: x.transpose(1, 2).reshape(B, T * P)      # (B, P, T) -> (B, T*P), index t*P + c
-    unflat = lambda x: x.view(B, T, P).transpose(1, 2)         # inverse
-    z = flat(torch.where(mask, MASK, codes)[:, C:])            # (B, T*P): current tokens, MASK where unknown
+    unflat = lambda x: x.view(B, T, P).transpose(1, 2)         # (B, T*P) -> (B, P, T)
+    z = flatten_codebooks(torch.where(mask, MASK, codes)[:, C:])  # (B, T*P): current tokens, MASK where unknown
     n_total = (z == MASK).sum(-1, keepdim=True)                # N0 per batch row (B, 1)
     sampled = z
     for i in range(cfg.steps):
@@ -176,19 +240,13 @@ def _decode(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator,
         still_masked = z == MASK
         draw = i / cfg.steps <= cfg.sample_cutoff
         x = torch.cat([cond, unflat(z)], 1)
-        if cfg.draw == "fast":
-            logits, frames = _classify_needed_frames(model, x, still_masked)        # (F, P, V)
-            chosen, p_chosen = _draw_fast(logits[still_masked.view(B, T, P)[frames]], cfg, draw, generator)
-            token = torch.zeros_like(z).masked_scatter_(still_masked, chosen)
-            p_token = torch.ones(B, T * P, device=z.device).masked_scatter_(still_masked, p_chosen)
+        logits = filter_logits(_logits_where_needed(model, x, still_masked), cfg)  # (B, T*P, V)
+        probs = (logits / cfg.temperature if cfg.temperature > 0 else logits).softmax(-1)
+        if draw:
+            token = torch.multinomial(probs.view(-1, V).cpu(), 1, generator=generator).to(z.device).view(B, T * P)
         else:
-            logits = filter_logits(_logits_where_needed(model, x, still_masked), cfg)  # (B, T*P, V)
-            probs = (logits / cfg.temperature if cfg.temperature > 0 else logits).softmax(-1)
-            if draw:
-                token = torch.multinomial(probs.view(-1, V).cpu(), 1, generator=generator).to(z.device).view(B, T * P)
-            else:
-                token = logits.argmax(-1)
-            p_token = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+            token = logits.argmax(-1)
+        p_token = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
 
         sampled = torch.where(still_masked, token, z)
         confidence_p = torch.where(still_masked, p_token, torch.full_like(p_token, math.inf))
@@ -210,6 +268,75 @@ def _decode(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator,
     return torch.cat([cond, unflat(sampled)], 1)
 
 
+Streams = Sequence[tuple[torch.Generator, int]]
+
+
+@dataclass
+class SamplingPlan:
+    """What a sampling job needs besides the model's output, fixed before its first pass: per pass i the progress
+    r[i], whether it draws (or takes the argmax), how many positions it leaves masked per row (n_mask[i]) and its
+    random numbers: u_draw[i] (B, N) holds row b's draw uniforms in its first still[i, b] entries (one per position
+    still masked, in position order), u_gumbel[i] (B, N) one uniform per position for the confidence noise.
+
+    The random numbers are drawn from each stream's generator in the order the fast sampler always consumed them
+    (per pass: the draw uniforms of the block's still-masked positions, then the block's Gumbel uniforms), so the
+    same seed gives the same tokens as before this plan existed. A stream is (generator, rows): consecutive batch
+    rows whose numbers come from one generator, as one job would draw them; a block with nothing masked draws
+    nothing (as a job with nothing masked). Per-row streams make a batch of variations equal to the same
+    variations made one at a time."""
+
+    r: torch.Tensor        # (steps, 1, 1) float32
+    draws: list[bool]
+    n_mask: torch.Tensor   # (steps, B, 1) int64
+    still: torch.Tensor    # (steps, B) int64, positions masked before each pass (host)
+    u_draw: torch.Tensor   # (steps, B, N) float32
+    u_gumbel: torch.Tensor  # (steps, B, N) float32
+
+    @classmethod
+    def make(cls, cfg: SamplingConfig, n_total: torch.Tensor, n_positions: int, generator, device) -> "SamplingPlan":
+        """`n_total` (B,) masked positions per row; `generator` a torch.Generator (all rows one stream) or streams."""
+        B, steps, N = n_total.shape[0], cfg.steps, n_positions
+        streams = [(generator, B)] if isinstance(generator, torch.Generator) else list(generator)
+        if sum(rows for _, rows in streams) != B:
+            raise OptionError(f"the random streams cover {sum(rows for _, rows in streams)} rows, the batch has {B}")
+        n_mask, still = remask_counts(n_total, steps, N)
+        draws = [i / steps <= cfg.sample_cutoff for i in range(steps)]
+        u_draw, u_gumbel = torch.zeros(steps, B, N), torch.zeros(steps, B, N)
+        first = 0
+        positions = torch.arange(N)
+        for g, rows in streams:
+            block = slice(first, first + rows)
+            first += rows
+            if still[0, block].sum() == 0:
+                continue
+            for i in range(steps):
+                if draws[i]:
+                    counts = still[i, block]
+                    values = torch.rand(int(counts.sum()), 1, generator=g)
+                    u_draw[i, block] = torch.zeros(rows, N).masked_scatter_(positions < counts[:, None], values)
+                u_gumbel[i, block] = torch.empty(rows, N).uniform_(1e-20, 1, generator=g)
+        r = torch.tensor([(i + 1) / steps for i in range(steps)], dtype=torch.float32).view(steps, 1, 1)
+        return cls(r.to(device), draws, n_mask.unsqueeze(-1).to(device), still, u_draw.to(device), u_gumbel.to(device))
+
+
+def remask_counts(n_total: torch.Tensor, steps: int, n_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) masked positions per row -> (positions masked again after each pass, positions masked before it), both
+    (steps, B): after pass i, floor(gamma((i+1)/steps) * N0) stay masked, at least one and at most all but one of
+    those still masked until the last pass, which fixes them all. float32 like the original, so the counts are its."""
+    n_total = n_total.long().cpu()
+    still, n_masks, stills = n_total, [], []
+    for i in range(steps):
+        r = torch.full(n_total.shape, (i + 1) / steps, dtype=torch.float32)
+        n = torch.floor(mask_schedule(r) * n_total.float()).long()
+        if i < steps - 1:
+            n = torch.maximum(torch.ones_like(n), torch.minimum(still - 1, n))
+        n = n.clamp(max=n_positions - 1)
+        stills.append(still)
+        n_masks.append(n)
+        still = torch.minimum(n, still)
+    return torch.stack(n_masks), torch.stack(stills)
+
+
 def _classify_needed_frames(model, codes: torch.Tensor, needed: torch.Tensor):
     """The classifier (a large share of a small model's pass) runs only on frames with a token still to choose.
     `needed` (B, T*P), index t*P + c. Returns float32 logits (F, P, V) of those frames and their (B, T) mask."""
@@ -229,18 +356,17 @@ def _logits_where_needed(model, codes: torch.Tensor, needed: torch.Tensor) -> to
     return full.view(B, T * logits.shape[1], -1)
 
 
-def _draw_fast(rows: torch.Tensor, cfg: SamplingConfig, draw: bool, generator: torch.Generator):
+def _draw_fast(rows: torch.Tensor, cfg: SamplingConfig, u: torch.Tensor | None):
     """(n, V) logits of the positions still masked -> their tokens and probabilities. A draw inverts the
-    cumulative distribution at one uniform variate per position."""
+    cumulative distribution at the position's uniform variate u (n, 1); u=None takes the argmax."""
     rows = filter_logits(rows, cfg)
     probs = (rows / cfg.temperature if cfg.temperature > 0 else rows).softmax(-1)
-    if draw:
+    if u is not None:
         cdf = probs.cumsum(-1)
         total = cdf[:, -1:]
-        u = torch.rand(rows.shape[0], 1, generator=generator).to(rows.device) * total
         # searchsorted(right) returns the first index whose cdf exceeds u, never a zero-probability token;
         # the clamp only guards u rounding up to the total
-        chosen = torch.searchsorted(cdf, torch.minimum(u, total.nextafter(torch.zeros_like(total))), right=True)
+        chosen = torch.searchsorted(cdf, torch.minimum(u * total, total.nextafter(torch.zeros_like(total))), right=True)
         chosen = chosen.clamp(max=rows.shape[-1] - 1).squeeze(-1)
     else:
         chosen = rows.argmax(-1)

@@ -276,16 +276,17 @@ class Studio:
                                         progress=progress) for i in range(n)]
             for r in results:
                 r.settings.update(real_kbps=round(info.real_kbps, 3), nominal_kbps=round(info.nominal_kbps, 3))
+        elif s.mode == "vamp":  # the variations as one batch: each still equals a vamp with its own seed
+            results = pipe.variations(wav, sr, n, prompt=self.prompt(s, wav, sr), sampling=sampling,
+                                      c2f_sampling=c2f_sampling, seed=seed, progress=progress)
         else:
             results = []
             for i in range(n):
                 kw = dict(sampling=sampling, c2f_sampling=c2f_sampling, seed=seed + i, progress=progress)
                 if s.mode == "continue":
                     results.append(modes.continue_audio(pipe, wav, sr, seconds=s.continue_seconds, **kw))
-                elif s.mode == "inpaint":
-                    results.append(modes.inpaint(pipe, wav, sr, parse_ranges(s.ranges), **kw))
                 else:
-                    results.append(pipe.vamp(wav, sr, prompt=self.prompt(s, wav, sr), **kw))
+                    results.append(modes.inpaint(pipe, wav, sr, parse_ranges(s.ranges), **kw))
         files = []
         for i, r in enumerate(results):
             f = self._new_file(f"{s.mode}-{seed + i}", ".wav")
