@@ -87,3 +87,20 @@ def test_cli_start_benchmark_times_each_tree(tmp_path):
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
     assert [r[0].strip() for r in rows] == ["a", "b"]
     assert all(float(cell) > 0 for r in rows for cell in r[1:])
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_compares_each_sampler_with_the_eager_one(tmp_path):
+    """On a CPU (--quick): every precision and mode reports its stages, the floor and the tokens against eager;
+    the static sampler gives the eager tokens; CUDA graphs are skipped without CUDA."""
+    res, report = run_quick("bench_gpu.py", tmp_path)
+    assert [(r["precision"], r["mode"]) for r in res["runs"]] == [(p, m) for p in ("fp32", "bf16") for m in ("off", "static")]
+    for r in res["runs"]:
+        w = r["warm"]
+        assert all(w[k] > 0 for k in ("encode", "coarse", "decode", "total")) and r["first_s"] > 0
+        assert r["floor_s"] > 0 and r["ratio"] == pytest.approx(r["generation_s"] / r["floor_s"])
+        assert r["variations"]["n"] == 2 and r["variations"]["per_s"] > 0
+        assert r["flops"]["coarse"] > 0 and r["flops"]["c2f"] > 0
+    static = [r for r in res["runs"] if r["mode"] == "static"]
+    assert all(r["tokens_equal_off"] == 1.0 for r in static)
+    assert "generation / floor" in report.read_text()

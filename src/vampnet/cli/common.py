@@ -32,6 +32,8 @@ TOP_P = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling m
 DRAW = typer.Option(options.SAMPLING.draw, "--draw", help=DRAW_HELP)
 DEVICE = typer.Option("cpu", help="torch device (cpu, cuda, mps)")
 PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
+CAPTURE = typer.Option("off", help="sampler: off (eager, fastest on a CPU) | static | compile (torch.compile) | "
+                                   "graph (CUDA graphs, CUDA only); all give the same tokens for a seed in fp32")
 QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
 BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat")
 # the prompt options of the musical modes: each changes the mode's prompt or preset when given

@@ -11,7 +11,7 @@ import typer
 from .. import audio, modes, options
 from ..errors import CodesFileError, OptionError
 from ..options import PROMPT, SAMPLING
-from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, DEVICE, DRAW, INTENSITY, LORA, MODELS, PERIODIC, PRECISION,
+from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, CAPTURE, DEVICE, DRAW, INTENSITY, LORA, MODELS, PERIODIC, PRECISION,
                      QUIET, SEED, STEPS, TEMPERATURE, TOP_P, UPPER, ProgressReporter, app, check_input, check_output,
                      load_pipeline, parse_range_options)
 
@@ -65,7 +65,7 @@ def vamp(
     wavebeat: Optional[Path] = typer.Option(None, "--wavebeat", help="WaveBeat checkpoint for --beat-tracker wavebeat"),
     window: float = typer.Option(options.WINDOW_S, min=0.1, help="coarse context window in seconds (long audio is windowed)"),
     overlap: float = typer.Option(options.OVERLAP_S, min=0.0, help="overlap of coarse windows in seconds"),
-    device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
+    device: str = DEVICE, precision: str = PRECISION, capture: str = CAPTURE, quiet: bool = QUIET,
 ):
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
     check_input(input)
@@ -85,7 +85,7 @@ def vamp(
         sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical, typical_mass=typical_mass,
         typical_min_tokens=typical_min_tokens)
     pipeline = load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
-                             lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision)
+                             lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision, capture=capture)
     with ProgressReporter(quiet) as progress:
         result = pipeline.vamp(wav, sr, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
                                progress=progress)
