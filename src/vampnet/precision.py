@@ -133,26 +133,31 @@ def fused_int8_available() -> bool:
 class Int8Linear(nn.Module):
     """A linear layer with int8 weights (symmetric, one scale per output row) and activations quantised to 8 bits
     per call (one scale and zero point per tensor), in one fused CPU kernel (`quantized::linear_dynamic`).
-    Input and output are float32. Without VNNI the activations use 7 bits, which the kernels need to avoid
-    overflowing 16-bit sums."""
+    Input and output are float32.
+
+    Without VNNI the kernels add pairs of 8-bit products into 16-bit sums, which saturate when both factors are
+    near full scale (2 x 255 x 127 > 32767). The weights then use 7 bits (2 x 255 x 63 fits), the activations
+    keep all 8: on the shipped and random models this halves the logits' error against float32 compared with
+    the kernels' own remedy, 7-bit activations (coarse 0.086 -> 0.050, coarse-to-fine 0.049 -> 0.030 relative),
+    because the per-tensor activation scale, not the per-row weight scale, is the coarser of the two."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         w = linear.weight.detach().float()
-        scale = (w.abs().amax(1) / 127).clamp(min=1e-12).double()
+        self.weight_bits = 8 if cpu_has_vnni() else 7
+        scale = (w.abs().amax(1) / (2 ** (self.weight_bits - 1) - 1)).clamp(min=1e-12).double()
         with warnings.catch_warnings():  # quantised tensors are deprecated in torch, the kernels are not
             warnings.simplefilter("ignore")
             qw = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self._packed = torch.ops.quantized.linear_prepack(qw, bias)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.reduce_range = not cpu_has_vnni()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self._packed, self.reduce_range)
+        return torch.ops.quantized.linear_dynamic(x, self._packed, False)  # 8-bit activations
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight_bits={self.weight_bits}"
 
 
 def quantize_linears(module):
