@@ -14,8 +14,8 @@ torch.compile of its pass, graph = its pass recorded as CUDA graphs. Per (precis
   - warm, best of --reps: encode (preprocess included), coarse generation, coarse-to-fine (generation minus
     coarse), decode, and the whole vamp, each timed alone between device synchronisations;
   - the tokens of the whole vamp against those of the eager sampler (off) and of the uncaptured static pass in
-    the same precision (fraction equal; static runs the classifier on every frame, so a GPU library may pick
-    another kernel than for the eager path's subset, and graph/compile are compared with static for equality);
+    the same precision (fraction equal: 1 expected in fp32 for static and graph, which run the same kernels;
+    torch.compile fuses operations, so its rounding, and in bf16 every mode's, may differ);
   - --variations vamps as one batch (`Pipeline.variations`): seconds, and variations per second;
   - peak device memory (torch.cuda.max_memory_allocated) over the whole run of that mode.
 The floor is the generation's matrix FLOPs (36 coarse forwards of the window + the coarse-to-fine forwards of

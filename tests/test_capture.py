@@ -128,7 +128,7 @@ def test_compiled_pass_gives_the_eager_tokens(tiny_pipeline):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("mode", ["static", "graph"])
-def test_cuda_graph_replays_give_the_eager_tokens(codec_a, coarse_a, mode):
+def test_cuda_graph_replays_give_the_eager_tokens(coarse_a, mode):
     model = coarse_a.to("cuda")
     try:
         cfg = SamplingConfig(steps=5)

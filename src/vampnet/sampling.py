@@ -339,10 +339,16 @@ def remask_counts(n_total: torch.Tensor, steps: int, n_positions: int) -> tuple[
 
 def _classify_needed_frames(model, codes: torch.Tensor, needed: torch.Tensor):
     """The classifier (a large share of a small model's pass) runs only on frames with a token still to choose.
-    `needed` (B, T*P), index t*P + c. Returns float32 logits (F, P, V) of those frames and their (B, T) mask."""
+    `needed` (B, T*P), index t*P + c. Returns float32 logits (F, P, V) of those frames and their (B, T) mask.
+
+    On a GPU it runs on every frame: the saving is small there, and the matrix product then has the static
+    sampler's shape, so both pick the same kernel and give the same tokens (a library may sum in another order
+    for another row count)."""
     h = model.hidden(codes)                                   # (B, T, D)
     B, T = h.shape[:2]
     frames = needed.view(B, T, -1).any(-1)
+    if h.is_cuda:
+        return model.classify(h).float()[frames], frames
     return model.classify(h[frames]).float(), frames
 
 
