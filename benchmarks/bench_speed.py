@@ -17,7 +17,7 @@ Parts (each precision runs in its own child process, so its peak memory is its o
      transformers, codec round-trip mel distance, and the mel distance of vamps to their inputs (validation
      excerpts of `--corpus`, else the example clip) over `--seeds` seeds; a mode is "within the fp32 spread"
      when its mean differs from fp32's by less than the standard deviation across fp32 seeds.
-`--quick` runs every part on tiny settings in well under a minute (tests use it); its numbers mean nothing."""
+`--quick` runs every part on tiny settings, in this one process (tests use it); its numbers mean nothing."""
 from __future__ import annotations
 
 import argparse
@@ -113,6 +113,8 @@ def shipped_job(job: dict) -> dict:
 
 def run_child(job: dict, log) -> dict:
     log(f"[bench] {job['kind']} {job.get('precision', '')} {job.get('draw', '')} ...")
+    if job["quick"]:  # a child keeps each precision's peak memory its own; quick numbers need no such care
+        return json.loads(json.dumps((full_size_job if job["kind"] == "full" else shipped_job)(job)))
     done = subprocess.run([sys.executable, __file__, "--_job", json.dumps(job)], stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"benchmark child failed: {job}")
@@ -259,12 +261,14 @@ def main(argv=None):
         return 0
 
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.silent else (lambda *a: None)
+    if args.quick:
+        torch.set_num_threads(1)
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     for x in precisions:
         P.check(x)
     if "fp32" not in precisions:
         precisions.insert(0, "fp32")  # the reference of every comparison
-    lengths = [float(x) for x in (args.lengths or ("1,2" if args.quick else "10,30,60")).split(",")]
+    lengths = [float(x) for x in (args.lengths or ("0.5,1" if args.quick else "10,30,60")).split(",")]
     seconds, steps, c2f_steps = (1.0, 4, 2) if args.quick else (10.0, 36, 2)
     res = {"machine": core.machine_info(), "cpu_bf16": P.cpu_has_bf16(), "seconds": seconds, "steps": steps,
            "c2f_steps": c2f_steps, "precisions": precisions}
@@ -273,15 +277,18 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix="vampnet-speed-") as tmp:
             log("[bench] writing the full-size official-format checkpoints ...")
             child = {**{k: spec[k] for k in ("codec", "coarse", "c2f", "probe_frames")}, "threads": torch.get_num_threads()}
-            subprocess.run([sys.executable, str(HERE / "bench_core.py"), "--_write-official", tmp, "--_spec",
-                            json.dumps(child)], check=True)
+            if args.quick:
+                core.write_official(Path(tmp), child)
+            else:  # in a child, so the models it builds do not stay in this process's memory
+                subprocess.run([sys.executable, str(HERE / "bench_core.py"), "--_write-official", tmp, "--_spec",
+                                json.dumps(child)], check=True)
             res["full"] = [run_child({"kind": "full", "precision": x, "folder": tmp, "quick": args.quick,
                                       "seconds": seconds, "steps": steps, "c2f_steps": c2f_steps}, log) for x in precisions]
     jobs = [(x, "fast") for x in precisions] + [("fp32", "original")]
     res["shipped"] = [run_child({"kind": "shipped", "precision": x, "draw": d, "models": args.models, "quick": args.quick,
                                  "lengths": lengths, "steps": steps}, log) for x, d in jobs]
     res["quality"] = quality(args.models, precisions, args.corpus, 1 if args.quick else args.seeds, steps,
-                             2.0 if args.quick else 10.0, 1 if args.quick else 8, log)
+                             1.0 if args.quick else 10.0, 1 if args.quick else 8, log)
     res["loadavg_end"] = os.getloadavg()
     text = markdown(res)
     print(text)

@@ -15,7 +15,7 @@ CORPUS is the folder `vampnet prepare-corpus` made; its validation files are the
   4. the Fréchet distance (offline `crepe` embedding) to the real validation excerpts of: the codec round trip,
      vamps with the default prompt, free generations (nothing kept) and decoded uniformly random tokens;
   5. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
-It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts (for tests).
+It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts of 5 s (for tests).
 
     python benchmarks/model_metrics.py --compare v1.json v2.json [--labels v1 v2]
 
@@ -420,7 +420,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--no-codec", action="store_true",
                     help="skip the codec-vs-Opus part (e.g. when comparing transformers that share one codec)")
-    ap.add_argument("--quick", action="store_true", help="2 excerpts, 1 vamp per prompt, no timing")
+    ap.add_argument("--quick", action="store_true", help="2 excerpts of 5 s, 1 vamp per prompt, no timing")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None, help="PNG of spectrograms of one validation excerpt")
     args = ap.parse_args(argv)
@@ -432,7 +432,8 @@ def main(argv=None) -> int:
 
     pipeline = Pipeline.from_pretrained(args.models)
     per_file = 1 if args.quick else args.excerpts_per_file
-    excerpts = validation_excerpts(args.corpus, pipeline.sample_rate, 10.0, per_file)
+    excerpt_s = 5.0 if args.quick else 10.0
+    excerpts = validation_excerpts(args.corpus, pipeline.sample_rate, excerpt_s, per_file)
     if args.quick:
         excerpts = excerpts[:2]
     codec = pipeline.codec
@@ -451,7 +452,7 @@ def main(argv=None) -> int:
     if not (args.quick or args.no_timing):
         results["timing"] = vamp_timing(args.models)
     results["setup"] = {"models": args.models or "small", "excerpts": len(excerpts), "vamp_excerpts": len(vamp_set),
-                        "excerpt_s": 10.0, "sample_rate": pipeline.sample_rate, "torch": torch.__version__,
+                        "excerpt_s": excerpt_s, "sample_rate": pipeline.sample_rate, "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                         "seconds": round(time.time() - t0, 1)}
     if args.figure:

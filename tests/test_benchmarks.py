@@ -32,7 +32,7 @@ def test_speed_benchmark_reports_every_part_for_every_precision(tmp_path):
     assert [(r["precision"], r["draw"]) for r in res["shipped"]] == [
         ("fp32", "fast"), ("bf16", "fast"), ("int8", "fast"), ("fp32", "original")]
     for r in res["shipped"]:
-        assert list(r["lengths"]) == ["1.0", "2.0"] and all(v["rtf"] > 0 for v in r["lengths"].values())
+        assert list(r["lengths"]) == ["0.5", "1.0"] and all(v["rtf"] > 0 for v in r["lengths"].values())
     q = res["quality"]["modes"]
     assert q["fp32"]["coarse"]["logits_rel_err"] == 0 and q["fp32"]["c2f"]["top1_agree"] == 1
     assert 0 < q["bf16"]["coarse"]["logits_rel_err"] < 0.05 and q["int8"]["c2f"]["top1_agree"] > 0.8

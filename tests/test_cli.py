@@ -42,11 +42,11 @@ def test_vamp_writes_audio_of_the_input_duration(wav_file, tmp_path):
 
 
 def test_same_seed_gives_the_same_file_with_either_sampler(wav_file, tmp_path):
-    for name, capture in (("a.wav", "off"), ("b.wav", "off"), ("c.wav", "static")):
+    """Two processes, the eager and the static-shape sampler: one output (the seed fixes every random number)."""
+    for name, capture in (("a.wav", "off"), ("b.wav", "static")):
         assert run("vamp", wav_file, "-o", tmp_path / name, "--models", SET_A, "--seed", 5, "--steps", 2,
                    "--capture", capture, "-q").returncode == 0
-    a = sf.read(tmp_path / "a.wav")[0]
-    assert np.array_equal(a, sf.read(tmp_path / "b.wav")[0]) and np.array_equal(a, sf.read(tmp_path / "c.wav")[0])
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
 
 
 def test_encode_decode_round_trip(wav_file, tmp_path):

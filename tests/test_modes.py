@@ -47,6 +47,16 @@ def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a
     assert not torch.equal(res.variations[0].codes, res.variations[1].codes)
 
 
+def test_loop_variations_made_together_equal_each_made_alone(pipeline_a):
+    """The variations are generated as one batch; each still equals the loop made alone with its own seed."""
+    x, kw = wav(1.5), dict(seconds=1.0, feedback=1, sampling=SamplingConfig(steps=3))
+    together = modes.loop(pipeline_a, x, 44100, variations=3, seed=20, **kw)
+    for i, v in enumerate(together.variations):
+        alone = modes.loop(pipeline_a, x, 44100, variations=1, seed=20 + i, **kw).variations[0]
+        assert torch.equal(v.codes, alone.codes) and torch.allclose(v.audio, alone.audio, atol=1e-6)
+        assert v.settings["seed"] == 20 + i and v.settings["variation"] == i + 1
+
+
 def test_loop_seam_is_regenerated_in_context(pipeline_a, monkeypatch):
     """The frames around the joint come from one generation that saw the end and the start together: the loop's
     last and first `seam` frames are that generation's masked middle, the rest of the loop is the vamp unchanged,

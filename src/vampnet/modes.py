@@ -188,14 +188,17 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
         raise OptionError(f"the loop must be between 4 frames and the clip's length ({prep.codes.shape[-1] / pipeline.frame_rate:.2f} s)")
     region = prep.codes[..., start:start + T]
     seam = min(max(1, seconds_to_frames(seam_s, pipeline.frame_rate)), T // 4)
+    # the variations are one batch, each row drawing from its own seed's generator (as if made one at a time)
+    generators = [seeded_generator(seed + i) for i in range(variations)]
+    batch = region.expand(variations, -1, -1)
+    for _ in range(1 + feedback):
+        mask = torch.cat([prompt.build(batch[i:i + 1], pipeline.frame_rate, g) for i, g in enumerate(generators)])
+        batch = pipeline.generate(batch, mask.to(batch.device), sampling, c2f_sampling, generator=generators,
+                                  progress=progress)
+    batch = _close_seam(pipeline, batch, seam, sampling, c2f_sampling, generators, progress)
     results, grids = [], []
     for i in range(variations):
-        generator = seeded_generator(seed + i)
-        v = region
-        for _ in range(1 + feedback):
-            v = pipeline.generate(v, prompt.build(v, pipeline.frame_rate, generator).to(v.device), sampling,
-                                  c2f_sampling, generator=generator, progress=progress)
-        v = _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress)
+        v = batch[i:i + 1]
         wav_i = audio.match_loudness(_decode_looped(pipeline, v), pipeline.sample_rate, prep.loudness)
         results.append(VampResult(wav_i, pipeline.sample_rate, v.cpu(), torch.ones_like(v, dtype=torch.bool).cpu(),
                                   {"mode": "loop", "seed": seed + i, "variation": i + 1, "feedback": feedback,
@@ -206,7 +209,8 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
 
 
 def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
-    """Regenerate the last and first `seam` frames of a loop with the loop's end and start around them."""
+    """Regenerate the last and first `seam` frames of loops (B, K, T) with each loop's end and start around them
+    (`generator`: one, or one per loop)."""
     T = v.shape[-1]
     ctx = min(T - seam, max(seam, (pipeline.coarse_window - 2 * seam) // 2))
     joint = torch.cat([v[..., T - seam - ctx:], v[..., :seam + ctx]], -1)  # end | start

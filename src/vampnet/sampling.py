@@ -11,7 +11,11 @@ Two ways to draw the tokens, from the same distribution: `draw="original"` consu
 original does (torch.multinomial over every position: one exponential variate per vocabulary entry and position),
 so a seed gives the original implementation's tokens; `draw="fast"` (the default) draws one uniform per token
 still to be chosen and inverts its cumulative distribution, which on a small model removes most of a pass's
-sampling time. The classifier runs only on frames that still have a token to choose, in both modes."""
+sampling time. On a CPU the classifier runs only on frames that still have a token to choose, in both modes.
+
+The fast draw takes all of a job's random numbers and per-pass counts from a SamplingPlan made before its first
+pass, so its loop needs nothing from the host; `vampnet.capture` runs the same arithmetic with static shapes (for
+torch.compile and CUDA graphs), and a batch may draw from one generator per row (`Pipeline.variations`)."""
 from __future__ import annotations
 
 import math
@@ -175,9 +179,9 @@ def _decode(model, codes, mask, cfg: SamplingConfig, generator, progress):
 
 
 def _decode_fast(model, codes, mask, cfg: SamplingConfig, generator, progress):
-    """The fast draw: every random number of the job is drawn before the first pass (`presample`) and the number
-    of tokens each pass leaves masked is fixed in advance (`remask_counts`), so the loop itself needs nothing from
-    the host; the static-shape sampler (`vampnet.capture`) runs the same arithmetic and gives the same tokens."""
+    """The fast draw: every random number of the job is drawn before the first pass (`SamplingPlan`) and the
+    number of tokens each pass leaves masked is fixed in advance (`remask_counts`); the static-shape sampler
+    (`vampnet.capture`) runs the same arithmetic and gives the same tokens."""
     B, K, T = codes.shape
     C, P, MASK = model.n_conditioning_codebooks, model.n_predict_codebooks, model.mask_token
     cond = codes[:, :C]
