@@ -139,13 +139,13 @@ def test_typical_filtering_changes_generation(coarse_a):
 def test_fast_draw_follows_the_filtered_distribution():
     """One uniform per position through the inverse CDF: frequencies match the probabilities (chi-square)
     and filtered-out tokens are never drawn."""
-    from vampnet.sampling import _draw_fast
+    from vampnet.sampling import draw_fast
 
     probs = torch.tensor([0.4, 0.3, 0.0, 0.2, 0.1, 0.0])
     n = 40000
     logits = torch.log(probs).expand(n, -1).clone()
     cfg = SamplingConfig(top_k=3)  # keeps 0.4, 0.3, 0.2: renormalised to 4/9, 3/9, 2/9
-    token, p = _draw_fast(logits, cfg, torch.rand(n, 1, generator=torch.Generator().manual_seed(0)))
+    token, p = draw_fast(logits, cfg, torch.rand(n, 1, generator=torch.Generator().manual_seed(0)))
     counts = torch.bincount(token, minlength=6).double()
     expected = torch.tensor([4 / 9, 3 / 9, 0, 2 / 9, 0, 0], dtype=torch.float64) * n
     assert counts[[2, 4, 5]].sum() == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .errors import OptionError
-from .sampling import (SamplingConfig, SamplingPlan, _check_inputs, _draw_fast, flatten_codebooks,
+from .sampling import (SamplingConfig, SamplingPlan, check_inputs, draw_fast, flatten_codebooks,
                        position_uniforms, remask_step, seeded_generator)
 
 MODES = ("static", "compile", "graph")
@@ -34,7 +34,7 @@ def static_pass(model, cfg: SamplingConfig, draw: bool, cond, z, u_draw, u_gumbe
     x = torch.cat([cond, z.view(B, N // P, P).transpose(1, 2)], 1)
     logits = model.classify(model.hidden(x)).float().view(B * N, -1)
     u = position_uniforms(u_draw, still_masked).view(B * N, 1) if draw else None
-    token, p_token = _draw_fast(logits, cfg, u)
+    token, p_token = draw_fast(logits, cfg, u)
     return remask_step(z, token.view(B, N), p_token.view(B, N), u_gumbel, r, n_mask, cfg.mask_temperature, MASK)
 
 
@@ -62,7 +62,7 @@ class CapturedSampler:
         if cfg.draw != "fast":
             raise OptionError('the captured sampler implements draw="fast" only')
         model = self.model
-        codes, mask = _check_inputs(model, codes, mask)
+        codes, mask = check_inputs(model, codes, mask)
         if not mask.any():
             if progress is not None:
                 progress(cfg.steps, cfg.steps)

@@ -133,7 +133,7 @@ def seeded_generator(seed: int | None) -> torch.Generator:
 def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None):
     """`generate` with the options gathered in a SamplingConfig (what the pipeline calls). `generator` may also be
     a list of (generator, rows) streams covering the batch (see SamplingPlan)."""
-    codes, mask = _check_inputs(model, codes, mask)
+    codes, mask = check_inputs(model, codes, mask)
     if not mask.any():  # nothing to generate: no forward pass needed
         if progress is not None:
             progress(cfg.steps, cfg.steps)
@@ -155,7 +155,7 @@ def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, 
         model.train(was_training)
 
 
-def _check_inputs(model, codes, mask):
+def check_inputs(model, codes, mask):
     K, C = model.n_codebooks, model.n_conditioning_codebooks
     if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
         raise OptionError("codes must be an integer tensor shaped (batch, codebooks, frames)")
@@ -193,7 +193,7 @@ def _decode_fast(model, codes, mask, cfg: SamplingConfig, generator, progress):
         still_masked = z == MASK
         logits, frames = _classify_needed_frames(model, torch.cat([cond, unflat(z)], 1), still_masked)  # (F, P, V)
         u = position_uniforms(plan.u_draw[i], still_masked)[still_masked].unsqueeze(-1) if plan.draws[i] else None
-        chosen, p_chosen = _draw_fast(logits[still_masked.view(B, T, P)[frames]], cfg, u)
+        chosen, p_chosen = draw_fast(logits[still_masked.view(B, T, P)[frames]], cfg, u)
         token = torch.zeros_like(z).masked_scatter_(still_masked, chosen)
         p_token = torch.ones(B, T * P, device=z.device).masked_scatter_(still_masked, p_chosen)
         z, sampled = remask_step(z, token, p_token, plan.u_gumbel[i], plan.r[i], plan.n_mask[i], cfg.mask_temperature, MASK)
@@ -366,7 +366,7 @@ def _logits_where_needed(model, codes: torch.Tensor, needed: torch.Tensor) -> to
     return full.view(B, T * logits.shape[1], -1)
 
 
-def _draw_fast(rows: torch.Tensor, cfg: SamplingConfig, u: torch.Tensor | None):
+def draw_fast(rows: torch.Tensor, cfg: SamplingConfig, u: torch.Tensor | None):
     """(n, V) logits of the positions still masked -> their tokens and probabilities. A draw inverts the
     cumulative distribution at the position's uniform variate u (n, 1); u=None takes the argmax."""
     rows = filter_logits(rows, cfg)
