@@ -9,7 +9,7 @@
 #           BENCHMARKS.md and its raw numbers), gpu_compile.md / .json, bench.log
 # BUDGET_S  wall seconds the script may take, all told (default 540); each part is cut off in time
 # BENCH_ARGS (environment): more options for both bench_gpu.py runs (`--quick` tries the script on a CPU).
-# Wheels in .whl/ are installed first (the device's python lacks soundfile, soxr, pyloudnorm and cffi; see the
+# Wheels in .whl/ are installed first (the device's python lacks soundfile, soxr, pyloudnorm, cffi, pycparser; see the
 # device notes in docs/TRAINING.md for fetching them with `pip download`).
 set -uo pipefail
 usage="usage: gpu_bench.sh OUT [BUDGET_S]"

@@ -156,6 +156,7 @@ def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, 
 
 
 def check_inputs(model, codes, mask):
+    """Validated (codes as int64, mask as bool with the conditioning codebooks never generated)."""
     K, C = model.n_codebooks, model.n_conditioning_codebooks
     if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
         raise OptionError("codes must be an integer tensor shaped (batch, codebooks, frames)")
