@@ -3,6 +3,8 @@ CUDA graphs where CUDA is present), the sampling plan's counts and random stream
 the same variations made one at a time."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -117,6 +119,7 @@ def test_captured_pipeline_gives_the_eager_tokens(codec_a, coarse_a, c2f_a):
             Pipeline(codec_a, coarse_a, c2f_a, capture="graph")
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile's CPU code needs a C++ compiler")
 def test_compiled_pass_gives_the_eager_tokens(tiny_pipeline):
     """torch.compile (inductor's CPU code here) of the static pass: same tokens as the eager sampler."""
     model = tiny_pipeline.coarse
