@@ -142,3 +142,37 @@ def test_cuda_graph_replays_give_the_eager_tokens(coarse_a, mode):
             assert torch.equal(captured.generate(codes, mask, cfg, seed=seed), expected)
     finally:
         coarse_a.to("cpu")
+
+
+class ReplayedGraph:
+    """What a CUDA graph does, on the CPU: replay re-runs the recorded work and writes into the same output memory."""
+
+    def __init__(self, run):
+        self.run, self.outputs = run, run()
+
+    def replay(self):
+        for dst, src in zip(self.outputs, self.run()):
+            dst.copy_(src)
+
+
+def test_graph_mode_feeds_and_reads_its_recorded_buffers(coarse_a, monkeypatch):
+    """The graph mode's bookkeeping with CUDA's recording replaced by a CPU stand-in: new inputs are copied into the
+    recorded buffers before each replay and results copied out, across passes, jobs and shapes (eager tokens)."""
+    import vampnet.capture as capture
+
+    recorded = []
+
+    def record(run, pool):
+        graph = ReplayedGraph(run)
+        recorded.append(graph)
+        return graph, graph.outputs
+
+    monkeypatch.setattr(capture, "record_cuda_graph", record)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    sampler = CapturedSampler.__new__(CapturedSampler)
+    sampler.model, sampler.mode, sampler.device, sampler._passes, sampler._pool = coarse_a, "graph", torch.device("cpu"), {}, None
+    cfg = SamplingConfig(steps=4, top_k=8)
+    for batch, frames, seed in ((1, 20, 0), (2, 20, 1), (1, 20, 2), (2, 33, 3)):
+        codes, mask = case(coarse_a, batch, frames, seed)
+        assert torch.equal(sampler.generate(codes, mask, cfg, seed=seed), generate_with_config(coarse_a, codes, mask, cfg, seed=seed))
+    assert len(recorded) == 3  # one recording per shape, replayed by later jobs of that shape

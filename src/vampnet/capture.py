@@ -113,15 +113,7 @@ class CapturedSampler:
         """Record one pass on copies of `inputs`; replaying copies the new inputs in, replays, copies results out."""
         model = self.model
         static_inputs = [t.clone() for t in inputs]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up off the recording: allocator, library workspaces, cached bias
-            for _ in range(2):
-                static_pass(model, cfg, draw, *static_inputs)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            outputs = static_pass(model, cfg, draw, *static_inputs)
+        graph, outputs = record_cuda_graph(lambda: static_pass(model, cfg, draw, *static_inputs), self._pool)
         # the graph reads tensors the model caches (relative-position bias, folded weights): keep them alive
         kept = [model.rel_bias(inputs[1].shape[1] // model.n_predict_codebooks),
                 getattr(getattr(model, "classifier", None), "_cached_weight", None)]
@@ -135,3 +127,18 @@ class CapturedSampler:
 
         replay.kept = kept
         return replay
+
+
+def record_cuda_graph(run, pool):
+    """Record what `run()` launches as a CUDA graph (after two warm-up runs on a side stream, which set up the
+    allocator, library workspaces and the model's cached tensors) -> (graph, the outputs it writes on replay)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        outputs = run()
+    return graph, outputs
