@@ -4,10 +4,10 @@
 On a GPU the eager sampler spends most of a pass launching kernels one by one from Python and waiting for the
 host (boolean indexing needs the number of selected rows); the arithmetic of 36 passes of the full-size model is
 ~20 ms on an H200. Here a pass is a pure function of fixed-shape tensors: the classifier runs on every frame
-(the eager path runs it only on frames with a token still to choose, which is cheaper on a CPU), the draw
-uniforms are spread over the positions by a cumulative sum instead of a boolean index, and the counts and random
-numbers come from the job's SamplingPlan. The arithmetic per position is the eager fast sampler's, so a seed gives
-the same tokens (in float32; in bf16 within rounding of the classifier's matrix shape).
+(as the eager sampler does on a GPU; on a CPU it skips decided frames, which is cheaper there), the draw uniforms
+are spread over the positions by a cumulative sum instead of a boolean index, and the counts and random numbers
+come from the job's SamplingPlan. The arithmetic per position is the eager fast sampler's, so a seed gives the
+same tokens (tested in float32; torch.compile's fused kernels may round differently, most visibly in bf16).
 
 Modes: "static" runs the pass as it is (the reference for the other two, and what the tests check on CPU),
 "compile" runs it through `torch.compile`, "graph" records it as a CUDA graph per (batch, frames, settings) and
