@@ -65,6 +65,8 @@ def vamp(
     wavebeat: Optional[Path] = typer.Option(None, "--wavebeat", help="WaveBeat checkpoint for --beat-tracker wavebeat"),
     window: float = typer.Option(options.WINDOW_S, min=0.1, help="coarse context window in seconds (long audio is windowed)"),
     overlap: float = typer.Option(options.OVERLAP_S, min=0.0, help="overlap of coarse windows in seconds"),
+    variations: int = typer.Option(1, min=1, max=64, help="make N vamps in one batch (seeds SEED, SEED+1, ...); "
+                                                          "N > 1 writes NAME-1.wav ... NAME-N.wav beside --output"),
     device: str = DEVICE, precision: str = PRECISION, capture: str = CAPTURE, quiet: bool = QUIET,
 ):
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
@@ -87,11 +89,13 @@ def vamp(
     pipeline = load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
                              lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision, capture=capture)
     with ProgressReporter(quiet) as progress:
-        result = pipeline.vamp(wav, sr, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
-                               progress=progress)
-    result.save(output)
-    typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']}, "
-               f"{100 * result.settings['generated_fraction']:.0f}% of tokens generated)", err=True)
+        results = pipeline.variations(wav, sr, variations, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
+                                      seed=seed, progress=progress)
+    for i, result in enumerate(results, 1):
+        path = output if variations == 1 else output.with_name(f"{output.stem}-{i}{output.suffix}")
+        result.save(path)
+        typer.echo(f"wrote {path} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']}, "
+                   f"{100 * result.settings['generated_fraction']:.0f}% of tokens generated)", err=True)
 
 
 def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32", suffixes=AUDIO_OUT):
