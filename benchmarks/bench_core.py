@@ -73,6 +73,7 @@ QUICK = {
 ORIGINAL = {"encode": 9.0, "forward": 3.14, "coarse": 117.5, "c2f": 6.4, "decode": 2.0, "total": 135.0, "peak_gb": 3.6,
             "matmul_gflops": 190.0}
 
+PROMPT = PromptConfig(periodic_prompt=7, upper_codebook_mask=3)  # the original app's defaults, every benchmark's prompt
 INPUT_SR = 48000  # the synthetic input is 48 kHz stereo, so preprocessing resamples and downmixes
 OFFICIAL_VAMPNET_EXTRA = dict(r_cond_dim=0, flash_attn=False, noise_mode="mask", dropout=0.1)
 
@@ -413,7 +414,7 @@ def run(args) -> dict:
     frames = min(frames, pipe.coarse_window)  # one coarse window = one forward's length
     g = torch.Generator().manual_seed(0)
     fwd_codes = torch.randint(0, pipe.coarse.vocab_size, (1, pipe.coarse.n_codebooks, frames), generator=g)
-    fwd_mask = PromptConfig(periodic_prompt=7, upper_codebook_mask=3).build(fwd_codes, pipe.frame_rate)
+    fwd_mask = PROMPT.build(fwd_codes, pipe.frame_rate)
     fwd_codes = torch.where(fwd_mask[:, : pipe.coarse.n_codebooks], pipe.coarse.mask_token, fwd_codes)
     log(f"[bench] coarse forward, {frames} frames ...")
     with torch.inference_mode():
@@ -424,7 +425,7 @@ def run(args) -> dict:
 
     # 4. one vamp, stage by stage
     wav = synthetic_input(seconds)
-    prompt = PromptConfig(periodic_prompt=7, upper_codebook_mask=3)  # the original app's defaults
+    prompt = PROMPT
     sampling, c2f_sampling = SamplingConfig(steps=steps), SamplingConfig(steps=c2f_steps)
     log(f"[bench] vamp of {seconds} s ({steps} coarse steps, {c2f_steps} c2f steps) ...")
     gc.collect()

@@ -41,12 +41,12 @@ except ImportError:
     sys.path.insert(0, str(HERE.parent / "src"))
 
 import bench_core as core  # noqa: E402  (configurations, FLOP counts, the synthetic input)
-from vampnet import Codec, CodecConfig, MaskedTransformer, Pipeline, PromptConfig, SamplingConfig, TransformerConfig  # noqa: E402
+from vampnet import Codec, CodecConfig, MaskedTransformer, Pipeline, SamplingConfig, TransformerConfig  # noqa: E402
 from vampnet.pipeline import window_starts  # noqa: E402
 from vampnet.sampling import seeded_generator  # noqa: E402
 from vampnet.serialization import atomic_path  # noqa: E402
 
-PROMPT = PromptConfig(periodic_prompt=7, upper_codebook_mask=3)  # the original app's defaults
+PROMPT = core.PROMPT
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 

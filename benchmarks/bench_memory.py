@@ -32,9 +32,9 @@ except ImportError:
     sys.path.insert(0, str(HERE.parent / "src"))
 
 import bench_core as core  # noqa: E402  (the official-format writer and the synthetic input)
-from vampnet import Pipeline, PromptConfig, SamplingConfig  # noqa: E402
+from vampnet import Pipeline, SamplingConfig  # noqa: E402
 
-PROMPT = PromptConfig(periodic_prompt=7, upper_codebook_mask=3)  # the original app's defaults
+PROMPT = core.PROMPT
 STAGES = ("imports", "load", "preprocess", "encode", "coarse", "c2f", "decode")
 
 

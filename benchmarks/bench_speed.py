@@ -41,12 +41,12 @@ except ImportError:
     sys.path.insert(0, str(HERE.parent / "src"))
 
 import bench_core as core  # noqa: E402  (the official-format writer, stage recorder and memory helpers)
-from vampnet import Pipeline, PromptConfig, SamplingConfig, audio  # noqa: E402
+from vampnet import Pipeline, SamplingConfig, audio  # noqa: E402
 from vampnet import precision as P  # noqa: E402
 from vampnet.spectral import multiscale_mel_distance  # noqa: E402
 
 EXAMPLE = HERE.parent / "examples" / "xblast-song1-excerpt.ogg"
-PROMPT = PromptConfig(periodic_prompt=7, upper_codebook_mask=3)  # the original app's defaults
+PROMPT = core.PROMPT
 
 
 # --- child jobs ---------------------------------------------------------------------------------------------
