@@ -2,12 +2,13 @@
 """GPU benchmark of issue 17: one vamp of the full-size architecture per precision and sampler mode, against the
 arithmetic floor of its generation.
 
-    python benchmarks/bench_gpu.py [--device cuda] [--precisions fp32,bf16] [--modes off,graph,compile]
+    python benchmarks/bench_gpu.py [--device cuda] [--models full] [--precisions fp32,bf16] [--modes off,graph,compile]
                                    [--seconds 10] [--steps 36] [--c2f-steps 2] [--variations 8] [--reps 3]
                                    [--output report.md] [--json raw.json] [--quick]
 
 The models are the official full-size architecture (codec 14 x 1024 at 44.1 kHz, coarse 20 x 1280, coarse-to-
-fine 16 x 1280) with random weights, built in memory; every (precision, mode) gets fresh copies. Modes are the
+fine 16 x 1280) with random weights, built in memory (`--models shipped`: the model shipped in the package, e.g.
+to measure the modes on a CPU); every (precision, mode) gets fresh copies. Modes are the
 pipeline's `capture` values: off = the eager sampler, static = the static-shape sampler uncaptured, compile =
 torch.compile of its pass, graph = its pass recorded as CUDA graphs. Per (precision, mode):
   - first call: a whole vamp on a fresh pipeline (compiling or recording included), seconds;
@@ -62,6 +63,12 @@ def build_models(spec: dict) -> tuple:
             model.embedding.codebooks.copy_(torch.stack([q.codebook.weight for q in codec.quantizer.quantizers[:k]]))
         models.append(model)
     return codec, *models
+
+
+def shipped_models() -> tuple:
+    """The shipped model's codec and transformers (float32, CPU), loaded as `Pipeline.from_pretrained()` does."""
+    pipe = Pipeline.from_pretrained()
+    return pipe.codec, pipe.coarse, pipe.c2f
 
 
 def synchronize(device: torch.device) -> None:
@@ -137,13 +144,14 @@ def run(args) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_gpu: CUDA is not available here (use --device cpu, or --quick)")
-    models = build_models(spec)
+    models = shipped_models() if args.models == "shipped" and not args.quick else build_models(spec)
     wav = core.synthetic_input(args.seconds)
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "models": "quick" if args.quick else args.models,
            "torch": torch.__version__, "seconds": args.seconds, "steps": args.steps, "c2f_steps": args.c2f_steps,
            "runs": []}
     for precision in args.precisions:
-        rate = matmul_rate(precision, device, 256 if args.quick else 8192)
+        rate = matmul_rate(precision, device, 256 if args.quick else 8192 if device.type == "cuda" else 2048)
         references = {}
         for mode in args.modes:
             if mode == "graph" and device.type != "cuda":
@@ -164,7 +172,9 @@ def run(args) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = [f"{res['device']}, torch {res['torch']}; {res['seconds']:g} s of 48 kHz stereo, {res['steps']} coarse + "
+    models = {"full": "full-size architecture, random weights", "shipped": "the shipped model",
+              "quick": "tiny random models"}[res.get("models", "full")]
+    lines = [f"{res['device']}, torch {res['torch']}, {models}; {res['seconds']:g} s of 48 kHz stereo, {res['steps']} coarse + "
              f"{res['c2f_steps']} coarse-to-fine steps; warm times are the best of the repetitions.", "",
              "| precision | sampler | first call s | encode s | coarse s | c2f s | decode s | whole vamp s | "
              "tokens = eager | tokens = static | variations/s | peak GB | floor s | generation / floor |",
@@ -183,6 +193,8 @@ def markdown(res: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--models", choices=("full", "shipped"), default="full",
+                    help="full: the official full-size architecture with random weights; shipped: the package's model")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--modes", default="off,graph,compile", help="sampler modes, the first one 'off' (the reference)")
     ap.add_argument("--seconds", type=float, default=10.0)

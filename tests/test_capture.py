@@ -3,6 +3,7 @@ CUDA graphs where CUDA is present), the sampling plan's counts and random stream
 the same variations made one at a time."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -120,13 +121,34 @@ def test_captured_pipeline_gives_the_eager_tokens(codec_a, coarse_a, c2f_a):
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile's CPU code needs a C++ compiler")
-def test_compiled_pass_gives_the_eager_tokens(tiny_pipeline):
-    """torch.compile (inductor's CPU code here) of the static pass: same tokens as the eager sampler."""
+def test_compiled_pass_gives_the_eager_tokens_with_one_graph_per_shape(tiny_pipeline, monkeypatch):
+    """torch.compile (inductor's CPU code here) of the static pass: the eager sampler's tokens; each pass is one
+    graph (fullgraph: a graph break would raise), each new shape compiles its own graph even when dynamo allows a
+    function only one (its recompile limit), and a repeated shape compiles nothing (the model's caches are filled
+    outside the pass)."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     model = tiny_pipeline.coarse
-    codes, mask = case(model, 2, 40, seed=2)
-    cfg = SamplingConfig(steps=3, top_p=0.9)
+    cfg = SamplingConfig(steps=2, top_p=0.9)
     compiled = CapturedSampler(model, "compile")
-    assert torch.equal(compiled.generate(codes, mask, cfg, seed=9), generate_with_config(model, codes, mask, cfg, seed=9))
+    graphs = lambda: torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for frames, seed, new_graphs in ((40, 2, 1), (24, 3, 1), (40, 4, 0)):
+        codes, mask = case(model, 2, frames, seed)
+        before = graphs()
+        tokens = compiled.generate(codes, mask, cfg, seed=9)
+        assert torch.equal(tokens, generate_with_config(model, codes, mask, cfg, seed=9))
+        assert graphs() - before == new_graphs
+
+
+def test_compiled_kernels_are_kept_in_vampnets_folder_unless_the_user_chose_one(coarse_a, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAMPNET_HOME", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    CapturedSampler(coarse_a, "static")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    CapturedSampler(coarse_a, "compile")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compiled")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    CapturedSampler(coarse_a, "compile")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")

@@ -11,13 +11,18 @@ same tokens (tested in float32; torch.compile's fused kernels may round differen
 
 Modes: "static" runs the pass as it is (the reference for the other two, and what the tests check on CPU),
 "compile" runs it through `torch.compile`, "graph" records it as a CUDA graph per (batch, frames, settings) and
-replays it (CUDA only). A recorded graph reads the model's weights where they were when it was recorded: call
+replays it (CUDA only). Compiled kernels are kept between processes in $VAMPNET_HOME/compiled (unless
+$TORCHINDUCTOR_CACHE_DIR says otherwise; inductor's own default is a folder in /tmp, emptied at reboot), so only a
+process's first call of a shape compiles from scratch once per machine. A recorded graph reads the model's weights where they were when it was recorded: call
 `reset()` after changing them."""
 from __future__ import annotations
+
+import os
 
 import torch
 
 from .errors import OptionError
+from .pretrained import home
 from .sampling import (SamplingConfig, SamplingPlan, check_inputs, draw_fast, flatten_codebooks,
                        position_uniforms, remask_step, seeded_generator)
 
@@ -49,7 +54,10 @@ class CapturedSampler:
             raise OptionError(f"CUDA graphs need the model on a CUDA device, it is on {device}")
         self.model, self.mode, self.device = model, mode, device
         self._passes: dict = {}
+        self._compiled = 0
         self._pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
+        if mode == "compile":  # (read when inductor first needs its cache, so a process's first choice holds)
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home() / "compiled"))
 
     def reset(self) -> None:
         """Forget compiled and recorded passes (after the model's weights changed)."""
@@ -78,6 +86,8 @@ class CapturedSampler:
     def _decode(self, codes, mask, cfg, generator, progress):
         model = self.model
         B, K, T = codes.shape
+        if self.mode != "static":
+            fill_caches(model, T)
         C, P, MASK = model.n_conditioning_codebooks, model.n_predict_codebooks, model.mask_token
         cond = codes[:, :C].contiguous()
         z = flatten_codebooks(torch.where(mask, MASK, codes)[:, C:])
@@ -107,7 +117,12 @@ class CapturedSampler:
         def one_pass(*tensors):
             return static_pass(model, cfg, draw, *tensors)
 
-        return torch.compile(one_pass, dynamic=False)
+        # dynamo keeps at most `recompile_limit` (8) compiled variants per code object and then silently runs
+        # the function uncompiled: each entry gets a code object of its own, freed with the entry
+        self._compiled += 1
+        one_pass.__code__ = one_pass.__code__.replace(co_name=f"vampnet_pass_{self._compiled}")
+        # one graph per pass or an error: a graph break would split the pass and bring the host back in
+        return torch.compile(one_pass, dynamic=False, fullgraph=True)
 
     def _record(self, cfg, draw, inputs):
         """Record one pass on copies of `inputs`; replaying copies the new inputs in, replays, copies results out."""
@@ -127,6 +142,16 @@ class CapturedSampler:
 
         replay.kept = kept
         return replay
+
+
+def fill_caches(model, frames: int) -> None:
+    """Compute, outside any compiled or recorded pass, what the model caches and a pass reads: the relative-position
+    bias for `frames` and the weight-normalised weights. Filled inside a compiled pass, a cache would make the next
+    call fail the pass's guards and compile again."""
+    model.rel_bias(frames)
+    for module in model.modules():
+        if hasattr(module, "weight_v") and callable(getattr(module, "weight", None)):
+            module.weight()
 
 
 def record_cuda_graph(run, pool):
