@@ -311,7 +311,9 @@ class Pipeline:
                    sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
                    seed: int | None = None, progress: Progress | None = None) -> list[VampResult]:
         """`n` vamps of one signal generated as one batch: variation i is `vamp(..., seed=seed + i)`, token for
-        token (each batch row draws from its own seed's generator), at about the cost of one vamp on a GPU."""
+        token (each batch row draws from its own seed's generator), at about the cost of one vamp on a GPU.
+        In int8 on a CPU the activations are quantised with one scale per matrix product, shared by the batch's
+        rows, so there a variation is an equally good vamp but not the same tokens as its single vamp."""
         if not isinstance(n, int) or n < 1:
             raise OptionError(f"the number of variations must be a positive integer, got {n!r}")
         prompt = prompt or PromptConfig()

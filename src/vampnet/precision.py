@@ -8,8 +8,10 @@ Norms, softmax, sampling and the codec's vector quantiser stay in float32 in eve
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import warnings
+import weakref
 from functools import lru_cache
 
 import torch
@@ -130,6 +132,22 @@ def fused_int8_available() -> bool:
     return hasattr(torch.ops.quantized, "linear_dynamic") and "x86" in torch.backends.quantized.supported_engines
 
 
+# torch.compile cannot trace fbgemm's packed weights (a TorchScript object): a compiled graph calls this opaque op
+# with the layer's number instead, and fuses everything around it
+_INT8_LAYERS: "weakref.WeakValueDictionary[int, Int8Linear]" = weakref.WeakValueDictionary()
+_int8_numbers = itertools.count()
+
+
+@torch.library.custom_op("vampnet::int8_linear", mutates_args=())
+def _int8_linear_op(x: torch.Tensor, layer: int) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic(x, _INT8_LAYERS[layer]._packed, False)
+
+
+@_int8_linear_op.register_fake
+def _(x, layer):
+    return x.new_empty(*x.shape[:-1], _INT8_LAYERS[layer].out_features)
+
+
 class Int8Linear(nn.Module):
     """A linear layer with int8 weights (symmetric, one scale per output row) and activations quantised to 8 bits
     per call (one scale and zero point per tensor), in one fused CPU kernel (`quantized::linear_dynamic`).
@@ -152,8 +170,12 @@ class Int8Linear(nn.Module):
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self._packed = torch.ops.quantized.linear_prepack(qw, bias)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._number = next(_int8_numbers)
+        _INT8_LAYERS[self._number] = self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return _int8_linear_op(x, self._number)
         return torch.ops.quantized.linear_dynamic(x, self._packed, False)  # 8-bit activations
 
     def extra_repr(self) -> str:
