@@ -123,12 +123,11 @@ def test_captured_pipeline_gives_the_eager_tokens(codec_a, coarse_a, c2f_a):
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile's CPU code needs a C++ compiler")
-def test_compiled_pass_gives_the_eager_tokens_with_one_graph_per_shape(tiny_pipeline, monkeypatch):
+def test_compiled_pass_gives_the_eager_tokens_with_one_graph_per_shape(tiny_pipeline):
     """torch.compile (inductor's CPU code here) of the static pass: the eager sampler's tokens; each pass is one
     graph (fullgraph: a graph break would raise), each new shape compiles its own graph even when dynamo allows a
     function only one (its recompile limit), and a repeated shape compiles nothing (the model's caches are filled
     outside the pass)."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     model = tiny_pipeline.coarse
     cfg = SamplingConfig(steps=2, top_p=0.9)
     compiled = CapturedSampler(model, "compile")
@@ -136,7 +135,8 @@ def test_compiled_pass_gives_the_eager_tokens_with_one_graph_per_shape(tiny_pipe
     for frames, seed, new_graphs in ((40, 2, 1), (24, 3, 1), (40, 4, 0)):
         codes, mask = case(model, 2, frames, seed)
         before = graphs()
-        tokens = compiled.generate(codes, mask, cfg, seed=9)
+        with torch._dynamo.config.patch(recompile_limit=1):  # (monkeypatch's undo would delete the option)
+            tokens = compiled.generate(codes, mask, cfg, seed=9)
         assert torch.equal(tokens, generate_with_config(model, codes, mask, cfg, seed=9))
         assert graphs() - before == new_graphs
 
