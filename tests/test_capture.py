@@ -216,3 +216,13 @@ def test_int8_model_compiles_into_one_graph_as_close_to_fp32_as_eager(coarse_a):
         compiled = torch.compile(lambda c: int8(c), fullgraph=True, dynamic=False)(codes)
     err = lambda x: float((x - ref).norm() / ref.norm())
     assert 0 < err(eager) < 0.1 and err(compiled) < 1.5 * err(eager)
+
+
+@pytest.mark.skipif(not precision.fused_int8_available(), reason="needs torch's fused x86 int8 kernels")
+def test_the_opaque_int8_op_reaches_each_layer_and_its_copies():
+    layer = precision.Int8Linear(torch.nn.Linear(16, 8))
+    copied = copy.deepcopy(layer)
+    x = torch.randn(3, 16)
+    expected = layer(x)
+    del layer  # the copy must not depend on the original
+    assert torch.equal(torch.ops.vampnet.int8_linear(x, copied._number), expected)

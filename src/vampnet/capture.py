@@ -12,9 +12,9 @@ same tokens (tested in float32; torch.compile's fused kernels may round differen
 Modes: "static" runs the pass as it is (the reference for the other two, and what the tests check on CPU),
 "compile" runs it through `torch.compile`, "graph" records it as a CUDA graph per (batch, frames, settings) and
 replays it (CUDA only). Compiled kernels are kept between processes in $VAMPNET_HOME/compiled (unless
-$TORCHINDUCTOR_CACHE_DIR says otherwise; inductor's own default is a folder in /tmp, emptied at reboot), so only a
-process's first call of a shape compiles from scratch once per machine. A recorded graph reads the model's weights where they were when it was recorded: call
-`reset()` after changing them."""
+$TORCHINDUCTOR_CACHE_DIR says otherwise; inductor's own default is a folder in /tmp, emptied at reboot): a shape
+is compiled from scratch once per machine, a later process only traces it again. A recorded graph reads the
+model's weights where they were when it was recorded: call `reset()` after changing them."""
 from __future__ import annotations
 
 import os

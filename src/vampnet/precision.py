@@ -170,8 +170,15 @@ class Int8Linear(nn.Module):
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self._packed = torch.ops.quantized.linear_prepack(qw, bias)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._register()
+
+    def _register(self):
         self._number = next(_int8_numbers)
         _INT8_LAYERS[self._number] = self
+
+    def __setstate__(self, state):  # a copy (deepcopy, pickle) is a layer of its own
+        super().__setstate__(state)
+        self._register()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
