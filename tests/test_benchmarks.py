@@ -104,3 +104,17 @@ def test_gpu_benchmark_compares_each_sampler_with_the_eager_one(tmp_path):
     static = [r for r in res["runs"] if r["mode"] == "static"]
     assert all(r["tokens_equal_off"] == 1.0 for r in static)
     assert "generation / floor" in report.read_text()
+
+
+@pytest.mark.slow
+def test_threads_benchmark_compares_spinning_and_sleeping_threads_idle_and_loaded(tmp_path):
+    res, report = run_quick("bench_threads.py", tmp_path)
+    rows = {r["name"]: r for r in res["rows"]}
+    assert list(rows) == ["spinning (before)", "vampnet"]
+    assert "could not choose it" in rows["spinning (before)"]["idle"]["report"]
+    assert "PASSIVE (chosen by vampnet)" in rows["vampnet"]["loaded"]["report"]
+    for row in rows.values():
+        assert row["idle"]["median_s"] > 0 and row["loaded"]["median_s"] > 0
+        assert row["loaded_over_idle"] == pytest.approx(row["loaded"]["median_s"] / row["idle"]["median_s"])
+        assert row["same_tokens"]["idle"]  # the same thread count gives the same tokens with either wait policy
+    assert "| vampnet |" in report.read_text()

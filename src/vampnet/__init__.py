@@ -1,6 +1,9 @@
 """vampnet: music generation and editing by masked acoustic token modelling (VampNet, ISMIR 2023).
 
-Public API (loaded lazily, so `import vampnet` is fast and has no side effects):
+Public API (loaded lazily, so `import vampnet` is fast). Its one side effect: before anything loads torch, CPU
+threads are set to sleep rather than spin while they wait (OMP_WAIT_POLICY=PASSIVE unless set) and
+$VAMPNET_THREADS, if set, chooses their number, so a busy machine does not slow vampnet 5-25x (`vampnet.threads`).
+
     Pipeline            the whole flow: audio -> tokens -> prompt -> coarse -> coarse-to-fine -> audio
     Codec               the neural audio codec (encode waveforms to token grids and back)
     MaskedTransformer   the coarse / coarse-to-fine token model
@@ -10,6 +13,10 @@ Public API (loaded lazily, so `import vampnet` is fast and has no side effects):
 from __future__ import annotations
 
 import importlib
+
+from .threads import prepare_environment, set_threads
+
+prepare_environment()
 
 __version__ = "0.1.0"
 
@@ -29,9 +36,9 @@ _EXPORTS = {
     "OptionError": "vampnet.errors",
     "CodesFileError": "vampnet.errors",
 }
-_SUBMODULES = {"prompts", "audio", "checkpoints", "sampling", "pipeline", "codec", "model", "errors"}
+_SUBMODULES = {"threads", "prompts", "audio", "checkpoints", "sampling", "pipeline", "codec", "model", "errors"}
 
-__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
+__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES) + ["set_threads"]
 
 
 def __getattr__(name: str):

@@ -3,6 +3,7 @@ declare alike, loading the pipeline from --models, checking input and output pat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -12,9 +13,20 @@ from .. import options
 from ..errors import AudioError, CheckpointError, OptionError
 from ..pipeline import Pipeline
 from ..pretrained import resolve
+from ..threads import THREADS_ENV, set_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="VampNet: vamp, inpaint, continue and compress music with masked acoustic token models.")
+
+THREADS_HELP = (f"CPU threads for every stage (default: ${THREADS_ENV}, else one per core); whatever the count, idle "
+                "threads sleep instead of spinning, so a busy machine slows vampnet about 2x, not 5-25x")
+
+
+@app.callback()
+def global_options(threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP)):
+    """VampNet: vamp, inpaint, continue and compress music with masked acoustic token models."""
+    set_threads(threads)
+
 
 AUDIO_OUT = (".wav", ".flac", ".ogg")
 DRAW_HELP = "fast (one random number per token) | original (the original code's random stream: its tokens for a seed)"

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 
 from ..checkpoints import find_model_files
@@ -19,6 +18,7 @@ from ..train.config import load_config
 from ..train.data import TokenizeConfig, make_pack, read_manifest, tokenize as run_tokenize
 from ..train.finetune import finetune as run_finetune
 from ..train.masked import train as run_train
+from ..threads import set_threads
 from .common import app, load_pipeline
 
 
@@ -39,8 +39,7 @@ def tokenize(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     pipeline = load_pipeline(models, codec, need_generation=False)
     codec_path = codec or find_model_files(model_folder(models))["codec"]  # the shipped codec by default
     config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,

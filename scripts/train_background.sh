@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The shipped model's long CPU training (v3), one resumable command: start it first thing whenever work on the
+# model begins, leave it running in the background, and start it again in the next session (or after a crash or
+# a kill): every stage continues from its latest checkpoint, or from the shipped weights when it has none.
+#
+#   nohup scripts/train_background.sh [DATA_DIR] > DATA_DIR/train.log 2>&1 &
+#
+# DATA_DIR (default ~/vampnet-data) holds corpus/ (built here when missing) and runs/v3/: codec/, tokens/, coarse/,
+# c2f/. The stages, in the order issue 26 asks (a new codec means new tokens and retrained transformers, so the long
+# runs happen once):
+#   1. corpus   `vampnet prepare-corpus` (skipped when DATA_DIR/corpus/sources.json exists; needs root for --install)
+#   2. codec    `vampnet train codec`, from the shipped codec, until CODEC_STEPS steps (bf16 where the CPU has it)
+#   3. tokens   `vampnet tokenize` of the whole corpus with the new codec (resumable)
+#   4. coarse   `vampnet train coarse`, until COARSE_STEPS
+#   5. c2f      `vampnet train c2f`, until C2F_STEPS
+# A stage whose run has reached its steps is skipped; the script then goes on to the next. Each stage saves its
+# `latest` checkpoint every SAVE_MINUTES minutes of training, so a kill loses at most that much.
+# Settings (environment): VAMPNET_THREADS (default 1: one core stays free for the person at the machine; idle
+# threads sleep, see vampnet.threads), CODEC_STEPS (6000), COARSE_STEPS (20000), C2F_STEPS (20000), CODEC_BATCH (16),
+# SAVE_MINUTES (10), MUSIC21_PIECES (0: renders are slow on a CPU), VAMPNET (the command, default `vampnet`).
+set -euo pipefail
+data=${1:-$HOME/vampnet-data}
+here=$(cd "$(dirname "$0")/.." && pwd)
+vampnet=${VAMPNET:-vampnet}
+export VAMPNET_THREADS=${VAMPNET_THREADS:-1}
+codec_steps=${CODEC_STEPS:-6000}
+coarse_steps=${COARSE_STEPS:-20000}
+c2f_steps=${C2F_STEPS:-20000}
+codec_batch=${CODEC_BATCH:-16}
+save_s=$(( ${SAVE_MINUTES:-10} * 60 ))
+run=$data/runs/v3
+shipped=$here/src/vampnet/weights/small
+mkdir -p "$run"
+bf16=$(python3 -c "print('true' if any(f in open('/proc/cpuinfo').read().split() for f in ('amx_bf16', 'avx512_bf16')) else 'false')")
+say() { echo "== $(date -u +%FT%TZ) $*"; }
+
+# the step a run folder's latest checkpoint reached (0 when it has none)
+latest_step() { python3 - "$1" <<'EOF'
+import json, sys, pathlib
+meta = pathlib.Path(sys.argv[1]) / "latest" / "trainer.json"
+print(json.loads(meta.read_text()).get("step", 0) if meta.is_file() else 0)
+EOF
+}
+# the best validation checkpoint of a run (latest when it had no validation yet)
+pick() { if [[ -f $1/best/model.safetensors ]]; then echo "$1/best/model.safetensors"; else echo "$1/latest/model.safetensors"; fi; }
+
+# train one stage in time slices of SAVE_MINUTES until it reaches its steps: each slice ends by saving `latest`
+train_stage() {  # kind output steps init config [--set ...]
+  local kind=$1 out=$2 steps=$3 init=$4 config=$5; shift 5
+  while (( $(latest_step "$out") < steps )); do
+    local resume=() start=(--set "init=$init")
+    if [[ -f $out/latest/trainer.json ]]; then resume=(--resume); start=(); fi
+    say "$kind: step $(latest_step "$out") of $steps"
+    $vampnet train "$kind" --config "$config" "${resume[@]}" -q "${start[@]}" --set "output=$out" \
+      --set "max_steps=$steps" --set "time_limit_s=$save_s" --set "bf16=$bf16" "$@"
+  done
+  say "$kind: done ($(latest_step "$out") steps)"
+}
+
+if [[ ! -f $data/corpus/sources.json ]]; then
+  say "corpus"
+  install=(); [[ $(id -u) == 0 ]] && install=(--install)
+  $vampnet prepare-corpus "$data/corpus" --music21-pieces "${MUSIC21_PIECES:-0}" -q "${install[@]}"
+fi
+
+train_stage codec "$run/codec" "$codec_steps" "$shipped/codec.safetensors" "$here/configs/small/codec.yaml" \
+  --set "audio=$data/corpus" --set "batch_size=$codec_batch" --set "num_workers=0" --set "val_every=500"
+
+say "tokens"
+$vampnet tokenize "$data/corpus" -o "$run/tokens" --codec "$(pick "$run/codec")" -q
+
+train_stage coarse "$run/coarse" "$coarse_steps" "$shipped/coarse.safetensors" "$here/configs/small/coarse.yaml" \
+  --set "dataset=$run/tokens"
+train_stage c2f "$run/c2f" "$c2f_steps" "$shipped/c2f.safetensors" "$here/configs/small/c2f.yaml" \
+  --set "dataset=$run/tokens"
+
+mkdir -p "$run/model"
+cp "$(pick "$run/codec")" "$run/model/codec.safetensors"
+cp "$(pick "$run/coarse")" "$run/model/coarse.safetensors"
+cp "$(pick "$run/c2f")" "$run/model/c2f.safetensors"
+say "model folder: $run/model (compare it with the shipped one: scripts/evaluate_model.sh)"
