@@ -118,3 +118,11 @@ def test_threads_benchmark_compares_spinning_and_sleeping_threads_idle_and_loade
         assert row["loaded_over_idle"] == pytest.approx(row["loaded"]["median_s"] / row["idle"]["median_s"])
         assert row["same_tokens"]["idle"]  # the same thread count gives the same tokens with either wait policy
     assert "| vampnet |" in report.read_text()
+
+
+def test_train_precision_benchmark_reports_both_precisions_per_model(tmp_path):
+    res, report = run_quick("bench_train_precision.py", tmp_path)
+    (row,) = res["rows"]
+    assert row["fp32"]["steps_per_s"] > 0 and row["bf16"]["steps_per_s"] > 0
+    assert row["bf16_speedup"] == pytest.approx(row["fp32"]["s_per_step"] / row["bf16"]["s_per_step"])
+    assert isinstance(res["auto_picks_bf16"], bool) and "bf16 speed-up" in report.read_text()

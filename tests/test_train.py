@@ -15,6 +15,7 @@ import torch
 
 from conftest import SET_A
 
+from vampnet.errors import OptionError
 from vampnet.splits import split_of
 from vampnet.train.config import TrainConfig, load_config
 from vampnet.train.data import TokenDataset, TokenizeConfig, read_index, tokenize
@@ -260,3 +261,18 @@ def test_full_finetune_writes_full_weights(tmp_path, ours_dir):
     tuned = MaskedTransformer.load(written["coarse"]).state_dict()
     assert written["coarse"].name == "coarse.safetensors"
     assert not torch.equal(base["layers.0.attn.k.weight"], tuned["layers.0.attn.k.weight"])  # not a LoRA target
+
+
+def test_bf16_auto_autocasts_only_where_the_cpu_has_bf16_arithmetic(monkeypatch):
+    from vampnet.train import loop
+    from vampnet.train.codec_trainer import CodecTrainConfig
+
+    assert TrainConfig().bf16 == "auto" and CodecTrainConfig().bf16 == "auto"
+    for native in (True, False):
+        monkeypatch.setattr(loop, "cpu_has_bf16", lambda native=native: native)
+        assert loop.bf16_autocast_wanted("auto", "cpu") is native  # emulated bf16 (AVX2) would be slower than fp32
+        assert loop.bf16_autocast_wanted(True, "cpu") is True and loop.bf16_autocast_wanted(False, "cpu") is False
+    with pytest.raises(OptionError, match="bf16 must be true, false or auto"):
+        TrainConfig(bf16="sometimes")
+    with pytest.raises(OptionError, match="bf16 must be true, false or auto"):
+        CodecTrainConfig(bf16=1)

@@ -33,7 +33,7 @@ from ..serialization import read_checkpoint, save_safetensors
 from ..spectral import multiscale_mel_distance
 from . import distributed
 from .codec_data import ExcerptSampler, StepBatches, split_files
-from .config import read_run_config
+from .config import check_bf16, read_run_config
 from .discriminators import (Discriminator, DiscriminatorConfig, discriminator_loss, feature_matching_loss,
                              generator_adversarial_loss)
 from .loop import RunLoop, clipped_step, mix_seed, run_to_end, set_lr
@@ -107,7 +107,8 @@ class CodecTrainConfig:
     save_every: int = 10000                  # also keep step-N checkpoints at this interval (0: only latest/best)
     seed: int = 0
     device: str = "cpu"
-    bf16: bool = False                       # bfloat16 autocast for both networks (losses in float32)
+    bf16: bool | str = "auto"                # bfloat16 autocast for both networks (losses in float32): true, false,
+                                             # or auto (where the device has bf16 arithmetic)
 
     def __post_init__(self):
         for name in _TUPLE_FIELDS:
@@ -126,6 +127,7 @@ class CodecTrainConfig:
             raise OptionError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not 0 <= self.quantizer_dropout <= 1 or not 0 <= self.val_fraction < 1:
             raise OptionError("quantizer_dropout must be in [0, 1] and val_fraction in [0, 1)")
+        check_bf16(self.bf16)
         if len(self.mel_windows) != len(self.mel_bands) or not self.mel_windows:
             raise OptionError("mel_windows and mel_bands must be non-empty and of the same length")
         if self.save_every < 0 or self.disc_start < 0:

@@ -35,7 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 5.0
     label_smoothing: float = 0.1
-    bf16: bool = False                 # bfloat16 autocast
+    bf16: bool | str = "auto"          # bfloat16 autocast: true, false, or auto (where the device has bf16 arithmetic)
     compile: bool = False              # torch.compile the model
     # bookkeeping
     val_every: int = 200
@@ -63,12 +63,19 @@ class TrainConfig:
             raise OptionError("embedding_dim must be divisible by n_heads")
         if self.lora_rank < 0:
             raise OptionError("lora_rank must be >= 0")
+        check_bf16(self.bf16)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_bf16(value) -> None:
+    """A run's `bf16` is true, false or "auto"."""
+    if value not in (True, False, "auto") or isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise OptionError(f"bf16 must be true, false or auto, got {value!r}")
 
 
 def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **defaults):

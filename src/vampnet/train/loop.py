@@ -17,12 +17,25 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import OptionError
+from ..precision import cpu_has_bf16
 from ..serialization import write_text_atomic
 from . import distributed
 from .config import config_to_yaml
 from .state import append_log_row, find_training_checkpoint, remove_unfinished_writes, truncate_log
 
 MAX_BAD_STEPS = 10  # consecutive steps with a non-finite loss or gradient norm before a run gives up
+
+
+def bf16_autocast_wanted(setting, device) -> bool:
+    """Whether a run autocasts to bfloat16: `setting` true or false as given; "auto" where the device has bf16
+    arithmetic (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), and not where bf16 is emulated and
+    slower than float32 (AVX2-only CPUs)."""
+    if setting != "auto":
+        return bool(setting)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def mix_seed(*parts: int) -> int:
@@ -77,8 +90,9 @@ class RunLoop:
             raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
         self.out = Path(cfg.output)
         self.step, self.best = 0, math.inf
+        self.bf16 = bf16_autocast_wanted(cfg.bf16, cfg.device)
         self.autocast = (lambda: torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)) \
-            if cfg.bf16 else nullcontext
+            if self.bf16 else nullcontext
 
     # --- a trainer's ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -178,7 +192,7 @@ class RunLoop:
 
     def _state(self, row: dict) -> dict:
         return {"step": self.step, self.best_state_key: self.best, "metrics": row, "config": self.cfg.to_dict(),
-                "world_size": self.dist.world}
+                "world_size": self.dist.world, "bf16_autocast": self.bf16}
 
 
 def run_to_end(trainer: RunLoop) -> dict:
