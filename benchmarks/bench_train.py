@@ -80,8 +80,9 @@ def main(argv=None):
     tokenize([tmp / "audio"], tmp / "ds", codec, TokenizeConfig(excerpt_s=args.window, val_fraction=0.0),
              codec_path=str(tmp / "codec.safetensors"), progress=False)
     tokenize_s = time.perf_counter() - t0
-    cfg = TrainConfig(dataset=str(tmp / "ds"), output=str(tmp / "run"), n_codebooks=4, embedding_dim=args.width,
-                      n_heads=max(1, args.width // 64), n_layers=args.layers, window_s=args.window, dropout=0.0)
+    cfg = TrainConfig(dataset=str(tmp / "ds"), output=str(tmp / "run"), window_s=args.window,
+                      model=dict(n_codebooks=4, embedding_dim=args.width, n_heads=max(1, args.width // 64),
+                                 n_layers=args.layers, dropout=0.0))
     frames = int(np.ceil(args.window * codec.frame_rate))
     data = TokenDataset(cfg.dataset, "train", frames, 4)
     results = {}

@@ -41,7 +41,8 @@ MODELS = {  # name -> (layers, width, heads)
 
 
 def make_step(layers, width, heads, batch, frames, bf16: bool):
-    cfg = TrainConfig(n_codebooks=4, embedding_dim=width, n_heads=heads, n_layers=layers, dropout=0.0, batch_size=batch)
+    cfg = TrainConfig(model=dict(n_codebooks=4, embedding_dim=width, n_heads=heads, n_layers=layers, dropout=0.0),
+                      batch_size=batch)
     torch.manual_seed(0)
     model = build_model(cfg, torch.randn(4, 1024, 8)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

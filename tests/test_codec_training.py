@@ -169,7 +169,8 @@ def tiny_run(audio_dir, out, **kw) -> CodecTrainConfig:
     base = dict(audio=[str(audio_dir)], output=str(out), **TINY_CODEC, excerpt_s=0.2, batch_size=4, max_steps=6,
                 lr=3e-3, lr_decay=0.999, val_excerpts=3, val_excerpt_s=0.5, val_every=3, save_every=0,
                 mel_windows=(64, 256, 1024), mel_bands=(10, 40, 80), disc_periods=(2, 3, 5, 7, 11),
-                disc_stft_windows=(512, 256, 128), disc_width=2)
+                disc_stft_windows=(512, 256, 128), disc_width=2,
+                bf16=False)  # float32 on every CPU: the exactness checks compare runs bit for bit
     base.update(kw)
     return CodecTrainConfig(**base)
 

@@ -147,8 +147,8 @@ def test_pack_refuses_another_codec(tiny_dataset, tmp_path, shipped_codec):
 def test_training_on_a_pack_needs_no_codec_and_equals_training_on_the_folder(tiny_dataset, tmp_path):
     folder, codec_path = tiny_dataset
     make_pack(folder, tmp_path / "t.vpack", Codec.load(codec_path))
-    common = dict(embedding_dim=32, n_heads=2, n_layers=1, window_s=0.2, batch_size=4, max_steps=6, warmup_steps=3,
-                  val_every=3, val_windows=4, save_every=0, dropout=0.0)
+    common = dict(model=dict(embedding_dim=32, n_heads=2, n_layers=1, dropout=0.0), window_s=0.2, batch_size=4,
+                  max_steps=6, warmup_steps=3, val_every=3, val_windows=4, save_every=0)
     on_folder = train(TrainConfig(dataset=str(folder), output=str(tmp_path / "a"), **common), progress=False)
     moved = tmp_path / "elsewhere.safetensors"
     codec_path.rename(moved)  # the codec the manifest names is gone: a pack run must not need it

@@ -17,7 +17,7 @@ from conftest import SET_A
 
 from vampnet.errors import OptionError
 from vampnet.splits import split_of
-from vampnet.train.config import TrainConfig, load_config
+from vampnet.train.config import MODEL_KEYS, TrainConfig, load_config
 from vampnet.train.data import TokenDataset, TokenizeConfig, read_index, tokenize
 from vampnet.train.masked import noam_lr, train
 
@@ -52,9 +52,13 @@ def dataset(tmp_path_factory, codec):
 
 
 def tiny(dataset, out, **kw) -> TrainConfig:
-    base = dict(dataset=str(dataset / "ds"), output=str(out), embedding_dim=32, n_heads=2, n_layers=2, window_s=0.6,
-                batch_size=4, max_steps=20, warmup_steps=5, lr_factor=1.0, val_every=10, val_windows=8, save_every=0,
-                dropout=0.0)
+    """A tiny run; keyword arguments are TrainConfig's, or the model's (n_layers=1) to change the architecture."""
+    model = dict(embedding_dim=32, n_heads=2, n_layers=2, dropout=0.0)
+    model.update({k: kw.pop(k) for k in list(kw) if k in MODEL_KEYS})
+    base = dict(dataset=str(dataset / "ds"), output=str(out), model=model, window_s=0.6, batch_size=4, max_steps=20,
+                warmup_steps=5, lr_factor=1.0, val_every=10, val_windows=8, save_every=0,
+                bf16=False)  # float32 on every CPU: the exactness checks compare runs bit for bit
+
     base.update(kw)
     return TrainConfig(**base)
 
@@ -172,9 +176,10 @@ def test_coarse_overfits_one_excerpt(tmp_path, codec):
     # validate on the training excerpt itself: overfitting is the point
     index = (tmp_path / "ds" / "index.csv").read_text()
     (tmp_path / "ds" / "index.csv").write_text(index + index.splitlines()[1].replace(",train,", ",val,") + "\n")
-    cfg = TrainConfig(dataset=str(tmp_path / "ds"), output=str(tmp_path / "run"), embedding_dim=64, n_heads=4, n_layers=2,
-                      window_s=0.25, batch_size=8, max_steps=300, warmup_steps=20, lr_factor=0.3, val_every=100,
-                      val_windows=32, save_every=0, dropout=0.0, label_smoothing=0.0)
+    cfg = TrainConfig(dataset=str(tmp_path / "ds"), output=str(tmp_path / "run"),
+                      model=dict(embedding_dim=64, n_heads=4, n_layers=2, dropout=0.0), window_s=0.25, batch_size=8,
+                      max_steps=300, warmup_steps=20, lr_factor=0.3, val_every=100, val_windows=32, save_every=0,
+                      label_smoothing=0.0)
     metrics = train(cfg, progress=False)
     assert metrics["val_acc1_hi"] >= 0.9, metrics
     assert metrics["val_acc1"] >= 0.6, metrics
@@ -212,7 +217,23 @@ def test_config_file_errors_name_the_key(tmp_path):
     with pytest.raises(OptionError, match="learning_rate"):
         load_config(tmp_path / "bad.yaml")
     cfg = load_config(None, ["dataset=d", "output=o", "n_layers=3"], n_codebooks=4)
-    assert cfg.n_layers == 3 and cfg.dataset == "d"
+    assert cfg.model.n_layers == 3 and cfg.model.n_codebooks == 4 and cfg.dataset == "d"
+
+
+def test_a_run_nests_the_model_config_and_reads_the_older_flat_spelling(tmp_path):
+    from vampnet import OptionError, TransformerConfig
+
+    (tmp_path / "run.yaml").write_text("model:\n  n_layers: 6\n  embedding_dim: 512\n  n_heads: 8\nbatch_size: 4\n")
+    cfg = load_config(tmp_path / "run.yaml", ["model.dropout=0.2", "n_heads=16"], model={"n_codebooks": 4})
+    assert isinstance(cfg.model, TransformerConfig)
+    assert (cfg.model.n_layers, cfg.model.embedding_dim, cfg.model.n_heads, cfg.model.dropout, cfg.model.n_codebooks) \
+        == (6, 512, 16, 0.2, 4)  # file, dotted and flat overrides merged key by key over the command's defaults
+    assert cfg.to_dict()["model"]["n_layers"] == 6 and "n_layers" not in cfg.to_dict()
+    assert TrainConfig(**cfg.to_dict()) == cfg  # what a run folder's config holds builds the same run
+    with pytest.raises(OptionError, match="unknown model option 'depth'"):
+        load_config(None, ["model.depth=3"])
+    with pytest.raises(OptionError, match="model: embedding_dim 100 is not divisible by n_heads 3"):
+        load_config(None, ["model.embedding_dim=100", "model.n_heads=3"])
 
 
 def test_bf16_autocast_gradient_accumulation_and_previews(dataset, tmp_path):

@@ -32,8 +32,8 @@ COMPRESS_CODEBOOKS, COMPRESS_PERIOD = _defaults(modes.compress, "codebooks", "pe
 # What `vampnet train coarse|c2f` sets under the run's config and --set: the codebooks each model makes and is
 # conditioned on, and the window it learns on, which is the one the pipeline runs it on.
 TRAIN_DEFAULTS = {
-    "coarse": {"n_codebooks": 4, "n_conditioning_codebooks": 0, "window_s": WINDOW_S},
-    "c2f": {"n_codebooks": 14, "n_conditioning_codebooks": 4, "window_s": C2F_CHUNK_S},
+    "coarse": {"model": {"n_codebooks": 4, "n_conditioning_codebooks": 0}, "window_s": WINDOW_S},
+    "c2f": {"model": {"n_codebooks": 14, "n_conditioning_codebooks": 4}, "window_s": C2F_CHUNK_S},
 }
 
 # the prompt options a preset leaves to the user (it sets which frames and codebooks are kept, not where)

@@ -1,12 +1,21 @@
 """Training run configuration: frozen dataclasses read from YAML (unknown keys are errors that name the key),
-with `key=value` overrides from the command line."""
+with `key=value` overrides from the command line (`model.n_layers=6` reaches into the nested model config).
+
+A transformer run nests the architecture it trains as one `TransformerConfig` (`model:` in YAML), the model's own
+config rather than a copy of its fields; its vocabulary size and latent width are the codec's, filled in when the
+model is built. Older configs that give the architecture's fields at the top level (`n_layers: 6`) still read."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..errors import OptionError, first_line
+from ..errors import CheckpointError, OptionError, first_line
+from ..model import TransformerConfig
+
+# a run's architecture unless its config says otherwise (vocab_size and latent_dim are replaced by the codec's)
+DEFAULT_MODEL = TransformerConfig(embedding_dim=256, n_heads=4, n_layers=4, dropout=0.1)
+MODEL_KEYS = frozenset(f.name for f in fields(TransformerConfig))
 
 
 @dataclass(frozen=True)
@@ -16,13 +25,7 @@ class TrainConfig:
     dataset: str = ""                  # token dataset folder (vampnet tokenize)
     output: str = ""                   # run folder: checkpoints, log.csv, previews
     codec: str | None = None           # codec checkpoint; default: the one recorded in the dataset manifest
-    # model (vocab size and latent width come from the codec)
-    n_codebooks: int = 4
-    n_conditioning_codebooks: int = 0
-    embedding_dim: int = 256
-    n_heads: int = 4
-    n_layers: int = 4
-    dropout: float = 0.1
+    model: TransformerConfig = DEFAULT_MODEL  # the architecture (a mapping in YAML); vocab and latent: the codec's
     init: str | None = None            # start from this model checkpoint (full fine-tuning)
     # data and optimisation
     window_s: float = 10.0             # training window (10 s coarse, 3 s coarse-to-fine in the paper)
@@ -50,17 +53,28 @@ class TrainConfig:
     lora_alpha: float = 16.0
 
     def __post_init__(self):
-        positive = ("embedding_dim", "n_heads", "n_layers", "batch_size", "grad_accum", "max_steps", "warmup_steps", "val_every",
-                    "val_windows", "preview_steps")
+        model = self.model
+        if isinstance(model, dict):
+            unknown = sorted(set(model) - MODEL_KEYS)
+            if unknown:
+                raise OptionError(f"unknown model option '{unknown[0]}'")
+            try:
+                model = dataclasses.replace(DEFAULT_MODEL, **model)
+            except (CheckpointError, TypeError) as e:
+                raise OptionError(f"model: {first_line(e)}") from None
+            object.__setattr__(self, "model", model)
+        elif not isinstance(model, TransformerConfig):
+            raise OptionError(f"model must be a mapping of architecture options, got {model!r}")
+        positive = ("batch_size", "grad_accum", "max_steps", "warmup_steps", "val_every", "val_windows", "preview_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise OptionError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
-            raise OptionError("dropout and label_smoothing must be in [0, 1)")
+        if self.model.embedding_dim < 1:
+            raise OptionError(f"model.embedding_dim must be >= 1, got {self.model.embedding_dim}")
+        if not 0 <= self.model.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            raise OptionError("model.dropout and label_smoothing must be in [0, 1)")
         if self.window_s <= 0 or self.lr_factor <= 0 or self.grad_clip <= 0:
             raise OptionError("window_s, lr_factor and grad_clip must be positive")
-        if self.embedding_dim % self.n_heads:
-            raise OptionError("embedding_dim must be divisible by n_heads")
         if self.lora_rank < 0:
             raise OptionError("lora_rank must be >= 0")
         check_bf16(self.bf16)
@@ -80,13 +94,16 @@ def check_bf16(value) -> None:
 
 def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **defaults):
     """Build the config dataclass `cls` from a YAML run file, with `defaults` (what the command implies) under it
-    and `key=value` overrides over it. An unknown key is an error that names it."""
+    and `key=value` overrides over it (`model.KEY=value` for a nested model option). An unknown key is an error
+    that names it."""
     try:
         import yaml
     except ImportError:
         raise OptionError("training needs its extra dependencies: pip install 'vampnet[train]'") from None
 
-    values: dict = dict(defaults)
+    nested = {f.name for f in fields(cls) if f.name == "model"}
+    values: dict = {}
+    _merge(values, _nest_model_keys(dict(defaults), nested))
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -97,12 +114,14 @@ def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **default
             raise OptionError(f"{path} is not valid YAML: {first_line(e)}") from None
         if not isinstance(loaded, dict):
             raise OptionError(f"{path} must hold a mapping of option: value")
-        values.update(loaded)
+        _merge(values, _nest_model_keys(loaded, nested))
     for item in overrides:
         if "=" not in item:
             raise OptionError(f"--set takes key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        values[key.strip()] = yaml.safe_load(raw)
+        key, raw = (part.strip() for part in item.split("=", 1))
+        parent, _, child = key.partition(".")
+        change = {parent: {child: yaml.safe_load(raw)}} if child and parent in nested else {key: yaml.safe_load(raw)}
+        _merge(values, _nest_model_keys(change, nested))
     known = {f.name for f in fields(cls)}
     for key in values:
         if key not in known:
@@ -111,6 +130,28 @@ def read_run_config(cls, path=None, overrides: list[str] | tuple = (), **default
         return cls(**values)
     except TypeError as e:
         raise OptionError(str(e)) from None
+
+
+def _nest_model_keys(values: dict, nested: set) -> dict:
+    """Top-level architecture keys (the older flat spelling, `n_layers: 6`) moved under `model`."""
+    if not nested:
+        return values
+    flat = {k: values.pop(k) for k in list(values) if k in MODEL_KEYS}
+    if flat:
+        model = values.get("model") or {}
+        if not isinstance(model, dict):
+            raise OptionError(f"model must be a mapping of architecture options, got {model!r}")
+        values["model"] = {**flat, **model}
+    return values
+
+
+def _merge(into: dict, changes: dict) -> None:
+    """`changes` over `into`, mappings merged key by key (so a --set of one model option keeps the others)."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, dict) else value
 
 
 def load_config(path=None, overrides: list[str] | tuple = (), **defaults) -> TrainConfig:

@@ -44,10 +44,7 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
         base_model = MaskedTransformer.load(files[part], codec)
         window = min(10.0 if part == "coarse" else 3.0, excerpt_s)
         cfg = TrainConfig(dataset=str(output / "dataset"), output=str(output / f"{part}-run"), codec=str(files["codec"]),
-                          init=str(files[part]), n_codebooks=base_model.n_codebooks,
-                          n_conditioning_codebooks=base_model.n_conditioning_codebooks,
-                          embedding_dim=base_model.config.embedding_dim, n_heads=base_model.config.n_heads,
-                          n_layers=base_model.config.n_layers, dropout=base_model.config.dropout, window_s=window,
+                          init=str(files[part]), model=base_model.config, window_s=window,
                           batch_size=batch_size, max_steps=steps, warmup_steps=max(1, min(500, steps // 5)),
                           lr_factor=lr_factor or (2.0 if full else 8.0), val_every=max(1, steps // 5),
                           save_every=0, seed=seed, device=device, lora_rank=0 if full else lora_rank, lora_alpha=lora_alpha)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from .. import audio, prompts
 from ..codec import Codec
 from ..errors import OptionError
-from ..model import MaskedTransformer, TransformerConfig
+from ..model import MaskedTransformer
 from ..model.lora import ADAPTER_FILE, extract_adapters, inject_lora, read_adapter, restore_adapters, save_adapter
 from ..sampling import generate
 from . import distributed
@@ -46,23 +47,22 @@ def build_model(cfg: TrainConfig, codebooks: torch.Tensor, codec: Codec | None =
     vectors `codebooks` (K, V, L) (codec_codebooks, or a token pack's). Only an official `.pth` init needs `codec`."""
     if cfg.init:
         model = MaskedTransformer.load(cfg.init, codec)
-        if (model.n_codebooks, model.n_conditioning_codebooks) != (cfg.n_codebooks, cfg.n_conditioning_codebooks):
+        wanted = cfg.model
+        if (model.n_codebooks, model.n_conditioning_codebooks) != (wanted.n_codebooks, wanted.n_conditioning_codebooks):
             raise OptionError(f"--init model has {model.n_codebooks} codebooks ({model.n_conditioning_codebooks} conditioning), "
-                              f"the run asks for {cfg.n_codebooks} ({cfg.n_conditioning_codebooks})")
+                              f"the run asks for {wanted.n_codebooks} ({wanted.n_conditioning_codebooks})")
         mine = model.embedding.codebooks.detach().float().cpu()
         theirs = codebooks[: model.n_codebooks].float()
         if mine.shape != theirs.shape or not torch.allclose(mine, theirs):
             raise OptionError(f"--init model {cfg.init} embeds tokens of another codec than the dataset's")
         return model
-    if cfg.n_codebooks > codebooks.shape[0]:
-        raise OptionError(f"the model would use {cfg.n_codebooks} codebooks; the codec has {codebooks.shape[0]}")
-    mcfg = TransformerConfig(n_codebooks=cfg.n_codebooks, n_conditioning_codebooks=cfg.n_conditioning_codebooks,
-                             vocab_size=codebooks.shape[1], latent_dim=codebooks.shape[2],
-                             embedding_dim=cfg.embedding_dim, n_heads=cfg.n_heads, n_layers=cfg.n_layers, dropout=cfg.dropout)
+    if cfg.model.n_codebooks > codebooks.shape[0]:
+        raise OptionError(f"the model would use {cfg.model.n_codebooks} codebooks; the codec has {codebooks.shape[0]}")
+    mcfg = replace(cfg.model, vocab_size=codebooks.shape[1], latent_dim=codebooks.shape[2])  # the codec's
     torch.manual_seed(cfg.seed)  # every rank starts from the same weights
     model = MaskedTransformer(mcfg)
     with torch.no_grad():
-        model.embedding.codebooks.copy_(codebooks[: cfg.n_codebooks])
+        model.embedding.codebooks.copy_(codebooks[: mcfg.n_codebooks])
     return model
 
 
@@ -103,9 +103,9 @@ class Trainer(RunLoop):
         super().__init__(cfg, progress)
         manifest = read_manifest(cfg.dataset)
         self.frames = max(2, math.ceil(cfg.window_s * manifest["sample_rate"] / manifest["hop_length"]))
-        self.train_data = TokenDataset(cfg.dataset, "train", self.frames, cfg.n_codebooks)
+        self.train_data = TokenDataset(cfg.dataset, "train", self.frames, cfg.model.n_codebooks)
         try:
-            self.val_data = TokenDataset(cfg.dataset, "val", self.frames, cfg.n_codebooks)
+            self.val_data = TokenDataset(cfg.dataset, "val", self.frames, cfg.model.n_codebooks)
         except Exception:
             self.val_data = None
         self.codec = self._load_codec(manifest)
@@ -162,7 +162,7 @@ class Trainer(RunLoop):
         self.model.train()
         data_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, self.step))
         torch.manual_seed(mix_seed(cfg.seed, self.step, d.rank))  # dropout noise
-        K, C, B = cfg.n_codebooks, cfg.n_conditioning_codebooks, cfg.batch_size
+        K, C, B = cfg.model.n_codebooks, cfg.model.n_conditioning_codebooks, cfg.batch_size
         total = torch.zeros(2)
         for micro in range(cfg.grad_accum):
             idx = self.train_data.sample_indices(data_gen, B)
