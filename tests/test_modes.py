@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import sine_mix
-from vampnet import CodesFileError, OptionError, SamplingConfig, modes
+from vampnet import CodesFileError, OptionError, PromptConfig, SamplingConfig, audio, modes
 from vampnet.prompts import seconds_to_frames
 
 FAST = dict(sampling=SamplingConfig(steps=3), seed=0)
@@ -131,6 +131,33 @@ def test_inpainting_changes_only_the_range(pipeline_a):
         modes.inpaint(pipeline_a, x, 44100, [(3.0, 4.0)])
 
 
+def test_a_vamp_with_a_range_keeps_the_rest_as_inpainting_does(tiny_pipeline):
+    """vamp --range 2-4 keeps every token outside the range, so there (away from the range's edges by the decoder's
+    receptive field) its audio is the codec round trip of the input as closely as inpaint --start 2 --end 4's is.
+    Both results are brought to the input's loudness as a whole, so the level of what was generated inside moves
+    the kept part by one gain: with that gain fitted, both match the round trip to float precision."""
+    pipe, x = tiny_pipeline, wav(6.0)
+    prep = pipe.prepare(x, 44100)
+    round_trip = audio.match_loudness(pipe.decode(prep.codes, prep.n_samples), pipe.sample_rate, prep.loudness)[0, 0]
+    margin = (pipe.codec.config.decoder_context_frames() + 1) * pipe.codec.hop_length
+    outside = torch.ones(prep.n_samples, dtype=torch.bool)
+    outside[2 * pipe.sample_rate - margin:4 * pipe.sample_rate + margin] = False
+
+    def snr(y, fit_gain=False):  # dB, outside the range
+        ref, y = round_trip[outside], y[0, 0, :prep.n_samples][outside]
+        gain = (y @ ref) / (y @ y) if fit_gain else 1.0
+        return float(10 * torch.log10(ref.pow(2).sum() / (gain * y - ref).pow(2).sum()))
+
+    vamp = pipe.vamp(x, 44100, prompt=PromptConfig(ranges_s=((2.0, 4.0),)), **FAST)
+    inpainted = modes.inpaint(pipe, x, 44100, [(2.0, 4.0)], **FAST)
+    frames = torch.ones(prep.codes.shape[-1], dtype=torch.bool)
+    frames[int(2 * pipe.frame_rate):seconds_to_frames(4.0, pipe.frame_rate)] = False
+    for result in (vamp, inpainted):
+        assert not result.mask[..., frames].any() and torch.equal(result.codes[..., frames], prep.codes[..., frames])
+        assert snr(result.audio, fit_gain=True) > 60
+    assert snr(vamp.audio) > 15 and snr(vamp.audio) >= snr(inpainted.audio) - 3  # the gain is all that differs
+
+
 @pytest.mark.parametrize("codebooks,period", [(1, 1), (4, 4), (2, 16)])
 def test_compress_round_trips_header_and_kept_tokens_and_reports_the_file_bitrate(pipeline_a, tmp_path, codebooks, period):
     x = wav(2.0)
@@ -186,8 +213,6 @@ def test_stretch_repeats_frames_and_keeps_only_grid_frames(pipeline_a):
 
 
 def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
-    from vampnet import PromptConfig
-
     x = wav(2.0)
     res = modes.inpaint(pipeline_a, x, 44100, [(0.5, 1.5)], prompt=PromptConfig(periodic_prompt=4, upper_codebook_mask=None), **FAST)
     inside = res.mask[0, 0]
