@@ -33,17 +33,19 @@ def joint_is_seamless(x: np.ndarray) -> bool:
     return local[joint] <= np.percentile(others, 95)
 
 
-def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a):
+@pytest.mark.parametrize("output_rate", [None, 48000])
+def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a, output_rate):
+    """1.3 s is not a whole number of frames: the loop is warped onto the grid and back, exact and still seamless."""
     x = wav(2.0)
-    res = modes.loop(pipeline_a, x, 44100, variations=2, seconds=1.5, repeats=2, **FAST)
-    T = seconds_to_frames(1.5, pipeline_a.frame_rate)
-    assert len(res.variations) == 2
+    res = modes.loop(pipeline_a, x, 44100, variations=2, seconds=1.3, repeats=2, output_rate=output_rate, **FAST)
+    T, n = round(1.3 * pipeline_a.frame_rate), modes.loop_samples(1.3, output_rate or pipeline_a.sample_rate)
+    assert T != 1.3 * pipeline_a.frame_rate and len(res.variations) == 2
     for v in res.variations:
-        assert v.audio.shape[-1] == T * pipeline_a.codec.hop_length and v.codes.shape[-1] == T
+        assert v.audio.shape[-1] == n and v.codes.shape[-1] == T and v.sample_rate == res.sample_rate
         assert joint_is_seamless(v.audio[0, 0].numpy())
     # the check can fail: the input cut at the same length and looped has an audible joint
-    assert not joint_is_seamless(x[0, 0, : T * pipeline_a.codec.hop_length].numpy())
-    assert res.chain.shape[-1] == 2 * 2 * T * pipeline_a.codec.hop_length
+    assert not joint_is_seamless(x[0, 0, : modes.loop_samples(1.3, 44100)].numpy())
+    assert res.chain.shape[-1] == 2 * 2 * n
     assert not torch.equal(res.variations[0].codes, res.variations[1].codes)
 
 
@@ -221,14 +223,15 @@ def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
 
 
 def test_loop_region_by_bars_and_snapped_seconds():
-    """A click track at 120 BPM with accented bar starts: 2 bars = 4 s from the first downbeat; 1.9 s snaps to 2 s."""
+    """A click track at 120 BPM with accented bar starts: 2 bars = 4 s from the first downbeat; 1.9 s snaps to 2 s
+    when asked."""
     sr = 44100
     x = np.zeros(int(sr * 9.0), dtype=np.float32)
     for k in range(17):
         start = int((0.5 + 0.5 * k) * sr)
         amp = 1.0 if k % 4 == 0 else 0.4
         x[start:start + 600] += amp * np.hanning(1200)[600:].astype(np.float32) * np.sin(np.arange(600) * 0.7)
-    start, length, how = modes.loop_region(x, sr, seconds=1.9, tracker="librosa")
+    start, length, how = modes.loop_region(x, sr, seconds=1.9, tracker="librosa", snap=True)
     assert start == 0.0 and abs(length - 2.0) < 0.05, how
     start, length, how = modes.loop_region(x, sr, bars=2, tracker="madmom")
     assert abs(length - 4.0) < 0.1 and "2 bars" in how, how
