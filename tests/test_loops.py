@@ -92,15 +92,16 @@ def test_cli_loops_of_a_whole_clip_of_seconds_and_of_bars_are_exact(model_dir, t
     wav, sr = audio.load(clip)
     bars_start, bars_s, _ = modes.loop_region(wav, sr, bars=2, tracker="madmom")
     assert abs(bars_s - 4.0) < 0.1 and bars_start > 0.3  # two bars of 120 BPM from the first downbeat
-    for name, extra, seconds in (("whole", [], 8.0), ("seconds", ["--seconds", "4"], 4.0),
-                                 ("bars", ["--bars", "2", "--beat-tracker", "madmom"], bars_s)):
+    for name, extra, seconds, variations in (("whole", [], 8.0, 2), ("seconds", ["--seconds", "4"], 4.0, 1),
+                                             ("bars", ["--bars", "2", "--beat-tracker", "madmom"], bars_s, 1)):
         out = tmp_path / f"{name}.wav"
-        assert main(["loop", str(clip), "-o", str(out), "--models", str(model_dir), "--variations", "2",
-                     "--repeats", "2", "--steps", "1", "--seed", "0", "-q", *extra]) == 0
+        assert main(["loop", str(clip), "-o", str(out), "--models", str(model_dir), "--variations", str(variations),
+                     "--repeats", "3", "--steps", "1", "--seed", "0", "-q", *extra]) == 0
         written = sf.info(str(out)).samplerate
         n = modes.loop_samples(seconds, written)
-        assert [sf.info(str(tmp_path / f"{name}-{i}.wav")).frames for i in (1, 2)] == [n, n], name
-        assert sf.info(str(out)).frames == 2 * 2 * n, name
+        files = [tmp_path / f"{name}-{i}.wav" for i in range(1, variations + 1)]
+        assert [sf.info(str(f)).frames for f in files] == [n] * variations, name
+        assert sf.info(str(out)).frames == variations * 3 * n, name
 
 
 def test_studio_loops_and_their_chain_are_exact(tiny_pipeline, tmp_path):
