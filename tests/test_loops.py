@@ -1,7 +1,8 @@
 """Loops are exactly the length asked for: each variation is round(seconds x rate) samples at the output rate (the
 clip's own length when the loop is the whole clip) and the chain variations x repeats x that, through the loop
-mode, the CLI (8.000 s clips, --seconds 4 and --bars 2, at 44.1 and 48 kHz), the studio and the OSC bridge; and the
-periodic resampling that puts a loop on the codec's frame grid and back is exact, so the seam survives it."""
+mode, the CLI (8.000 s clips, --seconds 4 and --bars 2, at 44.1 and 48 kHz) and the studio (the OSC bridge's in
+test_osc.py); and the periodic resampling that puts a loop on the codec's frame grid and back is exact, so the seam
+survives it (the seam itself: test_modes.py)."""
 from __future__ import annotations
 
 import math
