@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import sine_mix
-from vampnet import CodesFileError, OptionError, SamplingConfig, modes
+from vampnet import CodesFileError, OptionError, PromptConfig, SamplingConfig, audio, modes
 from vampnet.prompts import seconds_to_frames
 
 FAST = dict(sampling=SamplingConfig(steps=3), seed=0)
@@ -33,17 +33,19 @@ def joint_is_seamless(x: np.ndarray) -> bool:
     return local[joint] <= np.percentile(others, 95)
 
 
-def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a):
+@pytest.mark.parametrize("output_rate", [None, 48000])
+def test_loop_variations_have_the_loop_length_and_loop_without_a_seam(pipeline_a, output_rate):
+    """1.3 s is not a whole number of frames: the loop is warped onto the grid and back, exact and still seamless."""
     x = wav(2.0)
-    res = modes.loop(pipeline_a, x, 44100, variations=2, seconds=1.5, repeats=2, **FAST)
-    T = seconds_to_frames(1.5, pipeline_a.frame_rate)
-    assert len(res.variations) == 2
+    res = modes.loop(pipeline_a, x, 44100, variations=2, seconds=1.3, repeats=2, output_rate=output_rate, **FAST)
+    T, n = round(1.3 * pipeline_a.frame_rate), modes.loop_samples(1.3, output_rate or pipeline_a.sample_rate)
+    assert T != 1.3 * pipeline_a.frame_rate and len(res.variations) == 2
     for v in res.variations:
-        assert v.audio.shape[-1] == T * pipeline_a.codec.hop_length and v.codes.shape[-1] == T
+        assert v.audio.shape[-1] == n and v.codes.shape[-1] == T and v.sample_rate == res.sample_rate
         assert joint_is_seamless(v.audio[0, 0].numpy())
     # the check can fail: the input cut at the same length and looped has an audible joint
-    assert not joint_is_seamless(x[0, 0, : T * pipeline_a.codec.hop_length].numpy())
-    assert res.chain.shape[-1] == 2 * 2 * T * pipeline_a.codec.hop_length
+    assert not joint_is_seamless(x[0, 0, : modes.loop_samples(1.3, 44100)].numpy())
+    assert res.chain.shape[-1] == 2 * 2 * n
     assert not torch.equal(res.variations[0].codes, res.variations[1].codes)
 
 
@@ -131,6 +133,33 @@ def test_inpainting_changes_only_the_range(pipeline_a):
         modes.inpaint(pipeline_a, x, 44100, [(3.0, 4.0)])
 
 
+def test_a_vamp_with_a_range_keeps_the_rest_as_inpainting_does(tiny_pipeline):
+    """vamp --range 2-4 keeps every token outside the range, so there (away from the range's edges by the decoder's
+    receptive field) its audio is the codec round trip of the input as closely as inpaint --start 2 --end 4's is.
+    Both results are brought to the input's loudness as a whole, so the level of what was generated inside moves
+    the kept part by one gain: with that gain fitted, both match the round trip to float precision."""
+    pipe, x = tiny_pipeline, wav(6.0)
+    prep = pipe.prepare(x, 44100)
+    round_trip = audio.match_loudness(pipe.decode(prep.codes, prep.n_samples), pipe.sample_rate, prep.loudness)[0, 0]
+    margin = (pipe.codec.config.decoder_context_frames() + 1) * pipe.codec.hop_length
+    outside = torch.ones(prep.n_samples, dtype=torch.bool)
+    outside[2 * pipe.sample_rate - margin:4 * pipe.sample_rate + margin] = False
+
+    def snr(y, fit_gain=False):  # dB, outside the range
+        ref, y = round_trip[outside], y[0, 0, :prep.n_samples][outside]
+        gain = (y @ ref) / (y @ y) if fit_gain else 1.0
+        return float(10 * torch.log10(ref.pow(2).sum() / (gain * y - ref).pow(2).sum()))
+
+    vamp = pipe.vamp(x, 44100, prompt=PromptConfig(ranges_s=((2.0, 4.0),)), **FAST)
+    inpainted = modes.inpaint(pipe, x, 44100, [(2.0, 4.0)], **FAST)
+    frames = torch.ones(prep.codes.shape[-1], dtype=torch.bool)
+    frames[int(2 * pipe.frame_rate):seconds_to_frames(4.0, pipe.frame_rate)] = False
+    for result in (vamp, inpainted):
+        assert not result.mask[..., frames].any() and torch.equal(result.codes[..., frames], prep.codes[..., frames])
+        assert snr(result.audio, fit_gain=True) > 60
+    assert snr(vamp.audio) > 15 and snr(vamp.audio) >= snr(inpainted.audio) - 3  # the gain is all that differs
+
+
 @pytest.mark.parametrize("codebooks,period", [(1, 1), (4, 4), (2, 16)])
 def test_compress_round_trips_header_and_kept_tokens_and_reports_the_file_bitrate(pipeline_a, tmp_path, codebooks, period):
     x = wav(2.0)
@@ -186,8 +215,6 @@ def test_stretch_repeats_frames_and_keeps_only_grid_frames(pipeline_a):
 
 
 def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
-    from vampnet import PromptConfig
-
     x = wav(2.0)
     res = modes.inpaint(pipeline_a, x, 44100, [(0.5, 1.5)], prompt=PromptConfig(periodic_prompt=4, upper_codebook_mask=None), **FAST)
     inside = res.mask[0, 0]
@@ -196,14 +223,15 @@ def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
 
 
 def test_loop_region_by_bars_and_snapped_seconds():
-    """A click track at 120 BPM with accented bar starts: 2 bars = 4 s from the first downbeat; 1.9 s snaps to 2 s."""
+    """A click track at 120 BPM with accented bar starts: 2 bars = 4 s from the first downbeat; 1.9 s snaps to 2 s
+    when asked."""
     sr = 44100
     x = np.zeros(int(sr * 9.0), dtype=np.float32)
     for k in range(17):
         start = int((0.5 + 0.5 * k) * sr)
         amp = 1.0 if k % 4 == 0 else 0.4
         x[start:start + 600] += amp * np.hanning(1200)[600:].astype(np.float32) * np.sin(np.arange(600) * 0.7)
-    start, length, how = modes.loop_region(x, sr, seconds=1.9, tracker="librosa")
+    start, length, how = modes.loop_region(x, sr, seconds=1.9, tracker="librosa", snap=True)
     assert start == 0.0 and abs(length - 2.0) < 0.05, how
     start, length, how = modes.loop_region(x, sr, bars=2, tracker="madmom")
     assert abs(length - 4.0) < 0.1 and "2 bars" in how, how

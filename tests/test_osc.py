@@ -76,8 +76,7 @@ def test_a_loop_comes_back_as_the_path_of_the_written_variation(bridge, looper, 
     assert address == "/vampnet/result" and source == str(loop_file) and seed == 3
     data, sr = sf.read(out)
     assert sr == 22050 and np.isfinite(data).all()
-    frames = studio.pipeline(None, "fp32")
-    assert abs(len(data) - 1.5 * sr) <= frames.codec.hop_length  # the whole clip, looped
+    assert len(data) == sf.info(str(loop_file)).frames == 1.5 * sr  # the whole clip, looped, to the sample
     # the same job through the studio gives the same audio: the bridge only translates
     direct = studio.generate(loop_file, Settings(mode="loop", steps=4, seed=3))
     assert np.array_equal(data, sf.read(direct.audio[0])[0])

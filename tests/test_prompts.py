@@ -88,3 +88,19 @@ def test_around_times_keeps_frames_near_each_time():
     assert kept_frames(m) == [5]  # the beat's own frame at least
     assert P.around_times((1, 2, 30), [], rate).all()
     assert kept_frames(P.around_times((1, 1, 10), [0.95], rate, 0.0, 1.0)) == [9]  # clipped at the end
+
+
+def test_ranges_keep_every_token_outside_them_in_every_codebook(generator):
+    """With ranges (vamp --range), the upper-codebook mask, the periodic prompt and dropout apply only inside them:
+    outside, every token of every codebook is kept."""
+    rate = 10.0  # frames per second
+    inside = torch.zeros(30, dtype=torch.bool)
+    inside[10:15] = inside[20:22] = True
+    ranges = ((1.0, 1.5), (2.0, 2.2))
+    m = PromptConfig(periodic_prompt=3, ranges_s=ranges, upper_codebook_mask=1, dropout=0.5).build((2, 4, 30), rate,
+                                                                                                    generator)
+    assert not m[..., ~inside].any()
+    assert m[:, 1:, inside].all()  # inside, the upper codebooks are still generated
+    m = PromptConfig(periodic_prompt=3, ranges_s=ranges, upper_codebook_mask=1).build((1, 4, 30), rate)
+    assert not m[..., ~inside].any()
+    assert kept_frames(m, k=0) == [f for f in range(30) if not inside[f] or f % 3 == 0]  # the prompt, inside only

@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 
 from conftest import ROOT, free_port, sine_mix
-from vampnet import AudioError, OptionError
+from vampnet import AudioError, OptionError, modes
 from vampnet.ui import MAX_VARIATIONS, MODES, Settings, Studio, parse_ranges
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -201,3 +201,16 @@ def test_ui_command_refuses_a_missing_model_folder_in_one_line(tmp_path):
                           timeout=120)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "error:" in done.stderr.strip().splitlines()[-1]
+
+
+def test_inpaint_keeps_every_token_outside_its_ranges_whatever_the_prompt_controls(studio, clip):
+    """The studio's mode that takes ranges regenerates only inside them: the prompt controls (upper codebooks,
+    dropout) do not reach outside, where every token of every codebook is the input's."""
+    s = Settings(mode="inpaint", ranges="0.5-1.0, 1.5-1.7", upper_codebooks=0, dropout=0.5, steps=1, seed=0)
+    result = studio.generate(clip, s).results[0]
+    pipe = studio.pipeline(None, "fp32")
+    wav, sr = studio.read_input(clip)
+    codes = pipe.prepare(wav, sr).codes
+    outside = ~modes.inpaint_mask(codes, [(0.5, 1.0), (1.5, 1.7)], pipe.frame_rate, 2.0)[0, 0]
+    assert outside.any() and not result.mask[..., outside].any()
+    assert torch.equal(result.codes[..., outside], codes[..., outside])

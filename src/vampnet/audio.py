@@ -89,6 +89,21 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(out))).float()
 
 
+def resample_periodic(wav: torch.Tensor, n: int) -> torch.Tensor:
+    """One period of a periodic signal (..., N) -> the same period in exactly `n` samples, by band-limited
+    interpolation in the frequency domain (the spectrum cut or zero-padded). Exact for periodic signals, and the
+    result is periodic again, so a loop resampled this way keeps its seam; soxr would treat the ends as edges."""
+    N = wav.shape[-1]
+    if n < 1 or N < 1:
+        raise AudioError(f"cannot resample a period of {N} samples to {n}")
+    if n == N:
+        return wav.clone()
+    spec = torch.fft.rfft(wav.double(), dim=-1)[..., : min(N, n) // 2 + 1].clone()
+    if min(N, n) % 2 == 0:  # the shorter length's Nyquist bin: a cosine there is split (or folded) between +-N/2
+        spec[..., -1] = spec[..., -1].real * (0.5 if n > N else 2.0)
+    return (torch.fft.irfft(spec, n=n, dim=-1) * (n / N)).to(wav.dtype)
+
+
 def loudness(wav: torch.Tensor, sample_rate: int) -> float:
     """Integrated loudness (LUFS, ITU-R BS.1770-4: K-weighting, 400 ms blocks overlapping by 75 %, gates at
     -70 LUFS and 10 LU below the ungated mean) of a (1, C, N) signal, C <= 5; -inf for silence.

@@ -130,10 +130,22 @@ def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: P
 
 
 # --- loops -----------------------------------------------------------------------------------------------------
+#
+# Loop lengths are exact to the sample. The codec works on a grid of whole frames (hop samples at its rate) and a
+# loop of P seconds rarely spans whole frames, so the loop region is taken from the input at its own rate
+# (round(P x rate) samples), and its one period is resampled onto T = round(P x frame rate) whole frames at the
+# codec rate (band-limited, by FFT: a time warp of at most half a frame over the loop, under 0.9 % for loops of a
+# second at the official 57 Hz frame rate). On that grid the loop is periodic in tokens: it is encoded with its
+# own end before it and start after it, vamped, its seam (end -> start) regenerated in context, and decoded with
+# wrap-around context. The decoded period is then resampled, again by FFT, to exactly round(P x output rate)
+# samples, which undoes the warp, keeps the kept content where it was in the input, and stays seamless: a
+# periodic signal resampled in the frequency domain is periodic. There is no padding and no trimming, so no
+# partial frame at the seam.
 
 @dataclass
 class LoopResult:
-    """Variations of a loop (each loops seamlessly) and one signal that chains them."""
+    """Variations of a loop (each loops seamlessly; all exactly the loop's length) and one signal that chains them
+    (variations x repeats x that length), all at `sample_rate`."""
 
     variations: list[VampResult]
     chain: torch.Tensor  # (1, 1, samples)
@@ -141,13 +153,16 @@ class LoopResult:
 
 
 def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: int | None = None,
-                tracker: str = "auto") -> tuple[float, float | None, str]:
+                tracker: str = "auto", snap: bool = False) -> tuple[float, float | None, str]:
     """(start, length in seconds, a line saying how they were chosen) of the part of a clip to loop.
 
-    `bars`: from the first tracked downbeat, that many bars (downbeat to downbeat). `seconds`: from the start,
-    with the end snapped to the nearest tracked beat when a tracker is available. Neither: the whole clip."""
+    `bars`: from the first tracked downbeat, that many bars (downbeat to downbeat). `seconds`: that long from the
+    start (with `snap`, the end snapped to the nearest tracked beat when a tracker is available). Neither: the
+    whole clip."""
     if bars is None and seconds is None:
         return 0.0, None, "loop: the whole clip"
+    if bars is None and not snap:
+        return 0.0, seconds, f"loop: {seconds:g} s from the start"
     try:
         found = track_beats(wav, sample_rate, tracker)
     except VampNetError as e:
@@ -166,31 +181,42 @@ def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: in
     return 0.0, end, f"loop: {end:.2f} s, snapped from {seconds:g} s to the nearest beat ({found.tracker})"
 
 
+def loop_samples(seconds: float, rate: int) -> int:
+    """The exact length of a loop of `seconds` at `rate`: round(seconds x rate), halves rounded up."""
+    return math.floor(seconds * rate + 0.5)
+
+
 def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seconds: float | None = None,
          start_s: float = 0.0, prompt: PromptConfig | None = None, feedback: int = 0, seam_s: float = 0.25, repeats: int = 1,
-         sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
-         seed: int | None = None, progress: Progress | None = None) -> LoopResult:
+         output_rate: int | None = None, sampling: SamplingConfig | None = None,
+         c2f_sampling: SamplingConfig | None = None, seed: int | None = None,
+         progress: Progress | None = None) -> LoopResult:
     """Turn `seconds` of a clip from `start_s` (all of it by default) into `variations` loops.
 
     Each variation is a vamp of the loop (re-vamped `feedback` more times); then the joint where its end meets
     its start is regenerated with the end before it and the start after it as context, and the audio is decoded
-    with wrap-around context, so it loops without a seam. `chain` plays the variations one after another
-    (`repeats` times each), decoded as one signal."""
+    with wrap-around context, so it loops without a seam. Each variation is exactly round(seconds x output_rate)
+    samples long (the clip's own length when the loop is the whole clip; see the notes above); `chain` plays the
+    variations one after another (`repeats` times each), decoded as one signal, exactly variations x repeats x
+    that long. `output_rate` defaults to the codec's rate, as every result's. The results have the loudness the
+    loop region had in the clip."""
     if variations < 1 or feedback < 0 or repeats < 1 or seam_s <= 0:
         raise OptionError("loop needs variations >= 1, feedback >= 0, repeats >= 1 and a positive seam")
     prompt = prompt or PRESETS["variation"]
     seed = new_seed() if seed is None else seed
-    prep = pipeline.prepare(wav, sample_rate, progress)
-    start = int(round(start_s * pipeline.frame_rate))
-    available = prep.codes.shape[-1] - start
-    T = available if seconds is None else seconds_to_frames(seconds, pipeline.frame_rate)
-    if start < 0 or T < 4 or T > available:
-        raise OptionError(f"the loop must be between 4 frames and the clip's length ({prep.codes.shape[-1] / pipeline.frame_rate:.2f} s)")
-    region = prep.codes[..., start:start + T]
+    out_rate = int(output_rate or pipeline.sample_rate)
+    region, loudness, n_out = _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate)
+    if progress:
+        progress("encode", 0, 1)
+    hop = pipeline.codec.hop_length
+    codes = _wrapped(pipeline.encode, region, pipeline.codec.config.encoder_context_frames() * hop, 1 / hop)
+    if progress:
+        progress("encode", 1, 1)
+    T = codes.shape[-1]
     seam = min(max(1, seconds_to_frames(seam_s, pipeline.frame_rate)), T // 4)
     # the variations are one batch, each row drawing from its own seed's generator (as if made one at a time)
     generators = [seeded_generator(seed + i) for i in range(variations)]
-    batch = region.expand(variations, -1, -1)
+    batch = codes.expand(variations, -1, -1)
     for _ in range(1 + feedback):
         mask = torch.cat([prompt.build(batch[i:i + 1], pipeline.frame_rate, g) for i, g in enumerate(generators)])
         batch = pipeline.generate(batch, mask.to(batch.device), sampling, c2f_sampling, generator=generators,
@@ -199,13 +225,47 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
     results, grids = [], []
     for i in range(variations):
         v = batch[i:i + 1]
-        wav_i = audio.match_loudness(_decode_looped(pipeline, v), pipeline.sample_rate, prep.loudness)
-        results.append(VampResult(wav_i, pipeline.sample_rate, v.cpu(), torch.ones_like(v, dtype=torch.bool).cpu(),
+        wav_i = audio.match_loudness(_decode_looped(pipeline, v, n_out), out_rate, loudness)
+        results.append(VampResult(wav_i, out_rate, v.cpu(), torch.ones_like(v, dtype=torch.bool).cpu(),
                                   {"mode": "loop", "seed": seed + i, "variation": i + 1, "feedback": feedback,
-                                   "prompt": prompt.to_dict(), "loop_frames": T}))
+                                   "prompt": prompt.to_dict(), "loop_frames": T, "loop_samples": n_out,
+                                   "loop_start_s": start_s, "loop_seconds": n_out / out_rate}))
         grids += [v] * repeats
-    chain = audio.match_loudness(_decode_looped(pipeline, torch.cat(grids, -1)), pipeline.sample_rate, prep.loudness)
-    return LoopResult(results, chain, pipeline.sample_rate)
+    chain = _decode_looped(pipeline, torch.cat(grids, -1), len(grids) * n_out)
+    return LoopResult(results, audio.match_loudness(chain, out_rate, loudness), out_rate)
+
+
+def _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate):
+    """The loop region of a clip, mono and warped onto whole codec frames at -24 LUFS (1, 1, T x hop); its loudness
+    before; and the loop's exact length in samples at `out_rate`."""
+    wav = wav.unsqueeze(0) if wav.dim() == 2 else wav
+    if wav.dim() != 3 or wav.shape[0] != 1 or wav.shape[-1] == 0:
+        raise OptionError(f"expected one non-empty signal shaped (1, channels, samples), got {tuple(wav.shape)}")
+    mono = audio.to_mono(wav.float())
+    N, start = mono.shape[-1], round(start_s * sample_rate)
+    if seconds is None:  # the whole clip (from start_s): its own length, converted exactly when the rates differ
+        n_in = N - start
+        n_out = (2 * n_in * out_rate + sample_rate) // (2 * sample_rate)
+    else:
+        n_in, n_out = loop_samples(seconds, sample_rate), loop_samples(seconds, out_rate)
+    T = round(n_in / sample_rate * pipeline.frame_rate)
+    if start < 0 or n_in < 1 or start + n_in > N or T < 4:
+        raise OptionError(f"the loop must be between 4 frames ({4 / pipeline.frame_rate:.2f} s) and the clip's "
+                          f"length ({N / sample_rate:.2f} s) from its start")
+    region = audio.resample_periodic(mono[..., start:start + n_in], T * pipeline.codec.hop_length)
+    region, loudness = audio.normalize_loudness(region, pipeline.sample_rate)
+    return region, loudness, n_out
+
+
+def _wrapped(run, x, pad: int, per: float):
+    """`run` (the codec's encode or decode) over a loop (B, C, L) laid between `pad` units of its own end and start
+    (copied round as often as a short loop needs): the middle of the output, one period of the endless loop.
+    `per`: output units per input unit (1 / hop to encode samples into frames, hop to decode)."""
+    L = x.shape[-1]
+    reps = -(-pad // L)
+    tiled = x.repeat(1, 1, 2 * reps + 1)[..., reps * L - pad:(reps + 1) * L + pad]
+    out = run(tiled)
+    return out[..., round(pad * per):round((pad + L) * per)]
 
 
 def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
@@ -223,12 +283,12 @@ def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
     return v
 
 
-def _decode_looped(pipeline, v):
-    """Decode a loop's tokens with the loop's own end before it and start after it, keeping the middle copy."""
-    T, hop = v.shape[-1], pipeline.codec.hop_length
-    pad = min(T, pipeline.codec.config.decoder_context_frames())
-    wav = pipeline.decode(torch.cat([v[..., T - pad:], v, v[..., :pad]], -1))
-    return wav[..., pad * hop:(pad + T) * hop]
+def _decode_looped(pipeline, v, n_samples):
+    """A loop's tokens (1, K, T) decoded as one period of the endless loop (wrap-around context), resampled to
+    exactly `n_samples` by FFT (periodic, so still seamless)."""
+    hop = pipeline.codec.hop_length
+    period = _wrapped(pipeline.decode, v, pipeline.codec.config.decoder_context_frames(), hop)
+    return audio.resample_periodic(period, n_samples)
 
 
 # --- compression -----------------------------------------------------------------------------------------------

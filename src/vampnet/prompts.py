@@ -152,7 +152,9 @@ def training_mask(like, r, n_conditioning: int = 0, generator: torch.Generator |
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """A prompt described by musical options; `build` turns it into a mask (combined as the original's build_mask)."""
+    """A prompt described by musical options; `build` turns it into a mask (combined as the original's build_mask).
+    With `ranges_s`, the prompt applies only inside those [start, end) second ranges: outside them every token of
+    every codebook is kept (the upper-codebook mask, periodic prompt and dropout included)."""
 
     periodic_prompt: int = 7
     periodic_width: int = 1
@@ -195,10 +197,10 @@ class PromptConfig:
         mask &= periodic(like, self.periodic_prompt, self.periodic_width, self.random_roll, generator)
         if self.keep_times_s:
             mask &= around_times(like, self.keep_times_s, frame_rate, self.keep_before_s, self.keep_after_s)
-        if self.ranges_s:
-            mask &= time_ranges(like, [(int(a * frame_rate), seconds_to_frames(b, frame_rate)) for a, b in self.ranges_s])
         mask = dropout(mask, self.dropout, generator)
         mask = codebook_unmask(mask, self.keep_codebooks)
         if self.upper_codebook_mask is not None:
             mask = codebook_mask(mask, self.upper_codebook_mask)
+        if self.ranges_s:  # last: outside the ranges every token is kept, whatever the options above generate
+            mask &= time_ranges(like, [(int(a * frame_rate), seconds_to_frames(b, frame_rate)) for a, b in self.ranges_s])
         return mask

@@ -135,8 +135,9 @@ def loop(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
     variations: int = typer.Option(options.LOOP_VARIATIONS, min=1, help="number of variations"),
-    seconds: Optional[float] = typer.Option(None, min=0.1, help="loop length, snapped to the nearest beat (default: the whole clip)"),
+    seconds: Optional[float] = typer.Option(None, min=0.1, help="loop length in seconds, exact to the sample (default: the whole clip)"),
     bars: Optional[int] = typer.Option(None, min=1, help="loop this many bars from the first tracked downbeat"),
+    snap: bool = typer.Option(False, "--snap", help="move the end of --seconds to the nearest tracked beat"),
     beat_tracker: str = typer.Option("auto", "--beat-tracker", help="auto | madmom | librosa (for --bars and snapping)"),
     preset_name: str = typer.Option("variation", "--preset", help="subtle | variation | wild"),
     feedback: int = typer.Option(0, min=0, help="re-vamp each variation this many more times"),
@@ -151,7 +152,7 @@ def loop(
                                                           temperature, top_p, c2f_steps, draw)
     with ProgressReporter(quiet) as progress:
         prompt = _prompt(modes.preset(preset_name), periodic, upper_codebooks, random_intensity)
-        start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker)
+        start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
         typer.echo(how, err=True)
         result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, start_s=start_s, prompt=prompt,
                             feedback=feedback, repeats=repeats, sampling=sampling, c2f_sampling=c2f_sampling,
