@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .errors import OptionError
+from .schema import option
 
 Shape = tuple[int, int, int]
 
@@ -156,19 +157,31 @@ class PromptConfig:
     With `ranges_s`, the prompt applies only inside those [start, end) second ranges: outside them every token of
     every codebook is kept (the upper-codebook mask, periodic prompt and dropout included)."""
 
-    periodic_prompt: int = 7
-    periodic_width: int = 1
-    random_roll: bool = False
-    prefix_s: float = 0.0
-    suffix_s: float = 0.0
-    ranges_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)
-    upper_codebook_mask: int | None = 3
-    keep_codebooks: int = 0
-    dropout: float = 0.0
-    random_intensity: float = 1.0
+    periodic_prompt: int = option(7, "keep every P-th frame of the input (0: none); smaller stays closer to it",
+                                  name="periodic", label="periodic prompt", unit="frames", minimum=0, slider=(0, 32),
+                                  step=1)
+    periodic_width: int = option(1, "frames kept at each periodic step", label="width of each kept step",
+                                 unit="frames", minimum=1, slider=(1, 8), step=1)
+    random_roll: bool = option(False, "start the periodic pattern at a random frame", label="random roll")
+    prefix_s: float = option(0.0, "keep this much of the start as it is", name="prefix", label="keep the start",
+                             unit="s", minimum=0.0)
+    suffix_s: float = option(0.0, "keep this much of the end as it is", name="suffix", label="keep the end", unit="s",
+                             minimum=0.0)
+    ranges_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)  # generate only inside (front ends parse)
+    upper_codebook_mask: int | None = option(3, "regenerate every codebook from this one up; lower keeps less of "
+                                             "the input's detail", name="upper_codebooks", label="regenerate from codebook",
+                                             minimum=0, slider=(0, 14), step=1)
+    keep_codebooks: int = option(0, "keep this many of the lowest codebooks entirely", label="keep codebooks",
+                                 minimum=0, slider=(0, 14), step=1)
+    dropout: float = option(0.0, "drop this share of the kept frames at random", label="dropout", minimum=0.0,
+                            maximum=1.0, step=0.05)
+    random_intensity: float = option(1.0, "share of the tokens a random mask regenerates (1: all the others)",
+                                     label="random intensity", minimum=0.0, maximum=1.0, step=0.05)
     keep_times_s: tuple[float, ...] = field(default_factory=tuple)  # beats/downbeats/onsets kept (seconds)
-    keep_before_s: float = 0.0
-    keep_after_s: float = 0.02
+    keep_before_s: float = option(0.0, "context kept before each beat or onset", name="beat_before",
+                                  label="context before beats", unit="s", minimum=0.0)
+    keep_after_s: float = option(0.02, "context kept after each beat or onset", name="beat_after",
+                                 label="context after beats", unit="s", minimum=0.0)
 
     def __post_init__(self):
         if self.keep_before_s < 0 or self.keep_after_s < 0:

@@ -26,6 +26,7 @@ import torch
 
 from .errors import OptionError
 from .prompts import mask_schedule
+from .schema import option
 
 
 DRAWS = ("fast", "original")
@@ -35,16 +36,25 @@ DRAWS = ("fast", "original")
 class SamplingConfig:
     """Options of `generate`; the defaults are the original interface's (36 steps, temperature 1, mask temp 10.5)."""
 
-    steps: int = 36
-    temperature: float = 1.0
-    mask_temperature: float = 10.5
-    sample_cutoff: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    typical_filtering: bool = False
-    typical_mass: float = 0.15
-    typical_min_tokens: int = 1
-    draw: str = "fast"
+    steps: int = option(36, "sampling passes of the coarse model", label="steps", minimum=1, slider=(1, 72), step=1)
+    temperature: float = option(1.0, "sampling temperature: higher is wilder", label="temperature", minimum=0.0,
+                                slider=(0.0, 2.0), step=0.05)
+    mask_temperature: float = option(10.5, "randomness of the order in which tokens are decided",
+                                     label="mask temperature", minimum=0.0, slider=(0.0, 20.0), step=0.5)
+    sample_cutoff: float = option(1.0, "share of the passes that sample; later passes take the likeliest token",
+                                  label="sample cutoff", slider=(0.0, 1.0), step=0.05)
+    top_k: int | None = option(0, "sample only among the k likeliest tokens (0: off)", config_default=None, off=0,
+                               label="top-k", minimum=0, slider=(0, 1024), step=1)
+    top_p: float | None = option(0.0, "sample only among the likeliest tokens holding this probability (0: off)",
+                                 config_default=None, off=0.0, label="top-p", minimum=0.0, maximum=1.0, step=0.01)
+    typical_filtering: bool = option(False, "locally typical sampling: leave out tokens far more or less surprising "
+                                     "than usual", name="typical", label="typical sampling")
+    typical_mass: float = option(0.15, "typical sampling: the probability mass kept", label="typical mass",
+                                 minimum=0.01, maximum=1.0, step=0.01)
+    typical_min_tokens: int = option(1, "typical sampling: tokens kept however unlikely", label="typical min tokens",
+                                     minimum=1, slider=(1, 64), step=1)
+    draw: str = option("fast", "fast: one random number per token; original: the original code's random stream "
+                       "(its tokens for a seed)", label="draw", choices=DRAWS)
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
