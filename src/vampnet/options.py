@@ -68,9 +68,9 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
                 checkpoint=None, **fields) -> tuple[PromptConfig, list[str]]:
     """The prompt of a vamp and the lines the beat trackers report (which ran, their licences).
 
-    `fields` are PromptConfig's; a named `preset` replaces all but those it leaves to the user (KEPT_BY_PRESETS).
-    With beats, downbeats or onsets, the times tracked in `wav` are kept (with `keep_before_s`/`keep_after_s`
-    around each)."""
+    `fields` are PromptConfig's, the ones the user gave; with a named `preset` they change the preset (which sets
+    what it does not leave to the user, KEPT_BY_PRESETS). With beats, downbeats or onsets, the times tracked in
+    `wav` are kept (with `keep_before_s`/`keep_after_s` around each)."""
     times, lines = (), []
     if beats or downbeats or onsets:
         times, lines = prompt_times(wav, sample_rate, beats=beats, downbeats=downbeats, onsets=onsets,
@@ -78,7 +78,8 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
     fields["keep_times_s"] = tuple(times)
     if preset is None:
         return PromptConfig(**fields), lines
-    return modes.preset(preset, **{k: v for k, v in fields.items() if k in KEPT_BY_PRESETS}), lines
+    base = modes.preset(preset, **{k: v for k, v in fields.items() if k in KEPT_BY_PRESETS})
+    return with_changes(base, **{k: v for k, v in fields.items() if k not in KEPT_BY_PRESETS}), lines
 
 
 def with_changes(base: PromptConfig, **changes) -> PromptConfig:

@@ -28,8 +28,9 @@ from .options import PROMPT, SAMPLING, parse_ranges
 from .pipeline import Pipeline, VampResult
 from .precision import PRECISIONS
 from .pretrained import available_models
-from .prompts import seconds_to_frames
+from .prompts import PromptConfig, seconds_to_frames
 from .sampling import DRAWS, SamplingConfig
+from .schema import config_values
 
 MODES = ("vamp", "loop", "continue", "inpaint", "compress")
 PRESET_CHOICES = ("custom", *modes.PRESETS)
@@ -206,19 +207,18 @@ class Studio:
         return wav, sr
 
     def prompt(self, s: Settings, wav=None, sr: int | None = None):
-        """The prompt of a vamp or loop (beats are tracked in `wav`)."""
-        prompt, _ = options.vamp_prompt(
-            None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr, beats=s.beats, downbeats=s.downbeats,
-            onsets=s.onsets, periodic_prompt=s.periodic, periodic_width=s.periodic_width, prefix_s=s.prefix,
-            suffix_s=s.suffix, upper_codebook_mask=s.upper_codebooks, dropout=s.dropout, keep_before_s=s.beat_before,
-            keep_after_s=s.beat_after)
+        """The prompt of a vamp or loop (beats are tracked in `wav`). A preset takes only the controls it leaves to
+        the user; "custom" takes every prompt control."""
+        fields = config_values(PromptConfig, s.to_dict())
+        if s.preset != "custom":
+            fields = {k: v for k, v in fields.items() if k in options.KEPT_BY_PRESETS}
+        prompt, _ = options.vamp_prompt(None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr,
+                                        beats=s.beats, downbeats=s.downbeats, onsets=s.onsets, **fields)
         return prompt
 
     @staticmethod
     def sampling(s: Settings) -> tuple[SamplingConfig, SamplingConfig]:
-        return options.sampling_configs(draw=s.draw, steps=s.steps, temperature=s.temperature,
-                                        mask_temperature=s.mask_temperature, top_p=s.top_p if s.top_p > 0 else None,
-                                        typical_filtering=s.typical)
+        return options.sampling_configs(**config_values(SamplingConfig, s.to_dict()))
 
     # --- preview ----------------------------------------------------------------------------------------------
     def preview(self, path, s: Settings) -> Path:

@@ -2,6 +2,7 @@
 declare alike, loading the pipeline from --models, checking input and output paths, and progress bars."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,9 @@ from .. import options
 from ..errors import AudioError, CheckpointError, OptionError
 from ..pipeline import Pipeline
 from ..pretrained import resolve
+from ..prompts import PromptConfig
+from ..sampling import SamplingConfig
+from ..schema import Option, config_values, options_of
 from ..threads import THREADS_ENV, set_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,7 +33,6 @@ def global_options(threads: Optional[int] = typer.Option(None, "--threads", min=
 
 
 AUDIO_OUT = (".wav", ".flac", ".ogg")
-DRAW_HELP = "fast (one random number per token) | original (the original code's random stream: its tokens for a seed)"
 MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
                "weights; a fine-tuned model's name ($VAMPNET_HOME/models); default: the small model shipped with vampnet")
 
@@ -37,22 +40,52 @@ MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth)
 MODELS = typer.Option(None, "--models", help=MODELS_HELP)
 LORA = typer.Option(None, "--lora", help="folder of fine-tuned adapters from 'vampnet finetune'")
 SEED = typer.Option(None, help="random seed; the same seed gives the same result")
-STEPS = typer.Option(options.SAMPLING.steps, min=1, help="coarse sampling steps")
 C2F_STEPS = typer.Option(options.C2F_STEPS, "--c2f-steps", min=1, help="coarse-to-fine sampling steps")
-TEMPERATURE = typer.Option(options.SAMPLING.temperature, min=0.0, help="sampling temperature")
-TOP_P = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass")
-DRAW = typer.Option(options.SAMPLING.draw, "--draw", help=DRAW_HELP)
 DEVICE = typer.Option("cpu", help="torch device (cpu, cuda, mps)")
 PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
 CAPTURE = typer.Option("off", help="sampler: off (eager, fastest on a CPU) | static | compile (torch.compile) | "
                                    "graph (CUDA graphs, CUDA only); all give the same tokens for a seed in fp32")
 QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
 BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat")
-# the prompt options of the musical modes: each changes the mode's prompt or preset when given
-PERIODIC = typer.Option(None, "--periodic", min=0, help="keep every P-th frame as prompt (overrides the preset)")
-UPPER = typer.Option(None, "--upper-codebooks", min=0, help="generate every codebook from this index up (overrides the preset)")
-INTENSITY = typer.Option(None, "--random-intensity", min=0.0, max=1.0, help="fraction of tokens a random mask generates")
 RANGE_USAGE = "--range takes START-END in seconds (e.g. 1.5-3)"
+
+
+# --- the schema's options as flags -------------------------------------------------------------------------------
+# Each command that takes prompt or sampling options gets every option the schema declares on PromptConfig and
+# SamplingConfig (vampnet.schema), as flags named after them; none is written out here. A flag left out is "not
+# given" (None), so the command's own base (its preset, its mode's prompt, the configs' defaults) applies.
+SCHEMA_SECTIONS = {"prompt": (PromptConfig, "Prompt: what is kept"), "sampling": (SamplingConfig, "Sampling")}
+_PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _flag(opt: Option, base: str) -> typer.Option:
+    decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" else (opt.flag,)
+    unit = f" {opt.unit}" if opt.unit and base == "defaults" else ""
+    default = f"{opt.default}{unit}" if base == "defaults" else base
+    choices = f"{' | '.join(opt.choices)}: " if opt.choices else ""  # checked by the schema, like every range
+    return typer.Option(None, *decls, help=f"{choices}{opt.help} (default: {default})",
+                        show_default=False, min=opt.minimum, max=opt.maximum,
+                        rich_help_panel=SCHEMA_SECTIONS[opt.section][1])
+
+
+def schema_flags(*sections: str, base: dict[str, str] | None = None):
+    """Decorator: the command also takes every schema option of these sections ("prompt", "sampling") as a flag,
+    and receives them in its **given keyword arguments (None: not given). `base` says, per section, what applies to
+    an option not given (default: the config's default, shown in the help)."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[_PY_TYPES[opt.kind]],
+                                   default=_flag(opt, (base or {}).get(section, "defaults")))
+                 for section in sections for opt in options_of(SCHEMA_SECTIONS[section][0], section)]
+        fn.__signature__ = signature.replace(parameters=fixed + added)
+        return fn
+    return decorate
+
+
+def given_configs(given: dict) -> tuple[dict, dict]:
+    """The PromptConfig and SamplingConfig fields the user gave (schema flags) among a command's keyword arguments."""
+    return config_values(PromptConfig, given), config_values(SamplingConfig, given)
 
 
 def load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **settings) -> Pipeline:

@@ -1,6 +1,7 @@
 """The commands that make audio: `vamp` and the musical modes (loop, continue, inpaint, stretch, compress,
 decompress). Each turns its flags into the shared options' prompt and sampling configs and calls the pipeline or
-a mode."""
+a mode. The prompt and sampling flags are not written here: `schema_flags` adds every option the schema declares
+(vampnet.schema), and `given_configs` reads the ones the user gave."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,13 +11,15 @@ import typer
 
 from .. import audio, modes, options
 from ..errors import CodesFileError, OptionError
-from ..options import PROMPT, SAMPLING
-from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, CAPTURE, DEVICE, DRAW, INTENSITY, LORA, MODELS, PERIODIC, PRECISION,
-                     QUIET, SEED, STEPS, TEMPERATURE, TOP_P, UPPER, ProgressReporter, app, check_input, check_output,
-                     load_pipeline, parse_range_options)
+from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, CAPTURE, DEVICE, LORA, MODELS, PRECISION, QUIET, SEED,
+                     ProgressReporter, app, check_input, check_output, given_configs, load_pipeline, parse_range_options,
+                     schema_flags)
+
+MODE_PROMPT = {"prompt": "the mode's prompt"}  # what a prompt flag left out of a mode command means
 
 
 @app.command()
+@schema_flags("prompt", "sampling")
 def vamp(
     input: Path = typer.Argument(..., help="audio file to vamp (wav/flac/ogg/mp3...)"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
@@ -27,39 +30,14 @@ def vamp(
     lora: Optional[Path] = LORA,
     coarse_lora: Optional[Path] = typer.Option(None, "--coarse-lora", help="one coarse LoRA file (ours or the original's)"),
     c2f_lora: Optional[Path] = typer.Option(None, "--c2f-lora", help="one coarse-to-fine LoRA file"),
-    seed: Optional[int] = SEED, steps: int = STEPS, c2f_steps: int = C2F_STEPS, temperature: float = TEMPERATURE,
-    mask_temperature: float = typer.Option(SAMPLING.mask_temperature, "--mask-temperature", min=0.0,
-                                           help="randomness of which tokens stay masked"),
-    sample_cutoff: float = typer.Option(SAMPLING.sample_cutoff, "--sample-cutoff",
-                                        help="fraction of steps that sample (later ones take the argmax)"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="sample only among the k likeliest tokens"),
-    top_p: Optional[float] = TOP_P,
-    typical: bool = typer.Option(SAMPLING.typical_filtering, "--typical/--no-typical", help="locally typical sampling"),
-    typical_mass: float = typer.Option(SAMPLING.typical_mass, "--typical-mass", min=0.0, max=1.0),
-    typical_min_tokens: int = typer.Option(SAMPLING.typical_min_tokens, "--typical-min-tokens", min=1),
-    draw: str = DRAW,
-    preset_name: Optional[str] = typer.Option(None, "--preset", help="subtle | variation | wild (sets the prompt options below)"),
-    periodic: int = typer.Option(PROMPT.periodic_prompt, min=0, help="keep every P-th frame as prompt (0: none)"),
-    periodic_width: int = typer.Option(PROMPT.periodic_width, "--periodic-width", min=1,
-                                       help="frames kept around each periodic anchor"),
-    random_roll: bool = typer.Option(PROMPT.random_roll, "--random-roll", help="shift the periodic pattern randomly"),
-    upper_codebooks: int = typer.Option(PROMPT.upper_codebook_mask, "--upper-codebooks", min=0,
-                                        help="generate every codebook from this index up"),
-    keep_codebooks: int = typer.Option(PROMPT.keep_codebooks, "--keep-codebooks", min=0,
-                                       help="keep the lowest N codebooks entirely"),
-    prefix: float = typer.Option(PROMPT.prefix_s, min=0.0, help="seconds kept at the start"),
-    suffix: float = typer.Option(PROMPT.suffix_s, min=0.0, help="seconds kept at the end"),
-    range_: List[str] = typer.Option([], "--range", help="generate only inside START-END seconds (repeatable)"),
-    dropout: float = typer.Option(PROMPT.dropout, min=0.0, max=1.0, help="probability of dropping a kept frame"),
-    random_intensity: float = typer.Option(PROMPT.random_intensity, "--random-intensity", min=0.0, max=1.0,
-                                           help="fraction of tokens the random mask generates"),
+    seed: Optional[int] = SEED, c2f_steps: int = C2F_STEPS,
+    preset_name: Optional[str] = typer.Option(None, "--preset", help="subtle | variation | wild (the prompt options you "
+                                                                     "give change it)"),
+    range_: List[str] = typer.Option([], "--range", help="generate only inside START-END seconds (repeatable); "
+                                                         "outside, every token is kept"),
     beats: bool = typer.Option(False, "--beats", help="keep the tokens at every tracked beat (with --periodic 0: only those)"),
     downbeats: bool = typer.Option(False, "--downbeats", help="keep the tokens at tracked downbeats (--beats already includes them)"),
     every_k: int = typer.Option(1, "--every-k", min=1, help="keep only every k-th of the selected beats or downbeats"),
-    beat_before: float = typer.Option(PROMPT.keep_before_s, "--beat-before", min=0.0,
-                                      help="seconds kept before each beat/downbeat/onset"),
-    beat_after: float = typer.Option(PROMPT.keep_after_s, "--beat-after", min=0.0,
-                                     help="seconds kept after each beat/downbeat/onset"),
     onsets: bool = typer.Option(False, "--onsets", help="keep the tokens at detected onsets"),
     beat_tracker: str = BEAT_TRACKER,
     wavebeat: Optional[Path] = typer.Option(None, "--wavebeat", help="WaveBeat checkpoint for --beat-tracker wavebeat"),
@@ -67,25 +45,20 @@ def vamp(
     overlap: float = typer.Option(options.OVERLAP_S, min=0.0, help="overlap of coarse windows in seconds"),
     variations: int = typer.Option(1, min=1, max=64, help="make N vamps in one batch (seeds SEED, SEED+1, ...); "
                                                           "N > 1 writes NAME-1.wav ... NAME-N.wav beside --output"),
-    device: str = DEVICE, precision: str = PRECISION, capture: str = CAPTURE, quiet: bool = QUIET,
+    device: str = DEVICE, precision: str = PRECISION, capture: str = CAPTURE, quiet: bool = QUIET, **given,
 ):
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
     check_input(input)
     check_output(output, AUDIO_OUT)
     ranges = parse_range_options(range_)
     wav, sr = audio.load(input)
+    prompt_fields, sampling_fields = given_configs(given)
     prompt, lines = options.vamp_prompt(
         preset_name, wav=wav, sample_rate=sr, beats=beats, downbeats=downbeats, onsets=onsets, every_k=every_k,
-        tracker=beat_tracker, checkpoint=wavebeat, periodic_prompt=periodic, periodic_width=periodic_width,
-        random_roll=random_roll, prefix_s=prefix, suffix_s=suffix, ranges_s=ranges, upper_codebook_mask=upper_codebooks,
-        keep_codebooks=keep_codebooks, dropout=dropout, random_intensity=random_intensity, keep_before_s=beat_before,
-        keep_after_s=beat_after)
+        tracker=beat_tracker, checkpoint=wavebeat, ranges_s=ranges, **prompt_fields)
     for line in lines:
         typer.echo(line, err=True)  # which tracker ran, and its licence
-    sampling, c2f_sampling = options.sampling_configs(
-        c2f_steps=c2f_steps, draw=draw, steps=steps, temperature=temperature, mask_temperature=mask_temperature,
-        sample_cutoff=sample_cutoff, top_k=top_k, top_p=top_p, typical_filtering=typical, typical_mass=typical_mass,
-        typical_min_tokens=typical_min_tokens)
+    sampling, c2f_sampling = options.sampling_configs(c2f_steps=c2f_steps, **sampling_fields)
     pipeline = load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
                              lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision, capture=capture)
     with ProgressReporter(quiet) as progress:
@@ -106,20 +79,15 @@ def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32
     return pipeline, wav, sr
 
 
-def _sampling(steps, temperature, top_p, c2f_steps, draw):
-    return options.sampling_configs(c2f_steps=c2f_steps, draw=draw, steps=steps, temperature=temperature, top_p=top_p)
-
-
-def _mode_job(input, output, models, lora, device, precision, steps, temperature, top_p, c2f_steps, draw):
+def _mode_job(input, output, models, lora, device, precision, c2f_steps, given):
     """A mode command's pipeline, input audio and sampler configs."""
     return (*_mode_setup(input, output, models, lora, device, precision),
-            *_sampling(steps, temperature, top_p, c2f_steps, draw))
+            *options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1]))
 
 
-def _prompt(base, periodic, upper_codebooks, random_intensity):
+def _prompt(base, given):
     """A mode's prompt or preset with the prompt options given on the command line."""
-    return options.with_changes(base, periodic_prompt=periodic, upper_codebook_mask=upper_codebooks,
-                                random_intensity=random_intensity)
+    return options.with_changes(base, **given_configs(given)[0])
 
 
 def _run_and_save(output: Path, quiet: bool, job) -> None:
@@ -131,6 +99,7 @@ def _run_and_save(output: Path, quiet: bool, job) -> None:
 
 
 @app.command()
+@schema_flags("prompt", "sampling", base={"prompt": "the preset's"})
 def loop(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
@@ -142,16 +111,14 @@ def loop(
     preset_name: str = typer.Option("variation", "--preset", help="subtle | variation | wild"),
     feedback: int = typer.Option(0, min=0, help="re-vamp each variation this many more times"),
     repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
-    periodic: Optional[int] = PERIODIC, upper_codebooks: Optional[int] = UPPER, random_intensity: Optional[float] = INTENSITY,
-    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED, steps: int = STEPS,
-    c2f_steps: int = C2F_STEPS, temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW,
-    device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
+    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
+    c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
-                                                          temperature, top_p, c2f_steps, draw)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
+                                                          c2f_steps, given)
     with ProgressReporter(quiet) as progress:
-        prompt = _prompt(modes.preset(preset_name), periodic, upper_codebooks, random_intensity)
+        prompt = _prompt(modes.preset(preset_name), given)
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
         typer.echo(how, err=True)
         result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, start_s=start_s, prompt=prompt,
@@ -165,36 +132,35 @@ def loop(
 
 
 @app.command("continue")
+@schema_flags("sampling")
 def continue_(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
     seconds: float = typer.Option(0.0, min=0.0, help="seconds to add after the end"),
     before: float = typer.Option(0.0, min=0.0, help="seconds to add before the start"),
-    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED, steps: int = STEPS,
-    c2f_steps: int = C2F_STEPS, temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW,
-    device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
+    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
+    c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
     if seconds <= 0 and before <= 0:
         raise OptionError("give --seconds and/or --before")
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
-                                                          temperature, top_p, c2f_steps, draw)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
+                                                          c2f_steps, given)
     _run_and_save(output, quiet, lambda progress: modes.continue_audio(
         pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
 
 
 @app.command()
+@schema_flags("prompt", "sampling", base=MODE_PROMPT)
 def inpaint(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
     start: Optional[float] = typer.Option(None, min=0.0, help="start of the range to regenerate (seconds)"),
     end: Optional[float] = typer.Option(None, min=0.0, help="end of the range to regenerate (seconds)"),
     range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
-    periodic: Optional[int] = PERIODIC, upper_codebooks: Optional[int] = UPPER, random_intensity: Optional[float] = INTENSITY,
-    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED, steps: int = STEPS,
-    c2f_steps: int = C2F_STEPS, temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW,
-    device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
+    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
+    c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Regenerate one or more time ranges, with the rest of the clip as context."""
     ranges = list(parse_range_options(range_))
@@ -204,28 +170,27 @@ def inpaint(
         ranges.insert(0, (start, end))
     if not ranges:
         raise OptionError("give --start/--end or --range")
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
-                                                          temperature, top_p, c2f_steps, draw)
-    inside = _prompt(modes.INPAINT_PROMPT, periodic, upper_codebooks, random_intensity)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
+                                                          c2f_steps, given)
+    inside = _prompt(modes.INPAINT_PROMPT, given)
     _run_and_save(output, quiet, lambda progress: modes.inpaint(
         pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
 
 
 @app.command()
+@schema_flags("prompt", "sampling", base=MODE_PROMPT)
 def stretch(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
     factor: int = typer.Option(2, min=1, help="slow down this many times (frames repeated; the model fills in)"),
-    periodic: Optional[int] = PERIODIC, upper_codebooks: Optional[int] = UPPER, random_intensity: Optional[float] = INTENSITY,
-    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED, steps: int = STEPS,
-    c2f_steps: int = C2F_STEPS, temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW,
-    device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
+    models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
+    c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
-                                                          temperature, top_p, c2f_steps, draw)
-    prompt = _prompt(modes.STRETCH_PROMPT, periodic, upper_codebooks, random_intensity)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
+                                                          c2f_steps, given)
+    prompt = _prompt(modes.STRETCH_PROMPT, given)
     _run_and_save(output, quiet, lambda progress: modes.stretch(
         pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
@@ -247,18 +212,18 @@ def compress(
 
 
 @app.command()
+@schema_flags("sampling")
 def decompress(
     input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
     output: Path = typer.Option(..., "-o", "--output"),
-    models: Optional[str] = MODELS, seed: Optional[int] = SEED, steps: int = STEPS, c2f_steps: int = C2F_STEPS,
-    temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW, device: str = DEVICE,
-    precision: str = PRECISION, quiet: bool = QUIET,
+    models: Optional[str] = MODELS, seed: Optional[int] = SEED, c2f_steps: int = C2F_STEPS, device: str = DEVICE,
+    precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Regenerate audio from a compressed file: VampNet fills the tokens that were not kept."""
     if not input.is_file():
         raise CodesFileError(f"compressed file not found: {input}")
     check_output(output, AUDIO_OUT)
     pipeline = load_pipeline(models, device=device, precision=precision)
-    sampling, c2f_sampling = _sampling(steps, temperature, top_p, c2f_steps, draw)
+    sampling, c2f_sampling = options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1])
     _run_and_save(output, quiet, lambda progress: modes.decompress(
         pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress))
