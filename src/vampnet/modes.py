@@ -60,7 +60,7 @@ def continue_audio(pipeline: Pipeline, wav, sample_rate: int, *, seconds: float 
     T = prep.codes.shape[-1]
     codes, mask = continuation_grid(prep.codes, n_before, n_after)
     return pipeline.render(codes, mask, n_samples=None, loudness=prep.loudness, sampling=sampling,
-                           c2f_sampling=c2f_sampling, seed=seed, progress=progress,
+                           c2f_sampling=c2f_sampling, seed=seed, progress=progress, source=prep.source,
                            settings={"mode": "continue", "seed": seed, "seconds": seconds, "before": before,
                                      "input_frames": [n_before, n_before + T]})
 
@@ -102,7 +102,7 @@ def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float,
         mask &= prompt.build(prep.codes, pipeline.frame_rate, generator)
     return pipeline.render(prep.codes, mask.to(prep.codes.device), n_samples=prep.n_samples, loudness=prep.loudness,
                            sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
-                           settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
+                           source=prep.source, settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
                                      "prompt": prompt.to_dict() if prompt else None})
 
 
@@ -125,7 +125,7 @@ def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: P
     off_grid = torch.arange(codes.shape[-1], device=codes.device) % factor != 0
     mask = prompt.build(codes, pipeline.frame_rate, generator).to(codes.device) | off_grid.view(1, 1, -1)
     return pipeline.render(codes, mask, n_samples=prep.n_samples * factor, loudness=prep.loudness, sampling=sampling,
-                           c2f_sampling=c2f_sampling, generator=generator, progress=progress,
+                           c2f_sampling=c2f_sampling, generator=generator, progress=progress, source=prep.source,
                            settings={"mode": "stretch", "seed": seed, "factor": factor, "prompt": prompt.to_dict()})
 
 
@@ -133,11 +133,18 @@ def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: P
 
 @dataclass
 class LoopResult:
-    """Variations of a loop (each loops seamlessly) and one signal that chains them."""
+    """Variations of a loop (each loops seamlessly) and one signal that chains them (a loop too)."""
 
     variations: list[VampResult]
     chain: torch.Tensor  # (1, 1, samples)
     sample_rate: int
+    source: audio.FileFormat | None = None
+
+    def save_chain(self, path, options: audio.OutputOptions | None = None, *,
+                   source: audio.FileFormat | None = None) -> Path:
+        """Write the chain as `VampResult.save` writes a result (by default at the input's rate)."""
+        fmt = audio.output_format(path, source or self.source or audio.FileFormat(self.sample_rate), options)
+        return audio.save(path, self.chain, self.sample_rate, fmt=fmt, circular=True)
 
 
 def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: int | None = None,
@@ -199,13 +206,14 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
     results, grids = [], []
     for i in range(variations):
         v = batch[i:i + 1]
-        wav_i = audio.match_loudness(_decode_looped(pipeline, v), pipeline.sample_rate, prep.loudness)
+        wav_i = audio.match_loudness(_decode_looped(pipeline, v), pipeline.sample_rate, prep.loudness, circular=True)
         results.append(VampResult(wav_i, pipeline.sample_rate, v.cpu(), torch.ones_like(v, dtype=torch.bool).cpu(),
                                   {"mode": "loop", "seed": seed + i, "variation": i + 1, "feedback": feedback,
-                                   "prompt": prompt.to_dict(), "loop_frames": T}))
+                                   "prompt": prompt.to_dict(), "loop_frames": T}, prep.source, circular=True))
         grids += [v] * repeats
-    chain = audio.match_loudness(_decode_looped(pipeline, torch.cat(grids, -1)), pipeline.sample_rate, prep.loudness)
-    return LoopResult(results, chain, pipeline.sample_rate)
+    chain = audio.match_loudness(_decode_looped(pipeline, torch.cat(grids, -1)), pipeline.sample_rate, prep.loudness,
+                                 circular=True)
+    return LoopResult(results, chain, pipeline.sample_rate, prep.source)
 
 
 def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
@@ -294,7 +302,8 @@ def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int 
               "hop_length": pipeline.codec.hop_length, "codebook_size": pipeline.codec.codebook_size,
               "n_codebooks": pipeline.n_codebooks, "frames": prep.codes.shape[-1], "n_samples": prep.n_samples,
               "loudness": prep.loudness if math.isfinite(prep.loudness) else None, "codebooks": codebooks,
-              "period": period, "bits": bits, "count": int(tokens.size), "method": method}
+              "period": period, "bits": bits, "count": int(tokens.size), "method": method,
+              "source": {"sample_rate": prep.source.sample_rate, "channels": prep.source.channels}}
     head = json.dumps(header, separators=(",", ":")).encode()
     body = MAGIC + struct.pack("<BI", VERSION, len(head)) + head + struct.pack("<I", len(payload)) + payload
     data = body + struct.pack("<I", zlib.crc32(body))
@@ -353,7 +362,16 @@ def decompress(pipeline: Pipeline, path, *, sampling: SamplingConfig | None = No
     return pipeline.render(codes.to(pipeline.device), (~keep).to(pipeline.device), n_samples=header["n_samples"],
                            loudness=loudness, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
                            progress=progress, settings={"mode": "decompress", "seed": seed,
-                                                        "codebooks": header["codebooks"], "period": header["period"]})
+                                                        "codebooks": header["codebooks"], "period": header["period"]},
+                           source=_source(header.get("source"), path))
+
+
+def _source(found, path) -> audio.FileFormat | None:
+    """The input's format a compressed file's header names (files from before it did: None)."""
+    try:
+        return audio.FileFormat(int(found["sample_rate"]), int(found["channels"])) if found else None
+    except (TypeError, KeyError, ValueError):
+        raise CodesFileError(f"{path} names its input's format wrongly") from None
 
 
 def _pack(values: np.ndarray, bits: int) -> bytes:
