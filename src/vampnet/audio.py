@@ -310,13 +310,12 @@ RELEASE_DB_PER_S = 200.0     # and rises at most this fast after it (a 6 dB redu
 MAX_MAKEUP_DB = 6.0          # the most match_loudness raises a signal beyond its plain gain to make up for limiting
 LIMITER_BLOCK = 16           # samples per step of the gain curve (interpolated between steps)
 OVERSAMPLING = 4             # BS.1770-4 annex 2: true peak from the signal oversampled 4 times
-INTERPOLATION_TAPS = 16      # per oversampled phase (Kaiser-windowed sinc)
 
 
-def true_peak(wav: torch.Tensor) -> float:
+def true_peak(wav: torch.Tensor, sample_rate: int) -> float:
     """The true peak (linear) of a (1, C, N) or (C, N) signal: the largest magnitude of it oversampled 4 times."""
     x = (wav[0] if wav.dim() == 3 else wav).double().cpu().numpy()
-    return float(_peak_envelope(x).max()) if x.size else 0.0
+    return float(_peak_envelope(x, sample_rate).max()) if x.size else 0.0
 
 
 def limit(wav: torch.Tensor, sample_rate: int, *, circular: bool = False) -> torch.Tensor:
@@ -393,7 +392,7 @@ def _limiter(x: np.ndarray, sample_rate: int, circular: bool):
     if n == 0:
         return lambda db, blocks=False: np.zeros(0)
     pad = size * -(-round(0.5 * sample_rate) // size) if circular else 0  # a loop's release and lookahead wrap around
-    envelope = _peak_envelope(x[:, np.arange(-pad, n + pad) % n] if pad else x)
+    envelope = _peak_envelope(x[:, np.arange(-pad, n + pad) % n] if pad else x, sample_rate)
     peaks = np.append(np.maximum.reduceat(envelope, np.arange(0, envelope.size, size)), 0.0)  # and one block beyond
     peaks = np.maximum(peaks, np.concatenate([[0.0], peaks[:-1]]))
     ceiling = 10 ** (TRUE_PEAK_CEILING_DB / 20)
@@ -421,20 +420,34 @@ def _limiter(x: np.ndarray, sample_rate: int, circular: bool):
     return gains
 
 
-def _peak_envelope(x: np.ndarray) -> np.ndarray:
-    """(C, N) -> (N,): at each sample the largest magnitude, over the channels, of the signal at that sample and
-    at the 3 points oversampling puts before the next one (band-limited interpolation: a Kaiser-windowed sinc)."""
-    half = INTERPOLATION_TAPS // 2
-    offsets = np.arange(-half + 1, half + 1)  # the samples around each point, relative to the one before it
-    envelope = np.abs(x).max(0)
-    for p in range(1, OVERSAMPLING):
-        t = p / OVERSAMPLING - offsets
-        taps = np.sinc(t) * np.i0(5.0 * np.sqrt(np.clip(1 - (t / half) ** 2, 0, None))) / np.i0(5.0)
-        taps /= taps.sum()
-        for ch in x:
-            between = np.correlate(np.pad(ch, (half - 1, half)), taps, "valid")
-            np.maximum(envelope, np.abs(between), out=envelope)
+def _peak_envelope(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(C, N) -> (N,): at each sample the largest magnitude, over the channels, of the signal oversampled
+    OVERSAMPLING times (soxr's band-limited interpolation, streamed in chunks so memory stays at N values) over
+    that sample and the points up to the next one."""
+    import soxr  # see load()
+
+    n, rate = x.shape[1], int(sample_rate)
+    stream = soxr.ResampleStream(rate, OVERSAMPLING * rate, x.shape[0], dtype="float32", quality="HQ")
+    envelope, done, rest = _channel_max(np.abs(x)), 0, np.zeros(0, np.float32)
+    chunk = 1 << 16
+    for start in range(0, n, chunk):
+        out = stream.resample_chunk(np.ascontiguousarray(x[:, start:start + chunk].T, dtype=np.float32),
+                                    last=start + chunk >= n)
+        rest = np.concatenate([rest, _channel_max(np.abs(out).T)])
+        whole = min(len(rest) // OVERSAMPLING, n - done)
+        # the points of each input sample's interval, as strided slices (numpy reduces a short last axis slowly)
+        peaks = np.maximum.reduce([rest[p:whole * OVERSAMPLING:OVERSAMPLING] for p in range(OVERSAMPLING)])
+        np.maximum(envelope[done:done + whole], peaks, out=envelope[done:done + whole])
+        done, rest = done + whole, rest[whole * OVERSAMPLING:]
     return envelope
+
+
+def _channel_max(x: np.ndarray) -> np.ndarray:
+    """(C, N) -> (N,) maxima over the channels, a channel at a time (numpy reduces a short axis slowly)."""
+    out = x[0].copy()
+    for channel in x[1:]:
+        np.maximum(out, channel, out=out)
+    return out
 
 
 def _sliding_min(x: np.ndarray, k: int) -> np.ndarray:
