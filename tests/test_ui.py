@@ -56,6 +56,21 @@ def test_every_mode_writes_one_playable_file_per_variation(studio, clip, mode):
     assert np.array_equal(sf.read(again.audio[0])[0], sf.read(result.audio[0])[0])
 
 
+def test_results_are_written_as_the_result_file_settings_ask(studio, tmp_path):
+    clip48 = tmp_path / "clip48.wav"
+    sf.write(clip48, sine_mix(1.0, 48000), 48000, subtype="PCM_24")
+    default = sf.info(str(studio.generate(clip48, Settings(steps=2, seed=1)).audio[0]))
+    assert (default.samplerate, default.channels, default.subtype) == (48000, 1, "PCM_24")  # the input's
+    asked = Settings(steps=2, seed=1, file_type="flac", sample_rate="44100", channels="stereo", bit_depth="16")
+    path = studio.generate(clip48, asked).audio[0]
+    info = sf.info(str(path))
+    assert path.suffix == ".flac" and (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_16")
+    looped = studio.generate(clip48, Settings(mode="loop", steps=2, seed=1, file_type="flac"))
+    assert [f.suffix for f in looped.downloads] == [".flac", ".flac"]  # the loop and the chain of loops
+    with pytest.raises(OptionError, match="FLAC holds 16- or 24-bit"):
+        studio.generate(clip48, Settings(steps=2, file_type="flac", bit_depth="32"))
+
+
 def test_preview_draws_the_mask_of_the_settings(studio, clip):
     png = studio.preview(clip, Settings(periodic=4))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
