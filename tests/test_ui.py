@@ -18,6 +18,7 @@ import torch
 
 from conftest import ROOT, free_port, sine_mix
 from vampnet import AudioError, OptionError
+from vampnet.audio import OutputOptions
 from vampnet.ui import MAX_VARIATIONS, MODES, Settings, Studio, parse_ranges
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -67,6 +68,7 @@ def test_results_are_written_as_the_result_file_settings_ask(studio, tmp_path):
     assert path.suffix == ".flac" and (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_16")
     looped = studio.generate(clip48, Settings(mode="loop", steps=2, seed=1, file_type="flac"))
     assert [f.suffix for f in looped.downloads] == [".flac", ".flac"]  # the loop and the chain of loops
+    assert Settings.from_values({"sample_rate": 48000, "bit_depth": 16.0}).output() == OutputOptions(48000, 1, 16)
     with pytest.raises(OptionError, match="FLAC holds 16- or 24-bit"):
         studio.generate(clip48, Settings(steps=2, file_type="flac", bit_depth="32"))
 

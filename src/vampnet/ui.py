@@ -147,7 +147,7 @@ class Settings:
                 value = values[f.name]
                 try:
                     out[f.name] = (int(value) if f.type == "int" else float(value) if f.type == "float"
-                                   else _to_bool(value) if f.type == "bool" else value)
+                                   else _to_bool(value) if f.type == "bool" else _to_text(value))
                 except (TypeError, ValueError):
                     kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}[f.type]
                     raise OptionError(f"{f.name} must be {kind}, got {value!r}") from None
@@ -159,6 +159,12 @@ class Settings:
 
 CONTROLS = tuple(Control(**{**asdict(f.metadata["control"]), "name": f.name}) for f in fields(Settings))
 CONTROL = {c.name: c for c in CONTROLS}
+
+
+def _to_text(value):
+    """A choice given as a number (an OSC message's or API call's 48000 for "48000") as its text."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return str(int(value)) if is_number and value == int(value) else value
 
 
 def _to_bool(value) -> bool:
