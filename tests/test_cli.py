@@ -113,8 +113,29 @@ def test_wrong_checkpoint_kind_and_missing_models(wav_file, tmp_path):
 
 
 def test_unsupported_output_extension(wav_file, tmp_path):
-    out = tmp_path / "o.mp3"
+    out = tmp_path / "o.m4a"  # MP3 is written now; AAC is not
     assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A), out)
+
+
+def test_vamp_writes_the_inputs_format_or_the_one_asked_for(tmp_path):
+    src = tmp_path / "in48.wav"
+    sf.write(src, np.stack([sine_mix(1.0, 48000)] * 2, 1), 48000, subtype="PCM_16")
+    common = ["--models", SET_A, "--seed", 1, "--steps", 2, "-q"]
+    assert run("vamp", src, "-o", tmp_path / "default.wav", *common).returncode == 0
+    info = sf.info(str(tmp_path / "default.wav"))
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (48000, 1, "PCM_16", 48000)
+    proc = run("vamp", src, "-o", tmp_path / "asked", "--format", "flac", "--sample-rate", 44100, "--channels", 2,
+               "--bit-depth", 24, *common)
+    assert proc.returncode == 0, proc.stderr
+    info = sf.info(str(tmp_path / "asked.flac"))
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (44100, 2, "PCM_24", 44100)
+
+
+@pytest.mark.parametrize("name, options", [("x.wav", ["--format", "flac"]), ("x.flac", ["--bit-depth", 32]),
+                                           ("x.wav", ["--channels", 3]), ("x.wav", ["--format", "aac"])])
+def test_an_output_format_the_file_cannot_hold_fails_cleanly(wav_file, tmp_path, name, options):
+    out = tmp_path / name
+    assert_clean_failure(run("vamp", wav_file, "-o", out, "--models", SET_A, *options), out)
 
 
 def test_existing_output_survives_a_failed_run(wav_file, tmp_path):

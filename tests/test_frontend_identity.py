@@ -89,9 +89,9 @@ def written(monkeypatch) -> list[tuple[Path, VampResult]]:
     saved = []
     save = VampResult.save
 
-    def recording_save(self, path):
+    def recording_save(self, path, *args, **kwargs):
         saved.append((Path(path), self))
-        return save(self, path)
+        return save(self, path, *args, **kwargs)
 
     monkeypatch.setattr(VampResult, "save", recording_save)
     return saved

@@ -204,6 +204,18 @@ def _bytes_file(studio, url: str) -> Path:
     return path
 
 
+def test_process_returns_the_region_at_its_own_rate_and_sample_format(server, tmp_path, models_home):
+    base, studio = server
+    region = tmp_path / "region48.wav"
+    sf.write(region, sine_mix(1.0, 48000), 48000, subtype="PCM_24")  # a DAW session at 48 kHz, 24 bits
+    controls = _call(base, "controls", [])[1][0]
+    event, outputs, _ = _call(base, "process", [_file(_upload(base, region)), *_values(controls, steps=2, seed=1)])
+    assert event == "complete", outputs
+    returned = _bytes_file(studio, outputs[0]["url"])
+    info = sf.info(str(returned))
+    assert (info.samplerate, info.frames, info.subtype) == (48000, 48000, "PCM_24")
+
+
 def test_a_bad_file_and_a_bad_model_reach_harp_as_one_line_messages(server, tmp_path, clip, models_home):
     base, _ = server
     controls = _call(base, "controls", [])[1][0]

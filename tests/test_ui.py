@@ -18,6 +18,7 @@ import torch
 
 from conftest import ROOT, free_port, sine_mix
 from vampnet import AudioError, OptionError, modes
+from vampnet.audio import OutputOptions
 from vampnet.ui import MAX_VARIATIONS, MODES, Settings, Studio, parse_ranges
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -54,6 +55,22 @@ def test_every_mode_writes_one_playable_file_per_variation(studio, clip, mode):
     assert Settings.from_values(result.settings) == s
     again = studio.generate(clip, Settings.from_values(result.settings))
     assert np.array_equal(sf.read(again.audio[0])[0], sf.read(result.audio[0])[0])
+
+
+def test_results_are_written_as_the_result_file_settings_ask(studio, tmp_path):
+    clip48 = tmp_path / "clip48.wav"
+    sf.write(clip48, sine_mix(1.0, 48000), 48000, subtype="PCM_24")
+    default = sf.info(str(studio.generate(clip48, Settings(steps=2, seed=1)).audio[0]))
+    assert (default.samplerate, default.channels, default.subtype) == (48000, 1, "PCM_24")  # the input's
+    asked = Settings(steps=2, seed=1, file_type="flac", sample_rate="44100", channels="stereo", bit_depth="16")
+    path = studio.generate(clip48, asked).audio[0]
+    info = sf.info(str(path))
+    assert path.suffix == ".flac" and (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_16")
+    looped = studio.generate(clip48, Settings(mode="loop", steps=2, seed=1, file_type="flac"))
+    assert [f.suffix for f in looped.downloads] == [".flac", ".flac"]  # the loop and the chain of loops
+    assert Settings.from_values({"sample_rate": 48000, "bit_depth": 16.0}).output() == OutputOptions(48000, 1, 16)
+    with pytest.raises(OptionError, match="FLAC holds 16- or 24-bit"):
+        studio.generate(clip48, Settings(steps=2, file_type="flac", bit_depth="32"))
 
 
 def test_preview_draws_the_mask_of_the_settings(studio, clip):

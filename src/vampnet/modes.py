@@ -60,7 +60,7 @@ def continue_audio(pipeline: Pipeline, wav, sample_rate: int, *, seconds: float 
     T = prep.codes.shape[-1]
     codes, mask = continuation_grid(prep.codes, n_before, n_after)
     return pipeline.render(codes, mask, n_samples=None, loudness=prep.loudness, sampling=sampling,
-                           c2f_sampling=c2f_sampling, seed=seed, progress=progress,
+                           c2f_sampling=c2f_sampling, seed=seed, progress=progress, source=prep.source,
                            settings={"mode": "continue", "seed": seed, "seconds": seconds, "before": before,
                                      "input_frames": [n_before, n_before + T]})
 
@@ -102,7 +102,7 @@ def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float,
         mask &= prompt.build(prep.codes, pipeline.frame_rate, generator)
     return pipeline.render(prep.codes, mask.to(prep.codes.device), n_samples=prep.n_samples, loudness=prep.loudness,
                            sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
-                           settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
+                           source=prep.source, settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
                                      "prompt": prompt.to_dict() if prompt else None})
 
 
@@ -125,7 +125,7 @@ def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: P
     off_grid = torch.arange(codes.shape[-1], device=codes.device) % factor != 0
     mask = prompt.build(codes, pipeline.frame_rate, generator).to(codes.device) | off_grid.view(1, 1, -1)
     return pipeline.render(codes, mask, n_samples=prep.n_samples * factor, loudness=prep.loudness, sampling=sampling,
-                           c2f_sampling=c2f_sampling, generator=generator, progress=progress,
+                           c2f_sampling=c2f_sampling, generator=generator, progress=progress, source=prep.source,
                            settings={"mode": "stretch", "seed": seed, "factor": factor, "prompt": prompt.to_dict()})
 
 
@@ -145,11 +145,18 @@ def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: P
 @dataclass
 class LoopResult:
     """Variations of a loop (each loops seamlessly; all exactly the loop's length) and one signal that chains them
-    (variations x repeats x that length), all at `sample_rate`."""
+    (variations x repeats x that length, a loop too), all at `sample_rate`."""
 
     variations: list[VampResult]
     chain: torch.Tensor  # (1, 1, samples)
     sample_rate: int
+    source: audio.FileFormat | None = None
+
+    def save_chain(self, path, options: audio.OutputOptions | None = None, *,
+                   source: audio.FileFormat | None = None) -> Path:
+        """Write the chain as `VampResult.save` writes a result (by default at the input's rate)."""
+        fmt = audio.output_format(path, source or self.source or audio.FileFormat(self.sample_rate), options)
+        return audio.save(path, self.chain, self.sample_rate, fmt=fmt, circular=True)
 
 
 def loop_region(wav, sample_rate: int, *, seconds: float | None = None, bars: int | None = None,
@@ -205,7 +212,7 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
     prompt = prompt or PRESETS["variation"]
     seed = new_seed() if seed is None else seed
     out_rate = int(output_rate or pipeline.sample_rate)
-    region, loudness, n_out = _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate)
+    region, loudness, n_out, source = _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate)
     if progress:
         progress("encode", 0, 1)
     hop = pipeline.codec.hop_length
@@ -225,19 +232,20 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
     results, grids = [], []
     for i in range(variations):
         v = batch[i:i + 1]
-        wav_i = audio.match_loudness(_decode_looped(pipeline, v, n_out), out_rate, loudness)
+        wav_i = audio.match_loudness(_decode_looped(pipeline, v, n_out), out_rate, loudness, circular=True)
         results.append(VampResult(wav_i, out_rate, v.cpu(), torch.ones_like(v, dtype=torch.bool).cpu(),
                                   {"mode": "loop", "seed": seed + i, "variation": i + 1, "feedback": feedback,
                                    "prompt": prompt.to_dict(), "loop_frames": T, "loop_samples": n_out,
-                                   "loop_start_s": start_s, "loop_seconds": n_out / out_rate}))
+                                   "loop_start_s": start_s, "loop_seconds": n_out / out_rate}, source, circular=True))
         grids += [v] * repeats
     chain = _decode_looped(pipeline, torch.cat(grids, -1), len(grids) * n_out)
-    return LoopResult(results, audio.match_loudness(chain, out_rate, loudness), out_rate)
+    return LoopResult(results, audio.match_loudness(chain, out_rate, loudness, circular=True), out_rate, source)
 
 
 def _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate):
-    """The loop region of a clip, mono and warped onto whole codec frames at -24 LUFS (1, 1, T x hop); its loudness
-    before; and the loop's exact length in samples at `out_rate`."""
+    """The loop region of a clip, mono and warped onto whole codec frames at -24 LUFS (1, 1, T x hop); the loudness
+    a meter reads on the region as given (all its channels, at its rate); the loop's exact length in samples at
+    `out_rate`; and the input's format (rate, channels), which the results' files default to."""
     wav = wav.unsqueeze(0) if wav.dim() == 2 else wav
     if wav.dim() != 3 or wav.shape[0] != 1 or wav.shape[-1] == 0:
         raise OptionError(f"expected one non-empty signal shaped (1, channels, samples), got {tuple(wav.shape)}")
@@ -253,19 +261,11 @@ def _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate):
         raise OptionError(f"the loop must be between 4 frames ({4 / pipeline.frame_rate:.2f} s) and the clip's "
                           f"length ({N / sample_rate:.2f} s) from its start")
     region = audio.resample_periodic(mono[..., start:start + n_in], T * pipeline.codec.hop_length)
-    region, loudness = audio.normalize_loudness(region, pipeline.sample_rate)
-    return region, loudness, n_out
-
-
-def _wrapped(run, x, pad: int, per: float):
-    """`run` (the codec's encode or decode) over a loop (B, C, L) laid between `pad` units of its own end and start
-    (copied round as often as a short loop needs): the middle of the output, one period of the endless loop.
-    `per`: output units per input unit (1 / hop to encode samples into frames, hop to decode)."""
-    L = x.shape[-1]
-    reps = -(-pad // L)
-    tiled = x.repeat(1, 1, 2 * reps + 1)[..., reps * L - pad:(reps + 1) * L + pad]
-    out = run(tiled)
-    return out[..., round(pad * per):round((pad + L) * per)]
+    region, mono_loudness = audio.normalize_loudness(region, pipeline.sample_rate)
+    channels = wav.shape[1]
+    loudness = mono_loudness if channels == 1 or channels > len(audio.CHANNEL_WEIGHTS) else \
+        audio.loudness(wav[..., start:start + n_in].float(), sample_rate)
+    return region, loudness, n_out, audio.FileFormat(int(sample_rate), channels)
 
 
 def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
@@ -354,7 +354,8 @@ def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int 
               "hop_length": pipeline.codec.hop_length, "codebook_size": pipeline.codec.codebook_size,
               "n_codebooks": pipeline.n_codebooks, "frames": prep.codes.shape[-1], "n_samples": prep.n_samples,
               "loudness": prep.loudness if math.isfinite(prep.loudness) else None, "codebooks": codebooks,
-              "period": period, "bits": bits, "count": int(tokens.size), "method": method}
+              "period": period, "bits": bits, "count": int(tokens.size), "method": method,
+              "source": {"sample_rate": prep.source.sample_rate, "channels": prep.source.channels}}
     head = json.dumps(header, separators=(",", ":")).encode()
     body = MAGIC + struct.pack("<BI", VERSION, len(head)) + head + struct.pack("<I", len(payload)) + payload
     data = body + struct.pack("<I", zlib.crc32(body))
@@ -413,7 +414,16 @@ def decompress(pipeline: Pipeline, path, *, sampling: SamplingConfig | None = No
     return pipeline.render(codes.to(pipeline.device), (~keep).to(pipeline.device), n_samples=header["n_samples"],
                            loudness=loudness, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
                            progress=progress, settings={"mode": "decompress", "seed": seed,
-                                                        "codebooks": header["codebooks"], "period": header["period"]})
+                                                        "codebooks": header["codebooks"], "period": header["period"]},
+                           source=_source(header.get("source"), path))
+
+
+def _source(found, path) -> audio.FileFormat | None:
+    """The input's format a compressed file's header names (files from before it did: None)."""
+    try:
+        return audio.FileFormat(int(found["sample_rate"]), int(found["channels"])) if found else None
+    except (TypeError, KeyError, ValueError):
+        raise CodesFileError(f"{path} names its input's format wrongly") from None
 
 
 def _pack(values: np.ndarray, bits: int) -> bytes:

@@ -8,11 +8,12 @@ Messages in (UDP, to --port; every option is a key/value pair after the fixed ar
   /vampnet/ahead N                     keep N variations ready ahead (0 to 8; default --ahead)
   /vampnet/stop                        stop the running job and forget the loop
 Messages out (to the sender's address, or its host at --reply-port):
-  /vampnet/result OUT SOURCE SEED      a variation of SOURCE was written (WAV, atomically) at OUT
+  /vampnet/result OUT SOURCE SEED      a variation of SOURCE was written (atomically; WAV unless file_type says) at OUT
   /vampnet/error MESSAGE               one line saying what went wrong
 Options are the studio's settings (vampnet.ui.Settings) by name: mode (loop: seamless, the default; or vamp),
 preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets, dropout, temperature, top_p, steps,
-seed (-1: random; variations count up from it), loop_seconds, model, precision. A looper that loads the file on
+seed (-1: random; variations count up from it), loop_seconds, model, precision, and the result file's file_type,
+sample_rate, channels, bit_depth (by default the input's rate and format). A looper that loads the file on
 the next bar keeps time: /next is answered from the queue while the queue refills.
 
 This module only translates: messages become Settings and jobs of `Studio.generate`, one at a time, in a worker
@@ -168,7 +169,7 @@ class LoopBridge:
     def _make(self, source: Path, settings: Settings, cancel: threading.Event) -> Path:
         result = self.studio.generate(source, settings, cancel=cancel)
         self._written += 1
-        out = self.out_dir / f"{source.stem}-{self._written:04d}-s{settings.seed}.wav"
+        out = self.out_dir / f"{source.stem}-{self._written:04d}-s{settings.seed}{result.audio[0].suffix}"
         with atomic_path(out) as tmp:
             shutil.copyfile(result.audio[0], tmp)
         return out

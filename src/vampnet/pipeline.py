@@ -1,5 +1,6 @@
 """The one flow every front end drives: audio -> codec tokens -> prompt mask -> coarse generation (windowed for
-any length) -> coarse-to-fine (chunks batched) -> codec decode -> audio at the input's loudness."""
+any length) -> coarse-to-fine (chunks batched) -> codec decode -> audio at the input's loudness, written at the
+input's rate (see `VampResult.save`)."""
 from __future__ import annotations
 
 import math
@@ -30,25 +31,34 @@ DEFAULT_C2F_SAMPLING = SamplingConfig(steps=2)  # the original app's coarse-to-f
 
 @dataclass
 class Prepared:
-    """An input signal as tokens, with its length at the codec rate and its loudness before normalisation."""
+    """An input signal as tokens, with its length at the codec rate, its loudness as given (all its channels, at
+    its rate: what results are brought back to) and its rate and channels (what results are written as)."""
 
     codes: torch.Tensor  # (1, K, T)
     n_samples: int
     loudness: float
+    source: audio.FileFormat | None = None
 
 
 @dataclass
 class VampResult:
-    """A generated signal with the tokens and mask that produced it."""
+    """A generated signal (at the codec rate and the input's loudness) with the tokens and mask that produced it,
+    and what its input was (`source`: rate, channels, sample format where known), which its file defaults to."""
 
     audio: torch.Tensor  # (1, 1, samples) float32
     sample_rate: int
     codes: torch.Tensor  # (1, K, T) int64
     mask: torch.Tensor   # (1, K, T) bool, True = generated
     settings: dict = field(default_factory=dict)
+    source: audio.FileFormat | None = None
+    circular: bool = False  # a loop: resampled with its end before its start
 
-    def save(self, path) -> Path:
-        return audio.save(path, self.audio, self.sample_rate, metadata=self.settings)
+    def save(self, path, options: audio.OutputOptions | None = None, *,
+             source: audio.FileFormat | None = None) -> Path:
+        """Write the result (WAV/FLAC/OGG/MP3 by extension) as `audio.output_format` says: by default at the rate of
+        `source` (the input file's format, else the remembered one), mono, the input's 16/24-bit PCM else 24-bit."""
+        fmt = audio.output_format(path, source or self.source or audio.FileFormat(self.sample_rate), options)
+        return audio.save(path, self.audio, self.sample_rate, metadata=self.settings, fmt=fmt, circular=self.circular)
 
 
 class Pipeline:
@@ -270,26 +280,33 @@ class Pipeline:
     # --- the whole job --------------------------------------------------------------------------------------
     def prepare(self, wav: torch.Tensor, sample_rate: int, progress: Progress | None = None) -> "Prepared":
         """Preprocess and encode a signal: its tokens plus what rendering needs (length, loudness)."""
-        x, input_loudness = self.preprocess(wav, sample_rate)
+        x, mono_loudness = self.preprocess(wav, sample_rate)
         if progress:
             progress("encode", 0, 1)
         codes = self.encode(x)
         if progress:
             progress("encode", 1, 1)
-        return Prepared(codes, x.shape[-1], input_loudness)
+        wav = wav if wav.dim() == 3 else wav.unsqueeze(0)
+        channels = wav.shape[1]
+        # results get the loudness a meter reads on the input as given (a stereo file's, not its mono mix's)
+        same = channels == 1 and int(sample_rate) == self.sample_rate
+        loudness = mono_loudness if same or channels > len(audio.CHANNEL_WEIGHTS) else audio.loudness(wav.float(), sample_rate)
+        return Prepared(codes, x.shape[-1], loudness, audio.FileFormat(int(sample_rate), channels))
 
     def render(self, codes: torch.Tensor, mask: torch.Tensor, *, n_samples: int | None, loudness: float,
                sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
                seed: int | None = None, generator: torch.Generator | None = None, progress: Progress | None = None,
-               settings: dict | None = None) -> VampResult:
-        """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS)."""
+               settings: dict | None = None, source: audio.FileFormat | None = None) -> VampResult:
+        """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS); `source`: the input's
+        format (Prepared.source), which the result's file defaults to."""
         sampling = sampling or SamplingConfig()
         c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
         generator = generator or seeded_generator(seed)
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress)
-        return self._finish(out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress)
+        return self._finish(out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress, source)
 
-    def _finish(self, out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress) -> VampResult:
+    def _finish(self, out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress,
+                source=None) -> VampResult:
         """Decode generated tokens, bring them to `loudness` and gather what made them."""
         if progress:
             progress("decode", 0, 1)
@@ -298,7 +315,7 @@ class Pipeline:
             progress("decode", 1, 1)
         info = {"precision": self.precision, "sampling": sampling.to_dict(), "c2f_sampling": c2f_sampling.to_dict(),
                 "generated_fraction": float(mask.float().mean()), **(settings or {})}
-        return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), info)
+        return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), info, source)
 
     def vamp(self, wav: torch.Tensor, sample_rate: int, *, prompt: PromptConfig | None = None,
              sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
@@ -330,33 +347,45 @@ class Pipeline:
         for i in range(n):
             settings = {"seed": seed + i, "prompt": prompt.to_dict()}
             results.append(self._finish(out[i:i + 1], mask[i:i + 1], prepared.n_samples, prepared.loudness, sampling,
-                                        c2f_sampling, settings, progress))
+                                        c2f_sampling, settings, progress, prepared.source))
         return results
 
     def encode_file(self, src, dst) -> torch.Tensor:
-        """Audio file -> token file (.npz) holding the codes and what decoding needs (length, loudness)."""
+        """Audio file -> token file (.npz) holding the codes and what decoding needs (length, loudness, and the
+        input's rate, channels and sample format, which the decoded file defaults to)."""
         wav, sr = audio.load(src)
-        x, input_loudness = self.preprocess(wav, sr)
-        codes = self.encode(x).cpu()
+        prepared = self.prepare(wav, sr)
+        codes = prepared.codes.cpu()
         save_codes(dst, codes, sample_rate=self.sample_rate, hop_length=self.codec.hop_length,
-                   codebook_size=self.codec.codebook_size, n_samples=x.shape[-1], loudness=input_loudness)
+                   codebook_size=self.codec.codebook_size, n_samples=prepared.n_samples, loudness=prepared.loudness,
+                   source=vars(audio.file_format(src)))
         return codes
 
-    def decode_file(self, src, dst) -> Path:
-        """Token file -> audio file at the codec rate and the original loudness."""
+    def decode_file(self, src, dst, options: audio.OutputOptions | None = None) -> Path:
+        """Token file -> audio file at the original loudness, written as `VampResult.save` writes (the input's rate
+        when the token file names it, else the codec's)."""
         codes, meta = load_codes(src)
         if (meta["sample_rate"], meta["hop_length"], meta["codebook_size"]) != (
                 self.sample_rate, self.codec.hop_length, self.codec.codebook_size) or codes.shape[1] > self.codec.n_codebooks:
             raise CodesFileError(f"{src} was made by another codec ({meta['sample_rate']} Hz, hop {meta['hop_length']}, "
                                  f"{codes.shape[1]} x {meta['codebook_size']} codes)")
+        try:
+            found = meta.get("source") or {"sample_rate": self.sample_rate}
+            source = audio.FileFormat(int(found["sample_rate"]), int(found.get("channels", 1)), found.get("subtype"))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise CodesFileError(f"{src} names its input's format wrongly") from None
+        fmt = audio.output_format(dst, source, options)
         wav = audio.match_loudness(self.decode(codes, meta["n_samples"]), self.sample_rate, meta["loudness"])
-        return audio.save(dst, wav, self.sample_rate)
+        return audio.save(dst, wav, self.sample_rate, fmt=fmt)
 
-    def vamp_file(self, src, dst, **kwargs) -> VampResult:
-        """Read `src`, vamp it, write `dst` atomically (WAV/FLAC/OGG by extension)."""
+    def vamp_file(self, src, dst, *, output: audio.OutputOptions | None = None, **kwargs) -> VampResult:
+        """Read `src`, vamp it, write `dst` atomically (WAV/FLAC/OGG/MP3 by extension; `output`: rate, channels,
+        bit depth, by default the input's rate and sample format, mono)."""
+        source = audio.file_format(src)
+        audio.output_format(dst, source, output)  # a format the file cannot hold fails before the work
         wav, sr = audio.load(src)
         result = self.vamp(wav, sr, **kwargs)
-        result.save(dst)
+        result.save(dst, output, source=source)
         return result
 
 

@@ -17,14 +17,17 @@ VERSION = 1
 
 
 def save_codes(path, codes: torch.Tensor, *, sample_rate: int, hop_length: int, codebook_size: int,
-               n_samples: int, loudness: float) -> Path:
-    """Write (1, K, T) codes and their decoding metadata to `path` (.npz)."""
+               n_samples: int, loudness: float, source: dict | None = None) -> Path:
+    """Write (1, K, T) codes and their decoding metadata to `path` (.npz); `source`: the input file's sample rate,
+    channels and sample format (what a decoded file defaults to)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise CodesFileError(f"token files end in .npz, got {path.name}")
     dtype = np.int16 if codebook_size <= 2**15 else np.int32
     meta = {"format": FORMAT, "version": VERSION, "sample_rate": int(sample_rate), "hop_length": int(hop_length),
             "codebook_size": int(codebook_size), "n_samples": int(n_samples), "loudness": float(loudness)}
+    if source:
+        meta["source"] = dict(source)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, codes=codes.cpu().numpy().astype(dtype), meta=np.array(json.dumps(meta)))

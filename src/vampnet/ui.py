@@ -35,7 +35,10 @@ from .schema import config_values
 MODES = ("vamp", "loop", "continue", "inpaint", "compress")
 PRESET_CHOICES = ("custom", *modes.PRESETS)
 MAX_VARIATIONS = 4
-SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False}  # open?
+SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False,
+            "result file": False}  # open?
+RATES = ("input", "22050", "44100", "48000", "88200", "96000")
+BIT_DEPTHS = ("input", "16", "24", "32")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
     return field(default=default, metadata={"control": Control(kind, label, section, **widget)})
 
 
-_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL = (s for s in SECTIONS if s)
+_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE = (s for s in SECTIONS if s)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,14 @@ class Settings:
     model: str = _control("small", "dropdown", "model: small (shipped), official (downloaded), your fine-tuned models, "
                           "or a folder path", _MODEL)
     precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False)
+    file_type: str = _control("wav", "radio", "file type", _FILE, row="file", choices=tuple(audio.writable_formats()),
+                              shapes_mask=False)
+    sample_rate: str = _control("input", "dropdown", "sample rate (Hz)", _FILE, row="file", choices=RATES,
+                                shapes_mask=False)
+    channels: str = _control("mono", "radio", "channels (stereo: the mono result on both, 3 dB lower each)", _FILE,
+                             row="file", choices=("mono", "stereo"), shapes_mask=False)
+    bit_depth: str = _control("input", "radio", "bits (WAV/FLAC; input: its 16/24-bit, else 24; 32: float)", _FILE,
+                              row="file", choices=BIT_DEPTHS, shapes_mask=False)
 
     def __post_init__(self):
         for c in CONTROLS:
@@ -121,6 +132,12 @@ class Settings:
                 raise OptionError(f"{c.name} must be one of {', '.join(c.choices)}, got {getattr(self, c.name)!r}")
         if not 1 <= int(self.variations) <= MAX_VARIATIONS:
             raise OptionError(f"variations must be 1 to {MAX_VARIATIONS}")
+
+    def output(self) -> audio.OutputOptions:
+        """The result file's options (what "input" leaves to the input's format)."""
+        number = lambda v: None if v == "input" else int(v)  # noqa: E731
+        return audio.OutputOptions(number(self.sample_rate), 2 if self.channels == "stereo" else 1,
+                                   number(self.bit_depth))
 
     @classmethod
     def from_values(cls, values: dict) -> "Settings":
@@ -131,7 +148,7 @@ class Settings:
                 value = values[f.name]
                 try:
                     out[f.name] = (int(value) if f.type == "int" else float(value) if f.type == "float"
-                                   else _to_bool(value) if f.type == "bool" else value)
+                                   else _to_bool(value) if f.type == "bool" else _to_text(value))
                 except (TypeError, ValueError):
                     kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}[f.type]
                     raise OptionError(f"{f.name} must be {kind}, got {value!r}") from None
@@ -143,6 +160,12 @@ class Settings:
 
 CONTROLS = tuple(Control(**{**asdict(f.metadata["control"]), "name": f.name}) for f in fields(Settings))
 CONTROL = {c.name: c for c in CONTROLS}
+
+
+def _to_text(value):
+    """A choice given as a number (an OSC message's or API call's 48000 for "48000") as its text."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return str(int(value)) if is_number and value == int(value) else value
 
 
 def _to_bool(value) -> bool:
@@ -254,6 +277,8 @@ class Studio:
                 raise Cancelled("the job was cancelled")
             progress = _stoppable(progress, cancel)
         wav, sr = self.read_input(path)
+        source, suffix = audio.file_format(path), f".{s.file_type}"
+        audio.output_format(f"result{suffix}", source, s.output())  # a format the file cannot hold fails first
         pipe = self.pipeline(s.model, s.precision)
         sampling, c2f_sampling = self.sampling(s)
         seed = options.seed_or_new(s.seed)
@@ -262,10 +287,10 @@ class Studio:
         if s.mode == "loop":
             result = modes.loop(pipe, wav, sr, variations=n, seconds=s.loop_seconds or None,
                                 prompt=self.prompt(s, wav, sr), sampling=sampling, c2f_sampling=c2f_sampling,
-                                seed=seed, progress=progress)
+                                seed=seed, progress=progress,  # made at the rate written, so exact to the sample
+                                output_rate=s.output().sample_rate or source.sample_rate)
             results = result.variations
-            chain = self._new_file("loop-chain", ".wav")
-            audio.save(chain, result.chain, result.sample_rate)
+            chain = result.save_chain(self._new_file("loop-chain", suffix), s.output(), source=source)
             downloads.append(chain)
         elif s.mode == "compress":
             packed = self._new_file("compressed", ".vmpz")
@@ -289,8 +314,8 @@ class Studio:
                     results.append(modes.inpaint(pipe, wav, sr, parse_ranges(s.ranges), **kw))
         files = []
         for i, r in enumerate(results):
-            f = self._new_file(f"{s.mode}-{seed + i}", ".wav")
-            r.save(f)
+            f = self._new_file(f"{s.mode}-{seed + i}", suffix)
+            r.save(f, s.output(), source=source)
             files.append(f)
         settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
                     "precision": pipe.precision, "results": [r.settings for r in results],

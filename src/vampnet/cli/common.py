@@ -3,6 +3,7 @@ declare alike, loading the pipeline from --models, checking input and output pat
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import options
+from .. import audio, options
 from ..errors import AudioError, CheckpointError, OptionError
 from ..pipeline import Pipeline
 from ..pretrained import resolve
@@ -32,7 +33,7 @@ def global_options(threads: Optional[int] = typer.Option(None, "--threads", min=
     set_threads(threads)
 
 
-AUDIO_OUT = (".wav", ".flac", ".ogg")
+AUDIO_OUT = tuple(audio.WRITE_FORMATS)
 MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
                "weights; a fine-tuned model's name ($VAMPNET_HOME/models); default: the small model shipped with vampnet")
 
@@ -48,6 +49,52 @@ CAPTURE = typer.Option("off", help="sampler: off (eager, fastest on a CPU) | sta
 QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
 BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat")
 RANGE_USAGE = "--range takes START-END in seconds (e.g. 1.5-3)"
+# how a result file is written (default: the input's rate, its sample format when 16/24-bit PCM, else 24-bit; mono)
+SAMPLE_RATE = typer.Option(None, "--sample-rate", help="the result's sample rate in Hz (default: the input's)")
+CHANNELS = typer.Option(None, "--channels", help="1 (default) or 2: the mono result on both channels, each 3 dB lower "
+                                                 "so the file keeps the input's loudness")
+FORMAT = typer.Option(None, "--format", help="wav | flac | ogg | mp3 (default: the output name's extension)")
+BIT_DEPTH = typer.Option(None, "--bit-depth", help="16 | 24 | 32 (float, WAV only); default: the input's when it is "
+                                                   "16- or 24-bit PCM, else 24")
+
+
+@dataclass
+class AudioOutput:
+    """Where and how a command writes its results: the path, the user's format options and the input's format."""
+
+    path: Path
+    options: audio.OutputOptions
+    source: audio.FileFormat | None = None  # None: the result's own (a token or compressed file's input)
+
+    @property
+    def rate(self) -> int | None:
+        """The sample rate the results will be written at (None: each result's own)."""
+        return self.options.sample_rate or (self.source.sample_rate if self.source else None)
+
+    def named(self, tag) -> Path:
+        """A sibling file NAME-tag.EXT (variations, loops)."""
+        return self.path.with_name(f"{self.path.stem}-{tag}{self.path.suffix}")
+
+    def save(self, result, path: Path | None = None) -> Path:
+        return result.save(path or self.path, self.options, source=self.source)
+
+
+def audio_output(output: Path, file_type, sample_rate, channels, bit_depth, input: Path | None = None) -> AudioOutput:
+    """The output options checked before any work: --format adds its extension to a name without one (and must
+    agree with one that has it), and the format must hold the rate, channels and bit depth asked for."""
+    if file_type is not None:
+        file_type = file_type.lower().lstrip(".")
+        if file_type not in audio.writable_formats():
+            raise OptionError(f"--format must be one of {', '.join(audio.writable_formats())}, got {file_type!r}")
+        if not output.suffix:
+            output = output.with_name(f"{output.name}.{file_type}")
+        elif output.suffix.lower() != f".{file_type}":
+            raise OptionError(f"output {output} does not end in .{file_type} (--format {file_type})")
+    check_output(output, AUDIO_OUT)
+    out = AudioOutput(output, audio.OutputOptions(sample_rate, channels, bit_depth),
+                      audio.file_format(input) if input is not None else None)
+    audio.output_format(output, out.source or audio.FileFormat(sample_rate or 44100), out.options)
+    return out
 
 
 # --- the schema's options as flags -------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import typer
 
 from .. import audio, modes, options
 from ..errors import CodesFileError, OptionError
-from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, CAPTURE, DEVICE, LORA, MODELS, PRECISION, QUIET, SEED,
-                     ProgressReporter, app, check_input, check_output, given_configs, load_pipeline, parse_range_options,
-                     schema_flags)
+from .common import (AUDIO_OUT, BEAT_TRACKER, BIT_DEPTH, C2F_STEPS, CAPTURE, CHANNELS, DEVICE, FORMAT, LORA, MODELS,
+                     PRECISION, QUIET, SAMPLE_RATE, SEED, AudioOutput, ProgressReporter, app, audio_output, check_input,
+                     check_output, given_configs, load_pipeline, parse_range_options, schema_flags)
 
 MODE_PROMPT = {"prompt": "the mode's prompt"}  # what a prompt flag left out of a mode command means
 
@@ -22,7 +22,9 @@ MODE_PROMPT = {"prompt": "the mode's prompt"}  # what a prompt flag left out of 
 @schema_flags("prompt", "sampling")
 def vamp(
     input: Path = typer.Argument(..., help="audio file to vamp (wav/flac/ogg/mp3...)"),
-    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     models: Optional[str] = MODELS,
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint (overrides the folder's)"),
     coarse: Optional[Path] = typer.Option(None, help="coarse checkpoint (overrides the folder's)"),
@@ -49,7 +51,7 @@ def vamp(
 ):
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
     check_input(input)
-    check_output(output, AUDIO_OUT)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
     ranges = parse_range_options(range_)
     wav, sr = audio.load(input)
     prompt_fields, sampling_fields = given_configs(given)
@@ -65,8 +67,7 @@ def vamp(
         results = pipeline.variations(wav, sr, variations, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
                                       seed=seed, progress=progress)
     for i, result in enumerate(results, 1):
-        path = output if variations == 1 else output.with_name(f"{output.stem}-{i}{output.suffix}")
-        result.save(path)
+        path = out.save(result, out.path if variations == 1 else out.named(i))
         typer.echo(f"wrote {path} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']}, "
                    f"{100 * result.settings['generated_fraction']:.0f}% of tokens generated)", err=True)
 
@@ -79,9 +80,9 @@ def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32
     return pipeline, wav, sr
 
 
-def _mode_job(input, output, models, lora, device, precision, c2f_steps, given):
+def _mode_job(input, out: AudioOutput, models, lora, device, precision, c2f_steps, given):
     """A mode command's pipeline, input audio and sampler configs."""
-    return (*_mode_setup(input, output, models, lora, device, precision),
+    return (*_mode_setup(input, out.path, models, lora, device, precision),
             *options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1]))
 
 
@@ -90,11 +91,11 @@ def _prompt(base, given):
     return options.with_changes(base, **given_configs(given)[0])
 
 
-def _run_and_save(output: Path, quiet: bool, job) -> None:
+def _run_and_save(out: AudioOutput, quiet: bool, job) -> None:
     """Run a mode `job(progress) -> VampResult` under progress bars, write its audio and report it."""
     with ProgressReporter(quiet) as progress:
         result = job(progress)
-    result.save(output)
+    output = out.save(result)
     typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
 
 
@@ -103,6 +104,8 @@ def _run_and_save(output: Path, quiet: bool, job) -> None:
 def loop(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     variations: int = typer.Option(options.LOOP_VARIATIONS, min=1, help="number of variations"),
     seconds: Optional[float] = typer.Option(None, min=0.1, help="loop length in seconds, exact to the sample (default: the whole clip)"),
     bars: Optional[int] = typer.Option(None, min=1, help="loop this many bars from the first tracked downbeat"),
@@ -115,18 +118,19 @@ def loop(
     c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
-                                                          c2f_steps, given)
+    check_input(input)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
     with ProgressReporter(quiet) as progress:
         prompt = _prompt(modes.preset(preset_name), given)
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
         typer.echo(how, err=True)
         result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, start_s=start_s, prompt=prompt,
                             feedback=feedback, repeats=repeats, sampling=sampling, c2f_sampling=c2f_sampling,
-                            seed=seed, progress=progress)
+                            seed=seed, progress=progress, output_rate=out.rate)  # made at the rate written: exact
     for i, v in enumerate(result.variations, 1):
-        v.save(output.with_name(f"{output.stem}-{i}{output.suffix}"))
-    audio.save(output, result.chain, result.sample_rate)
+        out.save(v, out.named(i))
+    output = result.save_chain(out.path, out.options, source=out.source)
     typer.echo(f"wrote {output} and {len(result.variations)} loops ({output.stem}-1{output.suffix} ...), "
                f"seed {result.variations[0].settings['seed']}", err=True)
 
@@ -136,6 +140,8 @@ def loop(
 def continue_(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     seconds: float = typer.Option(0.0, min=0.0, help="seconds to add after the end"),
     before: float = typer.Option(0.0, min=0.0, help="seconds to add before the start"),
     models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
@@ -144,9 +150,10 @@ def continue_(
     """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
     if seconds <= 0 and before <= 0:
         raise OptionError("give --seconds and/or --before")
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
-                                                          c2f_steps, given)
-    _run_and_save(output, quiet, lambda progress: modes.continue_audio(
+    check_input(input)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
+    _run_and_save(out, quiet, lambda progress: modes.continue_audio(
         pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
 
@@ -156,6 +163,8 @@ def continue_(
 def inpaint(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     start: Optional[float] = typer.Option(None, min=0.0, help="start of the range to regenerate (seconds)"),
     end: Optional[float] = typer.Option(None, min=0.0, help="end of the range to regenerate (seconds)"),
     range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
@@ -170,10 +179,11 @@ def inpaint(
         ranges.insert(0, (start, end))
     if not ranges:
         raise OptionError("give --start/--end or --range")
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
-                                                          c2f_steps, given)
+    check_input(input)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
     inside = _prompt(modes.INPAINT_PROMPT, given)
-    _run_and_save(output, quiet, lambda progress: modes.inpaint(
+    _run_and_save(out, quiet, lambda progress: modes.inpaint(
         pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
 
@@ -183,15 +193,18 @@ def inpaint(
 def stretch(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     factor: int = typer.Option(2, min=1, help="slow down this many times (frames repeated; the model fills in)"),
     models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
     c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision,
-                                                          c2f_steps, given)
+    check_input(input)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
+    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
     prompt = _prompt(modes.STRETCH_PROMPT, given)
-    _run_and_save(output, quiet, lambda progress: modes.stretch(
+    _run_and_save(out, quiet, lambda progress: modes.stretch(
         pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
         progress=progress))
 
@@ -216,14 +229,16 @@ def compress(
 def decompress(
     input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
     output: Path = typer.Option(..., "-o", "--output"),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     models: Optional[str] = MODELS, seed: Optional[int] = SEED, c2f_steps: int = C2F_STEPS, device: str = DEVICE,
     precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Regenerate audio from a compressed file: VampNet fills the tokens that were not kept."""
     if not input.is_file():
         raise CodesFileError(f"compressed file not found: {input}")
-    check_output(output, AUDIO_OUT)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth)
     pipeline = load_pipeline(models, device=device, precision=precision)
     sampling, c2f_sampling = options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1])
-    _run_and_save(output, quiet, lambda progress: modes.decompress(
+    _run_and_save(out, quiet, lambda progress: modes.decompress(
         pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress))

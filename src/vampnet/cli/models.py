@@ -11,7 +11,8 @@ from ..checkpoints import (OFFICIAL_LICENCE, OFFICIAL_REPO, convert as convert_f
                            download_official)
 from ..errors import CheckpointError, CodesFileError, OptionError
 from ..pretrained import home
-from .common import AUDIO_OUT, MODELS_HELP, app, check_input, check_output, load_pipeline
+from .common import (BIT_DEPTH, CHANNELS, FORMAT, MODELS_HELP, SAMPLE_RATE, app, audio_output, check_input, check_output,
+                     load_pipeline)
 
 
 @app.command()
@@ -32,17 +33,19 @@ def encode(
 @app.command()
 def decode(
     input: Path = typer.Argument(..., help="token file (.npz) from 'vampnet encode'"),
-    output: Path = typer.Option(..., "-o", "--output", help="audio file (.wav/.flac/.ogg)"),
+    output: Path = typer.Option(..., "-o", "--output", help="audio file (.wav/.flac/.ogg/.mp3)"),
+    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
+    bit_depth: Optional[int] = BIT_DEPTH,
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
     device: str = typer.Option("cpu"),
 ):
-    """Decode codec tokens (.npz) back to audio."""
+    """Decode codec tokens (.npz) back to audio (by default at the encoded file's rate and loudness)."""
     if not input.is_file():
         raise CodesFileError(f"token file not found: {input}")
-    check_output(output, AUDIO_OUT)
-    load_pipeline(models, codec, device=device, need_generation=False).decode_file(input, output)
-    typer.echo(f"wrote {output}", err=True)
+    out = audio_output(output, file_type, sample_rate, channels, bit_depth)
+    load_pipeline(models, codec, device=device, need_generation=False).decode_file(input, out.path, out.options)
+    typer.echo(f"wrote {out.path}", err=True)
 
 
 @app.command()
