@@ -74,5 +74,9 @@ def test_model_names_resolve_to_folders_with_clear_errors(monkeypatch, tmp_path,
         model_folder("official")
     (tmp_path / "official").mkdir()
     (tmp_path / "official" / "codec.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="vampnet download"):  # a part is not the whole model
+        model_folder("official")
+    for part in ("coarse.pth", "c2f.pth"):
+        (tmp_path / "official" / part).write_bytes(b"")
     assert model_folder("official") == tmp_path / "official"
     assert shipped_folder().parts[-3:] == ("vampnet", "weights", "small")
