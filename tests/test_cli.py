@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import SET_A, sine_mix
 
@@ -229,3 +230,50 @@ def test_help_and_unknown_commands_see_every_command():
     assert all(name in listing.stdout for name in ("vamp", "tokenize", "ui", "eval", "prepare-corpus"))
     unknown = run("vampp")
     assert unknown.returncode == 2 and "No such command" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def _commands():
+    """(command words, click command) for every command of the `vampnet` app, groups expanded."""
+    import typer
+
+    from vampnet.cli import register_commands
+
+    def walk(command, words):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*words, name])
+        else:
+            yield words, command
+
+    return list(walk(typer.main.get_command(register_commands()), []))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has CUDA, so --device cuda is no error here")
+def test_every_command_refuses_an_absent_cuda_device_in_one_line(wav_file, tmp_path, capsys):
+    from vampnet.cli import main
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    codes = tmp_path / "codes.npz"
+    codes.write_bytes(b"")  # never read: the device is refused first
+    out = tmp_path / "out.wav"
+    args = {
+        "vamp": [wav_file, "-o", out], "loop": [wav_file, "-o", out], "continue": [wav_file, "-o", out, "--seconds", "1"],
+        "inpaint": [wav_file, "-o", out, "--start", "0.5", "--end", "1"], "stretch": [wav_file, "-o", out],
+        "compress": [wav_file, "-o", tmp_path / "c.vmpz"], "decompress": [codes, "-o", out],
+        "encode": [wav_file, "-o", tmp_path / "e.npz"], "decode": [codes, "-o", out],
+        "tokenize": [folder, "-o", tmp_path / "tokens"], "finetune": [folder, "-o", tmp_path / "tuned"],
+        "ui": [], "osc": [], "eval run": ["--data", folder, "--experiment", "sampling-steps", "-o", tmp_path / "ev"],
+    }
+    with_device = [" ".join(words) for words, command in _commands() if any("--device" in p.opts for p in command.params)]
+    assert sorted(with_device) == sorted(args)
+    for name, rest in args.items():
+        assert main([*name.split(), *map(str, rest), "--device", "cuda"]) == 1, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: device 'cuda' is not available here: "), (name, err)
+        assert "Traceback" not in "\n".join(err) and not out.exists()
+    from vampnet import OptionError, Pipeline
+    with pytest.raises(OptionError, match="device 'cuda' is not available here"):
+        Pipeline.from_pretrained(device="cuda")
+    with pytest.raises(OptionError, match="not a torch device"):
+        Pipeline.from_pretrained(device="gpu")

@@ -10,7 +10,8 @@ import typer
 from ..checkpoints import find_model_files
 from ..codec import Codec
 from ..corpus import DEFAULT_SOURCES, prepare_corpus as run_prepare
-from ..errors import OptionError, first_line
+from ..devices import check_device
+from ..errors import OptionError
 from ..options import TRAIN_DEFAULTS
 from ..pretrained import is_valid_name, model_folder, models_home
 from ..train.codec_trainer import load_codec_config, train_codec
@@ -39,15 +40,13 @@ def tokenize(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
+    device = check_device(device)
     set_threads(threads)
     pipeline = load_pipeline(models, codec, need_generation=False)
     codec_path = codec or find_model_files(model_folder(models))["codec"]  # the shipped codec by default
     config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
                             val_fraction=val_fraction)
-    try:
-        pipeline.codec.to(device)
-    except (RuntimeError, AssertionError) as e:
-        raise OptionError(f"device {device!r} is not usable here: {first_line(e)}") from None
+    pipeline.codec.to(device)
     stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()),
                          batch_size=batch_size, progress=not quiet)
     typer.echo(json.dumps(stats), err=True)
