@@ -192,6 +192,10 @@ def test_stretch_and_prompt_options_on_mode_commands(wav_file, tmp_path):
     common = ["--models", SET_A, "--seed", "0", "--steps", "2", "-q"]
     assert run("stretch", wav_file, "-o", tmp_path / "s.wav", "--factor", "2", *common).returncode == 0
     assert sf.info(str(tmp_path / "s.wav")).duration == pytest.approx(5.0, abs=0.03)
+    for factor, seconds in (("1.5", 3.75), ("0.5", 1.25)):  # any factor in 0.25-4, slower or faster
+        proc = run("stretch", wav_file, "-o", tmp_path / "f.wav", "--factor", factor, *common)
+        assert proc.returncode == 0, proc.stderr
+        assert sf.info(str(tmp_path / "f.wav")).frames == round(2.5 * 44100 * float(factor)) == round(seconds * 44100)
     assert run("inpaint", wav_file, "-o", tmp_path / "i.wav", "--start", "0.5", "--end", "2", "--periodic", "3",
                "--upper-codebooks", "2", *common).returncode == 0
     with sf.SoundFile(str(tmp_path / "i.wav")) as f:

@@ -216,13 +216,15 @@ def inpaint(
 def stretch(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output"),
-    factor: int = typer.Option(2, min=1, help="slow down this many times (frames repeated; the model fills in)"),
+    factor: float = typer.Option(2.0, min=modes.STRETCH_RANGE[0], max=modes.STRETCH_RANGE[1],
+                                 help="length change: 2 = twice as long (slower), 0.5 = twice as fast; 0.25-4"),
     periodic: Optional[int] = PERIODIC, upper_codebooks: Optional[int] = UPPER, random_intensity: Optional[float] = INTENSITY,
     models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED, steps: int = STEPS,
     c2f_steps: int = C2F_STEPS, temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW,
     device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET,
 ):
-    """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
+    """Time-stretch by vamping: the clip FACTOR times as long (slower) or short (faster), pitch kept; the model
+    writes the frames between the kept ones."""
     pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, output, models, lora, device, precision, steps,
                                                           temperature, top_p, c2f_steps, draw)
     prompt = _prompt(modes.STRETCH_PROMPT, periodic, upper_codebooks, random_intensity)
