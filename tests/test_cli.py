@@ -281,3 +281,29 @@ def test_every_command_refuses_an_absent_cuda_device_in_one_line(wav_file, tmp_p
         Pipeline.from_pretrained(device="cuda")
     with pytest.raises(OptionError, match="not a torch device"):
         Pipeline.from_pretrained(device="gpu")
+
+
+def test_every_option_of_every_command_has_help_text():
+    missing = [f"{' '.join(words)} {param.opts[0] if param.opts else param.name}"
+               for words, command in _commands() for param in command.params if not (param.help or "").strip()]
+    assert not missing, f"options without help: {missing}"
+
+
+def test_vamp_help_at_80_columns_keeps_option_names_whole_and_the_help_column_wide():
+    """Each panel's table sizes its own columns: no option name is cut, and every option's help starts at least
+    22 of the 80 columns before the right edge (one shared table of ~55 options left it 17)."""
+    proc = run("vamp", "--help", env={**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    vamp = next(command for words, command in _commands() if words == ["vamp"])
+    widths = {}
+    for param in vamp.params:
+        if param.param_type_name != "option":
+            continue
+        name = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+        row = next((line for line in lines if f" {name} " in line), None)
+        assert row is not None, f"{name} is not shown whole"
+        first_word = param.help.split()[0]
+        widths[name] = len(row) - 1 - row.rindex(first_word, row.index(name) + len(name))
+    assert min(widths.values()) >= 22, sorted(widths.items(), key=lambda kv: kv[1])[:5]

@@ -2,6 +2,8 @@
 declare alike, loading the pipeline from --models, checking input and output paths, and progress bars."""
 from __future__ import annotations
 
+import copy
+import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +55,41 @@ PERIODIC = typer.Option(None, "--periodic", min=0, help="keep every P-th frame a
 UPPER = typer.Option(None, "--upper-codebooks", min=0, help="generate every codebook from this index up (overrides the preset)")
 INTENSITY = typer.Option(None, "--random-intensity", min=0.0, max=1.0, help="fraction of tokens a random mask generates")
 RANGE_USAGE = "--range takes START-END in seconds (e.g. 1.5-3)"
+
+
+# `vamp --help` groups its ~55 options in these panels (each panel's table sizes its own columns, so a long option
+# name or range in one group does not squeeze the help text of all the others into a narrow column)
+VAMP_PANELS = {
+    "Model": ("models", "codec", "coarse", "c2f", "lora", "coarse_lora", "c2f_lora"),
+    "Sampling": ("seed", "steps", "c2f_steps", "temperature", "mask_temperature", "sample_cutoff", "top_k", "top_p",
+                 "typical", "typical_mass", "typical_min_tokens", "draw"),
+    "Prompt": ("preset_name", "periodic", "periodic_width", "random_roll", "upper_codebooks", "keep_codebooks",
+               "prefix", "suffix", "range_", "dropout", "random_intensity"),
+    "Beats and onsets": ("beats", "downbeats", "every_k", "beat_before", "beat_after", "onsets", "beat_tracker",
+                         "wavebeat"),
+    "Long audio and speed": ("window", "overlap", "device", "precision", "capture"),
+}
+
+
+def help_panels(panels: dict[str, tuple[str, ...]]):
+    """A decorator that shows a command's options in `--help` under the named panels ({panel: parameter names}).
+    The options declared in common (shared by several commands) are copied, not changed."""
+    def decorate(func):
+        signature = inspect.signature(func, eval_str=True)  # typer reads the evaluated annotations
+        panel_of = {name: panel for panel, names in panels.items() for name in names}
+        unknown = set(panel_of) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{func.__name__} has no parameters {sorted(unknown)}")
+        params = []
+        for name, param in signature.parameters.items():
+            if name in panel_of:
+                option = copy.copy(param.default)
+                option.rich_help_panel = panel_of[name]
+                param = param.replace(default=option)
+            params.append(param)
+        func.__signature__ = signature.replace(parameters=params)
+        return func
+    return decorate
 
 
 def load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **settings) -> Pipeline:

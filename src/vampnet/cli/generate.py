@@ -14,9 +14,11 @@ from ..options import PROMPT, SAMPLING
 from .common import (AUDIO_OUT, BEAT_TRACKER, C2F_STEPS, CAPTURE, DEVICE, DRAW, INTENSITY, LORA, MODELS, PERIODIC, PRECISION,
                      QUIET, SEED, STEPS, TEMPERATURE, TOP_P, UPPER, ProgressReporter, app, check_input, check_output,
                      load_pipeline, parse_range_options)
+from .common import VAMP_PANELS, help_panels
 
 
 @app.command()
+@help_panels(VAMP_PANELS)
 def vamp(
     input: Path = typer.Argument(..., help="audio file to vamp (wav/flac/ogg/mp3...)"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
@@ -34,9 +36,11 @@ def vamp(
                                         help="fraction of steps that sample (later ones take the argmax)"),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="sample only among the k likeliest tokens"),
     top_p: Optional[float] = TOP_P,
-    typical: bool = typer.Option(SAMPLING.typical_filtering, "--typical/--no-typical", help="locally typical sampling"),
-    typical_mass: float = typer.Option(SAMPLING.typical_mass, "--typical-mass", min=0.0, max=1.0),
-    typical_min_tokens: int = typer.Option(SAMPLING.typical_min_tokens, "--typical-min-tokens", min=1),
+    typical: bool = typer.Option(SAMPLING.typical_filtering, "--typical", help="locally typical sampling"),
+    typical_mass: float = typer.Option(SAMPLING.typical_mass, "--typical-mass", min=0.0, max=1.0,
+                                       help="with --typical: the probability mass of typical tokens kept"),
+    typical_min_tokens: int = typer.Option(SAMPLING.typical_min_tokens, "--typical-min-tokens", min=1,
+                                           help="with --typical: keep at least this many tokens"),
     draw: str = DRAW,
     preset_name: Optional[str] = typer.Option(None, "--preset", help="subtle | variation | wild (sets the prompt options below)"),
     periodic: int = typer.Option(PROMPT.periodic_prompt, min=0, help="keep every P-th frame as prompt (0: none)"),
@@ -167,7 +171,7 @@ def loop(
 @app.command("continue")
 def continue_(
     input: Path = typer.Argument(..., help="audio file"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
     seconds: float = typer.Option(0.0, min=0.0, help="seconds to add after the end"),
     before: float = typer.Option(0.0, min=0.0, help="seconds to add before the start"),
     models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED, steps: int = STEPS,
@@ -187,7 +191,7 @@ def continue_(
 @app.command()
 def inpaint(
     input: Path = typer.Argument(..., help="audio file"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
     start: Optional[float] = typer.Option(None, min=0.0, help="start of the range to regenerate (seconds)"),
     end: Optional[float] = typer.Option(None, min=0.0, help="end of the range to regenerate (seconds)"),
     range_: List[str] = typer.Option([], "--range", help="more ranges START-END (repeatable)"),
@@ -215,7 +219,7 @@ def inpaint(
 @app.command()
 def stretch(
     input: Path = typer.Argument(..., help="audio file"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
     factor: float = typer.Option(2.0, min=modes.STRETCH_RANGE[0], max=modes.STRETCH_RANGE[1],
                                  help="length change: 2 = twice as long (slower), 0.5 = twice as fast; 0.25-4"),
     periodic: Optional[int] = PERIODIC, upper_codebooks: Optional[int] = UPPER, random_intensity: Optional[float] = INTENSITY,
@@ -251,7 +255,7 @@ def compress(
 @app.command()
 def decompress(
     input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg)"),
     models: Optional[str] = MODELS, seed: Optional[int] = SEED, steps: int = STEPS, c2f_steps: int = C2F_STEPS,
     temperature: float = TEMPERATURE, top_p: Optional[float] = TOP_P, draw: str = DRAW, device: str = DEVICE,
     precision: str = PRECISION, quiet: bool = QUIET,

@@ -11,7 +11,7 @@ from ..checkpoints import (OFFICIAL_LICENCE, OFFICIAL_REPO, convert as convert_f
                            download_official)
 from ..errors import CheckpointError, CodesFileError, OptionError
 from ..pretrained import home
-from .common import AUDIO_OUT, MODELS_HELP, app, check_input, check_output, load_pipeline
+from .common import AUDIO_OUT, DEVICE, MODELS_HELP, app, check_input, check_output, load_pipeline
 
 
 @app.command()
@@ -20,7 +20,7 @@ def encode(
     output: Path = typer.Option(..., "-o", "--output", help="token file (.npz)"),
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE,
 ):
     """Encode audio to codec tokens (.npz)."""
     check_input(input)
@@ -35,7 +35,7 @@ def decode(
     output: Path = typer.Option(..., "-o", "--output", help="audio file (.wav/.flac/.ogg)"),
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE,
 ):
     """Decode codec tokens (.npz) back to audio."""
     if not input.is_file():

@@ -20,7 +20,7 @@ from ..train.data import TokenizeConfig, make_pack, read_manifest, tokenize as r
 from ..train.finetune import finetune as run_finetune
 from ..train.masked import train as run_train
 from ..threads import set_threads
-from .common import app, load_pipeline
+from .common import DEVICE, QUIET, app, load_pipeline
 
 
 @app.command()
@@ -37,7 +37,7 @@ def tokenize(
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="CPU threads for the encoder (default: torch's, one per core; 1 is "
                                                "faster on a busy machine, BENCHMARKS.md)"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
     device = check_device(device)
@@ -83,7 +83,7 @@ def prepare_corpus(
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99,
                                        help="share of files for validation (pass the same to tokenize)"),
     max_render: float = typer.Option(180.0, "--max-render", min=1.0, help="longest render in seconds (cut at a bar line)"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Build the training corpus from free music only: Debian game music and music21 scores rendered with FluidSynth."""
     report = run_prepare(output, sources=tuple(source) or DEFAULT_SOURCES, max_music21_pieces=music21_pieces, seed=seed,
@@ -105,7 +105,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (YAML)"),
     set_: List[str] = typer.Option([], "--set", help="override one option: key=value (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/latest"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Train a coarse or coarse-to-fine model on a token dataset, or the codec on audio (also under torchrun)."""
     if kind == "codec":
@@ -126,11 +126,11 @@ def finetune(
     steps: int = typer.Option(500, min=1, help="training steps per model"),
     lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="LoRA rank"),
     full: bool = typer.Option(False, "--full", help="fine-tune every weight instead of LoRA adapters"),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts per training step"),
     excerpt: float = typer.Option(10.0, min=1.0, help="excerpt length in seconds"),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    seed: int = typer.Option(0, help="seed of the training's randomness (excerpts, masks): the same seed, the same run"),
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ):
     """Fine-tune a model on your own audio (LoRA by default); then vamp with --models NAME (or --models OUTPUT)."""
     if (name is None) == (output is None):
