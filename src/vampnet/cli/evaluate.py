@@ -10,7 +10,7 @@ import typer
 from ..errors import AudioError, OptionError
 from ..eval.embeddings import get_embedding
 from ..eval.experiments import run as run_experiment
-from ..eval.scoring import markdown, score
+from ..eval.scoring import frechet_warnings, markdown, score
 from .common import DEVICE, MODELS_HELP, QUIET, app, load_pipeline
 
 eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")
@@ -52,4 +52,6 @@ def eval_score(
         raise OptionError(f"{folder} is not an experiment folder (no experiment.json; run `vampnet eval run` first)")
     embed = get_embedding(embedding, embedding_weights, vggish_pca) if embedding != "none" else None
     rows = score(folder, embed, embed.name if embed else "")
+    for warning in frechet_warnings(rows):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(markdown(json.loads((folder / "experiment.json").read_text()), rows))
