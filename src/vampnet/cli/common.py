@@ -49,7 +49,8 @@ PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
 CAPTURE = typer.Option("off", help="sampler: off (eager, fastest on a CPU) | static | compile (torch.compile) | "
                                    "graph (CUDA graphs, CUDA only); all give the same tokens for a seed in fp32")
 QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
-BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat")
+BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto (librosa, or $VAMPNET_BEAT_TRACKER) | madmom (models CC "
+                                                            "BY-NC-SA, non-commercial) | librosa (ISC) | wavebeat")
 # the prompt options of the musical modes: each changes the mode's prompt or preset when given
 PERIODIC = typer.Option(None, "--periodic", min=0, help="keep every P-th frame as prompt (overrides the preset)")
 UPPER = typer.Option(None, "--upper-codebooks", min=0, help="generate every codebook from this index up (overrides the preset)")
