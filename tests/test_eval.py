@@ -11,6 +11,7 @@ import soundfile as sf
 
 from conftest import save_model_folder, sine_mix
 from vampnet.eval.experiments import EXPERIMENTS, conditions, run
+from vampnet.eval.opus import OPUS_MIN_KBPS
 from vampnet.eval.scoring import score
 
 SR = 44100
@@ -59,6 +60,16 @@ def test_each_experiment_writes_every_condition_then_scores_to_csv_markdown_and_
         assert kbps["4_codebooks_downsampled_4x"] == pytest.approx(6 * 4 * tiny_pipeline.frame_rate / 4 / 1000)  # 64 codes: 6 bits
         opus = [r for r in rows if r["kind"] == "opus"]
         assert opus and all(r["kbps"] > 0 for r in opus)  # measured, not nominal
+        targets = [r["params"]["kbps"] for r in opus]  # none below what Opus reaches, so no row copies another
+        assert len(set(targets)) == len(targets) and min(targets) == OPUS_MIN_KBPS
+
+
+def test_opus_conditions_start_at_the_lowest_bitrate_opus_reaches(tiny_pipeline):
+    opus = [c for c in conditions("gen-compression", tiny_pipeline) if c.kind == "opus"]
+    token_rates = [c.bitrate_kbps(tiny_pipeline) for c in conditions("gen-compression", tiny_pipeline)
+                   if c.kind in ("reconstructed", "kept")]
+    expected = sorted({round(max(OPUS_MIN_KBPS, r), 2) for r in token_rates})
+    assert [c.params["kbps"] for c in opus] == expected and [c.name for c in opus][0] == "opus_6kbps"
 
 
 def test_a_condition_identical_to_the_baseline_scores_zero(tiny_pipeline, data_dir, tmp_path):
@@ -86,14 +97,20 @@ def test_inpainting_scores_leave_the_context_out(tiny_pipeline, data_dir, tmp_pa
     assert rows["inpaint_1.0s"]["mel_mean"] == 0.0
 
 
-def test_cli_eval_run_and_score(data_dir, tmp_path, tiny_pipeline):
+def test_cli_eval_run_and_score(data_dir, tmp_path, tiny_pipeline, capsys):
     from vampnet.cli import main
     models = save_model_folder(tmp_path / "models", tiny_pipeline.codec, tiny_pipeline.coarse, tiny_pipeline.c2f)
 
     out = tmp_path / "steps"
     assert main(["eval", "run", "--data", str(data_dir), "--experiment", "sampling-steps", "-o", str(out),
                  "--models", str(models), "--max-excerpts", "1", "--excerpt", "2.5", "-q"]) == 0
+    capsys.readouterr()
     assert main(["eval", "score", str(out)]) == 0  # the offline crepe embedding by default
+    # one excerpt is far too few for a Fréchet distance: said on stderr and in the report
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "Fréchet distances rest on" in warning[0] and "1 excerpt (fewer than 25)" in warning[0]
+    assert "51 embedding vectors for 272 dimensions" in warning[0]  # 2.5 s at one crepe vector per 50 ms
+    assert f"**Warning:** {warning[0][len('warning: '):]}." in (out / "results.md").read_text()
     assert (out / "stats-mel.csv").is_file()
     frechet = (out / "stats-frechet.csv").read_text()
     assert "crepe" in frechet and "steps_36" in frechet

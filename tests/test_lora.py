@@ -85,3 +85,24 @@ def test_bad_lora_files_are_named(set_a, codec_a, tmp_path):
         load_adapter(model, tmp_path / "half.pth")
     with pytest.raises(CheckpointError, match="not a LoRA"):
         load_adapter(model, SET_A / "coarse.pth")
+
+
+def test_finetune_command_prints_only_its_own_lines(tmp_path):
+    """peft loads torchao, which logs kernel-loading failures and makes torch warn about enum registration: none of
+    that reaches the user (a fresh process, since torchao speaks only when first imported)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import sine_mix
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(2):
+        sf.write(audio / f"take{i}.wav", sine_mix(1.5, 22050, seed=i), 22050)
+    exe = Path(sys.executable).parent / "vampnet"
+    proc = subprocess.run([str(exe), "finetune", str(audio), "-o", str(tmp_path / "out"), "--steps", "1",
+                           "--excerpt", "1", "--batch-size", "2", "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["coarse", "c2f", "use it with --models " + str(tmp_path / "out")]

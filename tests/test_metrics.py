@@ -48,6 +48,19 @@ def test_opus_round_trip_keeps_length_and_alignment_and_reports_its_bitrate():
     assert mel_distance(x, lo, SR) > mel_distance(x, y, SR)
     with pytest.raises(OptionError):
         opus_roundtrip(x, SR, 0.1)
+    with pytest.raises(OptionError, match="same stream"):  # below 6 kbit/s libopus gives one stream for every target
+        opus_roundtrip(x, SR, 4.59)
+
+
+def test_frechet_caveat_names_too_few_excerpts_or_vectors():
+    from vampnet.eval.fad import MIN_FRECHET_EXCERPTS, frechet_caveat
+
+    assert frechet_caveat(MIN_FRECHET_EXCERPTS, 5000, 272) is None
+    few = frechet_caveat(2, 400, 272)
+    assert "2 excerpts" in few and "dimensions" not in few
+    singular = frechet_caveat(50, 100, 128)
+    assert "100 embedding vectors for 128 dimensions" in singular and "excerpt" not in singular.split(":")[0][-30:]
+    assert "1 excerpt " in frechet_caveat(1, 272, 272) and "singular" in frechet_caveat(1, 272, 272)
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():

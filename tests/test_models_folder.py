@@ -4,6 +4,7 @@ CLI vamps with it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,50 @@ def test_full_fine_tunes_and_broken_manifests_resolve_or_say_why(models_home, tm
     (chained / MANIFEST).write_text("{not json")
     with pytest.raises(CheckpointError, match="not a readable fine-tune manifest"):
         resolve(str(chained))
+
+
+def test_an_interrupted_download_is_not_downloaded_anywhere(models_home, clip, tmp_path, monkeypatch, capsys):
+    """A download that fails after its first file leaves no 'official' folder: every model menu leaves it out and
+    --models official still says to run `vampnet download`; the retry that completes moves all files in at once."""
+    import huggingface_hub
+
+    from vampnet.harp import controls_answer
+
+    def flaky(repo_id, filename, revision=None, local_dir=None, **kw):
+        lock = Path(local_dir) / ".cache" / "huggingface" / "download" / f"{filename}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()  # what huggingface_hub leaves behind while it fetches
+        if filename != "codec.pth" and not succeed:
+            raise OSError("connection reset")
+        target = Path(local_dir) / filename
+        target.write_bytes(filename.encode())
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", flaky)
+    official = pretrained.home() / pretrained.OFFICIAL
+    succeed = False
+    assert main(["download"]) == 1
+    assert "download of coarse.pth" in capsys.readouterr().err
+    assert not official.exists()
+    official.mkdir()  # an older version's leftovers: a folder with only the lock file
+    (official / ".cache").mkdir()
+    (official / ".cache" / "codec.pth.lock").touch()
+    (official / "codec.pth").write_bytes(b"codec")
+    assert available_models() == ["small", "mine"]
+    with pytest.raises(CheckpointError, match="run 'vampnet download'"):
+        resolve("official")
+    assert main(["vamp", str(clip), "-o", str(tmp_path / "o.wav"), "--models", "official"]) == 1
+    assert "vampnet download" in capsys.readouterr().err
+    studio = Studio()
+    try:
+        assert studio.models() == ["small", "mine"]
+        model_menu = next(e for e in controls_answer(studio)["inputs"] if e.get("label") == "Model")
+        assert [c[0] for c in model_menu["choices"]] == ["small", "mine"]
+        succeed = True
+        assert main(["download"]) == 0
+        assert sorted(p.name for p in official.glob("*.pth")) == ["c2f.pth", "coarse.pth", "codec.pth"]
+        assert not (official.parent / ".official.download").exists()
+        assert studio.models() == ["small", "official", "mine"]
+        assert resolve("official").base == official
+    finally:
+        studio.close()

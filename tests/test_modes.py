@@ -214,6 +214,44 @@ def test_stretch_repeats_frames_and_keeps_only_grid_frames(pipeline_a):
         modes.stretch(pipeline_a, x, 44100, 0)
 
 
+def test_stretch_grid_of_a_whole_factor_is_the_repeated_frames():
+    codes = torch.arange(2 * 3 * 5).view(2, 3, 5)
+    grid, on_grid = modes.stretch_grid(codes, 3)
+    assert torch.equal(grid, codes.repeat_interleave(3, dim=-1))
+    assert torch.equal(on_grid, torch.arange(15) % 3 == 0)
+
+
+def test_stretch_grid_places_source_frames_on_the_stretched_grid():
+    codes = torch.arange(8).view(1, 1, 8)
+    grid, on_grid = modes.stretch_grid(codes, 1.5)   # source frame i lands at output frame ceil(1.5 i)
+    assert grid.shape[-1] == 12 and torch.equal(torch.nonzero(on_grid).flatten(), torch.tensor([0, 2, 3, 5, 6, 8, 9, 11]))
+    assert torch.equal(grid[0, 0, on_grid], codes[0, 0])
+    fast, on_grid = modes.stretch_grid(codes, 0.5)   # twice as fast: every other source frame, all on the grid
+    assert torch.equal(fast[0, 0], torch.tensor([0, 2, 4, 6])) and on_grid.all()
+    tenth, _ = modes.stretch_grid(torch.arange(10).view(1, 1, 10), 0.3)  # 10 * 0.3 is 2.9999... in floating point
+    assert torch.equal(tenth[0, 0], torch.tensor([0, 3, 6]))
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.5, 0.25, 2.5])
+def test_stretch_changes_the_duration_by_any_factor(pipeline_a, factor):
+    x = wav(1.0)
+    res = modes.stretch(pipeline_a, x, 44100, factor, **FAST)
+    prep = pipeline_a.prepare(x, 44100)
+    assert res.audio.shape[-1] == round(x.shape[-1] * factor)     # the codec rate is the input's here
+    grid, on_grid = modes.stretch_grid(prep.codes, factor)
+    n = grid.shape[-1]
+    assert res.mask[..., :n][..., ~on_grid].all()                 # frames between the source's are generated
+    kept = ~res.mask[..., :n]
+    assert kept.any() and torch.equal(res.codes[..., :n][kept], grid[kept])  # kept tokens are the source's
+    assert res.settings["factor"] == factor
+
+
+@pytest.mark.parametrize("factor", [0.2, 4.5, float("nan"), "2"])
+def test_stretch_refuses_factors_outside_its_range(pipeline_a, factor):
+    with pytest.raises(OptionError, match="0.25 to 4"):
+        modes.stretch(pipeline_a, wav(0.5), 44100, factor)
+
+
 def test_inpaint_prompt_keeps_periodic_tokens_inside_the_range(pipeline_a):
     x = wav(2.0)
     res = modes.inpaint(pipeline_a, x, 44100, [(0.5, 1.5)], prompt=PromptConfig(periodic_prompt=4, upper_codebook_mask=None), **FAST)

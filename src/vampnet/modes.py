@@ -108,23 +108,45 @@ def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float,
 
 # --- time stretch ----------------------------------------------------------------------------------------------
 
-def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: int, *, prompt: PromptConfig | None = None,
+STRETCH_RANGE = (0.25, 4.0)  # beyond these, nearly every frame is invented (slower) or dropped (faster)
+
+
+def stretch_grid(codes: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token grid of a clip stretched `factor` times, and which of its frames lie on the source's grid.
+    Output frame j shows source frame floor(j / factor); it is on the grid when it is the first frame to show it
+    (slowing down: one frame in `factor`; speeding up: every frame, the source's frames in between dropped).
+    Returns (grid (B, K, T_out), on_grid (T_out,) bool). For a whole factor this is repeat_interleave."""
+    T = codes.shape[-1]
+    t_out = max(1, round(T * factor))
+    # the small epsilon keeps j / factor from landing just under a whole number (0.3 * 10 = 2.9999...)
+    source = torch.floor(torch.arange(t_out, dtype=torch.float64) / factor + 1e-9).long().clamp_(max=T - 1)
+    on_grid = torch.ones(t_out, dtype=torch.bool)
+    on_grid[1:] = source[1:] != source[:-1]
+    return codes[..., source.to(codes.device)], on_grid.to(codes.device)
+
+
+def stretch(pipeline: Pipeline, wav, sample_rate: int, factor: float, *, prompt: PromptConfig | None = None,
             sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
             seed: int | None = None, progress: Progress | None = None) -> VampResult:
-    """Slow a clip down `factor` times by vamping (the original app's time-stretch prompt): every frame is
-    repeated `factor` times and only frames on the original grid may be kept as prompt; the model writes the
-    frames in between. `prompt` chooses which grid frames are kept (default: STRETCH_PROMPT, all of them, upper
-    codebooks generated as in the variation preset)."""
-    if not isinstance(factor, int) or factor < 1:
-        raise OptionError(f"the stretch factor must be an integer >= 1, got {factor!r}")
+    """Change a clip's tempo `factor` times by vamping, pitch untouched (2: twice as long, 0.5: twice as fast;
+    STRETCH_RANGE): the source's frames are placed on the stretched grid (`stretch_grid`) and only those may be
+    kept as prompt; the model writes the frames between them (slowing down) or smooths over the frames dropped
+    (speeding up). `prompt` chooses which grid frames are kept (default: STRETCH_PROMPT, all of them, upper
+    codebooks generated as in the variation preset). Whole factors give the original app's time-stretch prompt."""
+    low, high = STRETCH_RANGE
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not low <= factor <= high:
+        raise OptionError(f"the stretch factor must be a number from {low:g} to {high:g}, got {factor!r}")
     prompt = prompt or STRETCH_PROMPT
     seed = new_seed() if seed is None else seed
     generator = seeded_generator(seed)
     prep = pipeline.prepare(wav, sample_rate, progress)
-    codes = prep.codes.repeat_interleave(factor, dim=-1)
-    off_grid = torch.arange(codes.shape[-1], device=codes.device) % factor != 0
-    mask = prompt.build(codes, pipeline.frame_rate, generator).to(codes.device) | off_grid.view(1, 1, -1)
-    return pipeline.render(codes, mask, n_samples=prep.n_samples * factor, loudness=prep.loudness, sampling=sampling,
+    n_samples = round(prep.n_samples * factor)
+    codes, on_grid = stretch_grid(prep.codes, factor)
+    if codes.shape[-1] * pipeline.codec.hop_length < n_samples:  # rounding left the grid a frame short
+        codes, on_grid = torch.cat([codes, codes[..., -1:]], -1), torch.cat([on_grid, on_grid.new_zeros(1)])
+    mask = prompt.build(codes, pipeline.frame_rate, generator).to(codes.device) | ~on_grid.view(1, 1, -1)
+    factor = int(factor) if float(factor).is_integer() else float(factor)
+    return pipeline.render(codes, mask, n_samples=n_samples, loudness=prep.loudness, sampling=sampling,
                            c2f_sampling=c2f_sampling, generator=generator, progress=progress, source=prep.source,
                            settings={"mode": "stretch", "seed": seed, "factor": factor, "prompt": prompt.to_dict()})
 

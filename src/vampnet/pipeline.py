@@ -14,6 +14,7 @@ from . import audio
 from . import precision as precision_mod
 from .checkpoints import find_model_files
 from .codec import Codec
+from .devices import check_device
 from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
 from .model.lora import load_adapter
@@ -85,7 +86,7 @@ class Pipeline:
             raise CheckpointError(f"the models use {n_codebooks} codebooks but the codec has {codec.n_codebooks}")
         if not 0 <= window_overlap_s < coarse_window_s or c2f_chunk_s <= 0 or c2f_batch_size < 1:
             raise OptionError("window sizes must be positive and the overlap shorter than the window")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.precision = precision_mod.check(precision)
         self.precision_note = precision_mod.bf16_note(self.device) if precision != "fp32" else None
         # precision is applied here, once; the models are then used as they are
@@ -129,7 +130,7 @@ class Pipeline:
         if files["codec"] is None:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
         precision = precision_mod.check(options.get("precision", "fp32"))
-        device = torch.device(device)
+        device = check_device(device)
         key = (str(Path(files["codec"]).resolve()), str(device), precision)
         codec_model = codec_cache.get(key) if codec_cache is not None else None
         if codec_model is None:

@@ -7,9 +7,7 @@ do not pay on CPU).
 Norms, softmax, sampling and the codec's vector quantiser stay in float32 in every mode."""
 from __future__ import annotations
 
-import contextlib
 import itertools
-import logging
 import warnings
 import weakref
 from functools import lru_cache
@@ -19,6 +17,7 @@ from torch import nn
 
 from .codec.model import DecoderBlock
 from .errors import OptionError
+from .quiet import quiet_torchao
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -199,26 +198,10 @@ def quantize_linears(module):
                 if type(child) is nn.Linear:
                     setattr(parent, name, Int8Linear(child))
         return module
-    with _quiet_torchao():
+    with quiet_torchao():
         try:
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
         except ImportError:
             raise OptionError("int8 precision needs torchao: pip install 'vampnet[fast]' (or torchao)") from None
         quantize_(module, Int8DynamicActivationInt8WeightConfig())
     return module
-
-
-@contextlib.contextmanager
-def _quiet_torchao():
-    """torchao logs that its CUDA kernels fail to load on CPU-only machines: harmless, so hidden."""
-    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)

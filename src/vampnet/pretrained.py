@@ -2,10 +2,11 @@
 fine-tuned models, or a folder.
 
 `resolve(None)` (or "small") is the package's own model, read offline from the installed package; "official" is
-the folder `vampnet download` fills ($VAMPNET_HOME/official, default ~/.cache/vampnet/official); a bare name found
-in the models folder ($VAMPNET_HOME/models/NAME, where `vampnet finetune --name NAME` writes) is a fine-tuned
-model: its adapters (or full weights) over the base model its manifest names; anything else is taken as a path to
-a model folder (a fine-tuned folder anywhere is recognised by its manifest too)."""
+the folder `vampnet download` fills ($VAMPNET_HOME/official, default ~/.cache/vampnet/official; a name only once it
+holds every part, so an interrupted download's leftovers are "not downloaded"); a bare name found in the models
+folder ($VAMPNET_HOME/models/NAME, where `vampnet finetune --name NAME` writes) is a fine-tuned model: its adapters
+(or full weights) over the base model its manifest names; anything else is taken as a path to a model folder (a
+fine-tuned folder anywhere is recognised by its manifest too)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from .checkpoints import has_every_part
 from .errors import CheckpointError, OptionError
 
 SHIPPED = "small"          # the name of the model inside the package (also the default)
@@ -75,8 +77,8 @@ def resolve(name: str | os.PathLike | None = None) -> ModelSource:
     text = str(name)
     if text == OFFICIAL:
         folder = home() / OFFICIAL
-        if not folder.is_dir() or not any(folder.iterdir()):
-            raise CheckpointError(f"the official weights are not in {folder}: run 'vampnet download' once (needs "
+        if not has_every_part(folder):
+            raise CheckpointError(f"the official weights are not (all) in {folder}: run 'vampnet download' (needs "
                                   "network; set VAMPNET_HOME to keep them elsewhere)")
         return ModelSource(OFFICIAL, folder)
     named = models_home() / text
@@ -106,8 +108,7 @@ def finetuned_models() -> list[str]:
 
 def available_models() -> list[str]:
     """What a model menu offers: the shipped model, the official one when downloaded, each fine-tuned model."""
-    official = home() / OFFICIAL
-    return [SHIPPED, *([OFFICIAL] if official.is_dir() and any(official.iterdir()) else []), *finetuned_models()]
+    return [SHIPPED, *([OFFICIAL] if has_every_part(home() / OFFICIAL) else []), *finetuned_models()]
 
 
 def manifest(base: str, kind: str, **details) -> dict:

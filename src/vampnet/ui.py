@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import audio, modes, options
+from .devices import check_device
 from .errors import AudioError, Cancelled, OptionError, VampNetError
 from .options import PROMPT, SAMPLING, parse_ranges
 from .pipeline import Pipeline, VampResult
@@ -194,6 +195,7 @@ class Studio:
 
     def __init__(self, models: str | None = None, *, device: str = "cpu", max_seconds: float = 120.0,
                  keep_s: float = 3600.0, pipeline: Pipeline | None = None):
+        check_device(device)  # an absent device is refused at start, not at the first job
         self.default_model = models or "small"
         self.device, self.max_seconds, self.keep_s = device, max_seconds, keep_s
         self._pipelines: dict[tuple[str, str], Pipeline] = {}

@@ -2,6 +2,7 @@
 declare alike, loading the pipeline from --models, checking input and output paths, and progress bars."""
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
 CAPTURE = typer.Option("off", help="sampler: off (eager, fastest on a CPU) | static | compile (torch.compile) | "
                                    "graph (CUDA graphs, CUDA only); all give the same tokens for a seed in fp32")
 QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
-BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto | madmom (models CC BY-NC-SA) | librosa (ISC) | wavebeat")
+BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto (librosa, or $VAMPNET_BEAT_TRACKER) | madmom (models CC "
+                                                            "BY-NC-SA, non-commercial) | librosa (ISC) | wavebeat")
 RANGE_USAGE = "--range takes START-END in seconds (e.g. 1.5-3)"
 # how a result file is written (default: the input's rate, its sample format when 16/24-bit PCM, else 24-bit; mono)
 SAMPLE_RATE = typer.Option(None, "--sample-rate", help="the result's sample rate in Hz (default: the input's)")
@@ -106,12 +108,14 @@ _PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def _flag(opt: Option, base: str) -> typer.Option:
-    decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" else (opt.flag,)
+    # an option that is off by default is a plain flag that turns it on (absent: not given)
+    flag = dict(is_flag=True, flag_value=True) if opt.kind == "bool" and not opt.default else {}
+    decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" and opt.default else (opt.flag,)
     unit = f" {opt.unit}" if opt.unit and base == "defaults" else ""
     default = f"{opt.default}{unit}" if base == "defaults" else base
     choices = f"{' | '.join(opt.choices)}: " if opt.choices else ""  # checked by the schema, like every range
     return typer.Option(None, *decls, help=f"{choices}{opt.help} (default: {default})",
-                        show_default=False, min=opt.minimum, max=opt.maximum,
+                        show_default=False, min=opt.minimum, max=opt.maximum, **flag,
                         rich_help_panel=SCHEMA_SECTIONS[opt.section][1])
 
 
@@ -133,6 +137,39 @@ def schema_flags(*sections: str, base: dict[str, str] | None = None):
 def given_configs(given: dict) -> tuple[dict, dict]:
     """The PromptConfig and SamplingConfig fields the user gave (schema flags) among a command's keyword arguments."""
     return config_values(PromptConfig, given), config_values(SamplingConfig, given)
+
+
+# `vamp --help` groups its ~55 options in these panels (each panel's table sizes its own columns, so a long option
+# name or range in one group does not squeeze the help text of all the others into a narrow column)
+VAMP_PANELS = {  # the schema's prompt and sampling flags join the panels of the same names (schema_flags)
+    "Model": ("models", "codec", "coarse", "c2f", "lora", "coarse_lora", "c2f_lora"),
+    "Sampling": ("seed", "c2f_steps", "variations"),
+    "Prompt: what is kept": ("preset_name", "range_"),
+    "Beats and onsets": ("beats", "downbeats", "every_k", "onsets", "beat_tracker", "wavebeat"),
+    "Output file": ("sample_rate", "channels", "file_type", "bit_depth"),
+    "Long audio and speed": ("window", "overlap", "device", "precision", "capture"),
+}
+
+
+def help_panels(panels: dict[str, tuple[str, ...]]):
+    """A decorator that shows a command's options in `--help` under the named panels ({panel: parameter names}).
+    The options declared in common (shared by several commands) are copied, not changed."""
+    def decorate(func):
+        signature = inspect.signature(func, eval_str=True)  # typer reads the evaluated annotations
+        panel_of = {name: panel for panel, names in panels.items() for name in names}
+        unknown = set(panel_of) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{func.__name__} has no parameters {sorted(unknown)}")
+        params = []
+        for name, param in signature.parameters.items():
+            if name in panel_of:
+                option = copy.copy(param.default)
+                option.rich_help_panel = panel_of[name]
+                param = param.replace(default=option)
+            params.append(param)
+        func.__signature__ = signature.replace(parameters=params)
+        return func
+    return decorate
 
 
 def load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_generation=True, **settings) -> Pipeline:

@@ -10,8 +10,8 @@ import typer
 from ..errors import AudioError, OptionError
 from ..eval.embeddings import get_embedding
 from ..eval.experiments import run as run_experiment
-from ..eval.scoring import markdown, score
-from .common import MODELS_HELP, app, load_pipeline
+from ..eval.scoring import frechet_warnings, markdown, score
+from .common import DEVICE, MODELS_HELP, QUIET, app, load_pipeline
 
 eval_app = typer.Typer(no_args_is_help=True, help="The paper's experiments: write audio per condition, then score it.")
 app.add_typer(eval_app, name="eval")
@@ -26,8 +26,8 @@ def eval_run(
     max_excerpts: int = typer.Option(50, "--max-excerpts", min=1, help="excerpts to evaluate"),
     seed: int = typer.Option(0, help="chooses the excerpts and seeds every generation"),
     excerpt: float = typer.Option(10.0, "--excerpt", help="excerpt length in seconds (the paper: 10)"),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ):
     """Write the baseline and every condition of one experiment as audio (resumable: finished files are kept)."""
     for folder in data:
@@ -52,4 +52,6 @@ def eval_score(
         raise OptionError(f"{folder} is not an experiment folder (no experiment.json; run `vampnet eval run` first)")
     embed = get_embedding(embedding, embedding_weights, vggish_pca) if embedding != "none" else None
     rows = score(folder, embed, embed.name if embed else "")
+    for warning in frechet_warnings(rows):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(markdown(json.loads((folder / "experiment.json").read_text()), rows))

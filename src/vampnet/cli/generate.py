@@ -15,11 +15,14 @@ from .common import (AUDIO_OUT, BEAT_TRACKER, BIT_DEPTH, C2F_STEPS, CAPTURE, CHA
                      PRECISION, QUIET, SAMPLE_RATE, SEED, AudioOutput, ProgressReporter, app, audio_output, check_input,
                      check_output, given_configs, load_pipeline, parse_range_options, schema_flags)
 
+from .common import VAMP_PANELS, help_panels
+
 MODE_PROMPT = {"prompt": "the mode's prompt"}  # what a prompt flag left out of a mode command means
 
 
 @app.command()
 @schema_flags("prompt", "sampling")
+@help_panels(VAMP_PANELS)
 def vamp(
     input: Path = typer.Argument(..., help="audio file to vamp (wav/flac/ogg/mp3...)"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
@@ -139,7 +142,7 @@ def loop(
 @schema_flags("sampling")
 def continue_(
     input: Path = typer.Argument(..., help="audio file"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
     sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
     bit_depth: Optional[int] = BIT_DEPTH,
     seconds: float = typer.Option(0.0, min=0.0, help="seconds to add after the end"),
@@ -162,7 +165,7 @@ def continue_(
 @schema_flags("prompt", "sampling", base=MODE_PROMPT)
 def inpaint(
     input: Path = typer.Argument(..., help="audio file"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
     sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
     bit_depth: Optional[int] = BIT_DEPTH,
     start: Optional[float] = typer.Option(None, min=0.0, help="start of the range to regenerate (seconds)"),
@@ -192,14 +195,16 @@ def inpaint(
 @schema_flags("prompt", "sampling", base=MODE_PROMPT)
 def stretch(
     input: Path = typer.Argument(..., help="audio file"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
     sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
     bit_depth: Optional[int] = BIT_DEPTH,
-    factor: int = typer.Option(2, min=1, help="slow down this many times (frames repeated; the model fills in)"),
+    factor: float = typer.Option(2.0, min=modes.STRETCH_RANGE[0], max=modes.STRETCH_RANGE[1],
+                                 help="length change: 2 = twice as long (slower), 0.5 = twice as fast; 0.25-4"),
     models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
     c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
-    """Time-stretch by vamping: the clip, slowed down FACTOR times, with the frames in between generated."""
+    """Time-stretch by vamping: the clip FACTOR times as long (slower) or short (faster), pitch kept; the model
+    writes the frames between the kept ones."""
     check_input(input)
     out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
     pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
@@ -228,7 +233,7 @@ def compress(
 @schema_flags("sampling")
 def decompress(
     input: Path = typer.Argument(..., help="compressed file from 'vampnet compress'"),
-    output: Path = typer.Option(..., "-o", "--output"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
     sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
     bit_depth: Optional[int] = BIT_DEPTH,
     models: Optional[str] = MODELS, seed: Optional[int] = SEED, c2f_steps: int = C2F_STEPS, device: str = DEVICE,

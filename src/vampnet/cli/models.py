@@ -11,8 +11,8 @@ from ..checkpoints import (OFFICIAL_LICENCE, OFFICIAL_REPO, convert as convert_f
                            download_official)
 from ..errors import CheckpointError, CodesFileError, OptionError
 from ..pretrained import home
-from .common import (BIT_DEPTH, CHANNELS, FORMAT, MODELS_HELP, SAMPLE_RATE, app, audio_output, check_input, check_output,
-                     load_pipeline)
+from .common import (AUDIO_OUT, BIT_DEPTH, CHANNELS, DEVICE, FORMAT, MODELS_HELP, SAMPLE_RATE, app, audio_output,
+                     check_input, check_output, load_pipeline)
 
 
 @app.command()
@@ -21,7 +21,7 @@ def encode(
     output: Path = typer.Option(..., "-o", "--output", help="token file (.npz)"),
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE,
 ):
     """Encode audio to codec tokens (.npz)."""
     check_input(input)
@@ -38,7 +38,7 @@ def decode(
     bit_depth: Optional[int] = BIT_DEPTH,
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE,
 ):
     """Decode codec tokens (.npz) back to audio (by default at the encoded file's rate and loudness)."""
     if not input.is_file():

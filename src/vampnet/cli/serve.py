@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..devices import check_device
 from ..harp import add_endpoint
 from ..osc import serve
 from ..ui import launch
@@ -26,6 +27,7 @@ def ui(
     harp: bool = typer.Option(False, "--harp", help="also serve the HARP endpoint (paste the address into HARP)"),
 ):
     """Start the web studio (gradio) on the shipped model, or --models; also serves the gradio API."""
+    check_device(device)  # before the address is printed or a signal handler set
     typer.echo(f"vampnet studio on http://{host}:{port} (Ctrl+C stops it)", err=True)
     if harp:
         typer.echo(f"HARP endpoint: paste http://{'localhost' if host == '127.0.0.1' else host}:{port} into HARP", err=True)
@@ -46,6 +48,7 @@ def osc(
     max_seconds: float = typer.Option(60.0, "--max-seconds", min=1.0, help="longest loop accepted"),
 ):
     """OSC bridge for live looping: /vampnet/loop PATH, /vampnet/next; replies /vampnet/result OUT (see README)."""
+    check_device(device)
     serve(models, out, host=host, port=port, reply_port=reply_port, ahead=ahead, device=device, max_seconds=max_seconds,
           on_ready=lambda address: typer.echo(f"vampnet OSC bridge on udp://{address[0]}:{address[1]} "
                                               "(Ctrl+C stops it)", err=True))

@@ -10,7 +10,8 @@ import typer
 from ..checkpoints import find_model_files
 from ..codec import Codec
 from ..corpus import DEFAULT_SOURCES, prepare_corpus as run_prepare
-from ..errors import OptionError, first_line
+from ..devices import check_device
+from ..errors import OptionError
 from ..options import TRAIN_DEFAULTS
 from ..pretrained import is_valid_name, model_folder, models_home
 from ..train.codec_trainer import load_codec_config, train_codec
@@ -19,7 +20,7 @@ from ..train.data import TokenizeConfig, make_pack, read_manifest, tokenize as r
 from ..train.finetune import finetune as run_finetune
 from ..train.masked import train as run_train
 from ..threads import set_threads
-from .common import app, load_pipeline
+from .common import DEVICE, QUIET, app, load_pipeline
 
 
 @app.command()
@@ -36,18 +37,16 @@ def tokenize(
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="CPU threads for the encoder (default: torch's, one per core; 1 is "
                                                "faster on a busy machine, BENCHMARKS.md)"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Encode audio folders into a token dataset for training (resumable; deterministic split by file)."""
+    device = check_device(device)
     set_threads(threads)
     pipeline = load_pipeline(models, codec, need_generation=False)
     codec_path = codec or find_model_files(model_folder(models))["codec"]  # the shipped codec by default
     config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
                             val_fraction=val_fraction)
-    try:
-        pipeline.codec.to(device)
-    except (RuntimeError, AssertionError) as e:
-        raise OptionError(f"device {device!r} is not usable here: {first_line(e)}") from None
+    pipeline.codec.to(device)
     stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()),
                          batch_size=batch_size, progress=not quiet)
     typer.echo(json.dumps(stats), err=True)
@@ -84,7 +83,7 @@ def prepare_corpus(
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99,
                                        help="share of files for validation (pass the same to tokenize)"),
     max_render: float = typer.Option(180.0, "--max-render", min=1.0, help="longest render in seconds (cut at a bar line)"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Build the training corpus from free music only: Debian game music and music21 scores rendered with FluidSynth."""
     report = run_prepare(output, sources=tuple(source) or DEFAULT_SOURCES, max_music21_pieces=music21_pieces, seed=seed,
@@ -106,7 +105,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (YAML)"),
     set_: List[str] = typer.Option([], "--set", help="override one option: key=value (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/latest"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QUIET,
 ):
     """Train a coarse or coarse-to-fine model on a token dataset, or the codec on audio (also under torchrun)."""
     if kind == "codec":
@@ -127,11 +126,11 @@ def finetune(
     steps: int = typer.Option(500, min=1, help="training steps per model"),
     lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="LoRA rank"),
     full: bool = typer.Option(False, "--full", help="fine-tune every weight instead of LoRA adapters"),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts per training step"),
     excerpt: float = typer.Option(10.0, min=1.0, help="excerpt length in seconds"),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    seed: int = typer.Option(0, help="seed of the training's randomness (excerpts, masks): the same seed, the same run"),
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ):
     """Fine-tune a model on your own audio (LoRA by default); then vamp with --models NAME (or --models OUTPUT)."""
     if (name is None) == (output is None):

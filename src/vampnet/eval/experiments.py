@@ -8,7 +8,8 @@ Experiments:
   sampling-steps    periodic prompt P = 16 (every codebook kept at every 16th frame), coarse steps 1 ... 72;
   gen-compression   codec round trip, coarse-to-fine only, (Nk, P) = keep the first Nk codebooks at every P-th
                     frame and generate the rest, token-noise baselines (random tokens replaced, one coarse pass),
-                    and Opus at the bitrates of the token conditions (libopus's floor is 0.5 kbit/s);
+                    and Opus at the bitrates of the token conditions that Opus reaches: targets below its lowest
+                    (OPUS_MIN_KBPS, 6 kbit/s) all give one stream, so they are one condition, opus_6kbps;
   musical-sampling  beat-driven prompt (75 ms of context around each beat), a periodic prompt that keeps the
                     same share of frames as that beat prompt, and inpainting with 0.5 s and 1.0 s of context.
 Where the original's script differs from the paper we follow the paper and say so: its (Nk, P) conditions
@@ -29,7 +30,7 @@ from ..errors import OptionError
 from ..pipeline import Pipeline
 from ..sampling import SamplingConfig, seeded_generator
 from ..serialization import atomic_path
-from .opus import opus_roundtrip
+from .opus import OPUS_MIN_KBPS, opus_roundtrip
 
 EXCERPT_S = 10.0
 BASELINE = "baseline"
@@ -73,7 +74,8 @@ def conditions(experiment: str, pipeline: Pipeline) -> tuple[Condition, ...]:
         out = [Condition("reconstructed", "reconstructed"), Condition("coarse2fine", "coarse2fine")]
         out += [Condition(f"{n}_codebooks_downsampled_{p}x", "kept", {"codebooks": n, "period": p}) for n, p in KEPT]
         out += [Condition(f"token_noise_{r}", "noise", {"ratio": r}) for r in NOISE]
-        rates = sorted({round(max(0.5, c.bitrate_kbps(pipeline)), 2) for c in out if c.kind in ("reconstructed", "kept")})
+        rates = sorted({round(max(OPUS_MIN_KBPS, c.bitrate_kbps(pipeline)), 2)
+                        for c in out if c.kind in ("reconstructed", "kept")})
         out += [Condition(f"opus_{r:g}kbps", "opus", {"kbps": r}) for r in rates]
         return tuple(out)
     if experiment == "musical-sampling":

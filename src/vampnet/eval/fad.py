@@ -9,6 +9,9 @@ import numpy as np
 
 from ..errors import OptionError
 
+# below this many excerpts a Fréchet distance mostly says which excerpts were drawn (the FAD paper used thousands)
+MIN_FRECHET_EXCERPTS = 25
+
 
 def gaussian_stats(embeddings) -> tuple[np.ndarray, np.ndarray]:
     """(mean, covariance) of an (N, D) array of embeddings, N >= 2 (covariance with N - 1 in the denominator)."""
@@ -38,3 +41,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def embedding_distance(a, b) -> float:
     """Fréchet distance between two (N, D) embedding sets."""
     return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+
+
+def frechet_caveat(n_excerpts: int, n_vectors: int, dim: int) -> str | None:
+    """Why a Fréchet distance over `n_vectors` embeddings of `dim` dimensions from `n_excerpts` excerpts is not to
+    be trusted, or None: fewer vectors than dimensions (the covariance is singular: part of the distance is
+    arbitrary), or fewer excerpts than MIN_FRECHET_EXCERPTS (excerpt to excerpt variation dominates)."""
+    reasons = []
+    if n_vectors <= dim:
+        reasons.append(f"{n_vectors} embedding vectors for {dim} dimensions (a singular covariance)")
+    if n_excerpts < MIN_FRECHET_EXCERPTS:
+        reasons.append(f"{n_excerpts} excerpt{'s' if n_excerpts != 1 else ''} (fewer than {MIN_FRECHET_EXCERPTS})")
+    return f"Fréchet distances rest on {' and '.join(reasons)}: treat them as rough" if reasons else None

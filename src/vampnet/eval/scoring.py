@@ -20,7 +20,7 @@ from .. import audio
 from ..errors import OptionError
 from ..serialization import atomic_path
 from .experiments import BASELINE, MANIFEST
-from .fad import embedding_distance
+from .fad import embedding_distance, frechet_caveat
 from .metrics import mel_distance, si_sdr
 
 SISDR_KINDS = ("reconstructed", "coarse2fine", "kept", "noise", "opus")
@@ -56,8 +56,12 @@ def score(folder, embedding: Embedding | None = None, embedding_name: str = "") 
         row = {"condition": cond["name"], "kind": cond["kind"], "count": len(files), "params": cond["params"],
                "kbps": _bitrate(manifest, cond, cdir), **_stats("mel", mel), **_stats("sisdr", sdr)}
         if embedding and emb:
-            row["frechet"] = embedding_distance(base_emb, np.concatenate(emb))
+            cond_emb = np.concatenate(emb)
+            row["frechet"] = embedding_distance(base_emb, cond_emb)
             row["embedding"] = embedding_name
+            caveat = frechet_caveat(min(len(names), len(files)), min(len(base_emb), len(cond_emb)), base_emb.shape[1])
+            if caveat:
+                row["frechet_warning"] = caveat
         rows.append(row)
     _write_outputs(folder, manifest, rows)
     return rows
@@ -123,7 +127,13 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
         lines.append(line)
     if has_fad:
         lines += ["", f"Fréchet distances use the {next(r['embedding'] for r in rows if 'embedding' in r)} embedding."]
+        lines += [f"**Warning:** {w}." for w in frechet_warnings(rows)]
     return "\n".join(lines) + "\n"
+
+
+def frechet_warnings(rows: list[dict]) -> list[str]:
+    """The distinct caveats of the rows' Fréchet distances (see fad.frechet_caveat), in row order."""
+    return list(dict.fromkeys(r["frechet_warning"] for r in rows if r.get("frechet_warning")))
 
 
 def plot(path: Path, experiment: str, rows: list[dict]) -> None:

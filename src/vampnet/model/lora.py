@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import CheckpointError, OptionError
+from ..quiet import quiet_torchao
 from ..serialization import read_checkpoint, save_safetensors
 from .official import LORA_PROJECTIONS
 
@@ -87,13 +88,14 @@ def load_adapter(model, path) -> None:
 # --- training: peft-injected factors ------------------------------------------------------------------------------
 def inject_lora(model, rank: int, alpha: float) -> None:
     """Add trainable LoRA factors (peft) to the target projections; every other weight is frozen."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise OptionError("LoRA fine-tuning needs peft: pip install 'vampnet[train]'") from None
-
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(TARGET_MODULES))
-    inject_adapter_in_model(config, model)
+    with quiet_torchao():  # peft loads torchao, whose kernel-loading failures and warnings are noise here
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise OptionError("LoRA fine-tuning needs peft: pip install 'vampnet[train]'") from None
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                            target_modules=list(TARGET_MODULES))
+        inject_adapter_in_model(config, model)
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)
 

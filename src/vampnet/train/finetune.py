@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..checkpoints import find_model_files
 from ..codec import Codec
+from ..devices import check_device
 from ..errors import CheckpointError, OptionError
 from ..model import MaskedTransformer
 from ..model.lora import ADAPTER_FILE
@@ -26,6 +27,7 @@ def finetune(audio_dirs, base: str | Path, output: str | Path, *, steps: int = 5
     """Tokenise `audio_dirs` with the base codec, fine-tune the base coarse and c2f models, and write
     `<part>.lora.safetensors` adapters (or `<part>.safetensors` full weights with `full=True`) into `output`, with
     the manifest that makes `output` loadable as a model (`base`: a model name or a model folder)."""
+    check_device(device)  # before the tokenising, not after it
     source = resolve(base)
     if source.finetuned:
         raise OptionError(f"{base} is a fine-tuned model; fine-tune its base model instead")

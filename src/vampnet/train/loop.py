@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import check_device
 from ..errors import OptionError
 from ..precision import cpu_has_bf16
 from ..serialization import write_text_atomic
@@ -85,6 +86,7 @@ class RunLoop:
 
     def __init__(self, cfg, progress: bool = True):
         self.cfg, self.progress = cfg, progress
+        check_device(cfg.device)
         self.dist = distributed.init(cfg.device)
         if cfg.batch_size % self.dist.world:
             raise OptionError(f"batch_size {cfg.batch_size} must divide evenly over {self.dist.world} processes")
