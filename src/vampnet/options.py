@@ -81,6 +81,24 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
     return modes.preset(preset, **{k: v for k, v in fields.items() if k in KEPT_BY_PRESETS}), lines
 
 
+def with_tracked_times(prompt: PromptConfig, wav, sample_rate: int, *, beat_before_s: float = 0.0,
+                       beat_after_s: float = 0.0, onset_width: int = 0,
+                       tracker: str = "auto") -> tuple[PromptConfig, list[str]]:
+    """`prompt` also keeping what is tracked in `wav`: every beat from `beat_before_s` before it to `beat_after_s`
+    after it (tracked when beat_after_s > 0), and `onset_width` frames either side of every onset (when > 0); with
+    the lines the trackers report. (Upstream VampNet's beat and onset masks, as unloop asks for them.)"""
+    changes, lines = {}, []
+    if beat_after_s > 0:
+        times, found = prompt_times(wav, sample_rate, beats=True, tracker=tracker)
+        changes.update(keep_times_s=times, keep_before_s=beat_before_s, keep_after_s=beat_after_s)
+        lines += found
+    if onset_width > 0:
+        times, found = prompt_times(wav, sample_rate, onsets=True, tracker=tracker)
+        changes.update(onset_times_s=times, onset_width=onset_width)
+        lines += found
+    return (replace(prompt, **changes) if changes else prompt), lines
+
+
 def with_changes(base: PromptConfig, **changes) -> PromptConfig:
     """`base` (a preset or a mode's prompt) with the options the user gave (not None) on top."""
     given = {k: v for k, v in changes.items() if v is not None}

@@ -99,6 +99,21 @@ def around_times(like, times_s, frame_rate: float, before_s: float = 0.0, after_
     return (~keep).view(1, 1, T).expand(B, K, T).clone()
 
 
+def around_frames(like, times_s, frame_rate: float, width: int) -> torch.Tensor:
+    """Keep `width` frames either side of each time's frame f, i.e. frames [f - width, f + width) (upstream VampNet's
+    onset mask, whose width unloop sends); generate the rest. f = floor(t * frame_rate), clamped into the clip."""
+    B, K, T = _shape(like)
+    if width < 0:
+        raise OptionError(f"the width kept around onsets must be >= 0 frames, got {width}")
+    times = torch.as_tensor(list(times_s), dtype=torch.float64)
+    keep = torch.zeros(T, dtype=torch.bool)
+    if times.numel() and width > 0:
+        f = torch.floor(times * frame_rate).long().clamp(0, T - 1)
+        t = torch.arange(T)
+        keep = ((t[None, :] >= f[:, None] - width) & (t[None, :] < f[:, None] + width)).any(0)
+    return (~keep).view(1, 1, T).expand(B, K, T).clone()
+
+
 def codebook_mask(mask: torch.Tensor, first: int) -> torch.Tensor:
     """Generate every codebook from index `first` up ("upper codebook mask"): only lower ones can be kept."""
     if first < 0:
@@ -169,8 +184,12 @@ class PromptConfig:
     keep_times_s: tuple[float, ...] = field(default_factory=tuple)  # beats/downbeats/onsets kept (seconds)
     keep_before_s: float = 0.0
     keep_after_s: float = 0.02
+    onset_times_s: tuple[float, ...] = field(default_factory=tuple)  # onsets kept `onset_width` frames either side
+    onset_width: int = 0
 
     def __post_init__(self):
+        if self.onset_width < 0:
+            raise OptionError("the width kept around onsets must be >= 0 frames")
         if self.keep_before_s < 0 or self.keep_after_s < 0:
             raise OptionError("the context kept around beats/onsets must be >= 0 seconds")
         if self.periodic_prompt < 0 or self.periodic_width < 1:
@@ -197,6 +216,8 @@ class PromptConfig:
         mask &= periodic(like, self.periodic_prompt, self.periodic_width, self.random_roll, generator)
         if self.keep_times_s:
             mask &= around_times(like, self.keep_times_s, frame_rate, self.keep_before_s, self.keep_after_s)
+        if self.onset_times_s and self.onset_width:
+            mask &= around_frames(like, self.onset_times_s, frame_rate, self.onset_width)
         mask = dropout(mask, self.dropout, generator)
         mask = codebook_unmask(mask, self.keep_codebooks)
         if self.upper_codebook_mask is not None:
