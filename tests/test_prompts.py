@@ -116,3 +116,9 @@ def test_onset_width_keeps_that_many_frames_either_side_of_each_onset():
     assert kept_frames(P.around_frames((1, 1, 8), [0.75], 10, 3)) == [4, 5, 6, 7]  # clamped to the clip
     with pytest.raises(OptionError, match="onsets"):
         PromptConfig(onset_width=-1)
+
+
+def test_prompt_records_name_the_onset_fields_only_when_they_are_used():
+    assert "onset_width" not in PromptConfig().to_dict()  # results recorded before onsets existed read the same
+    used = PromptConfig(onset_times_s=(0.5,), onset_width=2).to_dict()
+    assert (used["onset_times_s"], used["onset_width"]) == ((0.5,), 2)

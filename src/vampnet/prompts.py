@@ -205,7 +205,12 @@ class PromptConfig:
                 raise OptionError(f"a time range needs 0 <= start < end, got {a}-{b}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the onset ones only when an onset width is set, so the settings recorded with results
+        made without them read as they did before those fields existed."""
+        out = asdict(self)
+        if not self.onset_width:
+            del out["onset_times_s"], out["onset_width"]
+        return out
 
     def build(self, like, frame_rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mask for a grid shaped like `like`, frames at `frame_rate` per second."""
