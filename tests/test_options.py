@@ -71,3 +71,24 @@ def test_each_modes_mask_is_the_one_it_generates():
     assert not vamp[..., ::4].any() and vamp[..., 1::4].all()
     with pytest.raises(OptionError):
         modes.mode_mask("remix", grid, rate)
+
+
+def test_tracked_beats_and_onsets_become_kept_times_with_their_widths(monkeypatch):
+    calls = []
+
+    def fake_times(wav, sample_rate, *, beats=False, onsets=False, tracker="auto"):
+        calls.append("beats" if beats else "onsets")
+        return ((0.5, 1.0), ["beats: fake"]) if beats else ((0.25,), ["onsets: fake"])
+
+    monkeypatch.setattr(options, "prompt_times", fake_times)
+    base = PromptConfig(periodic_prompt=0, upper_codebook_mask=None)
+    prompt, lines = options.with_tracked_times(base, torch.zeros(1, 1, 100), 100, beat_before_s=0.1,
+                                               beat_after_s=0.05, onset_width=1)
+    assert calls == ["beats", "onsets"] and lines == ["beats: fake", "onsets: fake"]
+    assert (prompt.keep_times_s, prompt.keep_before_s, prompt.keep_after_s) == ((0.5, 1.0), 0.1, 0.05)
+    assert (prompt.onset_times_s, prompt.onset_width) == ((0.25,), 1)
+    # at 20 frames per second: beats keep [floor(20 (t - 0.1)), ceil(20 (t + 0.05))), the onset frame 5 +- 1
+    kept = (~prompt.build((1, 1, 30), 20)[0, 0]).nonzero().flatten().tolist()
+    assert kept == [4, 5] + [8, 9, 10] + [18, 19, 20]
+    calls.clear()
+    assert options.with_tracked_times(base, None, 100) == (base, []) and calls == []  # both off: nothing tracked

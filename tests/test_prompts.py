@@ -104,3 +104,21 @@ def test_ranges_keep_every_token_outside_them_in_every_codebook(generator):
     m = PromptConfig(periodic_prompt=3, ranges_s=ranges, upper_codebook_mask=1).build((1, 4, 30), rate)
     assert not m[..., ~inside].any()
     assert kept_frames(m, k=0) == [f for f in range(30) if not inside[f] or f % 3 == 0]  # the prompt, inside only
+
+
+def test_onset_width_keeps_that_many_frames_either_side_of_each_onset():
+    # frames at 10 per second: an onset at 0.55 s lies in frame 5, kept with 2 frames either side -> [3, 7)
+    config = PromptConfig(periodic_prompt=0, upper_codebook_mask=None, onset_times_s=(0.55, 0.0), onset_width=2)
+    mask = config.build((1, 3, 20), frame_rate=10)
+    assert kept_frames(mask) == [0, 1, 3, 4, 5, 6] and kept_frames(mask, k=2) == [0, 1, 3, 4, 5, 6]
+    # width 0 (unloop's "off") or no onsets keeps nothing more than the rest of the prompt
+    assert PromptConfig(periodic_prompt=0, upper_codebook_mask=None, onset_times_s=(0.55,)).build((1, 3, 20), 10).all()
+    assert kept_frames(P.around_frames((1, 1, 8), [0.75], 10, 3)) == [4, 5, 6, 7]  # clamped to the clip
+    with pytest.raises(OptionError, match="onsets"):
+        PromptConfig(onset_width=-1)
+
+
+def test_prompt_records_name_the_onset_fields_only_when_they_are_used():
+    assert "onset_width" not in PromptConfig().to_dict()  # results recorded before onsets existed read the same
+    used = PromptConfig(onset_times_s=(0.5,), onset_width=2).to_dict()
+    assert (used["onset_times_s"], used["onset_width"]) == ((0.5,), 2)

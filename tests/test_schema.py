@@ -12,7 +12,7 @@ from vampnet.schema import check_value, config_values, options_of, user_values
 
 CONFIGS = {"prompt": PromptConfig, "sampling": SamplingConfig}
 # fields that are no single value a user types: ranges are parsed from text, kept times come from beat tracking
-STRUCTURED = {"ranges_s", "keep_times_s"}
+STRUCTURED = {"ranges_s", "keep_times_s", "onset_times_s"}
 
 
 def all_options():

@@ -38,7 +38,7 @@ TRAIN_DEFAULTS = {
 
 # the prompt options a preset leaves to the user (it sets which frames and codebooks are kept, not where)
 KEPT_BY_PRESETS = ("prefix_s", "suffix_s", "ranges_s", "keep_codebooks", "keep_times_s", "keep_before_s",
-                   "keep_after_s")
+                   "keep_after_s", "onset_times_s", "onset_width")
 RANGES_USAGE = "ranges are START-END in seconds separated by commas (e.g. 1-2, 3.5-4)"
 
 
@@ -70,16 +70,38 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
 
     `fields` are PromptConfig's, the ones the user gave; with a named `preset` they change the preset (which sets
     what it does not leave to the user, KEPT_BY_PRESETS). With beats, downbeats or onsets, the times tracked in
-    `wav` are kept (with `keep_before_s`/`keep_after_s` around each)."""
+    `wav` are kept (with `keep_before_s`/`keep_after_s` around each); with `onset_width` > 0, `onset_width` frames
+    either side of every tracked onset (upstream's onset mask)."""
     times, lines = (), []
     if beats or downbeats or onsets:
         times, lines = prompt_times(wav, sample_rate, beats=beats, downbeats=downbeats, onsets=onsets,
                                     every_k=every_k, tracker=tracker, checkpoint=checkpoint)
     fields["keep_times_s"] = tuple(times)
+    if fields.get("onset_width", 0) > 0 and "onset_times_s" not in fields:
+        onset_times, found = prompt_times(wav, sample_rate, onsets=True, tracker=tracker, checkpoint=checkpoint)
+        fields["onset_times_s"], lines = tuple(onset_times), lines + found
     if preset is None:
         return PromptConfig(**fields), lines
     base = modes.preset(preset, **{k: v for k, v in fields.items() if k in KEPT_BY_PRESETS})
     return with_changes(base, **{k: v for k, v in fields.items() if k not in KEPT_BY_PRESETS}), lines
+
+
+def with_tracked_times(prompt: PromptConfig, wav, sample_rate: int, *, beat_before_s: float = 0.0,
+                       beat_after_s: float = 0.0, onset_width: int = 0,
+                       tracker: str = "auto") -> tuple[PromptConfig, list[str]]:
+    """`prompt` also keeping what is tracked in `wav`: every beat from `beat_before_s` before it to `beat_after_s`
+    after it (tracked when beat_after_s > 0), and `onset_width` frames either side of every onset (when > 0); with
+    the lines the trackers report. (Upstream VampNet's beat and onset masks, as unloop asks for them.)"""
+    changes, lines = {}, []
+    if beat_after_s > 0:
+        times, found = prompt_times(wav, sample_rate, beats=True, tracker=tracker)
+        changes.update(keep_times_s=times, keep_before_s=beat_before_s, keep_after_s=beat_after_s)
+        lines += found
+    if onset_width > 0:
+        times, found = prompt_times(wav, sample_rate, onsets=True, tracker=tracker)
+        changes.update(onset_times_s=times, onset_width=onset_width)
+        lines += found
+    return (replace(prompt, **changes) if changes else prompt), lines
 
 
 def with_changes(base: PromptConfig, **changes) -> PromptConfig:

@@ -185,17 +185,17 @@ def _check_ahead(n) -> int:
     return n
 
 
-def make_server(studio: Studio, out_dir, *, host: str = "127.0.0.1", port: int = 57130, reply_port: int | None = None,
-                ahead: int = 1, defaults: Settings | None = None):
-    """The UDP server (python-osc) and its bridge; `server.serve_forever()` runs it, `shutdown()` stops it."""
+def udp_server(host: str, port: int, reply_port: int | None, error_address: str, unknown: str):
+    """A python-osc UDP server with what every bridge needs: `reply(sender, address, args)` answers the sender's
+    host (at `reply_port` when given, else at the port it sent from), and `route(address, method)` maps a message
+    to `method(sender, *args)`, whose errors are answered at `error_address` as one line while the server keeps
+    serving; messages nobody routes are answered "unknown message ADDRESS; `unknown`". `serve_forever()` runs it."""
     try:
         from pythonosc.dispatcher import Dispatcher
         from pythonosc.osc_message_builder import OscMessageBuilder
         from pythonosc.osc_server import BlockingOSCUDPServer
     except ImportError:
         raise OptionError("the OSC bridge needs python-osc: pip install 'vampnet[osc]'") from None
-
-    server = None
 
     def reply(sender: tuple, address: str, args: list) -> None:
         target = (sender[0], reply_port or sender[1])
@@ -207,6 +207,28 @@ def make_server(studio: Studio, out_dir, *, host: str = "127.0.0.1", port: int =
         except OSError:  # a looper that went away must not stop the bridge
             pass
 
+    def route(address: str, method) -> None:
+        def handle(sender, address, *args):
+            try:
+                method(sender, *args)
+            except VampNetError as e:
+                reply(sender, error_address, [str(e)])
+            except Exception as e:  # noqa: BLE001  (the bridge keeps running; the looper gets one line)
+                reply(sender, error_address, [f"unexpected error in {address}: {type(e).__name__}: {e}"])
+        dispatcher.map(address, handle, needs_reply_address=True)
+
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(lambda sender, address, *args: reply(
+        sender, error_address, [f"unknown message {address}; {unknown}"]), needs_reply_address=True)
+    server = BlockingOSCUDPServer((host, port), dispatcher)
+    return server, reply, route
+
+
+def make_server(studio: Studio, out_dir, *, host: str = "127.0.0.1", port: int = 57130, reply_port: int | None = None,
+                ahead: int = 1, defaults: Settings | None = None):
+    """The UDP server (python-osc) and its bridge; `server.serve_forever()` runs it, `shutdown()` stops it."""
+    server, reply, route = udp_server(host, port, reply_port, f"{PREFIX}/error",
+                                      f"send {PREFIX}/loop, /next, /ahead or /stop")
     bridge = LoopBridge(studio, out_dir, reply, ahead=ahead, defaults=defaults)
 
     def on_loop(sender, *args):
@@ -219,37 +241,21 @@ def make_server(studio: Studio, out_dir, *, host: str = "127.0.0.1", port: int =
             raise OptionError(f"{PREFIX}/ahead takes one number")
         bridge.set_ahead(args[0])
 
-    def handler(method):
-        def handle(sender, address, *args):
-            try:
-                method(sender, *args)
-            except VampNetError as e:
-                reply(sender, f"{PREFIX}/error", [str(e)])
-            except Exception as e:  # noqa: BLE001  (the bridge keeps running; the looper gets one line)
-                reply(sender, f"{PREFIX}/error", [f"unexpected error in {address}: {type(e).__name__}: {e}"])
-        return handle
-
-    dispatcher = Dispatcher()
-    dispatcher.map(f"{PREFIX}/loop", handler(on_loop), needs_reply_address=True)
-    dispatcher.map(f"{PREFIX}/next", handler(bridge.next), needs_reply_address=True)
-    dispatcher.map(f"{PREFIX}/ahead", handler(on_ahead), needs_reply_address=True)
-    dispatcher.map(f"{PREFIX}/stop", handler(lambda sender, *args: bridge.stop()), needs_reply_address=True)
-    dispatcher.set_default_handler(lambda sender, address, *args: reply(
-        sender, f"{PREFIX}/error", [f"unknown message {address}; send {PREFIX}/loop, /next, /ahead or /stop"]),
-        needs_reply_address=True)
-    server = BlockingOSCUDPServer((host, port), dispatcher)
+    route(f"{PREFIX}/loop", on_loop)
+    route(f"{PREFIX}/next", bridge.next)
+    route(f"{PREFIX}/ahead", on_ahead)
+    route(f"{PREFIX}/stop", lambda sender, *args: bridge.stop())
     return server, bridge
 
 
-def serve(models: str | None = None, out_dir=None, *, host: str = "127.0.0.1", port: int = 57130,
-          reply_port: int | None = None, ahead: int = 1, device: str = "cpu", max_seconds: float = 60.0,
-          on_ready: Callable[[tuple], None] | None = None) -> None:
-    """Run the bridge until interrupted (the model is loaded first, so a bad --models fails at once)."""
+def run_bridge(make, models: str | None, out_dir, *, device: str = "cpu", max_seconds: float = 60.0,
+               on_ready: Callable[[tuple], None] | None = None, **options) -> None:
+    """Serve `make(studio, out_dir, **options)` (a server and its bridge) until interrupted; the model is loaded
+    first, so a bad --models fails at once."""
     studio = Studio(models, device=device, max_seconds=max_seconds)
     try:
         studio.pipeline(None, "fp32")
-        server, bridge = make_server(studio, out_dir or home() / "osc", host=host, port=port, reply_port=reply_port,
-                                     ahead=ahead)
+        server, bridge = make(studio, out_dir, **options)
         try:
             if on_ready:
                 on_ready(server.server_address)
@@ -259,3 +265,11 @@ def serve(models: str | None = None, out_dir=None, *, host: str = "127.0.0.1", p
             server.server_close()
     finally:
         studio.close()
+
+
+def serve(models: str | None = None, out_dir=None, *, host: str = "127.0.0.1", port: int = 57130,
+          reply_port: int | None = None, ahead: int = 1, device: str = "cpu", max_seconds: float = 60.0,
+          on_ready: Callable[[tuple], None] | None = None) -> None:
+    """Run the bridge until interrupted (the model is loaded first, so a bad --models fails at once)."""
+    run_bridge(make_server, models, out_dir or home() / "osc", device=device, max_seconds=max_seconds,
+               on_ready=on_ready, host=host, port=port, reply_port=reply_port, ahead=ahead)

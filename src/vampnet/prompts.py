@@ -100,6 +100,21 @@ def around_times(like, times_s, frame_rate: float, before_s: float = 0.0, after_
     return (~keep).view(1, 1, T).expand(B, K, T).clone()
 
 
+def around_frames(like, times_s, frame_rate: float, width: int) -> torch.Tensor:
+    """Keep `width` frames either side of each time's frame f, i.e. frames [f - width, f + width) (upstream VampNet's
+    onset mask, whose width unloop sends); generate the rest. f = floor(t * frame_rate), clamped into the clip."""
+    B, K, T = _shape(like)
+    if width < 0:
+        raise OptionError(f"the width kept around onsets must be >= 0 frames, got {width}")
+    times = torch.as_tensor(list(times_s), dtype=torch.float64)
+    keep = torch.zeros(T, dtype=torch.bool)
+    if times.numel() and width > 0:
+        f = torch.floor(times * frame_rate).long().clamp(0, T - 1)
+        t = torch.arange(T)
+        keep = ((t[None, :] >= f[:, None] - width) & (t[None, :] < f[:, None] + width)).any(0)
+    return (~keep).view(1, 1, T).expand(B, K, T).clone()
+
+
 def codebook_mask(mask: torch.Tensor, first: int) -> torch.Tensor:
     """Generate every codebook from index `first` up ("upper codebook mask"): only lower ones can be kept."""
     if first < 0:
@@ -182,8 +197,13 @@ class PromptConfig:
                                   label="context before beats", unit="s", minimum=0.0)
     keep_after_s: float = option(0.02, "context kept after each beat or onset", name="beat_after",
                                  label="context after beats", unit="s", minimum=0.0)
+    onset_times_s: tuple[float, ...] = field(default_factory=tuple)  # onsets kept `onset_width` frames either side
+    onset_width: int = option(0, "keep this many frames either side of each detected onset (upstream's onset mask; "
+                              "0: off)", label="onset width", unit="frames", minimum=0, slider=(0, 16), step=1)
 
     def __post_init__(self):
+        if self.onset_width < 0:
+            raise OptionError("the width kept around onsets must be >= 0 frames")
         if self.keep_before_s < 0 or self.keep_after_s < 0:
             raise OptionError("the context kept around beats/onsets must be >= 0 seconds")
         if self.periodic_prompt < 0 or self.periodic_width < 1:
@@ -199,7 +219,12 @@ class PromptConfig:
                 raise OptionError(f"a time range needs 0 <= start < end, got {a}-{b}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the onset ones only when an onset width is set, so the settings recorded with results
+        made without them read as they did before those fields existed."""
+        out = asdict(self)
+        if not self.onset_width:
+            del out["onset_times_s"], out["onset_width"]
+        return out
 
     def build(self, like, frame_rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mask for a grid shaped like `like`, frames at `frame_rate` per second."""
@@ -210,6 +235,8 @@ class PromptConfig:
         mask &= periodic(like, self.periodic_prompt, self.periodic_width, self.random_roll, generator)
         if self.keep_times_s:
             mask &= around_times(like, self.keep_times_s, frame_rate, self.keep_before_s, self.keep_after_s)
+        if self.onset_times_s and self.onset_width:
+            mask &= around_frames(like, self.onset_times_s, frame_rate, self.onset_width)
         mask = dropout(mask, self.dropout, generator)
         mask = codebook_unmask(mask, self.keep_codebooks)
         if self.upper_codebook_mask is not None:

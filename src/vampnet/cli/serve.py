@@ -10,6 +10,8 @@ from ..devices import check_device
 from ..harp import add_endpoint
 from ..osc import serve
 from ..ui import launch
+from ..unloop import LISTEN_PORT, REPLY_PORT
+from ..unloop import serve as serve_unloop
 from .common import MODELS_HELP, app
 
 
@@ -39,16 +41,30 @@ def ui(
 def osc(
     models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: from other machines too)"),
-    port: int = typer.Option(57130, min=1, max=65535, help="UDP port the looper sends to"),
+    port: Optional[int] = typer.Option(None, "--port", "--listen-port", min=1, max=65535,
+                                       help=f"UDP port the looper sends to (default 57130; with --unloop {LISTEN_PORT})"),
     reply_port: Optional[int] = typer.Option(None, "--reply-port", min=1, max=65535,
-                                             help="send replies to this port (default: the port each message came from)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for the variations (default: $VAMPNET_HOME/osc)"),
+                                             help="send replies to this port (default: the port each message came "
+                                                  f"from; with --unloop {REPLY_PORT})"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the variations (default: $VAMPNET_HOME/osc, "
+                                                          "with --unloop $VAMPNET_HOME/unloop)"),
     ahead: int = typer.Option(1, min=0, max=8, help="variations kept ready ahead"),
     device: str = typer.Option("cpu", help="torch device (cpu, cuda, mps)"),
     max_seconds: float = typer.Option(60.0, "--max-seconds", min=1.0, help="longest loop accepted"),
+    unloop: bool = typer.Option(False, "--unloop", help="speak unloop's protocol (upstream VampNet's Max looper: "
+                                                        "/process, /heartbeat, /cleanup) instead of ours"),
 ):
-    """OSC bridge for live looping: /vampnet/loop PATH, /vampnet/next; replies /vampnet/result OUT (see README)."""
+    """OSC bridge for live looping: /vampnet/loop PATH, /vampnet/next; replies /vampnet/result OUT (see README).
+    With --unloop it serves upstream VampNet's unloop Max patch in place of its client.py."""
     check_device(device)
-    serve(models, out, host=host, port=port, reply_port=reply_port, ahead=ahead, device=device, max_seconds=max_seconds,
-          on_ready=lambda address: typer.echo(f"vampnet OSC bridge on udp://{address[0]}:{address[1]} "
-                                              "(Ctrl+C stops it)", err=True))
+
+    def ready(address):
+        name = "unloop bridge" if unloop else "OSC bridge"
+        typer.echo(f"vampnet {name} on udp://{address[0]}:{address[1]} (Ctrl+C stops it)", err=True)
+
+    if unloop:
+        serve_unloop(models, out, host=host, port=port or LISTEN_PORT, reply_port=reply_port or REPLY_PORT,
+                     device=device, max_seconds=max_seconds, on_ready=ready)
+    else:
+        serve(models, out, host=host, port=port or 57130, reply_port=reply_port, ahead=ahead, device=device,
+              max_seconds=max_seconds, on_ready=ready)
