@@ -326,5 +326,5 @@ def test_vamp_help_at_80_columns_keeps_option_names_whole_and_the_help_column_wi
         row = next((line for line in lines if f" {name} " in line), None)
         assert row is not None, f"{name} is not shown whole"
         first_word = param.help.split()[0]
-        widths[name] = len(row) - 1 - row.rindex(first_word, row.index(name) + len(name))
+        widths[name] = len(row) - 1 - row.index(first_word, row.index(name) + len(name))
     assert min(widths.values()) >= 22, sorted(widths.items(), key=lambda kv: kv[1])[:5]

@@ -2,6 +2,8 @@
 leave to the user, prompt changes, the sampler configs, seeds, the defaults front ends show, and each mode's mask."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -21,12 +23,12 @@ def test_ranges_parse_and_bad_ones_say_what_was_given():
         options.parse_ranges(" , ")
 
 
-def test_a_preset_sets_what_is_kept_and_leaves_where_to_the_user():
-    prompt, lines = options.vamp_prompt("wild", periodic_prompt=3, prefix_s=0.5, ranges_s=((1.0, 2.0),),
-                                        keep_after_s=0.1)
+def test_a_preset_sets_what_is_kept_and_the_options_given_change_it():
+    prompt, lines = options.vamp_prompt("wild", prefix_s=0.5, ranges_s=((1.0, 2.0),), keep_after_s=0.1)
     assert lines == []
     assert prompt == modes.preset("wild", prefix_s=0.5, ranges_s=((1.0, 2.0),), keep_after_s=0.1)
-    assert prompt.periodic_prompt == modes.PRESETS["wild"].periodic_prompt != 3
+    changed, _ = options.vamp_prompt("wild", periodic_prompt=3, prefix_s=0.5)
+    assert changed == replace(modes.preset("wild", prefix_s=0.5), periodic_prompt=3)  # --preset wild --periodic 3
     custom, _ = options.vamp_prompt(None, periodic_prompt=3, prefix_s=0.5)
     assert custom == PromptConfig(periodic_prompt=3, prefix_s=0.5)
     with pytest.raises(OptionError, match="unknown preset"):

@@ -290,6 +290,17 @@ def _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate):
     return region, loudness, n_out, audio.FileFormat(int(sample_rate), channels)
 
 
+def _wrapped(run, x, pad: int, per: float):
+    """`run` (the codec's encode or decode) over a loop (B, C, L) laid between `pad` units of its own end and start
+    (copied round as often as a short loop needs): the middle of the output, one period of the endless loop.
+    `per`: output units per input unit (1 / hop to encode samples into frames, hop to decode)."""
+    L = x.shape[-1]
+    reps = -(-pad // L)
+    tiled = x.repeat(1, 1, 2 * reps + 1)[..., reps * L - pad:(reps + 1) * L + pad]
+    out = run(tiled)
+    return out[..., round(pad * per):round((pad + L) * per)]
+
+
 def _close_seam(pipeline, v, seam, sampling, c2f_sampling, generator, progress):
     """Regenerate the last and first `seam` frames of loops (B, K, T) with each loop's end and start around them
     (`generator`: one, or one per loop)."""

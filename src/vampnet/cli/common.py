@@ -108,14 +108,13 @@ _PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def _flag(opt: Option, base: str) -> typer.Option:
-    # an option that is off by default is a plain flag that turns it on (absent: not given)
-    flag = dict(is_flag=True, flag_value=True) if opt.kind == "bool" and not opt.default else {}
+    # an option that is off by default is a plain flag that turns it on (absent: None, not given)
     decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" and opt.default else (opt.flag,)
     unit = f" {opt.unit}" if opt.unit and base == "defaults" else ""
     default = f"{opt.default}{unit}" if base == "defaults" else base
     choices = f"{' | '.join(opt.choices)}: " if opt.choices else ""  # checked by the schema, like every range
     return typer.Option(None, *decls, help=f"{choices}{opt.help} (default: {default})",
-                        show_default=False, min=opt.minimum, max=opt.maximum, **flag,
+                        show_default=False, min=opt.minimum, max=opt.maximum,
                         rich_help_panel=SCHEMA_SECTIONS[opt.section][1])
 
 
