@@ -144,8 +144,13 @@ def test_controls_answer_is_an_object_that_follows_the_documented_schema(server,
     assert [e["type"] for e in answer["outputs"]] == ["audio_track", "json"]
     # what a musician needs, with the studio's defaults
     labels = {e["label"]: e for e in answer["inputs"][1:]}
-    assert set(labels) == {"Preset", "Periodic prompt", "Upper codebooks", "Beat-driven prompt", "Dropout",
-                           "Temperature", "Steps", "Seed", "Model"}
+    assert [e["label"] for e in answer["inputs"][1:10]] == ["Preset", "Periodic prompt", "Upper codebooks",
+                                                             "Beat-driven prompt", "Dropout", "Temperature", "Steps",
+                                                             "Seed", "Model"]
+    # then every other prompt and sampling option of the schema, so a DAW reaches them all
+    from vampnet.harp import CONTROLS
+    from vampnet.ui import SCHEMA as OPTION_SCHEMA
+    assert set(OPTION_SCHEMA) <= {c.name for c in CONTROLS} and len(answer["inputs"]) == 1 + len(CONTROLS)
     d = Settings()
     assert labels["Periodic prompt"]["value"] == d.periodic and labels["Steps"]["value"] == d.steps
     # the model menu: the shipped model and the fine-tuned one made for these tests

@@ -74,3 +74,60 @@ def test_the_declared_range_is_what_the_config_accepts(opt):
                 config_values(cls, {opt.name: outside})
     for choice in opt.choices:
         cls(**config_values(cls, {opt.name: choice}))
+
+
+def other_value(opt):
+    """A valid value of `opt` that is not its default."""
+    if opt.kind == "bool":
+        return not opt.default
+    if opt.choices:
+        return next(c for c in opt.choices if c != opt.default)
+    low, high = opt.shown_range
+    value = opt.default + (opt.step or 1)
+    if high is not None and value > high:
+        value = opt.default - (opt.step or 1)
+    return round(value, 6) if opt.kind == "float" else int(value)
+
+
+def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeline):
+    """Read from the generated interfaces: each option's flag on every generating command, the studio's controls
+    (which make its page and API), HARP's controls answer and OSC's keys; and a value given through each reaches
+    the config it feeds."""
+    import typer.main
+
+    from vampnet import harp, osc
+    from vampnet.cli import register_commands
+    from vampnet.ui import CONTROLS, Settings, Studio
+
+    commands = {c.name: c for c in typer.main.get_command(register_commands()).commands.values()}
+    for name, sections in {"vamp": ("prompt", "sampling"), "loop": ("prompt", "sampling"),
+                           "inpaint": ("prompt", "sampling"), "stretch": ("prompt", "sampling"),
+                           "continue": ("sampling",), "decompress": ("sampling",)}.items():
+        flags = {flag for param in commands[name].params for flag in param.opts}
+        missing = [o.flag for o in all_options() if o.section in sections and o.flag not in flags]
+        assert not missing, f"vampnet {name} lacks {missing}"
+    studio = Studio(pipeline=tiny_pipeline)
+    try:
+        harp_names = [c.name for c in harp.CONTROLS]
+        assert len(harp.controls_answer(studio)["inputs"]) == 1 + len(harp_names)
+        for opt in all_options():
+            value = other_value(opt)
+            cls = CONFIGS[opt.section]
+            expected = config_values(cls, {opt.name: value})[opt.field]
+            assert opt.name in {c.name for c in CONTROLS} and opt.name in osc.OPTIONS and opt.name in harp_names
+            # the CLI: the flag's value, parsed by click, becomes the command's keyword argument of that name
+            vamp = commands["vamp"]
+            args = ["in.wav", "-o", "out.wav"] + ([opt.flag] if opt.kind == "bool" else [opt.flag, str(value)])
+            given = vamp.make_context("vamp", args).params
+            assert config_values(cls, given)[opt.field] == expected
+            # the studio (and so its API and OSC, which set Settings by these names), and HARP's control values
+            settings = Settings.from_values({opt.name: value})
+            via_osc = osc.parse_options([opt.name, value], Settings())
+            defaults = Settings()
+            via_harp = harp.settings_from_controls(studio, [value if c.name == opt.name else getattr(defaults, c.name)
+                                                            for c in harp.CONTROLS])
+            for s in (settings, via_osc, via_harp):
+                made = studio.prompt(s) if opt.section == "prompt" else studio.sampling(s)[0]
+                assert getattr(made, opt.field) == expected, (opt.name, s)
+    finally:
+        studio.close()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import OptionError
-from .ui import CONTROL, Control, Settings, Studio, guard, widget
+from .ui import CONTROL, SCHEMA, Control, Settings, Studio, guard, widget
 
 CARD = {
     "name": "VampNet",
@@ -95,6 +95,9 @@ CONTROLS = (
     HarpControl("seed", "Seed", "the same seed gives the same result; -1: a new one each time"),
     HarpControl("model", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
 )
+# every other prompt and sampling option of the schema, after the ones above, with the schema's label and help
+CONTROLS += tuple(HarpControl(name, opt.title[:1].upper() + opt.title[1:], opt.help) for name, opt in SCHEMA.items()
+                  if name not in {c.name for c in CONTROLS})
 INPUT_TRACK = {"type": "audio_track", "label": "Input audio", "info": "the region to vary", "required": True}
 OUTPUTS = [
     {"type": "audio_track", "label": "Vamp", "info": "the variation, as long as the region", "required": True},

@@ -77,7 +77,7 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
         times, lines = prompt_times(wav, sample_rate, beats=beats, downbeats=downbeats, onsets=onsets,
                                     every_k=every_k, tracker=tracker, checkpoint=checkpoint)
     fields["keep_times_s"] = tuple(times)
-    if fields.get("onset_width", 0) > 0 and "onset_times_s" not in fields:
+    if fields.get("onset_width", 0) > 0 and "onset_times_s" not in fields and wav is not None:
         onset_times, found = prompt_times(wav, sample_rate, onsets=True, tracker=tracker, checkpoint=checkpoint)
         fields["onset_times_s"], lines = tuple(onset_times), lines + found
     if preset is None:

@@ -179,9 +179,9 @@ class PromptConfig:
                                  unit="frames", minimum=1, slider=(1, 8), step=1)
     random_roll: bool = option(False, "start the periodic pattern at a random frame", label="random roll")
     prefix_s: float = option(0.0, "keep this much of the start as it is", name="prefix", label="keep the start",
-                             unit="s", minimum=0.0)
+                             unit="s", minimum=0.0, slider=(0.0, 30.0), step=0.1)
     suffix_s: float = option(0.0, "keep this much of the end as it is", name="suffix", label="keep the end", unit="s",
-                             minimum=0.0)
+                             minimum=0.0, slider=(0.0, 30.0), step=0.1)
     ranges_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)  # generate only inside (front ends parse)
     upper_codebook_mask: int | None = option(3, "regenerate every codebook from this one up; lower keeps less of "
                                              "the input's detail", name="upper_codebooks", label="regenerate from codebook",
@@ -194,9 +194,9 @@ class PromptConfig:
                                      label="random intensity", minimum=0.0, maximum=1.0, step=0.05)
     keep_times_s: tuple[float, ...] = field(default_factory=tuple)  # beats/downbeats/onsets kept (seconds)
     keep_before_s: float = option(0.0, "context kept before each beat or onset", name="beat_before",
-                                  label="context before beats", unit="s", minimum=0.0)
+                                  label="context before beats", unit="s", minimum=0.0, slider=(0.0, 1.0), step=0.01)
     keep_after_s: float = option(0.02, "context kept after each beat or onset", name="beat_after",
-                                 label="context after beats", unit="s", minimum=0.0)
+                                 label="context after beats", unit="s", minimum=0.0, slider=(0.0, 1.0), step=0.01)
     onset_times_s: tuple[float, ...] = field(default_factory=tuple)  # onsets kept `onset_width` frames either side
     onset_width: int = option(0, "keep this many frames either side of each detected onset (upstream's onset mask; "
                               "0: off)", label="onset width", unit="frames", minimum=0, slider=(0, 16), step=1)

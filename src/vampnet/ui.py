@@ -25,13 +25,13 @@ import torch
 from . import audio, modes, options
 from .devices import check_device
 from .errors import AudioError, Cancelled, OptionError, VampNetError
-from .options import PROMPT, SAMPLING, parse_ranges
+from .options import parse_ranges
 from .pipeline import Pipeline, VampResult
 from .precision import PRECISIONS
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
-from .sampling import DRAWS, SamplingConfig
-from .schema import config_values
+from .sampling import SamplingConfig
+from .schema import config_values, options_of
 
 MODES = ("vamp", "loop", "continue", "inpaint", "compress")
 PRESET_CHOICES = ("custom", *modes.PRESETS)
@@ -57,11 +57,27 @@ class Control:
     choices: tuple[str, ...] = ()
     shapes_mask: bool = True
     name: str = ""  # the Settings field (filled in from it)
+    info: str | None = None  # a line under the label (the schema's help)
 
 
 def _control(default, kind: str, label: str, section: str = "", **widget):
     """A Settings field and the control that sets it, declared together."""
     return field(default=default, metadata={"control": Control(kind, label, section, **widget)})
+
+
+SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig) for opt in options_of(cls)}
+
+
+def _option(name: str, section: str, **layout):
+    """A Settings field for the schema's option `name`: its default, label, help, range or choices come from the
+    schema (vampnet.schema); only where it sits on the page is said here."""
+    opt = SCHEMA[name]
+    low, high = opt.shown_range
+    kind = ("checkbox" if opt.kind == "bool" else "radio" if opt.choices else
+            "slider" if low is not None and high is not None else "number")
+    label = f"{opt.title} ({opt.unit})" if opt.unit else opt.title
+    return _control(opt.default, kind, label, section, minimum=low, maximum=high, step=opt.step, choices=opt.choices,
+                    info=opt.help, **layout)
 
 
 _PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE = (s for s in SECTIONS if s)
@@ -74,23 +90,21 @@ class Settings:
 
     mode: str = _control("vamp", "radio", "mode", choices=MODES)
     preset: str = _control("custom", "dropdown", "preset (custom: the sliders below)", _PROMPT, choices=PRESET_CHOICES)
-    periodic: int = _control(PROMPT.periodic_prompt, "slider", "periodic: keep every P-th frame (0: none)", _PROMPT,
-                             row="periodic", minimum=0, maximum=32, step=1)
-    periodic_width: int = _control(PROMPT.periodic_width, "slider", "width of each kept frame", _PROMPT, row="periodic",
-                                   minimum=1, maximum=8, step=1)
-    upper_codebooks: int = _control(PROMPT.upper_codebook_mask, "slider", "generate codebooks from this index up",
-                                    _PROMPT, minimum=0, maximum=14, step=1)
+    periodic: int = _option("periodic", _PROMPT, row="periodic")
+    periodic_width: int = _option("periodic_width", _PROMPT, row="periodic")
+    random_roll: bool = _option("random_roll", _PROMPT, row="periodic")
+    upper_codebooks: int = _option("upper_codebooks", _PROMPT, row="codebooks")
+    keep_codebooks: int = _option("keep_codebooks", _PROMPT, row="codebooks")
     beats: bool = _control(False, "checkbox", "keep beats", _PROMPT, row="beats")
     downbeats: bool = _control(False, "checkbox", "keep downbeats", _PROMPT, row="beats")
     onsets: bool = _control(False, "checkbox", "keep onsets", _PROMPT, row="beats")
-    beat_before: float = _control(PROMPT.keep_before_s, "number", "context before beats (s)", _PROMPT, row="context",
-                                  minimum=0)
-    beat_after: float = _control(PROMPT.keep_after_s, "number", "context after beats (s)", _PROMPT, row="context",
-                                 minimum=0)
-    prefix: float = _control(PROMPT.prefix_s, "number", "keep the first (s)", _PROMPT, row="ends", minimum=0)
-    suffix: float = _control(PROMPT.suffix_s, "number", "keep the last (s)", _PROMPT, row="ends", minimum=0)
-    dropout: float = _control(PROMPT.dropout, "slider", "dropout of kept frames", _PROMPT, row="ends", minimum=0,
-                              maximum=1, step=0.05)
+    beat_before: float = _option("beat_before", _PROMPT, row="context")
+    beat_after: float = _option("beat_after", _PROMPT, row="context")
+    onset_width: int = _option("onset_width", _PROMPT, row="context")
+    prefix: float = _option("prefix", _PROMPT, row="ends")
+    suffix: float = _option("suffix", _PROMPT, row="ends")
+    dropout: float = _option("dropout", _PROMPT, row="random")
+    random_intensity: float = _option("random_intensity", _PROMPT, row="random")
     ranges: str = _control("1.0-2.0", "text", "inpaint: ranges in seconds (1-2, 3.5-4)", _MODE_OPTIONS)
     continue_seconds: float = _control(5.0, "number", "continue: seconds to add", _MODE_OPTIONS, minimum=0)
     loop_seconds: float = _control(0.0, "number", "loop: length in seconds (0: whole clip)", _MODE_OPTIONS, minimum=0,
@@ -99,22 +113,20 @@ class Settings:
                                        row="compress", minimum=1, maximum=14, step=1)
     compress_period: int = _control(options.COMPRESS_PERIOD, "slider", "compress: every N-th frame", _MODE_OPTIONS,
                                     row="compress", minimum=1, maximum=32, step=1)
-    steps: int = _control(SAMPLING.steps, "slider", "steps", _SAMPLING, row="steps", minimum=1, maximum=72, step=1,
-                          shapes_mask=False)
-    temperature: float = _control(SAMPLING.temperature, "slider", "temperature", _SAMPLING, row="steps", minimum=0,
-                                  maximum=2, step=0.05, shapes_mask=False)
-    mask_temperature: float = _control(SAMPLING.mask_temperature, "slider",
-                                       "mask temperature (randomness of the decoding order)", _SAMPLING, row="steps",
-                                       minimum=0, maximum=20, step=0.5, shapes_mask=False)
-    top_p: float = _control(0.0, "slider", "top-p (0: off)", _SAMPLING, row="filter", minimum=0, maximum=1, step=0.01,
-                            shapes_mask=False)
-    typical: bool = _control(SAMPLING.typical_filtering, "checkbox", "typical sampling", _SAMPLING, row="filter",
-                             shapes_mask=False)
+    steps: int = _option("steps", _SAMPLING, row="steps", shapes_mask=False)
+    temperature: float = _option("temperature", _SAMPLING, row="steps", shapes_mask=False)
+    mask_temperature: float = _option("mask_temperature", _SAMPLING, row="steps", shapes_mask=False)
+    sample_cutoff: float = _option("sample_cutoff", _SAMPLING, row="steps", shapes_mask=False)
+    top_k: int = _option("top_k", _SAMPLING, row="filter", shapes_mask=False)
+    top_p: float = _option("top_p", _SAMPLING, row="filter", shapes_mask=False)
+    typical: bool = _option("typical", _SAMPLING, row="typical", shapes_mask=False)
+    typical_mass: float = _option("typical_mass", _SAMPLING, row="typical", shapes_mask=False)
+    typical_min_tokens: int = _option("typical_min_tokens", _SAMPLING, row="typical", shapes_mask=False)
     seed: int = _control(-1, "number", "seed (-1: random)", _SAMPLING, row="seed", minimum=-1, maximum=2**31 - 2,
                          step=1, shapes_mask=False)
     variations: int = _control(1, "slider", "variations", _SAMPLING, row="seed", minimum=1, maximum=MAX_VARIATIONS,
                                step=1, shapes_mask=False)
-    draw: str = _control(SAMPLING.draw, "radio", "draw", _SAMPLING, row="seed", choices=DRAWS, shapes_mask=False)
+    draw: str = _option("draw", _SAMPLING, row="seed", shapes_mask=False)
     model: str = _control("small", "dropdown", "model: small (shipped), official (downloaded), your fine-tuned models, "
                           "or a folder path", _MODEL)
     precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False)
@@ -442,7 +454,7 @@ def build_app(studio: Studio, extensions=()):
                     with gr.Accordion(section, open=SECTIONS[section]) if section else contextlib.nullcontext():
                         for row, in_row in itertools.groupby(in_section, lambda c: c.row):
                             with gr.Row() if row else contextlib.nullcontext():
-                                controls += [widget(gr, c, getattr(d, c.name), elem_id=c.name,
+                                controls += [widget(gr, c, getattr(d, c.name), elem_id=c.name, info=c.info,
                                                     choices=studio.models() if c.name == "model" else None)
                                              for c in in_row]
                 with gr.Row():
