@@ -66,3 +66,17 @@ def test_a_studio_vamp_keeping_every_token_with_pitch_shift_12_is_an_octave_up(t
     assert abs(cents(f_plain, 220.0)) < 30
     assert abs(cents(f_shifted, 2 * f_plain)) < 30
     assert shifted.results[0].settings["pitch_shift"] == 12 and "pitch_shift" not in plain.results[0].settings
+
+
+def test_the_cli_shifts_before_encoding_and_refuses_a_shift_out_of_range_in_one_line(tmp_path, capsys):
+    from vampnet.cli import main
+
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, harmonic_tone(220.0)[0, 0].numpy(), SR)
+    kept = ["--periodic", "1", "--upper-codebooks", "14", "--steps", "1", "--seed", "0", "-q"]
+    assert main(["vamp", str(clip), "-o", str(tmp_path / "up.wav"), "--pitch-shift", "12", *kept]) == 0
+    up, sr = sf.read(tmp_path / "up.wav", dtype="float32")
+    assert abs(cents(pitch_of(torch.from_numpy(up), sr), 440.0)) < 30
+    assert main(["vamp", str(clip), "-o", str(tmp_path / "bad.wav"), "--pitch-shift", "13", *kept]) != 0
+    err = capsys.readouterr().err
+    assert "'--pitch-shift'" in err and "Traceback" not in err and not (tmp_path / "bad.wav").exists()

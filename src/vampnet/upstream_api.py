@@ -80,6 +80,7 @@ def parse(values: dict) -> Request:
 def vamp(studio: Studio, path, request: Request, progress=None) -> list[Path]:
     """The app's job: two vamps of the clip at `path` (pitch shifted, stretched and fed back as asked), as files."""
     job = request.job
+    studio.sweep()  # results older than the studio keeps them go, as with its own jobs
     wav, sr = studio.read_input(path)
     source = audio.file_format(path)
     wav = effects.pitch_shift(wav, sr, job["pitch_shift"])
@@ -105,7 +106,7 @@ def vamp(studio: Studio, path, request: Request, progress=None) -> list[Path]:
                              **kw) for r in results]
     files = []
     for r in results:
-        r.settings.update(upstream_api={k: v for k, v in job.items()})
+        r.settings.update(upstream_api=dict(job))  # the file says how it was made
         out = Path(tempfile.mkstemp(prefix=f"vamp-{r.settings['seed']}-", suffix=".wav", dir=studio.folder)[1])
         r.save(out, source=source)
         files.append(out)
