@@ -8,9 +8,10 @@ import dataclasses
 import pytest
 
 from vampnet import OptionError, PromptConfig, SamplingConfig
+from vampnet.effects import InputEffects
 from vampnet.schema import check_value, config_values, options_of, user_values
 
-CONFIGS = {"prompt": PromptConfig, "sampling": SamplingConfig}
+CONFIGS = {"prompt": PromptConfig, "sampling": SamplingConfig, "input": InputEffects}
 # fields that are no single value a user types: ranges are parsed from text, kept times come from beat tracking
 STRUCTURED = {"ranges_s", "keep_times_s", "onset_times_s"}
 
@@ -100,9 +101,9 @@ def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeli
     from vampnet.ui import CONTROLS, Settings, Studio
 
     commands = {c.name: c for c in typer.main.get_command(register_commands()).commands.values()}
-    for name, sections in {"vamp": ("prompt", "sampling"), "loop": ("prompt", "sampling"),
-                           "inpaint": ("prompt", "sampling"), "stretch": ("prompt", "sampling"),
-                           "continue": ("sampling",), "decompress": ("sampling",)}.items():
+    for name, sections in {"vamp": ("prompt", "sampling", "input"), "loop": ("prompt", "sampling", "input"),
+                           "inpaint": ("prompt", "sampling", "input"), "stretch": ("prompt", "sampling", "input"),
+                           "continue": ("sampling", "input"), "decompress": ("sampling",)}.items():
         flags = {flag for param in commands[name].params for flag in param.opts}
         missing = [o.flag for o in all_options() if o.section in sections and o.flag not in flags]
         assert not missing, f"vampnet {name} lacks {missing}"
@@ -127,7 +128,8 @@ def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeli
             via_harp = harp.settings_from_controls(studio, [value if c.name == opt.name else getattr(defaults, c.name)
                                                             for c in harp.CONTROLS])
             for s in (settings, via_osc, via_harp):
-                made = studio.prompt(s) if opt.section == "prompt" else studio.sampling(s)[0]
+                made = {"prompt": studio.prompt, "sampling": lambda s: studio.sampling(s)[0],
+                        "input": studio.input_effects}[opt.section](s)
                 assert getattr(made, opt.field) == expected, (opt.name, s)
     finally:
         studio.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import audio, modes, options
+from . import audio, effects, modes, options
 from .devices import check_device
 from .errors import AudioError, Cancelled, OptionError, VampNetError
 from .options import parse_ranges
@@ -65,7 +65,7 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
     return field(default=default, metadata={"control": Control(kind, label, section, **widget)})
 
 
-SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig) for opt in options_of(cls)}
+SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
 
 
 def _option(name: str, section: str, **layout):
@@ -138,6 +138,7 @@ class Settings:
                              row="file", choices=("mono", "stereo"), shapes_mask=False)
     bit_depth: str = _control("input", "radio", "bits (WAV/FLAC; input: its 16/24-bit, else 24; 32: float)", _FILE,
                               row="file", choices=BIT_DEPTHS, shapes_mask=False)
+    pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # last: the API's positional order is kept
 
     def __post_init__(self):
         for c in CONTROLS:
@@ -257,6 +258,10 @@ class Studio:
     def sampling(s: Settings) -> tuple[SamplingConfig, SamplingConfig]:
         return options.sampling_configs(**config_values(SamplingConfig, s.to_dict()))
 
+    @staticmethod
+    def input_effects(s: Settings) -> effects.InputEffects:
+        return effects.InputEffects.from_values(s.to_dict())
+
     # --- preview ----------------------------------------------------------------------------------------------
     def preview(self, path, s: Settings) -> Path:
         """A PNG: the input's spectrogram above the mask the settings make over its token grid."""
@@ -291,6 +296,7 @@ class Studio:
                 raise Cancelled("the job was cancelled")
             progress = _stoppable(progress, cancel)
         wav, sr = self.read_input(path)
+        wav = effects.apply(self.input_effects(s), wav, sr)  # before encoding, as upstream's pitch shift
         source, suffix = audio.file_format(path), f".{s.file_type}"
         audio.output_format(f"result{suffix}", source, s.output())  # a format the file cannot hold fails first
         pipe = self.pipeline(s.model, s.precision)
@@ -328,6 +334,7 @@ class Studio:
                     results.append(modes.inpaint(pipe, wav, sr, parse_ranges(s.ranges), **kw))
         files = []
         for i, r in enumerate(results):
+            r.settings.update({"pitch_shift": s.pitch_shift} if s.pitch_shift else {})  # the file says it was shifted
             f = self._new_file(f"{s.mode}-{seed + i}", suffix)
             r.save(f, s.output(), source=source)
             files.append(f)

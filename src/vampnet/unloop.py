@@ -92,7 +92,8 @@ class Query:
     job: dict
 
 
-def _number(p: Param, value):
+def check_param(p: Param, value):
+    """`value` as `p`'s kind, checked against its range (before `p.convert`); an OptionError naming `p` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)
@@ -124,7 +125,7 @@ def parse_process(args) -> Query:
         if p.kind is str:
             value = str(value)
         else:
-            value = _number(p, value)
+            value = check_param(p, value)
         section, name = p.option.split(".")
         sections[section][name] = p.convert(value)
     if not str(path).strip():

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import audio, options
+from .. import audio, effects, options
+from ..effects import InputEffects
 from ..errors import AudioError, CheckpointError, OptionError
 from ..pipeline import Pipeline
 from ..pretrained import resolve
@@ -103,7 +104,8 @@ def audio_output(output: Path, file_type, sample_rate, channels, bit_depth, inpu
 # Each command that takes prompt or sampling options gets every option the schema declares on PromptConfig and
 # SamplingConfig (vampnet.schema), as flags named after them; none is written out here. A flag left out is "not
 # given" (None), so the command's own base (its preset, its mode's prompt, the configs' defaults) applies.
-SCHEMA_SECTIONS = {"prompt": (PromptConfig, "Prompt: what is kept"), "sampling": (SamplingConfig, "Sampling")}
+SCHEMA_SECTIONS = {"prompt": (PromptConfig, "Prompt: what is kept"), "sampling": (SamplingConfig, "Sampling"),
+                   "input": (InputEffects, "Input: before encoding")}
 _PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -119,7 +121,7 @@ def _flag(opt: Option, base: str) -> typer.Option:
 
 
 def schema_flags(*sections: str, base: dict[str, str] | None = None):
-    """Decorator: the command also takes every schema option of these sections ("prompt", "sampling") as a flag,
+    """Decorator: the command also takes every schema option of these sections ("prompt", "sampling", "input") as a flag,
     and receives them in its **given keyword arguments (None: not given). `base` says, per section, what applies to
     an option not given (default: the config's default, shown in the help)."""
     def decorate(fn):
@@ -136,6 +138,11 @@ def schema_flags(*sections: str, base: dict[str, str] | None = None):
 def given_configs(given: dict) -> tuple[dict, dict]:
     """The PromptConfig and SamplingConfig fields the user gave (schema flags) among a command's keyword arguments."""
     return config_values(PromptConfig, given), config_values(SamplingConfig, given)
+
+
+def given_effects(wav, sample_rate: int, given: dict):
+    """The input audio with the input effects the user gave (schema flags, e.g. --pitch-shift) applied."""
+    return effects.apply(InputEffects.from_values(given), wav, sample_rate)
 
 
 # `vamp --help` groups its ~55 options in these panels (each panel's table sizes its own columns, so a long option

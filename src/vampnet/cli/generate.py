@@ -13,7 +13,7 @@ from .. import audio, modes, options
 from ..errors import CodesFileError, OptionError
 from .common import (AUDIO_OUT, BEAT_TRACKER, BIT_DEPTH, C2F_STEPS, CAPTURE, CHANNELS, DEVICE, FORMAT, LORA, MODELS,
                      PRECISION, QUIET, SAMPLE_RATE, SEED, AudioOutput, ProgressReporter, app, audio_output, check_input,
-                     check_output, given_configs, load_pipeline, parse_range_options, schema_flags)
+                     check_output, given_configs, given_effects, load_pipeline, parse_range_options, schema_flags)
 
 from .common import VAMP_PANELS, help_panels
 
@@ -21,7 +21,7 @@ MODE_PROMPT = {"prompt": "the mode's prompt"}  # what a prompt flag left out of 
 
 
 @app.command()
-@schema_flags("prompt", "sampling")
+@schema_flags("prompt", "sampling", "input")
 @help_panels(VAMP_PANELS)
 def vamp(
     input: Path = typer.Argument(..., help="audio file to vamp (wav/flac/ogg/mp3...)"),
@@ -57,6 +57,7 @@ def vamp(
     out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
     ranges = parse_range_options(range_)
     wav, sr = audio.load(input)
+    wav = given_effects(wav, sr, given)  # e.g. --pitch-shift, before anything is tracked or encoded
     prompt_fields, sampling_fields = given_configs(given)
     prompt, lines = options.vamp_prompt(
         preset_name, wav=wav, sample_rate=sr, beats=beats, downbeats=downbeats, onsets=onsets, every_k=every_k,
@@ -85,7 +86,8 @@ def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32
 
 def _mode_job(input, out: AudioOutput, models, lora, device, precision, c2f_steps, given):
     """A mode command's pipeline, input audio and sampler configs."""
-    return (*_mode_setup(input, out.path, models, lora, device, precision),
+    pipeline, wav, sr = _mode_setup(input, out.path, models, lora, device, precision)
+    return (pipeline, given_effects(wav, sr, given), sr,
             *options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1]))
 
 
@@ -103,7 +105,7 @@ def _run_and_save(out: AudioOutput, quiet: bool, job) -> None:
 
 
 @app.command()
-@schema_flags("prompt", "sampling", base={"prompt": "the preset's"})
+@schema_flags("prompt", "sampling", "input", base={"prompt": "the preset's"})
 def loop(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
@@ -139,7 +141,7 @@ def loop(
 
 
 @app.command("continue")
-@schema_flags("sampling")
+@schema_flags("sampling", "input")
 def continue_(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
@@ -162,7 +164,7 @@ def continue_(
 
 
 @app.command()
-@schema_flags("prompt", "sampling", base=MODE_PROMPT)
+@schema_flags("prompt", "sampling", "input", base=MODE_PROMPT)
 def inpaint(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),
@@ -192,7 +194,7 @@ def inpaint(
 
 
 @app.command()
-@schema_flags("prompt", "sampling", base=MODE_PROMPT)
+@schema_flags("prompt", "sampling", "input", base=MODE_PROMPT)
 def stretch(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="where to write the result (.wav/.flac/.ogg/.mp3)"),

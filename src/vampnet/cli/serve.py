@@ -1,4 +1,5 @@
-"""The commands that serve other front ends: the web studio (with the HARP endpoint) and the OSC bridge."""
+"""The commands that serve other front ends: the web studio (with upstream's /vamp API and the HARP endpoint) and
+the OSC bridge."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from ..osc import serve
 from ..ui import launch
 from ..unloop import LISTEN_PORT, REPLY_PORT
 from ..unloop import serve as serve_unloop
+from ..upstream_api import add_endpoints
 from .common import MODELS_HELP, app
 
 
@@ -34,7 +36,8 @@ def ui(
     if harp:
         typer.echo(f"HARP endpoint: paste http://{'localhost' if host == '127.0.0.1' else host}:{port} into HARP", err=True)
     launch(models, host=host, port=port, device=device, concurrency=concurrency, max_seconds=max_seconds,
-           max_file_mb=max_file_mb, keep_s=keep_minutes * 60, extensions=[add_endpoint] if harp else [])
+           max_file_mb=max_file_mb, keep_s=keep_minutes * 60,
+           extensions=[add_endpoints, *([add_endpoint] if harp else [])])  # upstream's /vamp, /vamp_1 always
 
 
 @app.command()
