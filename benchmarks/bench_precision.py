@@ -26,6 +26,7 @@ except ImportError:
 
 from vampnet import Codec, CodecConfig, MaskedTransformer, TransformerConfig
 from vampnet import precision as P
+from vampnet.quiet import quiet_torchao
 from vampnet.spectral import multiscale_mel_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,7 +37,7 @@ def torchao_int8(module):
     """The int8 mode as it was before the fused x86 kernels: torchao's dynamically quantised linear layers."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    with P._quiet_torchao():
+    with quiet_torchao():
         quantize_(module, Int8DynamicActivationInt8WeightConfig())
     return module
 
@@ -73,7 +74,7 @@ def timed(fn) -> float:
 
 
 def has_torchao():
-    with P._quiet_torchao():
+    with quiet_torchao():
         try:
             import torchao  # noqa: F401
         except ImportError:
