@@ -473,6 +473,16 @@ def run(args) -> dict:
 
 # --- report -------------------------------------------------------------------------------------------------
 
+def report(args, res: dict, text: str) -> None:
+    """Write a benchmark's markdown (--output) and raw results (--json), and print the markdown unless --silent."""
+    if getattr(args, "output", None):
+        args.output.write_text(text)
+    if getattr(args, "json", None):
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+    if not getattr(args, "silent", False):
+        print(text)
+
+
 def _f(x, nd=2):
     if x is None:
         return "—"

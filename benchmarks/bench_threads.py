@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_core as core  # noqa: E402  (machine info, report)
 CLIP = ROOT / "examples" / "xblast-song1-excerpt.ogg"
 
 CONFIGS = [  # name, torch imported before vampnet, threads
@@ -103,8 +104,6 @@ def run_config(torch_first: bool, threads, seconds: float, reps: int, loaded: bo
 
 
 def run(args) -> dict:
-    import bench_core as core
-
     seconds, reps = (1.0, 1) if args.quick else (args.seconds, args.reps)
     res = {"machine": core.machine_info(), "seconds": seconds, "reps": reps, "quick": args.quick, "rows": []}
     configs = CONFIGS[:2] if args.quick else CONFIGS
@@ -161,13 +160,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args(argv)
     res = run(args)
-    text = markdown(res)
-    if args.output:
-        args.output.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
-    if not args.silent:
-        print(text)
+    core.report(args, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ with the variants taking turns so a drift of the machine's speed spreads over al
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -113,13 +112,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     res = run(args)
-    text = markdown(res)
-    if args.output:
-        args.output.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
-    if not args.silent:
-        print(text)
+    core.report(args, res, markdown(res))
 
 
 if __name__ == "__main__":
