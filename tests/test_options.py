@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vampnet import OptionError, modes, options
+from vampnet import OptionError, compressed, modes, options
 from vampnet.pipeline import DEFAULT_C2F_SAMPLING
 from vampnet.prompts import PromptConfig, seconds_to_frames
 
@@ -64,7 +64,7 @@ def test_training_windows_are_the_windows_the_pipeline_runs_the_models_on(tiny_p
 
 def test_each_modes_mask_is_the_one_it_generates():
     grid, rate = torch.zeros(1, 4, 40, dtype=torch.long), 10.0
-    assert torch.equal(modes.mode_mask("compress", grid, rate, codebooks=2, period=4), ~modes.kept_mask(grid.shape, 2, 4))
+    assert torch.equal(modes.mode_mask("compress", grid, rate, codebooks=2, period=4), ~compressed.kept_mask(grid.shape, 2, 4))
     grown = modes.mode_mask("continue", grid, rate, continue_s=1.0)
     assert grown.shape[-1] == 50 and not grown[..., :40].any() and grown[..., 40:].all()
     inside = modes.mode_mask("inpaint", grid, rate, ranges=[(1.0, 2.0)])
