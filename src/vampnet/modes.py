@@ -333,26 +333,6 @@ class CompressedInfo:
     real_kbps: float
 
 
-def mode_mask(mode: str, like, frame_rate: float, *, prompt: PromptConfig | None = None,
-              generator: torch.Generator | None = None, continue_s: float = 0.0,
-              ranges: list[tuple[float, float]] = (), codebooks: int = 4, period: int = 1) -> torch.Tensor:
-    """What `mode` generates (True) over a clip whose token grid is shaped like `like`, without running it (what a
-    preview draws): vamp and loop, `prompt`'s mask; continue, the `continue_s` seconds added after the clip (the
-    mask covers clip and addition); inpaint, the `ranges` (narrowed by `prompt` when given); compress, every token
-    but the `codebooks` x every `period`-th frame kept."""
-    if mode == "compress":
-        return ~kept_mask(like.shape, codebooks, period)
-    if mode == "continue":
-        return continuation_grid(like, 0, seconds_to_frames(continue_s, frame_rate))[1]
-    if mode == "inpaint":
-        mask = inpaint_mask(like, ranges, frame_rate, like.shape[-1] / frame_rate)
-        return mask & prompt.build(like, frame_rate, generator) if prompt is not None else mask
-    if mode in ("vamp", "loop"):
-        default = PromptConfig() if mode == "vamp" else PRESETS["variation"]  # as Pipeline.vamp and loop
-        return (prompt or default).build(like, frame_rate, generator)
-    raise OptionError(f"unknown mode {mode!r}")
-
-
 def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int = 4, period: int = 1,
              progress: Progress | None = None) -> CompressedInfo:
     """Encode a clip and write only the kept tokens (bit-packed, entropy-coded) with a small versioned header."""

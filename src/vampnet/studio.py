@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import audio, effects, modes, options
+from . import audio, effects, options
+from . import mode_registry as registry
 from .devices import check_device
 from .errors import AudioError, Cancelled
-from .options import parse_ranges
 from .pipeline import Pipeline, VampResult
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
@@ -115,13 +115,9 @@ class Studio:
 
     def preview_mask(self, grid, s: Settings, frame_rate: float, wav=None, sr=None) -> tuple[torch.Tensor, str]:
         """The mask the settings' mode makes over `grid` (the clip's token grid), and a title saying what it is."""
-        mask = modes.mode_mask(s.mode, grid, frame_rate, prompt=self.prompt(s, wav, sr) if s.mode in ("vamp", "loop") else None,
-                               generator=torch.Generator().manual_seed(0), continue_s=s.continue_seconds,
-                               ranges=parse_ranges(s.ranges) if s.mode == "inpaint" else (),
-                               codebooks=s.compress_codebooks, period=s.compress_period)
-        titles = {"compress": f"compress: keep {s.compress_codebooks} codebooks every {s.compress_period} frame(s)",
-                  "continue": f"continue: {s.continue_seconds:g} s after the clip", "inpaint": f"inpaint {s.ranges}"}
-        return mask, titles.get(s.mode, f"{s.mode}: {100 * mask.float().mean():.0f}% of tokens generated")
+        mode = registry.mode(s.mode)
+        prompt = self.prompt(s, wav, sr) if mode.studio_prompt else None
+        return mode.preview(mode.options_from(s.to_dict()), grid, frame_rate, prompt, torch.Generator().manual_seed(0))
 
     # --- generation -------------------------------------------------------------------------------------------
     def generate(self, path, s: Settings, progress=None, cancel: threading.Event | None = None) -> StudioResult:
@@ -140,36 +136,15 @@ class Studio:
         pipe = self.pipeline(s.model, s.precision)
         sampling, c2f_sampling = self.sampling(s)
         seed = options.seed_or_new(s.seed)
-        n = int(s.variations)
-        downloads: list[Path] = []
-        if s.mode == "loop":
-            result = modes.loop(pipe, wav, sr, variations=n, seconds=s.loop_seconds or None,
-                                prompt=self.prompt(s, wav, sr), sampling=sampling, c2f_sampling=c2f_sampling,
-                                seed=seed, progress=progress,  # made at the rate written, so exact to the sample
-                                output_rate=s.output().sample_rate or source.sample_rate)
-            results = result.variations
-            chain = result.save_chain(self._new_file("loop-chain", suffix), s.output(), source=source)
-            downloads.append(chain)
-        elif s.mode == "compress":
-            packed = self._new_file("compressed", ".vmpz")
-            info = modes.compress(pipe, wav, sr, packed, codebooks=s.compress_codebooks, period=s.compress_period,
-                                  progress=progress)
-            downloads.append(packed)
-            results = [modes.decompress(pipe, packed, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed + i,
-                                        progress=progress) for i in range(n)]
-            for r in results:
-                r.settings.update(real_kbps=round(info.real_kbps, 3), nominal_kbps=round(info.nominal_kbps, 3))
-        elif s.mode == "vamp":  # the variations as one batch: each still equals a vamp with its own seed
-            results = pipe.variations(wav, sr, n, prompt=self.prompt(s, wav, sr), sampling=sampling,
-                                      c2f_sampling=c2f_sampling, seed=seed, progress=progress)
-        else:
-            results = []
-            for i in range(n):
-                kw = dict(sampling=sampling, c2f_sampling=c2f_sampling, seed=seed + i, progress=progress)
-                if s.mode == "continue":
-                    results.append(modes.continue_audio(pipe, wav, sr, seconds=s.continue_seconds, **kw))
-                else:
-                    results.append(modes.inpaint(pipe, wav, sr, parse_ranges(s.ranges), **kw))
+        mode = registry.mode(s.mode)
+        outcome = mode.run(registry.Job(
+            pipe, wav, sr, mode.options_from(s.to_dict()), prompt=self.prompt(s, wav, sr) if mode.studio_prompt else None,
+            sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, variations=int(s.variations), progress=progress,
+            output_rate=s.output().sample_rate or source.sample_rate,  # loops made at the rate written: exact
+            new_file=self._new_file))
+        results, downloads = outcome.results, list(outcome.files)
+        if outcome.chain is not None:  # a loop's variations chained, to download beside them
+            downloads.insert(0, outcome.chain.save_chain(self._new_file("loop-chain", suffix), s.output(), source=source))
         files = []
         for i, r in enumerate(results):
             r.settings.update({"pitch_shift": s.pitch_shift} if s.pitch_shift else {})  # the file says it was shifted

@@ -16,7 +16,8 @@ import signal
 import threading
 from dataclasses import asdict, dataclass, field, fields
 
-from . import audio, effects, modes, options
+from . import audio, effects, modes
+from . import mode_registry as registry
 from .errors import OptionError, VampNetError
 from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
 from .precision import PRECISIONS
@@ -25,7 +26,7 @@ from .sampling import SamplingConfig
 from .schema import options_of
 from .studio import Studio, StudioResult  # noqa: F401  (the page's jobs; importable from here as before)
 
-MODES = ("vamp", "loop", "continue", "inpaint", "compress")
+MODES = registry.STUDIO_MODES
 PRESET_CHOICES = ("custom", *modes.PRESETS)
 MAX_VARIATIONS = 4
 SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False,
@@ -58,14 +59,16 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
 
 
 SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
+_DECLARED = {**SCHEMA, **{opt.name: opt for opt in registry.OPTIONS}}  # and each mode's own (the registry's)
 
 
 def _option(name: str, section: str, **layout):
     """A Settings field for the schema's option `name`: its default, label, help, range or choices come from the
     schema (vampnet.schema); only where it sits on the page is said here."""
-    opt = SCHEMA[name]
+    opt = _DECLARED[name]
     low, high = opt.shown_range
-    kind = ("checkbox" if opt.kind == "bool" else "radio" if opt.choices else
+    kind = ("checkbox" if opt.kind == "bool" else "text" if opt.kind == "str" and not opt.choices else
+            "radio" if opt.choices else
             "slider" if low is not None and high is not None else "number")
     label = f"{opt.title} ({opt.unit})" if opt.unit else opt.title
     return _control(opt.default, kind, label, section, minimum=low, maximum=high, step=opt.step, choices=opt.choices,
@@ -97,14 +100,11 @@ class Settings:
     suffix: float = _option("suffix", _PROMPT, row="ends")
     dropout: float = _option("dropout", _PROMPT, row="random")
     random_intensity: float = _option("random_intensity", _PROMPT, row="random")
-    ranges: str = _control("1.0-2.0", "text", "inpaint: ranges in seconds (1-2, 3.5-4)", _MODE_OPTIONS)
-    continue_seconds: float = _control(5.0, "number", "continue: seconds to add", _MODE_OPTIONS, minimum=0)
-    loop_seconds: float = _control(0.0, "number", "loop: length in seconds (0: whole clip)", _MODE_OPTIONS, minimum=0,
-                                   shapes_mask=False)
-    compress_codebooks: int = _control(options.COMPRESS_CODEBOOKS, "slider", "compress: codebooks kept", _MODE_OPTIONS,
-                                       row="compress", minimum=1, maximum=14, step=1)
-    compress_period: int = _control(options.COMPRESS_PERIOD, "slider", "compress: every N-th frame", _MODE_OPTIONS,
-                                    row="compress", minimum=1, maximum=32, step=1)
+    ranges: str = _option("ranges", _MODE_OPTIONS)
+    continue_seconds: float = _option("continue_seconds", _MODE_OPTIONS)
+    loop_seconds: float = _option("loop_seconds", _MODE_OPTIONS, shapes_mask=False)
+    compress_codebooks: int = _option("compress_codebooks", _MODE_OPTIONS, row="compress")
+    compress_period: int = _option("compress_period", _MODE_OPTIONS, row="compress")
     steps: int = _option("steps", _SAMPLING, row="steps", shapes_mask=False)
     temperature: float = _option("temperature", _SAMPLING, row="steps", shapes_mask=False)
     mask_temperature: float = _option("mask_temperature", _SAMPLING, row="steps", shapes_mask=False)
