@@ -255,8 +255,11 @@ def build_app(studio: Studio, extensions=()):
             with gr.Column(scale=1):
                 mask_img = gr.Image(label="prompt mask over the token grid", type="filepath", interactive=False,
                                     elem_id="mask")
-                outs = [gr.Audio(label=f"result {i + 1}", type="filepath", interactive=False, visible=i == 0,
-                                 elem_id=f"result-{i}") for i in range(MAX_VARIATIONS)]
+                outs, uses = [], []  # each result, with a button that makes it the next job's input
+                for i in range(MAX_VARIATIONS):
+                    outs.append(gr.Audio(label=f"result {i + 1}", type="filepath", interactive=False, visible=i == 0,
+                                         elem_id=f"result-{i}"))
+                    uses.append(gr.Button("use as input", size="sm", visible=i == 0, elem_id=f"use-{i}"))
                 files = gr.File(label="downloads", file_count="multiple", interactive=False)
                 shown = gr.JSON(label="settings of these results")
                 reuse = gr.Button("reuse these settings")
@@ -270,7 +273,8 @@ def build_app(studio: Studio, extensions=()):
 
         def show_players(settings):  # UI only: the API returns plain file paths (None for unused slots)
             n = len((settings or {}).get("seeds", [])) or 1
-            return [gr.Audio(visible=i < n) for i in range(MAX_VARIATIONS)]
+            return [gr.Audio(visible=i < n) for i in range(MAX_VARIATIONS)] + \
+                [gr.Button(visible=i < n) for i in range(MAX_VARIATIONS)]
 
         masking = [c.name for c in CONTROLS if c.shapes_mask]  # sampling settings do not shape the mask
 
@@ -287,7 +291,9 @@ def build_app(studio: Studio, extensions=()):
         generate = _named([("audio", api), *((n, api) for n in names), ("progress", gr.Progress())], generate)
         preview = _named([("audio", api), *((n, api) for n in masking)], preview)
         go.click(guard(generate), [inp, *controls], [*outs, files, shown], api_name="generate").then(
-            show_players, shown, outs, api_name=False)
+            show_players, shown, [*outs, *uses], api_name=False)
+        for out, use in zip(outs, uses):
+            use.click(guard(use_as_input), out, inp, api_name=False)
         preview_btn.click(guard(preview), [inp, *(controls[names.index(n)] for n in masking)], mask_img,
                           api_name="preview")
         reuse.click(guard(reuse_settings), shown, controls, api_name=False)
@@ -296,6 +302,13 @@ def build_app(studio: Studio, extensions=()):
         for extend in extensions:
             extend(studio)
     return app
+
+
+def use_as_input(result):
+    """What a result's "use as input" button gives the input player: the result's file (the next job's input)."""
+    if not result:
+        raise OptionError("generate something first")
+    return result
 
 
 def launch(models: str | None = None, *, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
