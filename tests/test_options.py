@@ -84,6 +84,17 @@ def test_each_modes_mask_is_the_one_it_generates():
         registry.mode("remix")
 
 
+def test_mode_options_come_from_the_schema_by_their_studio_names():
+    assert registry.mode("continue").options_from({"continue_seconds": 2, "ranges": "ignored"}) == \
+        registry.ContinueOptions(seconds=2.0)
+    assert registry.mode("compress").options_from({}) == registry.CompressOptions(
+        options.COMPRESS_CODEBOOKS, options.COMPRESS_PERIOD)  # the defaults compress itself has
+    with pytest.raises(OptionError, match="continue_seconds"):
+        registry.mode("continue").options_from({"continue_seconds": -1})
+    with pytest.raises(OptionError, match="compress_period"):
+        registry.mode("compress").options_from({"compress_period": 40})
+
+
 def test_tracked_beats_and_onsets_become_kept_times_with_their_widths(monkeypatch):
     calls = []
 

@@ -140,6 +140,24 @@ def test_use_as_input_puts_each_result_into_the_input_of_the_next_job(studio, cl
         use(None)
 
 
+def test_the_studio_runs_each_mode_through_the_registry(studio, clip, monkeypatch):
+    from dataclasses import replace
+
+    from vampnet import mode_registry as registry
+
+    jobs = []
+    original = registry.MODES["continue"]
+
+    def spy(job):
+        jobs.append(job)
+        return original.run(job)
+
+    monkeypatch.setitem(registry.MODES, "continue", replace(original, run=spy))
+    result = studio.generate(str(clip), Settings(mode="continue", continue_seconds=0.5, variations=2, steps=2, seed=7))
+    assert len(jobs) == 1 and jobs[0].options == registry.ContinueOptions(seconds=0.5) and jobs[0].variations == 2
+    assert [r.settings["seed"] for r in result.results] == [7, 8]  # its variations policy: one run per seed
+
+
 # --- the real app ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
