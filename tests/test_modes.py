@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import sine_mix
-from vampnet import CodesFileError, OptionError, PromptConfig, SamplingConfig, audio, modes
+from vampnet import CodesFileError, OptionError, PromptConfig, SamplingConfig, audio, compressed, modes
 from vampnet.prompts import seconds_to_frames
 
 FAST = dict(sampling=SamplingConfig(steps=3), seed=0)
@@ -167,9 +167,9 @@ def test_compress_round_trips_header_and_kept_tokens_and_reports_the_file_bitrat
     assert info.bytes == (tmp_path / "c.vmpz").stat().st_size
     assert info.real_kbps == pytest.approx(info.bytes * 8 / 2.0 / 1000, rel=1e-6)
     assert info.nominal_kbps == pytest.approx(10 * codebooks * pipeline_a.frame_rate / period / 1000)
-    header, tokens = modes.read_compressed(tmp_path / "c.vmpz")
+    header, tokens = compressed.read_compressed(tmp_path / "c.vmpz")
     prep = pipeline_a.prepare(x, 44100)
-    keep = modes.kept_mask(prep.codes.shape, codebooks, period)
+    keep = compressed.kept_mask(prep.codes.shape, codebooks, period)
     assert np.array_equal(tokens, prep.codes[keep].numpy())
     assert header["codebooks"] == codebooks and header["period"] == period and header["n_samples"] == x.shape[-1]
     res = modes.decompress(pipeline_a, tmp_path / "c.vmpz", **FAST)
@@ -192,7 +192,7 @@ def test_bad_or_truncated_compressed_files(pipeline_a, tmp_path):
 
 def test_bit_packing_round_trips():
     values = np.random.default_rng(0).integers(0, 1024, 1001)
-    assert np.array_equal(modes._unpack(modes._pack(values, 10), 10, values.size), values)
+    assert np.array_equal(compressed._unpack(compressed._pack(values, 10), 10, values.size), values)
 
 
 def test_presets_exist_and_unknown_preset_is_an_error():

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vampnet import OptionError, modes, options
+from vampnet import OptionError, compressed, modes, options
+from vampnet import mode_registry as registry
 from vampnet.pipeline import DEFAULT_C2F_SAMPLING
 from vampnet.prompts import PromptConfig, seconds_to_frames
 
@@ -64,15 +65,34 @@ def test_training_windows_are_the_windows_the_pipeline_runs_the_models_on(tiny_p
 
 def test_each_modes_mask_is_the_one_it_generates():
     grid, rate = torch.zeros(1, 4, 40, dtype=torch.long), 10.0
-    assert torch.equal(modes.mode_mask("compress", grid, rate, codebooks=2, period=4), ~modes.kept_mask(grid.shape, 2, 4))
-    grown = modes.mode_mask("continue", grid, rate, continue_s=1.0)
+
+    def mask(name, options, prompt=None):
+        return registry.mode(name).preview(options, grid, rate, prompt)[0]
+
+    assert torch.equal(mask("compress", registry.CompressOptions(2, 4)), ~compressed.kept_mask(grid.shape, 2, 4))
+    grown = mask("continue", registry.ContinueOptions(1.0))
     assert grown.shape[-1] == 50 and not grown[..., :40].any() and grown[..., 40:].all()
-    inside = modes.mode_mask("inpaint", grid, rate, ranges=[(1.0, 2.0)])
+    both = mask("continue", registry.ContinueOptions(1.0, before=0.5))
+    assert both.shape[-1] == 55 and both[..., :5].all() and not both[..., 5:45].any() and both[..., 45:].all()
+    inside = mask("inpaint", registry.InpaintOptions("1-2"))
     assert inside[..., 10:20].all() and not inside[..., :10].any() and not inside[..., 20:].any()
-    vamp = modes.mode_mask("vamp", grid, rate, prompt=PromptConfig(periodic_prompt=4, upper_codebook_mask=None))
+    vamp = mask("vamp", registry.VampOptions(), PromptConfig(periodic_prompt=4, upper_codebook_mask=None))
     assert not vamp[..., ::4].any() and vamp[..., 1::4].all()
-    with pytest.raises(OptionError):
-        modes.mode_mask("remix", grid, rate)
+    slower = mask("stretch", registry.StretchOptions(2.0), PromptConfig(periodic_prompt=1, upper_codebook_mask=None))
+    assert slower.shape[-1] == 80 and not slower[..., ::2].any() and slower[..., 1::2].all()  # the frames between: new
+    with pytest.raises(OptionError, match="unknown mode"):
+        registry.mode("remix")
+
+
+def test_mode_options_come_from_the_schema_by_their_studio_names():
+    assert registry.mode("continue").options_from({"continue_seconds": 2, "ranges": "ignored"}) == \
+        registry.ContinueOptions(seconds=2.0)
+    assert registry.mode("compress").options_from({}) == registry.CompressOptions(
+        options.COMPRESS_CODEBOOKS, options.COMPRESS_PERIOD)  # the defaults compress itself has
+    with pytest.raises(OptionError, match="continue_seconds"):
+        registry.mode("continue").options_from({"continue_seconds": -1})
+    with pytest.raises(OptionError, match="compress_period"):
+        registry.mode("compress").options_from({"compress_period": 40})
 
 
 def test_tracked_beats_and_onsets_become_kept_times_with_their_widths(monkeypatch):

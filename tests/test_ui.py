@@ -123,6 +123,41 @@ def test_gradio_errors_are_messages_not_tracebacks(studio, clip, tmp_path):
         fn(str(bad), *Settings().to_dict().values())
 
 
+def test_use_as_input_puts_each_result_into_the_input_of_the_next_job(studio, clip):
+    gr = pytest.importorskip("gradio")
+    from vampnet.ui import build_app
+
+    app = build_app(studio)
+    by_elem = {b.elem_id: b for b in app.blocks.values() if getattr(b, "elem_id", None)}
+    result = studio.generate(str(clip), Settings(variations=2, steps=2, seed=3)).audio
+    for i in range(MAX_VARIATIONS):
+        button, player = by_elem[f"use-{i}"], by_elem[f"result-{i}"]
+        wired = [d for d in app.fns.values() if (button._id, "click") in d.targets]
+        assert len(wired) == 1 and wired[0].inputs == [player] and wired[0].outputs == [by_elem["input-audio"]]
+    use = next(d.fn for d in app.fns.values() if (by_elem["use-1"]._id, "click") in d.targets)
+    assert use(str(result[1])) == str(result[1])
+    with pytest.raises(gr.Error, match="generate something first"):
+        use(None)
+
+
+def test_the_studio_runs_each_mode_through_the_registry(studio, clip, monkeypatch):
+    from dataclasses import replace
+
+    from vampnet import mode_registry as registry
+
+    jobs = []
+    original = registry.MODES["continue"]
+
+    def spy(job):
+        jobs.append(job)
+        return original.run(job)
+
+    monkeypatch.setitem(registry.MODES, "continue", replace(original, run=spy))
+    result = studio.generate(str(clip), Settings(mode="continue", continue_seconds=0.5, variations=2, steps=2, seed=7))
+    assert len(jobs) == 1 and jobs[0].options == registry.ContinueOptions(seconds=0.5) and jobs[0].variations == 2
+    assert [r.settings["seed"] for r in result.results] == [7, 8]  # its variations policy: one run per seed
+
+
 # --- the real app ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import OptionError
-from .ui import CONTROL, SCHEMA, Control, Settings, Studio, guard, widget
+from .studio import Studio
+from .ui import CONTROL, SCHEMA, Control, Settings, guard, widget
 
 CARD = {
     "name": "VampNet",

@@ -3,12 +3,7 @@ that loop seamlessly, continuation (outpainting, forwards or backwards), inpaint
 compression to a file that keeps only some tokens (decompression regenerates the rest)."""
 from __future__ import annotations
 
-import io
-import json
-import lzma
 import math
-import struct
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,11 +12,11 @@ import torch
 
 from . import audio
 from .beats import track_beats
+from .compressed import encode_tokens, kept_mask, read_compressed, write_compressed
 from .errors import CodesFileError, OptionError, VampNetError
 from .pipeline import Pipeline, Progress, VampResult, new_seed
-from .prompts import PromptConfig, periodic, seconds_to_frames, time_ranges
+from .prompts import PromptConfig, seconds_to_frames, time_ranges
 from .sampling import SamplingConfig, seeded_generator
-from .serialization import atomic_path
 
 PRESETS = {
     # keep every 3rd frame of all coarse codebooks: close to the input, new detail
@@ -326,10 +321,6 @@ def _decode_looped(pipeline, v, n_samples):
 
 # --- compression -----------------------------------------------------------------------------------------------
 
-MAGIC = b"VAMPNETZ"
-VERSION = 1
-
-
 @dataclass
 class CompressedInfo:
     """What `compress` wrote: sizes and bitrates (nominal from the token budget, real from the file size)."""
@@ -340,33 +331,6 @@ class CompressedInfo:
     kept_tokens: int
     nominal_kbps: float
     real_kbps: float
-
-
-def kept_mask(codes_shape, codebooks: int, period: int) -> torch.Tensor:
-    """True where a token is kept: the first `codebooks` codebooks at every `period`-th frame."""
-    keep = ~periodic(codes_shape, period) if period > 1 else torch.ones(codes_shape, dtype=torch.bool)
-    keep[:, codebooks:] = False
-    return keep
-
-
-def mode_mask(mode: str, like, frame_rate: float, *, prompt: PromptConfig | None = None,
-              generator: torch.Generator | None = None, continue_s: float = 0.0,
-              ranges: list[tuple[float, float]] = (), codebooks: int = 4, period: int = 1) -> torch.Tensor:
-    """What `mode` generates (True) over a clip whose token grid is shaped like `like`, without running it (what a
-    preview draws): vamp and loop, `prompt`'s mask; continue, the `continue_s` seconds added after the clip (the
-    mask covers clip and addition); inpaint, the `ranges` (narrowed by `prompt` when given); compress, every token
-    but the `codebooks` x every `period`-th frame kept."""
-    if mode == "compress":
-        return ~kept_mask(like.shape, codebooks, period)
-    if mode == "continue":
-        return continuation_grid(like, 0, seconds_to_frames(continue_s, frame_rate))[1]
-    if mode == "inpaint":
-        mask = inpaint_mask(like, ranges, frame_rate, like.shape[-1] / frame_rate)
-        return mask & prompt.build(like, frame_rate, generator) if prompt is not None else mask
-    if mode in ("vamp", "loop"):
-        default = PromptConfig() if mode == "vamp" else PRESETS["variation"]  # as Pipeline.vamp and loop
-        return (prompt or default).build(like, frame_rate, generator)
-    raise OptionError(f"unknown mode {mode!r}")
 
 
 def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int = 4, period: int = 1,
@@ -380,53 +344,18 @@ def compress(pipeline: Pipeline, wav, sample_rate: int, path, *, codebooks: int 
     keep = kept_mask(prep.codes.shape, codebooks, period)
     tokens = prep.codes.cpu()[keep].numpy()
     bits = max(1, math.ceil(math.log2(pipeline.codec.codebook_size)))
-    packed = _pack(tokens, bits)
-    method, payload = min((("zlib", zlib.compress(packed, 9)), ("lzma", lzma.compress(packed, preset=9)),
-                           ("raw", packed)), key=lambda m: len(m[1]))
+    method, payload = encode_tokens(tokens, bits)
     header = {"codec": pipeline.codec.fingerprint(), "sample_rate": pipeline.sample_rate,
               "hop_length": pipeline.codec.hop_length, "codebook_size": pipeline.codec.codebook_size,
               "n_codebooks": pipeline.n_codebooks, "frames": prep.codes.shape[-1], "n_samples": prep.n_samples,
               "loudness": prep.loudness if math.isfinite(prep.loudness) else None, "codebooks": codebooks,
               "period": period, "bits": bits, "count": int(tokens.size), "method": method,
               "source": {"sample_rate": prep.source.sample_rate, "channels": prep.source.channels}}
-    head = json.dumps(header, separators=(",", ":")).encode()
-    body = MAGIC + struct.pack("<BI", VERSION, len(head)) + head + struct.pack("<I", len(payload)) + payload
-    data = body + struct.pack("<I", zlib.crc32(body))
     path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    size = write_compressed(path, header, payload)
     seconds = prep.n_samples / pipeline.sample_rate
     nominal = bits * codebooks * pipeline.frame_rate / period / 1000
-    return CompressedInfo(path, len(data), seconds, int(tokens.size), nominal, len(data) * 8 / seconds / 1000)
-
-
-def read_compressed(path) -> tuple[dict, np.ndarray]:
-    """Parse and validate a compressed file -> (header, kept tokens). CodesFileError on any inconsistency."""
-    path = Path(path)
-    if not path.is_file():
-        raise CodesFileError(f"compressed file not found: {path}")
-    data = path.read_bytes()
-    f = io.BytesIO(data)
-    try:
-        if f.read(len(MAGIC)) != MAGIC:
-            raise CodesFileError(f"{path} is not a vampnet compressed file")
-        version, head_len = struct.unpack("<BI", f.read(5))
-        if version != VERSION:
-            raise CodesFileError(f"{path} has format version {version}; this vampnet reads version {VERSION}")
-        header = json.loads(f.read(head_len))
-        (payload_len,) = struct.unpack("<I", f.read(4))
-        payload = f.read(payload_len)
-        (crc,) = struct.unpack("<I", f.read(4))
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError):
-        raise CodesFileError(f"{path} is truncated or corrupt") from None
-    if len(payload) != payload_len or f.read() or zlib.crc32(data[:-4]) != crc:
-        raise CodesFileError(f"{path} is truncated or corrupt (checksum mismatch)")
-    try:
-        packed = {"zlib": zlib.decompress, "lzma": lzma.decompress, "raw": bytes}[header["method"]](payload)
-        tokens = _unpack(packed, header["bits"], header["count"])
-    except (KeyError, zlib.error, lzma.LZMAError, ValueError):
-        raise CodesFileError(f"{path} has an unreadable payload") from None
-    return header, tokens
+    return CompressedInfo(path, size, seconds, int(tokens.size), nominal, size * 8 / seconds / 1000)
 
 
 def decompress(pipeline: Pipeline, path, *, sampling: SamplingConfig | None = None,
@@ -457,18 +386,3 @@ def _source(found, path) -> audio.FileFormat | None:
         return audio.FileFormat(int(found["sample_rate"]), int(found["channels"])) if found else None
     except (TypeError, KeyError, ValueError):
         raise CodesFileError(f"{path} names its input's format wrongly") from None
-
-
-def _pack(values: np.ndarray, bits: int) -> bytes:
-    """Unsigned integers -> a big-endian bit stream of `bits` bits each."""
-    v = values.astype(np.uint32)
-    bit_matrix = ((v[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint32)) & 1).astype(np.uint8)
-    return np.packbits(bit_matrix.reshape(-1)).tobytes()
-
-
-def _unpack(data: bytes, bits: int, count: int) -> np.ndarray:
-    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if stream.size < count * bits:
-        raise ValueError("payload too short")
-    matrix = stream[: count * bits].reshape(count, bits).astype(np.uint32)
-    return (matrix << np.arange(bits - 1, -1, -1, dtype=np.uint32)).sum(1).astype(np.int64)

@@ -31,7 +31,8 @@ from .errors import Cancelled, OptionError, VampNetError
 from .options import seed_or_new
 from .pretrained import home
 from .serialization import atomic_path
-from .ui import Settings, Studio
+from .studio import Studio
+from .ui import Settings
 
 PREFIX = "/vampnet"
 MODES = ("loop", "vamp")

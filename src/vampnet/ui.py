@@ -1,39 +1,32 @@
-"""The web UI (`vampnet ui`): a gradio studio over the one Pipeline and the musical modes.
+"""The web UI (`vampnet ui`): the studio's gradio page.
 
 `Settings` holds what the controls set and declares the controls themselves (widget, range, place on the page);
-`Studio` turns settings into prompt and sampling configs through `vampnet.options` and calls `Pipeline` /
-`vampnet.modes`, so it holds no model logic and is testable without a browser; `build_app` lays out the gradio
-page from the declared controls and `launch` serves it through gradio's queue. Every endpoint is also an API (gradio client): `/generate`
-and `/preview`, with the parameters named as in `Settings`. The model menu lists the shipped, official and
-fine-tuned models (`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
+the jobs themselves (pipelines, inputs, preview masks, results) are `vampnet.studio.Studio`'s, which holds no
+gradio and no model logic; `build_app` lays out the gradio page from the declared controls and `launch` serves it
+through gradio's queue. Every endpoint is also an API (gradio client): `/generate` and `/preview`, with the
+parameters named as in `Settings`. The model menu lists the shipped, official and fine-tuned models
+(`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import inspect
 import itertools
-import shutil
 import signal
-import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-import torch
-
-from . import audio, effects, modes, options
-from .devices import check_device
-from .errors import AudioError, Cancelled, OptionError, VampNetError
-from .options import parse_ranges
-from .pipeline import Pipeline, VampResult
+from . import audio, effects, modes
+from . import mode_registry as registry
+from .errors import OptionError, VampNetError
+from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
 from .precision import PRECISIONS
-from .pretrained import available_models
-from .prompts import PromptConfig, seconds_to_frames
+from .prompts import PromptConfig
 from .sampling import SamplingConfig
-from .schema import config_values, options_of
+from .schema import options_of
+from .studio import Studio, StudioResult  # noqa: F401  (the page's jobs; importable from here as before)
 
-MODES = ("vamp", "loop", "continue", "inpaint", "compress")
+MODES = registry.STUDIO_MODES
 PRESET_CHOICES = ("custom", *modes.PRESETS)
 MAX_VARIATIONS = 4
 SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False,
@@ -66,14 +59,16 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
 
 
 SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
+_DECLARED = {**SCHEMA, **{opt.name: opt for opt in registry.OPTIONS}}  # and each mode's own (the registry's)
 
 
 def _option(name: str, section: str, **layout):
     """A Settings field for the schema's option `name`: its default, label, help, range or choices come from the
     schema (vampnet.schema); only where it sits on the page is said here."""
-    opt = SCHEMA[name]
+    opt = _DECLARED[name]
     low, high = opt.shown_range
-    kind = ("checkbox" if opt.kind == "bool" else "radio" if opt.choices else
+    kind = ("checkbox" if opt.kind == "bool" else "text" if opt.kind == "str" and not opt.choices else
+            "radio" if opt.choices else
             "slider" if low is not None and high is not None else "number")
     label = f"{opt.title} ({opt.unit})" if opt.unit else opt.title
     return _control(opt.default, kind, label, section, minimum=low, maximum=high, step=opt.step, choices=opt.choices,
@@ -105,14 +100,11 @@ class Settings:
     suffix: float = _option("suffix", _PROMPT, row="ends")
     dropout: float = _option("dropout", _PROMPT, row="random")
     random_intensity: float = _option("random_intensity", _PROMPT, row="random")
-    ranges: str = _control("1.0-2.0", "text", "inpaint: ranges in seconds (1-2, 3.5-4)", _MODE_OPTIONS)
-    continue_seconds: float = _control(5.0, "number", "continue: seconds to add", _MODE_OPTIONS, minimum=0)
-    loop_seconds: float = _control(0.0, "number", "loop: length in seconds (0: whole clip)", _MODE_OPTIONS, minimum=0,
-                                   shapes_mask=False)
-    compress_codebooks: int = _control(options.COMPRESS_CODEBOOKS, "slider", "compress: codebooks kept", _MODE_OPTIONS,
-                                       row="compress", minimum=1, maximum=14, step=1)
-    compress_period: int = _control(options.COMPRESS_PERIOD, "slider", "compress: every N-th frame", _MODE_OPTIONS,
-                                    row="compress", minimum=1, maximum=32, step=1)
+    ranges: str = _option("ranges", _MODE_OPTIONS)
+    continue_seconds: float = _option("continue_seconds", _MODE_OPTIONS)
+    loop_seconds: float = _option("loop_seconds", _MODE_OPTIONS, shapes_mask=False)
+    compress_codebooks: int = _option("compress_codebooks", _MODE_OPTIONS, row="compress")
+    compress_period: int = _option("compress_period", _MODE_OPTIONS, row="compress")
     steps: int = _option("steps", _SAMPLING, row="steps", shapes_mask=False)
     temperature: float = _option("temperature", _SAMPLING, row="steps", shapes_mask=False)
     mask_temperature: float = _option("mask_temperature", _SAMPLING, row="steps", shapes_mask=False)
@@ -190,213 +182,6 @@ def _to_bool(value) -> bool:
     return bool(value)
 
 
-@dataclass
-class StudioResult:
-    """What one Generate produced: audio files (one per variation), files to download, the settings used, and
-    the results themselves (tokens and the mask of what was generated)."""
-
-    audio: list[Path]
-    downloads: list[Path]
-    settings: dict
-    results: list[VampResult] = field(default_factory=list)
-
-
-class Studio:
-    """The UI's jobs without gradio: loaded pipelines (one per model and precision), input checks, and the
-    mapping from Settings to the pipeline's prompt/sampling configs and modes. Results go to a private folder
-    whose files older than `keep_s` are removed as new jobs arrive (and all of it by `close`)."""
-
-    def __init__(self, models: str | None = None, *, device: str = "cpu", max_seconds: float = 120.0,
-                 keep_s: float = 3600.0, pipeline: Pipeline | None = None):
-        check_device(device)  # an absent device is refused at start, not at the first job
-        self.default_model = models or "small"
-        self.device, self.max_seconds, self.keep_s = device, max_seconds, keep_s
-        self._pipelines: dict[tuple[str, str], Pipeline] = {}
-        self._codecs: dict = {}  # loaded codecs by file, shared by the models that use the same one
-        if pipeline is not None:
-            self._pipelines[(self.default_model, pipeline.precision)] = pipeline
-        self._lock = threading.Lock()
-        self.folder = Path(tempfile.mkdtemp(prefix="vampnet-ui-"))
-
-    # --- pieces -----------------------------------------------------------------------------------------------
-    def pipeline(self, model: str | None, precision: str) -> Pipeline:
-        key = ((model or self.default_model).strip(), precision)
-        with self._lock:  # jobs run in parallel threads; a model is loaded once
-            if key not in self._pipelines:
-                name = None if key[0] in ("small", "") else key[0]
-                self._pipelines[key] = Pipeline.from_pretrained(name, device=self.device, precision=precision,
-                                                                codec_cache=self._codecs)
-            return self._pipelines[key]
-
-    def models(self) -> list[str]:
-        """The model menu: the shipped, official (when downloaded) and fine-tuned models, and the default one."""
-        names = available_models()
-        return names if self.default_model in names else [self.default_model, *names]
-
-    def read_input(self, path) -> tuple[torch.Tensor, int]:
-        if not path:
-            raise AudioError("upload or record some audio first")
-        wav, sr = audio.load(path, max_seconds=self.max_seconds + 1)  # a long file is not decoded whole
-        seconds = wav.shape[-1] / sr
-        if seconds > self.max_seconds:
-            raise AudioError(f"the clip is longer than {self.max_seconds:g} s, the most this studio takes")
-        if seconds < 0.25:
-            raise AudioError(f"the clip is only {seconds:.2f} s long; give at least 0.25 s")
-        return wav, sr
-
-    def prompt(self, s: Settings, wav=None, sr: int | None = None):
-        """The prompt of a vamp or loop (beats are tracked in `wav`). A preset takes only the controls it leaves to
-        the user; "custom" takes every prompt control."""
-        fields = config_values(PromptConfig, s.to_dict())
-        if s.preset != "custom":
-            fields = {k: v for k, v in fields.items() if k in options.KEPT_BY_PRESETS}
-        prompt, _ = options.vamp_prompt(None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr,
-                                        beats=s.beats, downbeats=s.downbeats, onsets=s.onsets, **fields)
-        return prompt
-
-    @staticmethod
-    def sampling(s: Settings) -> tuple[SamplingConfig, SamplingConfig]:
-        return options.sampling_configs(**config_values(SamplingConfig, s.to_dict()))
-
-    @staticmethod
-    def input_effects(s: Settings) -> effects.InputEffects:
-        return effects.InputEffects.from_values(s.to_dict())
-
-    # --- preview ----------------------------------------------------------------------------------------------
-    def preview(self, path, s: Settings) -> Path:
-        """A PNG: the input's spectrogram above the mask the settings make over its token grid."""
-        wav, sr = self.read_input(path)
-        pipe = self.pipeline(s.model, s.precision)
-        mono = audio.to_mono(wav)
-        frames = max(1, seconds_to_frames(mono.shape[-1] / sr, pipe.frame_rate))
-        grid = torch.zeros(1, pipe.n_codebooks, frames, dtype=torch.long)
-        mask, title = self.preview_mask(grid, s, pipe.frame_rate, mono, sr)
-        out = self._new_file("preview", ".png")
-        _plot_preview(mono[0, 0] if mono.dim() == 3 else mono[0], sr, mask[0], pipe.frame_rate, title, out)
-        return out
-
-    def preview_mask(self, grid, s: Settings, frame_rate: float, wav=None, sr=None) -> tuple[torch.Tensor, str]:
-        """The mask the settings' mode makes over `grid` (the clip's token grid), and a title saying what it is."""
-        mask = modes.mode_mask(s.mode, grid, frame_rate, prompt=self.prompt(s, wav, sr) if s.mode in ("vamp", "loop") else None,
-                               generator=torch.Generator().manual_seed(0), continue_s=s.continue_seconds,
-                               ranges=parse_ranges(s.ranges) if s.mode == "inpaint" else (),
-                               codebooks=s.compress_codebooks, period=s.compress_period)
-        titles = {"compress": f"compress: keep {s.compress_codebooks} codebooks every {s.compress_period} frame(s)",
-                  "continue": f"continue: {s.continue_seconds:g} s after the clip", "inpaint": f"inpaint {s.ranges}"}
-        return mask, titles.get(s.mode, f"{s.mode}: {100 * mask.float().mean():.0f}% of tokens generated")
-
-    # --- generation -------------------------------------------------------------------------------------------
-    def generate(self, path, s: Settings, progress=None, cancel: threading.Event | None = None) -> StudioResult:
-        """Run the settings' mode on the clip at `path`. Setting `cancel` stops the job at its next sampling step
-        (it raises Cancelled)."""
-        started = time.time()
-        self.sweep()
-        if cancel is not None:
-            if cancel.is_set():
-                raise Cancelled("the job was cancelled")
-            progress = _stoppable(progress, cancel)
-        wav, sr = self.read_input(path)
-        wav = effects.apply(self.input_effects(s), wav, sr)  # before encoding, as upstream's pitch shift
-        source, suffix = audio.file_format(path), f".{s.file_type}"
-        audio.output_format(f"result{suffix}", source, s.output())  # a format the file cannot hold fails first
-        pipe = self.pipeline(s.model, s.precision)
-        sampling, c2f_sampling = self.sampling(s)
-        seed = options.seed_or_new(s.seed)
-        n = int(s.variations)
-        downloads: list[Path] = []
-        if s.mode == "loop":
-            result = modes.loop(pipe, wav, sr, variations=n, seconds=s.loop_seconds or None,
-                                prompt=self.prompt(s, wav, sr), sampling=sampling, c2f_sampling=c2f_sampling,
-                                seed=seed, progress=progress,  # made at the rate written, so exact to the sample
-                                output_rate=s.output().sample_rate or source.sample_rate)
-            results = result.variations
-            chain = result.save_chain(self._new_file("loop-chain", suffix), s.output(), source=source)
-            downloads.append(chain)
-        elif s.mode == "compress":
-            packed = self._new_file("compressed", ".vmpz")
-            info = modes.compress(pipe, wav, sr, packed, codebooks=s.compress_codebooks, period=s.compress_period,
-                                  progress=progress)
-            downloads.append(packed)
-            results = [modes.decompress(pipe, packed, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed + i,
-                                        progress=progress) for i in range(n)]
-            for r in results:
-                r.settings.update(real_kbps=round(info.real_kbps, 3), nominal_kbps=round(info.nominal_kbps, 3))
-        elif s.mode == "vamp":  # the variations as one batch: each still equals a vamp with its own seed
-            results = pipe.variations(wav, sr, n, prompt=self.prompt(s, wav, sr), sampling=sampling,
-                                      c2f_sampling=c2f_sampling, seed=seed, progress=progress)
-        else:
-            results = []
-            for i in range(n):
-                kw = dict(sampling=sampling, c2f_sampling=c2f_sampling, seed=seed + i, progress=progress)
-                if s.mode == "continue":
-                    results.append(modes.continue_audio(pipe, wav, sr, seconds=s.continue_seconds, **kw))
-                else:
-                    results.append(modes.inpaint(pipe, wav, sr, parse_ranges(s.ranges), **kw))
-        files = []
-        for i, r in enumerate(results):
-            r.settings.update({"pitch_shift": s.pitch_shift} if s.pitch_shift else {})  # the file says it was shifted
-            f = self._new_file(f"{s.mode}-{seed + i}", suffix)
-            r.save(f, s.output(), source=source)
-            files.append(f)
-        settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
-                    "precision": pipe.precision, "results": [r.settings for r in results],
-                    "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
-        return StudioResult(files, files + downloads, settings, list(results))
-
-    # --- housekeeping -----------------------------------------------------------------------------------------
-    def _new_file(self, stem: str, suffix: str) -> Path:
-        return Path(tempfile.mkstemp(prefix=f"{stem}-", suffix=suffix, dir=self.folder)[1])
-
-    def sweep(self) -> None:
-        """Remove result files older than keep_s (gradio keeps its own copies of what it served)."""
-        cutoff = time.time() - self.keep_s
-        for f in self.folder.glob("*"):
-            try:
-                if f.stat().st_mtime < cutoff:
-                    f.unlink()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _stoppable(progress, cancel: threading.Event):
-    def report(stage: str, done: int, total: int) -> None:
-        if cancel.is_set():
-            raise Cancelled("the job was cancelled")
-        if progress is not None:
-            progress(stage, done, total)
-    return report
-
-
-def _plot_preview(wav: torch.Tensor, sr: int, mask: torch.Tensor, frame_rate: float, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    seconds = wav.shape[-1] / sr
-    n_fft = 1024
-    spec = torch.stft(wav.float(), n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
-    ax1.imshow(20 * torch.log10(spec + 1e-5).numpy(), origin="lower", aspect="auto", cmap="magma",
-               extent=(0, seconds, 0, sr / 2000), vmin=-80)
-    ax1.set_ylabel("kHz")
-    ax1.set_title("input spectrogram")
-    K, T = mask.shape
-    ax2.imshow(mask.float().numpy(), origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=1.4,
-               extent=(0, T / frame_rate, -0.5, K - 0.5), interpolation="nearest")
-    ax2.set_ylabel("codebook")
-    ax2.set_xlabel("seconds")
-    ax2.set_title(f"mask (dark = generated, light = kept): {title}")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 # --- gradio ----------------------------------------------------------------------------------------------------
 
 def guard(fn):
@@ -470,8 +255,11 @@ def build_app(studio: Studio, extensions=()):
             with gr.Column(scale=1):
                 mask_img = gr.Image(label="prompt mask over the token grid", type="filepath", interactive=False,
                                     elem_id="mask")
-                outs = [gr.Audio(label=f"result {i + 1}", type="filepath", interactive=False, visible=i == 0,
-                                 elem_id=f"result-{i}") for i in range(MAX_VARIATIONS)]
+                outs, uses = [], []  # each result, with a button that makes it the next job's input
+                for i in range(MAX_VARIATIONS):
+                    outs.append(gr.Audio(label=f"result {i + 1}", type="filepath", interactive=False, visible=i == 0,
+                                         elem_id=f"result-{i}"))
+                    uses.append(gr.Button("use as input", size="sm", visible=i == 0, elem_id=f"use-{i}"))
                 files = gr.File(label="downloads", file_count="multiple", interactive=False)
                 shown = gr.JSON(label="settings of these results")
                 reuse = gr.Button("reuse these settings")
@@ -485,7 +273,8 @@ def build_app(studio: Studio, extensions=()):
 
         def show_players(settings):  # UI only: the API returns plain file paths (None for unused slots)
             n = len((settings or {}).get("seeds", [])) or 1
-            return [gr.Audio(visible=i < n) for i in range(MAX_VARIATIONS)]
+            return [gr.Audio(visible=i < n) for i in range(MAX_VARIATIONS)] + \
+                [gr.Button(visible=i < n) for i in range(MAX_VARIATIONS)]
 
         masking = [c.name for c in CONTROLS if c.shapes_mask]  # sampling settings do not shape the mask
 
@@ -502,7 +291,9 @@ def build_app(studio: Studio, extensions=()):
         generate = _named([("audio", api), *((n, api) for n in names), ("progress", gr.Progress())], generate)
         preview = _named([("audio", api), *((n, api) for n in masking)], preview)
         go.click(guard(generate), [inp, *controls], [*outs, files, shown], api_name="generate").then(
-            show_players, shown, outs, api_name=False)
+            show_players, shown, [*outs, *uses], api_name=False)
+        for out, use in zip(outs, uses):
+            use.click(guard(use_as_input), out, inp, api_name=False)
         preview_btn.click(guard(preview), [inp, *(controls[names.index(n)] for n in masking)], mask_img,
                           api_name="preview")
         reuse.click(guard(reuse_settings), shown, controls, api_name=False)
@@ -511,6 +302,13 @@ def build_app(studio: Studio, extensions=()):
         for extend in extensions:
             extend(studio)
     return app
+
+
+def use_as_input(result):
+    """What a result's "use as input" button gives the input player: the result's file (the next job's input)."""
+    if not result:
+        raise OptionError("generate something first")
+    return result
 
 
 def launch(models: str | None = None, *, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",

@@ -34,7 +34,7 @@ from .errors import OptionError, VampNetError
 from .osc import run_bridge, udp_server
 from .pretrained import home
 from .prompts import PromptConfig
-from .ui import Studio
+from .studio import Studio
 
 RATE = 48_000           # unloop's files are 48 kHz
 N_VARIATIONS = 2        # the patch takes two files per query

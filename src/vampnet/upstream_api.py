@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import audio, effects, modes, options
-from .ui import Studio, guard
+from .studio import Studio
+from .ui import guard
 from .unloop import BEAT_BEFORE_S, N_VARIATIONS, PARAMS as UNLOOP_PARAMS, UNLOOP_PROMPT, Param, check_param
 
 ENDPOINTS = ("vamp", "vamp_1")

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from .. import audio, modes, options
+from .. import mode_registry as registry
 from ..errors import CodesFileError, OptionError
 from .common import (AUDIO_OUT, BEAT_TRACKER, BIT_DEPTH, C2F_STEPS, CAPTURE, CHANNELS, DEVICE, FORMAT, LORA, MODELS,
                      PRECISION, QUIET, SAMPLE_RATE, SEED, AudioOutput, ProgressReporter, app, audio_output, check_input,
@@ -68,8 +69,8 @@ def vamp(
     pipeline = load_pipeline(models, codec, coarse, c2f, device, coarse_window_s=window, window_overlap_s=overlap,
                              lora=lora, coarse_lora=coarse_lora, c2f_lora=c2f_lora, precision=precision, capture=capture)
     with ProgressReporter(quiet) as progress:
-        results = pipeline.variations(wav, sr, variations, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
-                                      seed=seed, progress=progress)
+        results = _run("vamp", pipeline, wav, sr, registry.VampOptions(), prompt=prompt, sampling=sampling,
+                       c2f_sampling=c2f_sampling, seed=seed, variations=variations, progress=progress).results
     for i, result in enumerate(results, 1):
         path = out.save(result, out.path if variations == 1 else out.named(i))
         typer.echo(f"wrote {path} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']}, "
@@ -96,10 +97,15 @@ def _prompt(base, given):
     return options.with_changes(base, **given_configs(given)[0])
 
 
-def _run_and_save(out: AudioOutput, quiet: bool, job) -> None:
-    """Run a mode `job(progress) -> VampResult` under progress bars, write its audio and report it."""
+def _run(name: str, pipeline, wav, sr, mode_options, **job) -> registry.Outcome:
+    """Run the registered mode `name` (its options: `mode_options`; the rest: registry.Job's fields)."""
+    return registry.mode(name).run(registry.Job(pipeline, wav, sr, mode_options, **job))
+
+
+def _run_and_save(out: AudioOutput, quiet: bool, name: str, pipeline, wav, sr, mode_options, **job) -> None:
+    """Run the registered mode `name` once under progress bars, write its audio and report it."""
     with ProgressReporter(quiet) as progress:
-        result = job(progress)
+        result = _run(name, pipeline, wav, sr, mode_options, progress=progress, **job).results[0]
     output = out.save(result)
     typer.echo(f"wrote {output} ({result.audio.shape[-1] / result.sample_rate:.2f} s, seed {result.settings['seed']})", err=True)
 
@@ -130,9 +136,9 @@ def loop(
         prompt = _prompt(modes.preset(preset_name), given)
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
         typer.echo(how, err=True)
-        result = modes.loop(pipeline, wav, sr, variations=variations, seconds=seconds, start_s=start_s, prompt=prompt,
-                            feedback=feedback, repeats=repeats, sampling=sampling, c2f_sampling=c2f_sampling,
-                            seed=seed, progress=progress, output_rate=out.rate)  # made at the rate written: exact
+        result = _run("loop", pipeline, wav, sr, registry.LoopOptions(seconds or 0.0, start_s, feedback, repeats),
+                      prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, variations=variations,
+                      progress=progress, output_rate=out.rate).chain  # made at the rate written: exact
     for i, v in enumerate(result.variations, 1):
         out.save(v, out.named(i))
     output = result.save_chain(out.path, out.options, source=out.source)
@@ -158,9 +164,8 @@ def continue_(
     check_input(input)
     out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
     pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
-    _run_and_save(out, quiet, lambda progress: modes.continue_audio(
-        pipeline, wav, sr, seconds=seconds, before=before, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
-        progress=progress))
+    _run_and_save(out, quiet, "continue", pipeline, wav, sr, registry.ContinueOptions(seconds, before),
+                  sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)
 
 
 @app.command()
@@ -188,9 +193,8 @@ def inpaint(
     out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
     pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
     inside = _prompt(modes.INPAINT_PROMPT, given)
-    _run_and_save(out, quiet, lambda progress: modes.inpaint(
-        pipeline, wav, sr, ranges, prompt=inside, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
-        progress=progress))
+    _run_and_save(out, quiet, "inpaint", pipeline, wav, sr, registry.InpaintOptions(ranges), prompt=inside,
+                  sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)
 
 
 @app.command()
@@ -211,9 +215,8 @@ def stretch(
     out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
     pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
     prompt = _prompt(modes.STRETCH_PROMPT, given)
-    _run_and_save(out, quiet, lambda progress: modes.stretch(
-        pipeline, wav, sr, factor, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed,
-        progress=progress))
+    _run_and_save(out, quiet, "stretch", pipeline, wav, sr, registry.StretchOptions(factor), prompt=prompt,
+                  sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)
 
 
 @app.command()
@@ -226,7 +229,8 @@ def compress(
 ):
     """Keep only some tokens (Nk codebooks at every P-th frame) in a small file; prints the bitrate."""
     pipeline, wav, sr = _mode_setup(input, output, models, None, device, precision, suffixes=(".vmpz",))
-    info = modes.compress(pipeline, wav, sr, output, codebooks=codebooks, period=period)
+    info = _run("compress", pipeline, wav, sr, registry.CompressOptions(codebooks, period), variations=0,
+                new_file=lambda stem, suffix: output).info  # the file alone: no decompressed variation
     typer.echo(f"wrote {output}: {info.bytes} bytes for {info.seconds:.2f} s, {info.kept_tokens} tokens; "
                f"bitrate {info.real_kbps:.3f} kbps from the file size (nominal {info.nominal_kbps:.3f} kbps)")
 
@@ -247,5 +251,5 @@ def decompress(
     out = audio_output(output, file_type, sample_rate, channels, bit_depth)
     pipeline = load_pipeline(models, device=device, precision=precision)
     sampling, c2f_sampling = options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1])
-    _run_and_save(out, quiet, lambda progress: modes.decompress(
-        pipeline, input, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, progress=progress))
+    _run_and_save(out, quiet, "decompress", pipeline, None, None, registry.DecompressOptions(input),
+                  sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)

@@ -1,0 +1,210 @@
+"""The studio's jobs, apart from its gradio page (vampnet.ui): loaded pipelines (one per model and precision),
+input checks, the mapping from the page's `Settings` to prompt and sampling configs, the preview of a mode's mask,
+running a job through the mode registry, and the private folder its results go to. No gradio here: OSC, unloop
+and tests drive a Studio directly."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import audio, effects, options
+from . import mode_registry as registry
+from .devices import check_device
+from .errors import AudioError, Cancelled
+from .pipeline import Pipeline, VampResult
+from .pretrained import available_models
+from .prompts import PromptConfig, seconds_to_frames
+from .sampling import SamplingConfig
+from .schema import config_values
+
+if TYPE_CHECKING:  # the page's settings; only their fields are read here
+    from .ui import Settings
+
+
+@dataclass
+class StudioResult:
+    """What one Generate produced: audio files (one per variation), files to download, the settings used, and
+    the results themselves (tokens and the mask of what was generated)."""
+
+    audio: list[Path]
+    downloads: list[Path]
+    settings: dict
+    results: list[VampResult] = field(default_factory=list)
+
+
+class Studio:
+    """The UI's jobs without gradio: loaded pipelines (one per model and precision), input checks, and the
+    mapping from Settings to the pipeline's prompt/sampling configs and modes. Results go to a private folder
+    whose files older than `keep_s` are removed as new jobs arrive (and all of it by `close`)."""
+
+    def __init__(self, models: str | None = None, *, device: str = "cpu", max_seconds: float = 120.0,
+                 keep_s: float = 3600.0, pipeline: Pipeline | None = None):
+        check_device(device)  # an absent device is refused at start, not at the first job
+        self.default_model = models or "small"
+        self.device, self.max_seconds, self.keep_s = device, max_seconds, keep_s
+        self._pipelines: dict[tuple[str, str], Pipeline] = {}
+        self._codecs: dict = {}  # loaded codecs by file, shared by the models that use the same one
+        if pipeline is not None:
+            self._pipelines[(self.default_model, pipeline.precision)] = pipeline
+        self._lock = threading.Lock()
+        self.folder = Path(tempfile.mkdtemp(prefix="vampnet-ui-"))
+
+    # --- pieces -----------------------------------------------------------------------------------------------
+    def pipeline(self, model: str | None, precision: str) -> Pipeline:
+        key = ((model or self.default_model).strip(), precision)
+        with self._lock:  # jobs run in parallel threads; a model is loaded once
+            if key not in self._pipelines:
+                name = None if key[0] in ("small", "") else key[0]
+                self._pipelines[key] = Pipeline.from_pretrained(name, device=self.device, precision=precision,
+                                                                codec_cache=self._codecs)
+            return self._pipelines[key]
+
+    def models(self) -> list[str]:
+        """The model menu: the shipped, official (when downloaded) and fine-tuned models, and the default one."""
+        names = available_models()
+        return names if self.default_model in names else [self.default_model, *names]
+
+    def read_input(self, path) -> tuple[torch.Tensor, int]:
+        if not path:
+            raise AudioError("upload or record some audio first")
+        wav, sr = audio.load(path, max_seconds=self.max_seconds + 1)  # a long file is not decoded whole
+        seconds = wav.shape[-1] / sr
+        if seconds > self.max_seconds:
+            raise AudioError(f"the clip is longer than {self.max_seconds:g} s, the most this studio takes")
+        if seconds < 0.25:
+            raise AudioError(f"the clip is only {seconds:.2f} s long; give at least 0.25 s")
+        return wav, sr
+
+    def prompt(self, s: Settings, wav=None, sr: int | None = None):
+        """The prompt of a vamp or loop (beats are tracked in `wav`). A preset takes only the controls it leaves to
+        the user; "custom" takes every prompt control."""
+        fields = config_values(PromptConfig, s.to_dict())
+        if s.preset != "custom":
+            fields = {k: v for k, v in fields.items() if k in options.KEPT_BY_PRESETS}
+        prompt, _ = options.vamp_prompt(None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr,
+                                        beats=s.beats, downbeats=s.downbeats, onsets=s.onsets, **fields)
+        return prompt
+
+    @staticmethod
+    def sampling(s: Settings) -> tuple[SamplingConfig, SamplingConfig]:
+        return options.sampling_configs(**config_values(SamplingConfig, s.to_dict()))
+
+    @staticmethod
+    def input_effects(s: Settings) -> effects.InputEffects:
+        return effects.InputEffects.from_values(s.to_dict())
+
+    # --- preview ----------------------------------------------------------------------------------------------
+    def preview(self, path, s: Settings) -> Path:
+        """A PNG: the input's spectrogram above the mask the settings make over its token grid."""
+        wav, sr = self.read_input(path)
+        pipe = self.pipeline(s.model, s.precision)
+        mono = audio.to_mono(wav)
+        frames = max(1, seconds_to_frames(mono.shape[-1] / sr, pipe.frame_rate))
+        grid = torch.zeros(1, pipe.n_codebooks, frames, dtype=torch.long)
+        mask, title = self.preview_mask(grid, s, pipe.frame_rate, mono, sr)
+        out = self._new_file("preview", ".png")
+        _plot_preview(mono[0, 0] if mono.dim() == 3 else mono[0], sr, mask[0], pipe.frame_rate, title, out)
+        return out
+
+    def preview_mask(self, grid, s: Settings, frame_rate: float, wav=None, sr=None) -> tuple[torch.Tensor, str]:
+        """The mask the settings' mode makes over `grid` (the clip's token grid), and a title saying what it is."""
+        mode = registry.mode(s.mode)
+        prompt = self.prompt(s, wav, sr) if mode.studio_prompt else None
+        return mode.preview(mode.options_from(s.to_dict()), grid, frame_rate, prompt, torch.Generator().manual_seed(0))
+
+    # --- generation -------------------------------------------------------------------------------------------
+    def generate(self, path, s: Settings, progress=None, cancel: threading.Event | None = None) -> StudioResult:
+        """Run the settings' mode on the clip at `path`. Setting `cancel` stops the job at its next sampling step
+        (it raises Cancelled)."""
+        started = time.time()
+        self.sweep()
+        if cancel is not None:
+            if cancel.is_set():
+                raise Cancelled("the job was cancelled")
+            progress = _stoppable(progress, cancel)
+        wav, sr = self.read_input(path)
+        wav = effects.apply(self.input_effects(s), wav, sr)  # before encoding, as upstream's pitch shift
+        source, suffix = audio.file_format(path), f".{s.file_type}"
+        audio.output_format(f"result{suffix}", source, s.output())  # a format the file cannot hold fails first
+        pipe = self.pipeline(s.model, s.precision)
+        sampling, c2f_sampling = self.sampling(s)
+        seed = options.seed_or_new(s.seed)
+        mode = registry.mode(s.mode)
+        outcome = mode.run(registry.Job(
+            pipe, wav, sr, mode.options_from(s.to_dict()), prompt=self.prompt(s, wav, sr) if mode.studio_prompt else None,
+            sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, variations=int(s.variations), progress=progress,
+            output_rate=s.output().sample_rate or source.sample_rate,  # loops made at the rate written: exact
+            new_file=self._new_file))
+        results, downloads = outcome.results, list(outcome.files)
+        if outcome.chain is not None:  # a loop's variations chained, to download beside them
+            downloads.insert(0, outcome.chain.save_chain(self._new_file("loop-chain", suffix), s.output(), source=source))
+        files = []
+        for i, r in enumerate(results):
+            r.settings.update({"pitch_shift": s.pitch_shift} if s.pitch_shift else {})  # the file says it was shifted
+            f = self._new_file(f"{s.mode}-{seed + i}", suffix)
+            r.save(f, s.output(), source=source)
+            files.append(f)
+        settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
+                    "precision": pipe.precision, "results": [r.settings for r in results],
+                    "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
+        return StudioResult(files, files + downloads, settings, list(results))
+
+    # --- housekeeping -----------------------------------------------------------------------------------------
+    def _new_file(self, stem: str, suffix: str) -> Path:
+        return Path(tempfile.mkstemp(prefix=f"{stem}-", suffix=suffix, dir=self.folder)[1])
+
+    def sweep(self) -> None:
+        """Remove result files older than keep_s (gradio keeps its own copies of what it served)."""
+        cutoff = time.time() - self.keep_s
+        for f in self.folder.glob("*"):
+            try:
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _stoppable(progress, cancel: threading.Event):
+    def report(stage: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled("the job was cancelled")
+        if progress is not None:
+            progress(stage, done, total)
+    return report
+
+
+def _plot_preview(wav: torch.Tensor, sr: int, mask: torch.Tensor, frame_rate: float, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    seconds = wav.shape[-1] / sr
+    n_fft = 1024
+    spec = torch.stft(wav.float(), n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+    ax1.imshow(20 * torch.log10(spec + 1e-5).numpy(), origin="lower", aspect="auto", cmap="magma",
+               extent=(0, seconds, 0, sr / 2000), vmin=-80)
+    ax1.set_ylabel("kHz")
+    ax1.set_title("input spectrogram")
+    K, T = mask.shape
+    ax2.imshow(mask.float().numpy(), origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=1.4,
+               extent=(0, T / frame_rate, -0.5, K - 0.5), interpolation="nearest")
+    ax2.set_ylabel("codebook")
+    ax2.set_xlabel("seconds")
+    ax2.set_title(f"mask (dark = generated, light = kept): {title}")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
