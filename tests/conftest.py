@@ -143,3 +143,14 @@ def save_model_folder(folder: Path, codec, coarse, c2f) -> Path:
     for name, model in (("codec", codec), ("coarse", coarse), ("c2f", c2f)):
         model.save(folder / f"{name}.safetensors")
     return folder
+
+
+@pytest.fixture
+def udp_peer():
+    """A localhost UDP socket that sends from, and receives replies on, one port: the looper's or Max patch's side
+    of an OSC bridge test (replies time out after 60 s rather than hang)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(60.0)
+    yield sock
+    sock.close()

@@ -2,7 +2,6 @@
 queued ahead answer /next at once; bad requests get one-line /vampnet/error replies. Tiny model."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -40,13 +39,9 @@ def bridge(tiny_pipeline, tmp_path):
 
 
 @pytest.fixture
-def looper():
-    """The looper's socket: sends from, and receives replies on, one localhost port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(TIMEOUT)
-    yield sock
-    sock.close()
+def looper(udp_peer):
+    """The looper's socket (conftest's udp_peer)."""
+    return udp_peer
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 /error for bad paths and arguments (the bridge keeps serving), /cleanup of our files only. Tiny model."""
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
@@ -22,18 +21,13 @@ from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from vampnet import unloop  # noqa: E402
 
-TIMEOUT = 60.0
 LOOP_MS, TAIL_S = 1000.0, 0.3
 
 
 @pytest.fixture
-def patch():
-    """The Max patch's socket: sends from, and receives replies on, one localhost port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(TIMEOUT)
-    yield sock
-    sock.close()
+def patch(udp_peer):
+    """The Max patch's socket (conftest's udp_peer)."""
+    return udp_peer
 
 
 @pytest.fixture

@@ -85,10 +85,13 @@ def _mode_setup(input: Path, output: Path, models, lora, device, precision="fp32
     return pipeline, wav, sr
 
 
-def _mode_job(input, out: AudioOutput, models, lora, device, precision, c2f_steps, given):
-    """A mode command's pipeline, input audio and sampler configs."""
+def _mode_job(input, output, file_options, models, lora, device, precision, c2f_steps, given):
+    """A mode command's checked output (from `file_options`: format, sample rate, channels, bit depth), pipeline,
+    input audio and sampler configs."""
+    check_input(input)
+    out = audio_output(output, *file_options, input)
     pipeline, wav, sr = _mode_setup(input, out.path, models, lora, device, precision)
-    return (pipeline, given_effects(wav, sr, given), sr,
+    return (out, pipeline, given_effects(wav, sr, given), sr,
             *options.sampling_configs(c2f_steps=c2f_steps, **given_configs(given)[1]))
 
 
@@ -129,9 +132,8 @@ def loop(
     c2f_steps: int = C2F_STEPS, device: str = DEVICE, precision: str = PRECISION, quiet: bool = QUIET, **given,
 ):
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
-    check_input(input)
-    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
+    out, pipeline, wav, sr, sampling, c2f_sampling = _mode_job(
+        input, output, (file_type, sample_rate, channels, bit_depth), models, lora, device, precision, c2f_steps, given)
     with ProgressReporter(quiet) as progress:
         prompt = _prompt(modes.preset(preset_name), given)
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
@@ -161,9 +163,8 @@ def continue_(
     """Extend a clip forwards (--seconds) and/or backwards (--before); the input's tokens are kept."""
     if seconds <= 0 and before <= 0:
         raise OptionError("give --seconds and/or --before")
-    check_input(input)
-    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
+    out, pipeline, wav, sr, sampling, c2f_sampling = _mode_job(
+        input, output, (file_type, sample_rate, channels, bit_depth), models, lora, device, precision, c2f_steps, given)
     _run_and_save(out, quiet, "continue", pipeline, wav, sr, registry.ContinueOptions(seconds, before),
                   sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)
 
@@ -189,9 +190,8 @@ def inpaint(
         ranges.insert(0, (start, end))
     if not ranges:
         raise OptionError("give --start/--end or --range")
-    check_input(input)
-    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
+    out, pipeline, wav, sr, sampling, c2f_sampling = _mode_job(
+        input, output, (file_type, sample_rate, channels, bit_depth), models, lora, device, precision, c2f_steps, given)
     inside = _prompt(modes.INPAINT_PROMPT, given)
     _run_and_save(out, quiet, "inpaint", pipeline, wav, sr, registry.InpaintOptions(ranges), prompt=inside,
                   sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)
@@ -211,9 +211,8 @@ def stretch(
 ):
     """Time-stretch by vamping: the clip FACTOR times as long (slower) or short (faster), pitch kept; the model
     writes the frames between the kept ones."""
-    check_input(input)
-    out = audio_output(output, file_type, sample_rate, channels, bit_depth, input)
-    pipeline, wav, sr, sampling, c2f_sampling = _mode_job(input, out, models, lora, device, precision, c2f_steps, given)
+    out, pipeline, wav, sr, sampling, c2f_sampling = _mode_job(
+        input, output, (file_type, sample_rate, channels, bit_depth), models, lora, device, precision, c2f_steps, given)
     prompt = _prompt(modes.STRETCH_PROMPT, given)
     _run_and_save(out, quiet, "stretch", pipeline, wav, sr, registry.StretchOptions(factor), prompt=prompt,
                   sampling=sampling, c2f_sampling=c2f_sampling, seed=seed)
