@@ -114,3 +114,48 @@ def test_tracked_beats_and_onsets_become_kept_times_with_their_widths(monkeypatc
     assert kept == [4, 5] + [8, 9, 10] + [18, 19, 20]
     calls.clear()
     assert options.with_tracked_times(base, None, 100) == (base, []) and calls == []  # both off: nothing tracked
+
+
+UPSTREAM_MENU = {  # the upstream app's preset menu: (periodic, codebooks kept, dropout, beat mask ms)
+    "timbre transfer": (2, 1, 0.0, 0), "small variation": (5, 4, 0.0, 0), "small variation (follow beat)": (7, 4, 0.0, 50),
+    "medium variation": (7, 4, 0.0, 0), "medium variation (follow beat)": (13, 4, 0.0, 50),
+    "large variation": (13, 4, 0.2, 0), "large variation (follow beat)": (0, 4, 0.0, 80), "unconditional": (0, 1, 0.0, 0),
+}
+
+
+@pytest.mark.parametrize("upstream_name", UPSTREAM_MENU)
+def test_the_upstream_apps_presets_keep_what_its_menu_keeps(upstream_name):
+    period, kept_codebooks, dropout, beat_ms = UPSTREAM_MENU[upstream_name]
+    ours = modes.preset_name(upstream_name)
+    assert ours in modes.PRESETS and modes.preset(ours) == modes.preset(upstream_name)
+    assert modes.follows_beats(upstream_name) == (beat_ms > 0)
+    frames = 130
+    mask = modes.preset(upstream_name).build(torch.zeros(1, 4, frames, dtype=torch.long), 86.13,
+                                             torch.Generator().manual_seed(1))[0]  # True: generated
+    assert mask[kept_codebooks:].all()  # every codebook from n_mask_codebooks up is generated
+    kept = ~mask[:kept_codebooks]
+    assert (kept == kept[0]).all()      # the codebooks kept share their frames
+    frames_kept = int(kept[0].sum())
+    periodic_frames = 0 if period == 0 else len(range(0, frames, period))  # rolled at random: the count is fixed
+    if dropout:
+        assert 0 < frames_kept < periodic_frames
+    else:
+        assert frames_kept in (periodic_frames, periodic_frames - 1 if period else 0)
+
+
+def test_a_follow_beat_preset_keeps_the_tracked_beats_with_upstreams_context():
+    sr, bpm = 22050, 120
+    wav = torch.zeros(1, 1, 4 * sr)
+    beats_s = [0.5 + i * 60 / bpm for i in range(6)]
+    for t in beats_s:
+        k = int(t * sr)
+        wav[0, 0, k:k + 200] = torch.sin(torch.arange(200) * 0.3) * torch.exp(-torch.arange(200) / 40.0)
+    prompt, _ = options.vamp_prompt("medium variation (follow beat)", wav=wav, sample_rate=sr, tracker="librosa")
+    assert (prompt.keep_before_s, prompt.keep_after_s, prompt.periodic_prompt) == (0.1, 0.05, 13)
+    assert len(prompt.keep_times_s) >= 4
+    assert all(min(abs(t - b) for b in beats_s) < 0.05 for t in prompt.keep_times_s)
+    given, _ = options.vamp_prompt("medium-variation-beat", wav=wav, sample_rate=sr, tracker="librosa",
+                                   keep_after_s=0.2)  # --beat-after 0.2 changes the preset's
+    assert given.keep_after_s == 0.2 and given.keep_times_s == prompt.keep_times_s
+    plain, _ = options.vamp_prompt("medium variation", wav=wav, sample_rate=sr)
+    assert plain.keep_times_s == ()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import modes
 from .errors import OptionError
 from .studio import Studio
 from .ui import CONTROL, SCHEMA, Control, Settings, guard, widget
@@ -84,7 +85,7 @@ class HarpControl:
 
 
 CONTROLS = (
-    HarpControl("preset", "Preset", "subtle, variation or wild; custom: the prompt controls below"),
+    HarpControl("preset", "Preset", f"{', '.join(modes.PRESETS)}; custom: the prompt controls below"),
     HarpControl("periodic", "Periodic prompt", "keep every P-th frame of the region (0: none); smaller stays closer "
                 "to it"),
     HarpControl("upper_codebooks", "Upper codebooks", "regenerate every codebook from this one up; lower keeps less "

@@ -27,17 +27,49 @@ PRESETS = {
     "wild": PromptConfig(periodic_prompt=13, upper_codebook_mask=1, dropout=0.2),
 }
 
+# The upstream app's presets (its page's preset menu): its periodic prompt, codebooks kept (n_mask_codebooks),
+# dropout and beat mask in ms. In our terms the periodic prompt is rolled at random, as upstream's is, and a beat
+# mask keeps from UPSTREAM_BEAT_BEFORE_S before each tracked beat to the milliseconds given after it.
+UPSTREAM_BEAT_BEFORE_S = 0.1
+_UPSTREAM_PRESETS = {  # our name: (upstream's name, periodic, codebooks kept, dropout, beat mask ms)
+    "timbre-transfer": ("timbre transfer", 2, 1, 0.0, 0),
+    "small-variation": ("small variation", 5, 4, 0.0, 0),
+    "small-variation-beat": ("small variation (follow beat)", 7, 4, 0.0, 50),
+    "medium-variation": ("medium variation", 7, 4, 0.0, 0),
+    "medium-variation-beat": ("medium variation (follow beat)", 13, 4, 0.0, 50),
+    "large-variation": ("large variation", 13, 4, 0.2, 0),
+    "large-variation-beat": ("large variation (follow beat)", 0, 4, 0.0, 80),
+    "unconditional": ("unconditional", 0, 1, 0.0, 0),
+}
+PRESETS.update({name: PromptConfig(periodic_prompt=period, upper_codebook_mask=kept, dropout=dropout, random_roll=True,
+                                   **({"keep_before_s": UPSTREAM_BEAT_BEFORE_S, "keep_after_s": beat_ms / 1000}
+                                      if beat_ms else {}))
+                for name, (_, period, kept, dropout, beat_ms) in _UPSTREAM_PRESETS.items()})
+BEAT_PRESETS = frozenset(name for name, row in _UPSTREAM_PRESETS.items() if row[4])  # they track the input's beats
+UPSTREAM_PRESET_NAMES = {row[0]: name for name, row in _UPSTREAM_PRESETS.items()}
+
 
 # the prompts of the modes that are not vamps, before any option the user gives
 INPAINT_PROMPT = PromptConfig(periodic_prompt=0, upper_codebook_mask=None)  # every token inside the ranges
 STRETCH_PROMPT = PromptConfig(periodic_prompt=1, upper_codebook_mask=3)     # every grid frame, as a variation
 
 
-def preset(name: str, **changes) -> PromptConfig:
-    """A named prompt preset, optionally with fields changed."""
+def preset_name(name: str) -> str:
+    """A preset's name as PRESETS has it; the upstream app's spellings ("small variation (follow beat)") are taken."""
+    name = UPSTREAM_PRESET_NAMES.get(str(name).strip().lower(), str(name).strip())
     if name not in PRESETS:
         raise OptionError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **changes)
+    return name
+
+
+def preset(name: str, **changes) -> PromptConfig:
+    """A named prompt preset, optionally with fields changed."""
+    return replace(PRESETS[preset_name(name)], **changes)
+
+
+def follows_beats(name: str | None) -> bool:
+    """Whether the preset keeps the input's tracked beats (the upstream app's "follow beat" presets)."""
+    return name is not None and preset_name(name) in BEAT_PRESETS
 
 
 # --- continuation and inpainting -------------------------------------------------------------------------------

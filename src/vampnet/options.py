@@ -70,9 +70,10 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
 
     `fields` are PromptConfig's, the ones the user gave; with a named `preset` they change the preset (which sets
     what it does not leave to the user, KEPT_BY_PRESETS). With beats, downbeats or onsets, the times tracked in
-    `wav` are kept (with `keep_before_s`/`keep_after_s` around each); with `onset_width` > 0, `onset_width` frames
+    `wav` are kept (with `keep_before_s`/`keep_after_s` around each; the "follow beat" presets track beats); with `onset_width` > 0, `onset_width` frames
     either side of every tracked onset (upstream's onset mask)."""
     times, lines = (), []
+    beats = beats or modes.follows_beats(preset)
     if beats or downbeats or onsets:
         times, lines = prompt_times(wav, sample_rate, beats=beats, downbeats=downbeats, onsets=onsets,
                                     every_k=every_k, tracker=tracker, checkpoint=checkpoint)

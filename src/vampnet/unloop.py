@@ -38,7 +38,7 @@ from .studio import Studio
 
 RATE = 48_000           # unloop's files are 48 kHz
 N_VARIATIONS = 2        # the patch takes two files per query
-BEAT_BEFORE_S = 0.1     # upstream's beat mask keeps from 0.1 s before each beat (to BEAT_MASK_MS after it)
+BEAT_BEFORE_S = modes.UPSTREAM_BEAT_BEFORE_S  # upstream's beat mask starts 0.1 s before each beat
 LISTEN_PORT, REPLY_PORT = 8001, 8003
 FIXED = ("query_id", "client_type", "audio_path")
 

@@ -19,6 +19,7 @@ from .common import (AUDIO_OUT, BEAT_TRACKER, BIT_DEPTH, C2F_STEPS, CAPTURE, CHA
 from .common import VAMP_PANELS, help_panels
 
 MODE_PROMPT = {"prompt": "the mode's prompt"}  # what a prompt flag left out of a mode command means
+PRESETS_HELP = " | ".join(modes.PRESETS)  # upstream's spellings ("small variation (follow beat)") work too
 
 
 @app.command()
@@ -37,7 +38,7 @@ def vamp(
     coarse_lora: Optional[Path] = typer.Option(None, "--coarse-lora", help="one coarse LoRA file (ours or the original's)"),
     c2f_lora: Optional[Path] = typer.Option(None, "--c2f-lora", help="one coarse-to-fine LoRA file"),
     seed: Optional[int] = SEED, c2f_steps: int = C2F_STEPS,
-    preset_name: Optional[str] = typer.Option(None, "--preset", help="subtle | variation | wild (the prompt options you "
+    preset_name: Optional[str] = typer.Option(None, "--preset", help=f"{PRESETS_HELP} (the prompt options you "
                                                                      "give change it)"),
     range_: List[str] = typer.Option([], "--range", help="generate only inside START-END seconds (repeatable); "
                                                          "outside, every token is kept"),
@@ -125,7 +126,7 @@ def loop(
     bars: Optional[int] = typer.Option(None, min=1, help="loop this many bars from the first tracked downbeat"),
     snap: bool = typer.Option(False, "--snap", help="move the end of --seconds to the nearest tracked beat"),
     beat_tracker: str = typer.Option("auto", "--beat-tracker", help="auto | madmom | librosa (for --bars and snapping)"),
-    preset_name: str = typer.Option("variation", "--preset", help="subtle | variation | wild"),
+    preset_name: str = typer.Option("variation", "--preset", help=PRESETS_HELP),
     feedback: int = typer.Option(0, min=0, help="re-vamp each variation this many more times"),
     repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
     models: Optional[str] = MODELS, lora: Optional[Path] = LORA, seed: Optional[int] = SEED,
@@ -135,7 +136,8 @@ def loop(
     out, pipeline, wav, sr, sampling, c2f_sampling = _mode_job(
         input, output, (file_type, sample_rate, channels, bit_depth), models, lora, device, precision, c2f_steps, given)
     with ProgressReporter(quiet) as progress:
-        prompt = _prompt(modes.preset(preset_name), given)
+        prompt, _ = options.vamp_prompt(preset_name, wav=wav, sample_rate=sr, tracker=beat_tracker,
+                                        **given_configs(given)[0])  # a "follow beat" preset tracks beats
         start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
         typer.echo(how, err=True)
         result = _run("loop", pipeline, wav, sr, registry.LoopOptions(seconds or 0.0, start_s, feedback, repeats),
