@@ -17,8 +17,12 @@ def logits(model, codes):
         return model(codes).float()
 
 
-@pytest.mark.parametrize("mode,rel_tol,top1", [("bf16", 0.05, 0.9), ("int8", 0.1, 0.8)])
-def test_transformer_logits_close_to_fp32(mode, rel_tol, top1):
+TOLERANCES = {"fp32": (0.0, 1.0), "bf16": (0.05, 0.9), "int8": (0.1, 0.8)}  # logits rel. error, top-1 agreement
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_transformer_logits_close_to_fp32(mode):
+    rel_tol, top1 = TOLERANCES[mode]
     codec = Codec.load(SET_A / "codec.pth")
     ref_model = MaskedTransformer.load(SET_A / "coarse.pth", codec)
     fast = P.apply_to_transformer(MaskedTransformer.load(SET_A / "coarse.pth", codec), mode)
@@ -48,6 +52,35 @@ def test_pipeline_runs_in_each_mode_and_records_it(mode):
     res = pipe.vamp(torch.from_numpy(sine_mix(1.0)).view(1, 1, -1), 44100, sampling=SamplingConfig(steps=3), seed=0)
     assert torch.isfinite(res.audio).all() and res.settings["precision"] == mode
     assert res.audio.dtype == torch.float32
+
+
+@pytest.mark.parametrize("bf16,vnni,chosen", [(True, True, "bf16"), (True, False, "bf16"), (False, True, "int8"),
+                                               (False, False, "fp32")])
+def test_auto_takes_native_bf16_then_vnni_int8_and_never_emulated_bf16(monkeypatch, bf16, vnni, chosen):
+    monkeypatch.setattr(P, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(P, "cpu_has_vnni", lambda: vnni)
+    monkeypatch.setattr(P, "fused_int8_available", lambda: True)
+    mode, why = P.choose("auto", "cpu")
+    assert mode == chosen and why.startswith(f"precision auto: {chosen}")
+    assert P.choose("auto", "cuda")[0] == "fp32"  # not measured on GPUs yet
+    assert P.choose("int8", "cpu") == ("int8", None)  # a precision given is kept, silently
+    with pytest.raises(OptionError, match="resolved"):
+        P.codec_dtype("auto", torch.device("cpu"))
+
+
+def test_auto_on_this_cpu_runs_a_mode_within_its_tolerance_of_fp32():
+    chosen, why = P.choose("auto")
+    assert chosen != "bf16" or P.cpu_has_bf16()  # never emulated bf16, whatever CPU runs the tests
+    pipe = Pipeline.load(SET_A, precision="auto")
+    assert (pipe.precision, pipe.precision_note) == (chosen, why)
+    codes = torch.from_numpy(np.load(SET_A / "coarse_codes_in.npy"))
+    ref = logits(MaskedTransformer.load(SET_A / "coarse.pth", Codec.load(SET_A / "codec.pth")), codes)
+    got = logits(pipe.coarse, codes)
+    rel_tol, top1 = TOLERANCES[chosen]
+    assert ((got - ref).norm() / ref.norm()).item() <= rel_tol
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= top1
+    res = pipe.vamp(torch.from_numpy(sine_mix(1.0)).view(1, 1, -1), 44100, sampling=SamplingConfig(steps=2), seed=0)
+    assert res.settings["precision"] == chosen
 
 
 def test_unknown_precision_is_an_option_error():

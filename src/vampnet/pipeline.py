@@ -87,8 +87,9 @@ class Pipeline:
         if not 0 <= window_overlap_s < coarse_window_s or c2f_chunk_s <= 0 or c2f_batch_size < 1:
             raise OptionError("window sizes must be positive and the overlap shorter than the window")
         self.device = check_device(device)
-        self.precision = precision_mod.check(precision)
-        self.precision_note = precision_mod.bf16_note(self.device) if precision != "fp32" else None
+        precision, chosen = precision_mod.choose(precision, self.device)  # "auto": what this machine runs fastest
+        self.precision = precision
+        self.precision_note = chosen or (precision_mod.bf16_note(self.device) if precision != "fp32" else None)
         # precision is applied here, once; the models are then used as they are
         self.codec = precision_mod.apply_to_codec(codec.to(self.device).eval(), precision, self.device)
         self.coarse = precision_mod.apply_to_transformer(coarse.to(self.device).eval(), precision) if coarse is not None else None
@@ -129,8 +130,8 @@ class Pipeline:
         files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
         if files["codec"] is None:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
-        precision = precision_mod.check(options.get("precision", "fp32"))
         device = check_device(device)
+        precision, _ = precision_mod.choose(options.get("precision", "fp32"), device)
         key = (str(Path(files["codec"]).resolve()), str(device), precision)
         codec_model = codec_cache.get(key) if codec_cache is not None else None
         if codec_model is None:

@@ -19,13 +19,43 @@ from .codec.model import DecoderBlock
 from .errors import OptionError
 from .quiet import quiet_torchao
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+MODES = PRECISIONS[1:]  # what "auto" resolves to, and what the models are converted to
 
 
 def check(precision: str) -> str:
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
+
+
+def check_mode(precision: str) -> str:
+    """`precision` as a mode the models can be converted to ("auto" is resolved by `choose` first)."""
+    if check(precision) == "auto":
+        raise OptionError("precision auto must be resolved for a device first (vampnet.precision.choose)")
+    return precision
+
+
+def choose(precision: str, device: torch.device | str = "cpu") -> tuple[str, str | None]:
+    """The precision to run in on `device`, and a line saying why when it was chosen ("auto"), else None.
+
+    "auto" takes the fastest mode measured to stay within the fp32 seed-to-seed spread of the shipped model's vamps
+    (BENCHMARKS.md): bf16 on CPUs with bf16 instructions (AMX-BF16: the full-size coarse forward 3.7x fp32;
+    AVX512-BF16: the full-size vamp 2.0x); int8 on CPUs with VNNI but no bf16 (its VNNI kernels: 2.0x at full
+    size); fp32 elsewhere, since emulated bf16 is slower than fp32 and int8 without VNNI gained 1.1x at full size
+    and lost at the shipped size (AVX2-only EPYC). On GPUs fp32 until a GPU run measures the others."""
+    check(precision)
+    if precision != "auto":
+        return precision, None
+    device = torch.device(device)
+    exact = "--precision fp32 for outputs identical to the original"
+    if device.type != "cpu":
+        return "fp32", f"precision auto: fp32 on {device.type} (the faster modes are not measured on GPUs yet)"
+    if cpu_has_bf16():
+        return "bf16", f"precision auto: bf16, native on this CPU (AMX/AVX512-BF16); {exact}"
+    if cpu_has_vnni() and fused_int8_available():
+        return "int8", f"precision auto: int8, through this CPU's VNNI kernels (no bf16 instructions); {exact}"
+    return "fp32", "precision auto: fp32 (this CPU has no bf16 or VNNI instructions, where the faster modes pay)"
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +101,7 @@ def apply_to_codec(codec, precision: str, device: torch.device):
 
 
 def codec_dtype(precision: str, device: torch.device) -> torch.dtype:
-    check(precision)
+    check_mode(precision)
     if precision == "bf16" or (precision == "int8" and (device.type != "cpu" or cpu_has_bf16())):
         return torch.bfloat16
     return torch.float32
@@ -91,7 +121,7 @@ def apply_to_transformer(model, precision: str):
 def _already(model, precision: str) -> bool:
     """Whether `model` is in `precision` already (a mode is applied once: converting twice would quantise twice);
     a model converted to another mode is refused."""
-    check(precision)
+    check_mode(precision)
     current = getattr(model, "precision", "fp32")
     if current != precision and current != "fp32":
         raise OptionError(f"this model was converted to {current} already; load it again for {precision}")
