@@ -14,7 +14,9 @@ CORPUS is the folder `vampnet prepare-corpus` made; its validation files are the
      frame, everything else generated) against their inputs; it should grow with P;
   4. the Fréchet distance (offline `crepe` embedding) to the real validation excerpts of: the codec round trip,
      vamps with the default prompt, free generations (nothing kept) and decoded uniformly random tokens;
-  5. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
+  5. whether the input's rhythm and key survive (eval.musical): tempo agreement and chroma similarity of the codec
+     round trip, Opus, vamps from every frame kept to the default prompt, and an unrelated excerpt;
+  6. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
 It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts of 5 s (for tests).
 
     python benchmarks/model_metrics.py --compare v1.json v2.json [--labels v1 v2]
@@ -220,6 +222,46 @@ def periodic_metrics(pipeline: Pipeline, excerpts, seed: int = 0) -> dict:
     return out
 
 
+RHYTHM_PROMPTS = {  # the prompts of the rhythm and key table, from most kept to the shipped default
+    "periodic 1 (codebooks 0-2 of every frame kept)": PromptConfig(periodic_prompt=1),
+    "periodic 3 (two frames in three generated)": PromptConfig(periodic_prompt=3),
+    "default prompt": PromptConfig(),
+}
+
+
+def rhythm_metrics(pipeline: Pipeline, excerpts, opus_kbps: float = 8.0, seed: int = 0) -> dict:
+    """Per condition, how many excerpts keep their tempo (octave-tolerant, 4 %), the mean chroma similarity to the
+    input, the SI-SDR to it (new music stays below 10 dB) and the share of tokens generated: the codec round trip,
+    Opus, vamps with RHYTHM_PROMPTS and the default prompt plus every tracked beat, and an unrelated excerpt (the
+    floor: what no relation to the input scores)."""
+    from vampnet import options
+    from vampnet.eval import musical
+    from vampnet.eval.opus import opus_roundtrip
+
+    sr, n = pipeline.sample_rate, len(excerpts)
+    made: dict[str, list] = {}
+    for i, x in enumerate(excerpts):
+        with torch.inference_mode():
+            made.setdefault("codec round trip", []).append((pipeline.codec.decode(pipeline.codec.encode(x)), 0.0))
+        made.setdefault(f"Opus {opus_kbps:g} kbit/s", []).append((opus_roundtrip(x, sr, opus_kbps)[0], 0.0))
+        if pipeline.coarse is not None:
+            beats, _ = options.vamp_prompt(None, wav=x, sample_rate=sr, beats=True)
+            for name, prompt in {**RHYTHM_PROMPTS, "default prompt + every tracked beat": beats}.items():
+                result = pipeline.vamp(x, sr, prompt=prompt, seed=seed + i)
+                made.setdefault(name, []).append((result.audio, result.mask.float().mean().item()))
+        if n > 1:
+            made.setdefault("an unrelated excerpt", []).append((excerpts[(i + n // 2) % n], 1.0))
+    out = {}
+    for name, outputs in made.items():
+        scores = [musical.keeps_rhythm_and_key(x, y[..., : x.shape[-1]], sr) | {"si_sdr": si_sdr(x, y), "generated": g}
+                  for x, (y, g) in zip(excerpts, outputs)]
+        out[name] = {"tempo_kept": sum(s["tempo_kept"] for s in scores), "excerpts": len(scores),
+                     "chroma_similarity": mean_std([s["chroma_similarity"] for s in scores]),
+                     "si_sdr_db": mean_std([s["si_sdr"] for s in scores]),
+                     "generated": statistics.fmean(s["generated"] for s in scores)}
+    return out
+
+
 def vamp_timing(models, seconds: float = 10.0, repeats: int = 2, precisions=("fp32", "bf16", "int8")) -> dict:
     """Seconds for one whole vamp of a `seconds` clip (best of `repeats` after a warm-up), per precision."""
     from vampnet.errors import VampNetError
@@ -296,6 +338,13 @@ def markdown(results: dict) -> str:
                   "|---|" + "---|" * len(results["periodic"]),
                   "| mel distance to input | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}"
                                                        for v in results["periodic"].values()) + " |", ""]
+    if results.get("rhythm"):
+        lines += ["| what is generated | tempo kept | chroma similarity | SI-SDR to input (dB) | tokens generated |",
+                  "|---|---|---|---|---|"]
+        for k, v in results["rhythm"].items():
+            lines.append(f"| {k} | {v['tempo_kept']}/{v['excerpts']} | {_fmt(v['chroma_similarity'])} | "
+                         f"{_fmt(v['si_sdr_db'], 1)} | {v['generated']:.0%} |")
+        lines.append("")
     if results.get("frechet"):
         lines += ["| set (crepe embedding) | Fréchet distance to real validation music ↓ | excerpts |", "|---|---|---|"]
         for k, v in results["frechet"].items():
@@ -353,6 +402,13 @@ def compare_markdown(runs: dict[str, dict]) -> str:
     periods = next((list(r["periodic"]) for r in runs.values() if r.get("periodic")), [])
     lines += ["**Periodic prompt ladder** (mel distance of the vamp to its input)", ""] + head
     lines += [row(p, lambda r, p=p: r["periodic"][p]) for p in periods] + [""]
+    conditions = next((list(r["rhythm"]) for r in runs.values() if r.get("rhythm")), [])
+    if conditions:
+        lines += ["**Rhythm and key** (tempo kept: octave-tolerant, 4 %; chroma: time-averaged key profile)", ""] + head
+        lines += [row(f"{k}: tempo kept (share)", lambda r, k=k: r["rhythm"][k]["tempo_kept"] / r["rhythm"][k]["excerpts"], 2)
+                  for k in conditions]
+        lines += [row(f"{k}: chroma similarity", lambda r, k=k: r["rhythm"][k]["chroma_similarity"]) for k in conditions]
+        lines.append("")
     sets = next((list(k for k in r["frechet"] if not k.startswith("_")) for r in runs.values() if r.get("frechet")), [])
     lines += ["**Fréchet distance to real validation music** (crepe embedding) ↓", ""] + head
     lines += [row(k, lambda r, k=k: r["frechet"][k]["frechet"], 2) for k in sets] + [""]
@@ -448,6 +504,7 @@ def main(argv=None) -> int:
     results["accuracy"] = accuracy_metrics(pipeline, codes, 8 if args.quick else args.windows)
     vamp_set = spread(excerpts, 1 if args.quick else args.vamp_excerpts)
     results["periodic"] = periodic_metrics(pipeline, vamp_set) if pipeline.coarse is not None else {}
+    results["rhythm"] = rhythm_metrics(pipeline, vamp_set)
     results["frechet"] = frechet_metrics(pipeline, excerpts, codes, 1 if args.quick else args.frechet_excerpts)
     if not (args.quick or args.no_timing):
         results["timing"] = vamp_timing(args.models)

@@ -91,6 +91,10 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path):
     assert results["setup"]["excerpts"] == 1  # the validation file only
     assert results["codec"]["kbps"] == pytest.approx(8 * 10 * 22050 / 384 / 1000)
     assert set(results["periodic"]) == {"P=4", "P=8", "P=16", "P=32"}
+    rhythm = results["rhythm"]  # one excerpt: no unrelated one to compare with
+    assert list(rhythm)[:2] == ["codec round trip", "Opus 8 kbit/s"] and "default prompt + every tracked beat" in rhythm
+    assert rhythm["codec round trip"]["chroma_similarity"]["mean"] > 0.9 and rhythm["codec round trip"]["generated"] == 0
+    assert 0.5 < rhythm["default prompt"]["generated"] < 1 and rhythm["periodic 1 (codebooks 0-2 of every frame kept)"]["generated"] < rhythm["default prompt"]["generated"]
     coarse = results["accuracy"]["coarse"]
     assert 0 <= coarse["val_acc1"] <= 1
     # the accuracy curve covers the same masked tokens as the summary numbers
