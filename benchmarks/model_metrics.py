@@ -257,6 +257,7 @@ def rhythm_metrics(pipeline: Pipeline, excerpts, opus_kbps: float = 8.0, seed: i
                   for x, (y, g) in zip(excerpts, outputs)]
         out[name] = {"tempo_kept": sum(s["tempo_kept"] for s in scores), "excerpts": len(scores),
                      "chroma_similarity": mean_std([s["chroma_similarity"] for s in scores]),
+                     "onset_correlation": mean_std([s["onset_correlation"] for s in scores]),
                      "si_sdr_db": mean_std([s["si_sdr"] for s in scores]),
                      "generated": statistics.fmean(s["generated"] for s in scores)}
     return out
@@ -339,10 +340,11 @@ def markdown(results: dict) -> str:
                   "| mel distance to input | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}"
                                                        for v in results["periodic"].values()) + " |", ""]
     if results.get("rhythm"):
-        lines += ["| what is generated | tempo kept | chroma similarity | SI-SDR to input (dB) | tokens generated |",
-                  "|---|---|---|---|---|"]
+        lines += ["| what is generated | tempo kept | onset correlation | chroma similarity | SI-SDR to input (dB) | "
+                  "tokens generated |", "|---|---|---|---|---|---|"]
         for k, v in results["rhythm"].items():
-            lines.append(f"| {k} | {v['tempo_kept']}/{v['excerpts']} | {_fmt(v['chroma_similarity'])} | "
+            lines.append(f"| {k} | {v['tempo_kept']}/{v['excerpts']} | {_fmt(v['onset_correlation'])} | "
+                         f"{_fmt(v['chroma_similarity'])} | "
                          f"{_fmt(v['si_sdr_db'], 1)} | {v['generated']:.0%} |")
         lines.append("")
     if results.get("frechet"):
@@ -407,6 +409,7 @@ def compare_markdown(runs: dict[str, dict]) -> str:
         lines += ["**Rhythm and key** (tempo kept: octave-tolerant, 4 %; chroma: time-averaged key profile)", ""] + head
         lines += [row(f"{k}: tempo kept (share)", lambda r, k=k: r["rhythm"][k]["tempo_kept"] / r["rhythm"][k]["excerpts"], 2)
                   for k in conditions]
+        lines += [row(f"{k}: onset correlation", lambda r, k=k: r["rhythm"][k]["onset_correlation"]) for k in conditions]
         lines += [row(f"{k}: chroma similarity", lambda r, k=k: r["rhythm"][k]["chroma_similarity"]) for k in conditions]
         lines.append("")
     sets = next((list(k for k in r["frechet"] if not k.startswith("_")) for r in runs.values() if r.get("frechet")), [])

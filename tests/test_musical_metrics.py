@@ -45,3 +45,11 @@ def test_chroma_similarity_is_one_for_the_same_chord_and_low_for_a_chord_a_trito
     assert musical.chroma_similarity(c_major, triad(60, gain=0.1), SR) > 0.99
     assert musical.chroma_similarity(c_major, triad(72), SR) > 0.95  # an octave up: the same pitch classes
     assert musical.chroma_similarity(c_major, triad(66), SR) < 0.5   # F# major shares no pitch class with C major
+
+
+def test_onset_correlation_is_one_for_the_same_transients_and_low_for_shifted_ones():
+    x = clicks(120)
+    assert musical.onset_correlation(x, 0.3 * x, SR) > 0.99
+    shifted = np.roll(x, int(0.25 * SR))  # clicks half way between the beats
+    assert musical.onset_correlation(x, shifted, SR) < 0.2
+    assert musical.onset_correlation(x, np.zeros_like(x), SR) == 0.0

@@ -1,5 +1,6 @@
 """Whether a generated clip keeps its input's rhythm and key: octave-tolerant tempo agreement (librosa's beat
-tracker) and chroma similarity (the cosine of the two clips' time-averaged chroma, a key profile).
+tracker), the correlation of the two onset-strength envelopes (are the transients where they were, as sharp?)
+and chroma similarity (the cosine of the two clips' time-averaged chroma, a key profile).
 
 Tempo agreement counts an estimate as kept when it is within `TEMPO_TOLERANCE` (4 %) of the input's tempo, or of
 half or twice it: beat trackers often lock onto another metrical level of the same beat, which says nothing
@@ -42,6 +43,17 @@ def tempo_agrees(reference_bpm: float, estimate_bpm: float, tolerance: float = T
     return any(abs(estimate_bpm / (reference_bpm * octave) - 1) <= tolerance for octave in OCTAVES)
 
 
+def onset_correlation(reference, estimate, sample_rate: int) -> float:
+    """Pearson correlation of the two signals' onset-strength envelopes (librosa, 512-sample hop), over the
+    shorter length; 0 when either is flat."""
+    librosa = _librosa()
+    a, b = (librosa.onset.onset_strength(y=_mono(x), sr=sample_rate) for x in (reference, estimate))
+    n = min(len(a), len(b))
+    a, b = a[:n] - a[:n].mean(), b[:n] - b[:n].mean()
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm > 0 else 0.0
+
+
 def key_profile(x, sample_rate: int) -> np.ndarray:
     """The time-averaged 12-bin chroma (librosa's STFT chroma) of a signal."""
     librosa = _librosa()
@@ -55,7 +67,9 @@ def chroma_similarity(reference, estimate, sample_rate: int) -> float:
 
 
 def keeps_rhythm_and_key(reference, estimate, sample_rate: int) -> dict:
-    """Both measures of `estimate` against `reference`: the two tempi, whether they agree, the chroma similarity."""
+    """The measures of `estimate` against `reference`: the two tempi, whether they agree, the onset-strength
+    correlation and the chroma similarity."""
     t_ref, t_est = tempo(reference, sample_rate), tempo(estimate, sample_rate)
     return {"tempo_input": t_ref, "tempo_output": t_est, "tempo_kept": tempo_agrees(t_ref, t_est),
+            "onset_correlation": onset_correlation(reference, estimate, sample_rate),
             "chroma_similarity": chroma_similarity(reference, estimate, sample_rate)}
