@@ -463,10 +463,11 @@ def test_the_page_shows_what_a_musician_needs_without_scrolling(tiny_page, short
             page.wait_for_timeout(2000)  # the result's player draws its waveform
             page.screenshot(path=shot)
         # a bad value: an error naming the control as the page labels it, not a command-line flag
-        page.locator("#mode label", has_text="loop").first.click()
-        bars = page.locator("#loop_bars input[type=number]")
-        bars.fill("9")
-        bars.press("Enter")
+        page.locator("#mode label", has_text="continue").first.click()
+        seconds = page.locator("#continue_seconds input[type=number]")
+        seconds.fill("0")
+        seconds.press("Enter")
         page.click("#generate")
         toast = page.wait_for_selector(".toast-body", timeout=60000).inner_text()
-        assert f'"{CONTROL["loop_bars"].label}" 9' in toast and "--" not in toast, toast
+        title = CONTROL["continue_seconds"].label.split(" (")[0]  # the label, without its unit
+        assert f'"{title}"' in toast and "--" not in toast, toast
