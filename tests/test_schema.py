@@ -45,12 +45,12 @@ def test_off_values_mean_none_and_types_arrive_as_front_ends_send_them():
 
 
 @pytest.mark.parametrize("name,value,message", [
-    ("periodic", -1, "periodic prompt (periodic) must be at least 0 frames, got -1"),
+    ("periodic", -1, "keep one frame in every (periodic) must be at least 0 frames, got -1"),
     ("steps", 2.5, "steps (steps) must be a whole number, got 2.5"),
-    ("dropout", 1.5, "dropout (dropout) must be from 0 to 1, got 1.5"),
-    ("typical", "maybe", "typical sampling (typical) must be on or off, got 'maybe'"),
-    ("draw", "slow", "draw (draw) must be one of fast, original, got 'slow'"),
-    ("temperature", float("nan"), "temperature (temperature) must be a number, got nan"),
+    ("dropout", 1.5, "forget kept frames (dropout) must be from 0 to 1, got 1.5"),
+    ("typical", "maybe", "skip unusual choices (typical) must be on or off, got 'maybe'"),
+    ("draw", "slow", "random numbers (draw) must be one of fast, original, got 'slow'"),
+    ("temperature", float("nan"), "wildness (temperature) must be a number, got nan"),
 ])
 def test_bad_values_are_errors_that_name_the_option(name, value, message):
     (opt,) = [o for o in all_options() if o.name == name]

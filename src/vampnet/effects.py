@@ -24,7 +24,7 @@ PITCH_RANGE = (-12, 12)  # semitones, as upstream's control
 class InputEffects:
     """What is done to the input before encoding; the defaults leave it untouched."""
 
-    pitch_shift: int = option(0, "shift the input's pitch this many semitones before it is encoded (tempo kept)",
+    pitch_shift: int = option(0, "shift the input up or down this many semitones first (its tempo stays)",
                               label="pitch shift", unit="semitones", minimum=PITCH_RANGE[0], maximum=PITCH_RANGE[1],
                               step=1)
 

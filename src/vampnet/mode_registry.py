@@ -29,24 +29,31 @@ class VampOptions:
 
 @dataclass(frozen=True)
 class LoopOptions:
-    seconds: float = option(0.0, "the loop's length in seconds, exact to the sample (0: the whole clip)",
-                            name="loop_seconds", label="loop: length in seconds (0: whole clip)", minimum=0)
-    start_s: float = 0.0  # where the loop starts (the CLI's --bars chooses it)
+    seconds: float = option(0.0, "how long each loop is, exact to the sample (0: the whole clip)",
+                            name="loop_seconds", label="loop length", unit="s", minimum=0, slider=(0.0, 30.0),
+                            step=0.1)
+    start_s: float = 0.0  # where the loop starts (bars choose it from the first downbeat)
     feedback: int = 0     # re-vamp each variation this many more times
     repeats: int = 1      # times each variation plays in the chain
+    bars: int = option(0, "loop this many bars from the first downbeat, as the tracked beats give them (0: use the "
+                       "length in seconds)", name="loop_bars", label="loop length in bars", minimum=0,
+                       slider=(0, 16), step=1)
+    snap: bool = False    # move the end of `seconds` to the nearest tracked beat
+    tracker: str = "auto"  # the beat tracker that finds bars and beats (vampnet.beats)
 
 
 @dataclass(frozen=True)
 class ContinueOptions:
-    seconds: float = option(5.0, "seconds of new audio after the clip's end", name="continue_seconds",
-                            label="continue: seconds to add", minimum=0)
-    before: float = 0.0  # seconds of new audio ahead of its start
+    seconds: float = option(5.0, "how much new music comes after the clip's end", name="continue_seconds",
+                            label="music to add", unit="s", minimum=0, slider=(0.0, 60.0), step=0.5)
+    before: float = option(0.0, "how much new music comes before the clip's start", name="continue_before",
+                           label="music to add before", unit="s", minimum=0, slider=(0.0, 60.0), step=0.5)
 
 
 @dataclass(frozen=True)
 class InpaintOptions:
-    ranges: str = option("1.0-2.0", "the time ranges to regenerate, START-END in seconds, separated by commas",
-                         name="ranges", label="inpaint: ranges in seconds (1-2, 3.5-4)")
+    ranges: str = option("1.0-2.0", "the parts to make new, each START-END in seconds, separated by commas: "
+                         "1-2, 3.5-4", name="ranges", label="parts to redo (seconds)")
 
     def spans(self) -> list[tuple[float, float]]:
         """The ranges as (start, end) seconds (given as text, or already as pairs by the CLI)."""
@@ -60,10 +67,12 @@ class StretchOptions:
 
 @dataclass(frozen=True)
 class CompressOptions:
-    codebooks: int = option(COMPRESS_CODEBOOKS, "codebooks kept in the compressed file", name="compress_codebooks",
-                            label="compress: codebooks kept", minimum=1, maximum=14, step=1)
-    period: int = option(COMPRESS_PERIOD, "keep every N-th frame", name="compress_period", label="compress: every N-th frame",
-                         minimum=1, maximum=32, step=1)
+    codebooks: int = option(COMPRESS_CODEBOOKS, "how many sound layers (codebooks) the compressed file keeps: more "
+                            "sounds closer to the input and makes a bigger file", name="compress_codebooks",
+                            label="layers kept", minimum=1, maximum=14, step=1, model_max="codebooks")
+    period: int = option(COMPRESS_PERIOD, "the file keeps one frame in every N; the model makes up the rest",
+                         name="compress_period", label="keep one frame in every", unit="frames", minimum=1, maximum=32,
+                         step=1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,8 @@ class Job:
     sampling: SamplingConfig | None = None
     c2f_sampling: SamplingConfig | None = None
     seed: int | None = None
-    variations: int = 1
+    variations: int = option(1, "how many different results to make at once (their seeds count up from the seed)",
+                             label="variations", minimum=1, maximum=64, slider=(1, 16), step=1)
     progress: Progress | None = None
     output_rate: int | None = None
     new_file: Callable[[str, str], Path] | None = None
@@ -96,12 +106,14 @@ class Job:
 @dataclass
 class Outcome:
     """What a run made: one result per variation, files it wrote besides them, a loop's chain (modes.LoopResult,
-    to save beside the results) and the compressed file's report (modes.CompressedInfo)."""
+    to save beside the results), the compressed file's report (modes.CompressedInfo) and lines that say how it
+    chose what it did (a loop's region)."""
 
     results: list[VampResult]
     files: list[Path] = field(default_factory=list)
     chain: modes.LoopResult | None = None
     info: modes.CompressedInfo | None = None
+    notes: list[str] = field(default_factory=list)  # lines saying how the run chose what it did (a loop's region)
 
 
 def _sampled(job: Job) -> dict:
@@ -122,11 +134,18 @@ def _run_vamp(job: Job) -> Outcome:  # the variations as one batch: each still e
 
 
 def _run_loop(job: Job) -> Outcome:
+    """Bars, a snapped length, a length from the start or the whole clip choose the region (modes.loop_region),
+    unless the options give where it starts."""
     o = job.options
-    result = modes.loop(job.pipeline, job.wav, job.sample_rate, variations=job.variations, seconds=o.seconds or None,
-                        start_s=o.start_s, prompt=job.prompt, feedback=o.feedback, repeats=o.repeats,
+    if o.start_s and not (o.bars or o.snap):
+        start_s, seconds, how = o.start_s, o.seconds or None, f"loop: from {o.start_s:g} s"
+    else:
+        start_s, seconds, how = modes.loop_region(job.wav, job.sample_rate, seconds=o.seconds or None,
+                                                  bars=o.bars or None, tracker=o.tracker, snap=o.snap)
+    result = modes.loop(job.pipeline, job.wav, job.sample_rate, variations=job.variations, seconds=seconds,
+                        start_s=start_s, prompt=job.prompt, feedback=o.feedback, repeats=o.repeats,
                         output_rate=job.output_rate, seed=job.seed, **_sampled(job))
-    return Outcome(result.variations, chain=result)
+    return Outcome(result.variations, chain=result, notes=[how])
 
 
 def _run_continue(job: Job) -> Outcome:
@@ -191,7 +210,7 @@ class Mode:
     prompt, generator)`: what it generates over a grid shaped like `like` (None: nothing to preview);
     `prompt`: the prompt it uses when none is given (None: it takes none); `studio_prompt`: the studio's prompt
     controls shape it; `in_studio`: the studio offers it; `title(options)`: the preview's title (None: the share
-    of tokens generated)."""
+    of tokens generated); `help`: what it does, in a line for musicians."""
 
     name: str
     options: type
@@ -201,6 +220,7 @@ class Mode:
     studio_prompt: bool = False
     in_studio: bool = True
     title: Callable | None = None
+    help: str = ""
 
     def options_from(self, values: dict):
         """The mode's options from user-facing values by name (checked by the schema; unknown names ignored)."""
@@ -218,21 +238,25 @@ class Mode:
 
 _MODES = (
     Mode("vamp", VampOptions, _run_vamp, lambda o, like, rate, p, g: _prompted(p, like, rate, g), PromptConfig(),
-         studio_prompt=True),
+         studio_prompt=True, help="a new take on the clip"),
     Mode("loop", LoopOptions, _run_loop, lambda o, like, rate, p, g: _prompted(p, like, rate, g),
-         modes.PRESETS["variation"], studio_prompt=True),
+         modes.PRESETS["variation"], studio_prompt=True, help="new takes that each loop seamlessly, and all of them chained"),
     Mode("continue", ContinueOptions, _run_continue, _continue_mask,
-         title=lambda o: f"continue: {o.seconds:g} s after the clip"),
-    Mode("inpaint", InpaintOptions, _run_inpaint, _inpaint_mask, title=lambda o: f"inpaint {o.ranges}"),
+         title=lambda o: f"continue: {o.seconds:g} s after the clip", help="more music after the clip's end"),
+    Mode("inpaint", InpaintOptions, _run_inpaint, _inpaint_mask, title=lambda o: f"inpaint {o.ranges}",
+         help="redo some parts of the clip, keeping the rest"),
     Mode("compress", CompressOptions, _run_compress,
          lambda o, like, rate, p, g: ~modes.kept_mask(like.shape, o.codebooks, o.period),
-         title=lambda o: f"compress: keep {o.codebooks} codebooks every {o.period} frame(s)"),
+         title=lambda o: f"compress: keep {o.codebooks} codebooks every {o.period} frame(s)",
+         help="squeeze the clip into a tiny file, then let the model fill it back in"),
     Mode("stretch", StretchOptions, _run_stretch, _stretch_mask, modes.STRETCH_PROMPT, in_studio=False),
     Mode("decompress", DecompressOptions, _run_decompress, in_studio=False),
 )
 MODES = {m.name: m for m in _MODES}
 STUDIO_MODES = tuple(m.name for m in _MODES if m.in_studio)
 OPTIONS = tuple(opt for m in _MODES for opt in options_of(m.options, m.name))  # every mode's user-facing options
+# how many variations one run makes, for every front end (the studio shows the slider's range and takes the rest)
+VARIATIONS = options_of(Job, "run")[0]
 
 
 def mode(name: str) -> Mode:

@@ -172,34 +172,39 @@ class PromptConfig:
     With `ranges_s`, the prompt applies only inside those [start, end) second ranges: outside them every token of
     every codebook is kept (the upper-codebook mask, periodic prompt and dropout included)."""
 
-    periodic_prompt: int = option(7, "keep every P-th frame of the input (0: none); smaller stays closer to it",
-                                  name="periodic", label="periodic prompt", unit="frames", minimum=0, slider=(0, 32),
-                                  step=1)
-    periodic_width: int = option(1, "frames kept at each periodic step", label="width of each kept step",
+    periodic_prompt: int = option(7, "how much of the input stays: one frame kept in every N (0: none kept); small "
+                                  "numbers stay close to the input, large ones wander off", name="periodic",
+                                  label="keep one frame in every", unit="frames", minimum=0, slider=(0, 32), step=1)
+    periodic_width: int = option(1, "how many frames in a row are kept each time", label="frames kept each time",
                                  unit="frames", minimum=1, slider=(1, 8), step=1)
-    random_roll: bool = option(False, "start the periodic pattern at a random frame", label="random roll")
-    prefix_s: float = option(0.0, "keep this much of the start as it is", name="prefix", label="keep the start",
+    random_roll: bool = option(False, "start the kept frames at a random place instead of the first frame",
+                               label="shift the kept frames at random")
+    prefix_s: float = option(0.0, "this much of the beginning stays exactly as it is", name="prefix",
+                             label="keep the start", unit="s", minimum=0.0, slider=(0.0, 30.0), step=0.1)
+    suffix_s: float = option(0.0, "this much of the ending stays exactly as it is", name="suffix", label="keep the end",
                              unit="s", minimum=0.0, slider=(0.0, 30.0), step=0.1)
-    suffix_s: float = option(0.0, "keep this much of the end as it is", name="suffix", label="keep the end", unit="s",
-                             minimum=0.0, slider=(0.0, 30.0), step=0.1)
     ranges_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)  # generate only inside (front ends parse)
-    upper_codebook_mask: int | None = option(3, "regenerate every codebook from this one up; lower keeps less of "
-                                             "the input's detail", name="upper_codebooks", label="regenerate from codebook",
-                                             minimum=0, slider=(0, 14), step=1)
-    keep_codebooks: int = option(0, "keep this many of the lowest codebooks entirely", label="keep codebooks",
-                                 minimum=0, slider=(0, 14), step=1)
-    dropout: float = option(0.0, "drop this share of the kept frames at random", label="dropout", minimum=0.0,
-                            maximum=1.0, step=0.05)
-    random_intensity: float = option(1.0, "share of the tokens a random mask regenerates (1: all the others)",
-                                     label="random intensity", minimum=0.0, maximum=1.0, step=0.05)
+    upper_codebook_mask: int | None = option(3, "the sound is coded in layers (codebooks), from its broad shape "
+                                             "(layer 0) to fine detail; every layer from this one up is made new, so "
+                                             "lower keeps less of the input's sound", name="upper_codebooks",
+                                             label="make new from layer", minimum=0, slider=(0, 14), step=1,
+                                             model_max="codebooks")
+    keep_codebooks: int = option(0, "keep this many of the broadest layers (codebooks) all the way through",
+                                 label="keep the lowest layers", minimum=0, slider=(0, 14), step=1,
+                                 model_max="codebooks")
+    dropout: float = option(0.0, "forget this share of the kept frames at random: higher strays further",
+                            label="forget kept frames", minimum=0.0, maximum=1.0, step=0.05)
+    random_intensity: float = option(1.0, "share of the rest that is made new, chosen at random (1: all of it; "
+                                     "lower keeps more of the input)", label="share made new", minimum=0.0,
+                                     maximum=1.0, step=0.05)
     keep_times_s: tuple[float, ...] = field(default_factory=tuple)  # beats/downbeats/onsets kept (seconds)
-    keep_before_s: float = option(0.0, "context kept before each beat or onset", name="beat_before",
-                                  label="context before beats", unit="s", minimum=0.0, slider=(0.0, 1.0), step=0.01)
-    keep_after_s: float = option(0.02, "context kept after each beat or onset", name="beat_after",
-                                 label="context after beats", unit="s", minimum=0.0, slider=(0.0, 1.0), step=0.01)
+    keep_before_s: float = option(0.0, "sound kept just before each beat or note start", name="beat_before",
+                                  label="keep before each beat", unit="s", minimum=0.0, slider=(0.0, 1.0), step=0.01)
+    keep_after_s: float = option(0.02, "sound kept just after each beat or note start", name="beat_after",
+                                 label="keep after each beat", unit="s", minimum=0.0, slider=(0.0, 1.0), step=0.01)
     onset_times_s: tuple[float, ...] = field(default_factory=tuple)  # onsets kept `onset_width` frames either side
-    onset_width: int = option(0, "keep this many frames either side of each detected onset (upstream's onset mask; "
-                              "0: off)", label="onset width", unit="frames", minimum=0, slider=(0, 16), step=1)
+    onset_width: int = option(0, "keep this many frames either side of each detected note start (0: off)",
+                              label="keep around note starts", unit="frames", minimum=0, slider=(0, 16), step=1)
 
     def __post_init__(self):
         if self.onset_width < 0:

@@ -36,25 +36,27 @@ DRAWS = ("fast", "original")
 class SamplingConfig:
     """Options of `generate`; the defaults are the original interface's (36 steps, temperature 1, mask temp 10.5)."""
 
-    steps: int = option(36, "sampling passes of the coarse model", label="steps", minimum=1, slider=(1, 72), step=1)
-    temperature: float = option(1.0, "sampling temperature: higher is wilder", label="temperature", minimum=0.0,
-                                slider=(0.0, 2.0), step=0.05)
-    mask_temperature: float = option(10.5, "randomness of the order in which tokens are decided",
-                                     label="mask temperature", minimum=0.0, slider=(0.0, 20.0), step=0.5)
-    sample_cutoff: float = option(1.0, "share of the passes that sample; later passes take the likeliest token",
-                                  label="sample cutoff", slider=(0.0, 1.0), step=0.05)
-    top_k: int | None = option(0, "sample only among the k likeliest tokens (0: off)", config_default=None, off=0,
-                               label="top-k", minimum=0, slider=(0, 1024), step=1)
-    top_p: float | None = option(0.0, "sample only among the likeliest tokens holding this probability (0: off)",
-                                 config_default=None, off=0.0, label="top-p", minimum=0.0, maximum=1.0, step=0.01)
-    typical_filtering: bool = option(False, "locally typical sampling: leave out tokens far more or less surprising "
-                                     "than usual", name="typical", label="typical sampling")
-    typical_mass: float = option(0.15, "typical sampling: the probability mass kept", label="typical mass",
-                                 minimum=0.01, maximum=1.0, step=0.01)
-    typical_min_tokens: int = option(1, "typical sampling: tokens kept however unlikely", label="typical min tokens",
-                                     minimum=1, slider=(1, 64), step=1)
-    draw: str = option("fast", "fast: one random number per token; original: the original code's random stream "
-                       "(its tokens for a seed)", label="draw", choices=DRAWS)
+    steps: int = option(36, "how many passes the model takes to write the sound: more is slower, often cleaner",
+                        label="steps", minimum=1, slider=(1, 72), step=1)
+    temperature: float = option(1.0, "how adventurous each choice is (the temperature): higher is wilder, lower "
+                                "is safer", label="wildness", minimum=0.0, slider=(0.0, 2.0), step=0.05)
+    mask_temperature: float = option(10.5, "how randomly the model picks which parts to write first",
+                                     label="order randomness", minimum=0.0, slider=(0.0, 20.0), step=0.5)
+    sample_cutoff: float = option(1.0, "share of the passes that choose at random; the passes after it take the "
+                                  "model's likeliest choice", label="random passes", slider=(0.0, 1.0), step=0.05)
+    top_k: int | None = option(0, "allow only the k likeliest choices at each step (top-k; 0: any)",
+                               config_default=None, off=0, label="only the top choices", minimum=0, slider=(0, 1024), step=1)
+    top_p: float | None = option(0.0, "allow only the likeliest choices that together hold this share of the "
+                                 "probability (top-p; 0: any)", config_default=None, off=0.0,
+                                 label="only the likeliest share", minimum=0.0, maximum=1.0, step=0.01)
+    typical_filtering: bool = option(False, "leave out choices far more or less surprising than usual (typical "
+                                     "sampling)", name="typical", label="skip unusual choices")
+    typical_mass: float = option(0.15, "with unusual choices skipped: the share of probability kept",
+                                 label="usual share kept", minimum=0.01, maximum=1.0, step=0.01)
+    typical_min_tokens: int = option(1, "with unusual choices skipped: how many choices always stay",
+                                     label="choices always kept", minimum=1, slider=(1, 64), step=1)
+    draw: str = option("fast", "fast: our quicker random numbers; original: the original VampNet code's, which "
+                       "gives its exact results for a seed", label="random numbers", choices=DRAWS)
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:

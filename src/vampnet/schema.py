@@ -7,17 +7,22 @@ user-facing value that means "off" where the config holds None (top-p 0). Front 
 values through `config_values`, which checks types and ranges and names the option in its errors. So a new option
 is one `option(...)` field, and every front end offers it.
 
+Some ranges depend on the model a front end has loaded: `model_max` names the model's count that caps an option
+(its codebooks), and `for_model` gives the option with that top. Errors written for the command line name flags;
+`in_labels` rewrites such a message for a page, naming each option by its label instead.
+
 The user-facing `name` is what the studio, its API, HARP and OSC call the option (`upper_codebooks`); the CLI flag
 is the same with dashes (`--upper-codebooks`). The config field keeps the engine's name (`upper_codebook_mask`)."""
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 from .errors import OptionError
 
-__all__ = ["Option", "option", "options_of", "config_values", "user_values", "check_value"]
+__all__ = ["Option", "option", "options_of", "config_values", "user_values", "check_value", "for_model", "in_labels"]
 
 _UNSET = object()
 _KINDS = {"int": int, "float": float, "bool": bool, "str": str}
@@ -41,6 +46,7 @@ class Option:
     off: object = None                 # user-facing value meaning "none" (the config holds None), if any
     field: str = ""                    # the config field it sets (filled in by options_of)
     section: str = ""                  # prompt | sampling | pipeline | a mode's name (filled in by options_of)
+    model_max: str = ""                # the loaded model's count that is the top of the range ("codebooks"), if any
 
     @property
     def flag(self) -> str:
@@ -129,6 +135,30 @@ def user_values(config) -> dict:
         value = getattr(config, opt.field)
         out[opt.name] = opt.off if value is None and opt.off is not None else value
     return out
+
+
+def for_model(opt: Option, counts: dict) -> Option:
+    """`opt` with the top of its range (accepted and shown) set by the loaded model: `counts` maps a count's name
+    ("codebooks") to the model's value. Options without a `model_max` in `counts` come back as they are."""
+    if opt.model_max not in counts:
+        return opt
+    top = counts[opt.model_max]
+    low = opt.shown_range[0] if opt.shown_range[0] is not None else opt.minimum
+    return dataclasses.replace(opt, maximum=top, slider=None if low is None else (low, top))
+
+
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def in_labels(message: str, options) -> str:
+    """`message`, an error written for the command line, with every flag of one of `options` replaced by what a page
+    shows: the option's label. A flag is the option's own (`--upper-codebooks`) or its config field's, which is how
+    a mode command names its options (`vampnet compress --codebooks`); other text is left as it is."""
+    labels = {}
+    for opt in options:
+        for flag in (opt.flag, "--" + opt.field.replace("_", "-")):
+            labels.setdefault(flag, f'"{opt.title}"')
+    return _FLAG.sub(lambda m: labels.get(m.group(), m.group()), message)
 
 
 def _to_bool(value) -> bool:

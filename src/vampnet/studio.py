@@ -1,9 +1,11 @@
 """The studio's jobs, apart from its gradio page (vampnet.ui): loaded pipelines (one per model and precision),
 input checks, the mapping from the page's `Settings` to prompt and sampling configs, the preview of a mode's mask,
-running a job through the mode registry, and the private folder its results go to. No gradio here: OSC, unloop
-and tests drive a Studio directly."""
+running a job through the mode registry, and the private folder its results go to. Ranges that depend on the model
+(its codebooks) are checked against the model the job uses, and errors name the controls by their labels, not by
+the command line's flags. No gradio here: OSC, unloop and tests drive a Studio directly."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -17,12 +19,12 @@ import torch
 from . import audio, effects, options
 from . import mode_registry as registry
 from .devices import check_device
-from .errors import AudioError, Cancelled
+from .errors import AudioError, Cancelled, OptionError
 from .pipeline import Pipeline, VampResult
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig
-from .schema import config_values
+from .schema import check_value, config_values, for_model, in_labels, options_of
 
 if TYPE_CHECKING:  # the page's settings; only their fields are read here
     from .ui import Settings
@@ -78,16 +80,20 @@ class Studio:
         seconds = wav.shape[-1] / sr
         if seconds > self.max_seconds:
             raise AudioError(f"the clip is longer than {self.max_seconds:g} s, the most this studio takes")
-        if seconds < 0.25:
-            raise AudioError(f"the clip is only {seconds:.2f} s long; give at least 0.25 s")
-        return wav, sr
+        return wav, sr  # as short as the command line takes (an empty file is refused by audio.load)
+
+    def model_counts(self, model: str | None, precision: str = "fp32") -> dict:
+        """The counts of `model` that cap some options' ranges (schema `model_max`): its codebooks."""
+        return _counts(self.pipeline(model, precision))
 
     def prompt(self, s: Settings, wav=None, sr: int | None = None):
-        """The prompt of a vamp or loop (beats are tracked in `wav`). A preset takes only the controls it leaves to
-        the user; "custom" takes every prompt control."""
+        """The prompt of a vamp or loop (beats are tracked in `wav`). A preset takes the controls it leaves to the
+        user, and those it sets where they are not at their defaults (as the command line's flags change a preset);
+        "custom" takes every prompt control."""
         fields = config_values(PromptConfig, s.to_dict())
         if s.preset != "custom":
-            fields = {k: v for k, v in fields.items() if k in options.KEPT_BY_PRESETS}
+            defaults = PromptConfig()
+            fields = {k: v for k, v in fields.items() if k in options.KEPT_BY_PRESETS or v != getattr(defaults, k)}
         prompt, _ = options.vamp_prompt(None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr,
                                         beats=s.beats, downbeats=s.downbeats, onsets=s.onsets, **fields)
         return prompt
@@ -103,8 +109,13 @@ class Studio:
     # --- preview ----------------------------------------------------------------------------------------------
     def preview(self, path, s: Settings) -> Path:
         """A PNG: the input's spectrogram above the mask the settings make over its token grid."""
+        with _named_as_controls(s.mode):
+            return self._preview(path, s)
+
+    def _preview(self, path, s: Settings) -> Path:
         wav, sr = self.read_input(path)
         pipe = self.pipeline(s.model, s.precision)
+        self.check_for_model(s, pipe)
         mono = audio.to_mono(wav)
         frames = max(1, seconds_to_frames(mono.shape[-1] / sr, pipe.frame_rate))
         grid = torch.zeros(1, pipe.n_codebooks, frames, dtype=torch.long)
@@ -123,6 +134,10 @@ class Studio:
     def generate(self, path, s: Settings, progress=None, cancel: threading.Event | None = None) -> StudioResult:
         """Run the settings' mode on the clip at `path`. Setting `cancel` stops the job at its next sampling step
         (it raises Cancelled)."""
+        with _named_as_controls(s.mode):
+            return self._generate(path, s, progress, cancel)
+
+    def _generate(self, path, s: Settings, progress, cancel) -> StudioResult:
         started = time.time()
         self.sweep()
         if cancel is not None:
@@ -134,6 +149,7 @@ class Studio:
         source, suffix = audio.file_format(path), f".{s.file_type}"
         audio.output_format(f"result{suffix}", source, s.output())  # a format the file cannot hold fails first
         pipe = self.pipeline(s.model, s.precision)
+        self.check_for_model(s, pipe)
         sampling, c2f_sampling = self.sampling(s)
         seed = options.seed_or_new(s.seed)
         mode = registry.mode(s.mode)
@@ -156,6 +172,16 @@ class Studio:
                     "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
         return StudioResult(files, files + downloads, settings, list(results))
 
+    @staticmethod
+    def check_for_model(s: Settings, pipe: Pipeline) -> None:
+        """Options whose range the model sets (its codebooks) checked against `pipe`'s model, as the page's sliders
+        show them; an OptionError naming the control otherwise."""
+        mode = registry.mode(s.mode)
+        counts, values = _counts(pipe), s.to_dict()
+        for opt in (*(options_of(PromptConfig) if mode.studio_prompt else ()), *options_of(mode.options)):
+            if opt.model_max and values.get(opt.name) is not None:
+                check_value(for_model(opt, counts), values[opt.name])
+
     # --- housekeeping -----------------------------------------------------------------------------------------
     def _new_file(self, stem: str, suffix: str) -> Path:
         return Path(tempfile.mkstemp(prefix=f"{stem}-", suffix=suffix, dir=self.folder)[1])
@@ -172,6 +198,23 @@ class Studio:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _counts(pipe: Pipeline) -> dict:
+    return {"codebooks": pipe.n_codebooks}
+
+
+@contextlib.contextmanager
+def _named_as_controls(mode_name: str):
+    """Errors written for the command line (a mode's `--codebooks`) name the mode's controls by their labels."""
+    try:
+        yield
+    except OptionError as e:
+        mode = registry.MODES.get(mode_name)
+        shown = in_labels(str(e), options_of(mode.options, mode.name)) if mode else str(e)
+        if shown == str(e):
+            raise
+        raise OptionError(shown) from None
 
 
 def _stoppable(progress, cancel: threading.Event):

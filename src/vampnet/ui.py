@@ -3,8 +3,10 @@
 `Settings` holds what the controls set and declares the controls themselves (widget, range, place on the page);
 the jobs themselves (pipelines, inputs, preview masks, results) are `vampnet.studio.Studio`'s, which holds no
 gradio and no model logic; `build_app` lays out the gradio page from the declared controls and `launch` serves it
-through gradio's queue. Every endpoint is also an API (gradio client): `/generate` and `/preview`, with the
-parameters named as in `Settings`. The model menu lists the shipped, official and fine-tuned models
+through gradio's queue. The page shows only the chosen mode's options (each mode's, as the mode registry declares
+them), sets the codebook sliders' ranges from the chosen model, and keeps the preset menu and the prompt sliders in
+step (a preset sets them; moving one away from it shows "custom"). Every endpoint is also an API (gradio client):
+`/generate` and `/preview`, with the parameters named as in `Settings`. The model menu lists the shipped, official and fine-tuned models
 (`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
 from __future__ import annotations
 
@@ -14,23 +16,24 @@ import inspect
 import itertools
 import signal
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
-from . import audio, effects, modes
+from . import audio, effects, modes, options
 from . import mode_registry as registry
 from .errors import OptionError, VampNetError
 from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
 from .precision import PRECISIONS
 from .prompts import PromptConfig
 from .sampling import SamplingConfig
-from .schema import options_of
+from .schema import check_value, for_model, options_of, user_values
 from .studio import Studio, StudioResult  # noqa: F401  (the page's jobs; importable from here as before)
 
 MODES = registry.STUDIO_MODES
 PRESET_CHOICES = ("custom", *modes.PRESETS)
-MAX_VARIATIONS = 4
-SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False,
-            "result file": False}  # open?
+DEFAULT_PRESET = "variation"  # what the prompt controls' defaults are (tests check that they agree)
+PLAYERS = int(registry.VARIATIONS.shown_range[1])  # result players on the page: the variations slider's top
+SECTIONS = {"": True, "what is kept from the input": True, "mode options": True, "how the model chooses": False,
+            "model": False, "result file": False}  # open?
 RATES = ("input", "22050", "44100", "48000", "88200", "96000")
 BIT_DEPTHS = ("input", "16", "24", "32")
 
@@ -59,7 +62,7 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
 
 
 SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
-_DECLARED = {**SCHEMA, **{opt.name: opt for opt in registry.OPTIONS}}  # and each mode's own (the registry's)
+_DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.VARIATIONS)}}  # and the registry's
 
 
 def _option(name: str, section: str, **layout):
@@ -83,45 +86,49 @@ class Settings:
     """Everything the studio's controls set, and the controls themselves (the page, the API's parameters with these
     names and defaults, the preview's inputs and the HARP endpoint's ranges are all made from these fields)."""
 
-    mode: str = _control("vamp", "radio", "mode", choices=MODES)
-    preset: str = _control("custom", "dropdown", "preset (custom: the sliders below)", _PROMPT, choices=PRESET_CHOICES)
+    mode: str = _control("vamp", "radio", "mode", choices=MODES,
+                         info="; ".join(f"{m}: {registry.MODES[m].help}" for m in MODES))
+    preset: str = _control(DEFAULT_PRESET, "dropdown", "preset", _PROMPT, choices=PRESET_CHOICES,
+                           info="a starting point for the controls below: subtle stays close to the input, wild "
+                                "wanders off; custom: your own settings")
     periodic: int = _option("periodic", _PROMPT, row="periodic")
     periodic_width: int = _option("periodic_width", _PROMPT, row="periodic")
-    random_roll: bool = _option("random_roll", _PROMPT, row="periodic")
+    random_roll: bool = _option("random_roll", _PROMPT)
     upper_codebooks: int = _option("upper_codebooks", _PROMPT, row="codebooks")
     keep_codebooks: int = _option("keep_codebooks", _PROMPT, row="codebooks")
-    beats: bool = _control(False, "checkbox", "keep beats", _PROMPT, row="beats")
-    downbeats: bool = _control(False, "checkbox", "keep downbeats", _PROMPT, row="beats")
-    onsets: bool = _control(False, "checkbox", "keep onsets", _PROMPT, row="beats")
+    beats: bool = _control(False, "checkbox", "keep the beats", _PROMPT, row="beats")
+    downbeats: bool = _control(False, "checkbox", "keep the first beat of each bar", _PROMPT, row="beats")
+    onsets: bool = _control(False, "checkbox", "keep the note starts", _PROMPT, row="beats")
     beat_before: float = _option("beat_before", _PROMPT, row="context")
     beat_after: float = _option("beat_after", _PROMPT, row="context")
-    onset_width: int = _option("onset_width", _PROMPT, row="context")
+    onset_width: int = _option("onset_width", _PROMPT)
     prefix: float = _option("prefix", _PROMPT, row="ends")
     suffix: float = _option("suffix", _PROMPT, row="ends")
     dropout: float = _option("dropout", _PROMPT, row="random")
     random_intensity: float = _option("random_intensity", _PROMPT, row="random")
     ranges: str = _option("ranges", _MODE_OPTIONS)
-    continue_seconds: float = _option("continue_seconds", _MODE_OPTIONS)
-    loop_seconds: float = _option("loop_seconds", _MODE_OPTIONS, shapes_mask=False)
+    continue_seconds: float = _option("continue_seconds", _MODE_OPTIONS, row="continue")
+    loop_seconds: float = _option("loop_seconds", _MODE_OPTIONS, row="loop", shapes_mask=False)
     compress_codebooks: int = _option("compress_codebooks", _MODE_OPTIONS, row="compress")
     compress_period: int = _option("compress_period", _MODE_OPTIONS, row="compress")
     steps: int = _option("steps", _SAMPLING, row="steps", shapes_mask=False)
     temperature: float = _option("temperature", _SAMPLING, row="steps", shapes_mask=False)
-    mask_temperature: float = _option("mask_temperature", _SAMPLING, row="steps", shapes_mask=False)
-    sample_cutoff: float = _option("sample_cutoff", _SAMPLING, row="steps", shapes_mask=False)
+    mask_temperature: float = _option("mask_temperature", _SAMPLING, row="order", shapes_mask=False)
+    sample_cutoff: float = _option("sample_cutoff", _SAMPLING, row="order", shapes_mask=False)
     top_k: int = _option("top_k", _SAMPLING, row="filter", shapes_mask=False)
     top_p: float = _option("top_p", _SAMPLING, row="filter", shapes_mask=False)
-    typical: bool = _option("typical", _SAMPLING, row="typical", shapes_mask=False)
+    typical: bool = _option("typical", _SAMPLING, shapes_mask=False)
     typical_mass: float = _option("typical_mass", _SAMPLING, row="typical", shapes_mask=False)
     typical_min_tokens: int = _option("typical_min_tokens", _SAMPLING, row="typical", shapes_mask=False)
-    seed: int = _control(-1, "number", "seed (-1: random)", _SAMPLING, row="seed", minimum=-1, maximum=2**31 - 2,
-                         step=1, shapes_mask=False)
-    variations: int = _control(1, "slider", "variations", _SAMPLING, row="seed", minimum=1, maximum=MAX_VARIATIONS,
-                               step=1, shapes_mask=False)
-    draw: str = _option("draw", _SAMPLING, row="seed", shapes_mask=False)
-    model: str = _control("small", "dropdown", "model: small (shipped), official (downloaded), your fine-tuned models, "
-                          "or a folder path", _MODEL)
-    precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False)
+    seed: int = _control(-1, "number", "seed (-1: a new one each time)", _SAMPLING, row="seed", minimum=-1,
+                         maximum=2**31 - 2, step=1, shapes_mask=False,
+                         info="the same seed and settings give the same result")
+    variations: int = _option("variations", _SAMPLING, row="seed", shapes_mask=False)
+    draw: str = _option("draw", _SAMPLING, shapes_mask=False)
+    model: str = _control("small", "dropdown", "model", _MODEL, info="small (comes with vampnet), official "
+                          "(downloaded), your fine-tuned models, or a folder path")
+    precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False,
+                              info="fp32: exact; bf16 and int8: faster on some CPUs, a little different")
     file_type: str = _control("wav", "radio", "file type", _FILE, row="file", choices=tuple(audio.writable_formats()),
                               shapes_mask=False)
     sample_rate: str = _control("input", "dropdown", "sample rate (Hz)", _FILE, row="file", choices=RATES,
@@ -130,14 +137,15 @@ class Settings:
                              row="file", choices=("mono", "stereo"), shapes_mask=False)
     bit_depth: str = _control("input", "radio", "bits (WAV/FLAC; input: its 16/24-bit, else 24; 32: float)", _FILE,
                               row="file", choices=BIT_DEPTHS, shapes_mask=False)
-    pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # last: the API's positional order is kept
+    pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # the new ones last: the API's order is kept
+    loop_bars: int = _option("loop_bars", _MODE_OPTIONS, row="loop", shapes_mask=False)
+    continue_before: float = _option("continue_before", _MODE_OPTIONS, row="continue")
 
     def __post_init__(self):
         for c in CONTROLS:
             if c.choices and getattr(self, c.name) not in c.choices:
                 raise OptionError(f"{c.name} must be one of {', '.join(c.choices)}, got {getattr(self, c.name)!r}")
-        if not 1 <= int(self.variations) <= MAX_VARIATIONS:
-            raise OptionError(f"variations must be 1 to {MAX_VARIATIONS}")
+        check_value(registry.VARIATIONS, self.variations)  # the command line's limit: the API takes as many
 
     def output(self) -> audio.OutputOptions:
         """The result file's options (what "input" leaves to the input's format)."""
@@ -166,6 +174,35 @@ class Settings:
 
 CONTROLS = tuple(Control(**{**asdict(f.metadata["control"]), "name": f.name}) for f in fields(Settings))
 CONTROL = {c.name: c for c in CONTROLS}
+# each studio mode's own controls, as the mode registry declares its options
+MODE_CONTROLS = {m: tuple(o.name for o in options_of(registry.MODES[m].options) if o.name in CONTROL) for m in MODES}
+# the prompt controls a preset sets (the others it leaves to the user)
+PRESET_CONTROLS = tuple(o.name for o in options_of(PromptConfig)
+                        if o.name in CONTROL and o.field not in options.KEPT_BY_PRESETS)
+
+
+def preset_values(name: str) -> dict:
+    """What the preset `name` sets the prompt controls it sets to."""
+    values = user_values(modes.PRESETS[name])
+    return {n: values[n] for n in PRESET_CONTROLS}
+
+
+def matching_preset(current: str, values: dict) -> str:
+    """The preset the prompt controls' `values` show: `current` while they still match it, else the first preset
+    they match, else "custom"."""
+    for name in (current, *modes.PRESETS):
+        if name in modes.PRESETS and all(values[n] == v for n, v in preset_values(name).items()):
+            return name
+    return "custom"
+
+
+# the controls whose range the loaded model sets (schema `model_max`: the codebook sliders)
+MODEL_BOUND = tuple(c.name for c in CONTROLS if c.name in _DECLARED and _DECLARED[c.name].model_max)
+
+
+def model_ranges(counts: dict) -> dict:
+    """The top of each MODEL_BOUND control for a model's `counts` (Studio.model_counts)."""
+    return {n: for_model(_DECLARED[n], counts).shown_range[1] for n in MODEL_BOUND}
 
 
 def _to_text(value):
@@ -229,52 +266,78 @@ def _named(names, fn):
 
 def build_app(studio: Studio, extensions=()):
     """The gradio Blocks of the studio (not launched). Each of `extensions` is called as `extension(studio)` inside
-    the Blocks to add its endpoints (the HARP endpoint is one)."""
+    the Blocks to add its endpoints (the HARP endpoint is one).
+
+    Two columns: the input, the mode and its options, the buttons and the results on the left (Generate shows
+    without scrolling); the prompt, sampling, model and file settings on the right."""
     import gradio as gr
 
     d = Settings(model=studio.default_model)
     names = [c.name for c in CONTROLS]
     keep = max(1, int(studio.keep_s))  # gradio's own copies and uploads go as our results do
+    try:
+        tops = model_ranges(studio.model_counts(d.model, d.precision))
+    except VampNetError:  # the model loads (and says what is wrong) at the first job
+        tops = {}
+    made = {}  # the widget of each control, by name
+
+    def place(controls) -> None:
+        for row, in_row in itertools.groupby(controls, lambda c: c.row):
+            with gr.Row() if row else contextlib.nullcontext():
+                for c in in_row:
+                    shown = replace(c, maximum=tops[c.name]) if c.name in tops else c
+                    made[c.name] = widget(gr, shown, getattr(d, c.name), elem_id=c.name, info=c.info,
+                                          choices=studio.models() if c.name == "model" else None)
+
+    in_section = {section: [c for c in CONTROLS if c.section == section] for section in SECTIONS}
+    of_mode = {name for names_ in MODE_CONTROLS.values() for name in names_}
     with gr.Blocks(title="VampNet studio", delete_cache=(min(600, keep), keep)) as app:
-        gr.Markdown("## VampNet studio\nUpload or record a clip, choose a mode and a prompt, and generate. "
-                    f"Clips up to {studio.max_seconds:g} s.")
-        with gr.Row():
+        gr.Markdown(f"## VampNet studio\nUpload or record a clip (up to {studio.max_seconds:g} s), choose a mode, "
+                    "and generate.")
+        with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                inp = gr.Audio(sources=["upload", "microphone"], type="filepath", label="input audio", elem_id="input-audio")
-                controls = []
-                for section, in_section in itertools.groupby(CONTROLS, lambda c: c.section):
-                    with gr.Accordion(section, open=SECTIONS[section]) if section else contextlib.nullcontext():
-                        for row, in_row in itertools.groupby(in_section, lambda c: c.row):
-                            with gr.Row() if row else contextlib.nullcontext():
-                                controls += [widget(gr, c, getattr(d, c.name), elem_id=c.name, info=c.info,
-                                                    choices=studio.models() if c.name == "model" else None)
-                                             for c in in_row]
+                inp = gr.Audio(sources=["upload", "microphone"], type="filepath", label="input audio",
+                               elem_id="input-audio")
+                place(in_section[""])
+                groups = {}  # each mode's options, shown only while that mode is chosen
+                for mode, own in MODE_CONTROLS.items():
+                    if own:
+                        with gr.Group(visible=mode == d.mode, elem_id=f"options-{mode}") as groups[mode]:
+                            place([CONTROL[n] for n in own])
+                place([c for c in in_section[_MODE_OPTIONS] if c.name not in of_mode])
                 with gr.Row():
-                    preview_btn = gr.Button("preview mask", elem_id="preview")
+                    preview_btn = gr.Button("preview what is kept", elem_id="preview")
                     go = gr.Button("generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=1):
-                mask_img = gr.Image(label="prompt mask over the token grid", type="filepath", interactive=False,
-                                    elem_id="mask")
                 outs, uses = [], []  # each result, with a button that makes it the next job's input
-                for i in range(MAX_VARIATIONS):
+                for i in range(PLAYERS):
                     outs.append(gr.Audio(label=f"result {i + 1}", type="filepath", interactive=False, visible=i == 0,
                                          elem_id=f"result-{i}"))
                     uses.append(gr.Button("use as input", size="sm", visible=i == 0, elem_id=f"use-{i}"))
                 files = gr.File(label="downloads", file_count="multiple", interactive=False)
+                mask_img = gr.Image(label="what is kept (light) and made new (dark), over the input", type="filepath",
+                                    interactive=False, elem_id="mask")
+            with gr.Column(scale=1):
+                accordions = {}
+                for section, open_ in SECTIONS.items():
+                    if section not in ("", _MODE_OPTIONS) and in_section[section]:
+                        with gr.Accordion(section, open=open_, elem_id=f"section-{len(accordions)}",
+                                          visible=section != _PROMPT or registry.MODES[d.mode].studio_prompt
+                                          ) as accordions[section]:
+                            place(in_section[section])
                 shown = gr.JSON(label="settings of these results")
                 reuse = gr.Button("reuse these settings")
+        controls = [made[n] for n in names]
 
         def generate(audio, *values):
             progress = values[len(names)] if len(values) > len(names) else None
             report = None if progress is None else (lambda stage, done, total: progress(done / max(total, 1), desc=stage))
             result = studio.generate(audio, Settings.from_values(dict(zip(names, values))), progress=report)
-            players = [str(f) for f in result.audio] + [None] * (MAX_VARIATIONS - len(result.audio))
+            players = [str(f) for f in result.audio[:PLAYERS]] + [None] * (PLAYERS - len(result.audio[:PLAYERS]))
             return (*players, [str(f) for f in result.downloads], result.settings)
 
         def show_players(settings):  # UI only: the API returns plain file paths (None for unused slots)
             n = len((settings or {}).get("seeds", [])) or 1
-            return [gr.Audio(visible=i < n) for i in range(MAX_VARIATIONS)] + \
-                [gr.Button(visible=i < n) for i in range(MAX_VARIATIONS)]
+            return [gr.Audio(visible=i < n) for i in range(PLAYERS)] + [gr.Button(visible=i < n) for i in range(PLAYERS)]
 
         masking = [c.name for c in CONTROLS if c.shapes_mask]  # sampling settings do not shape the mask
 
@@ -287,6 +350,21 @@ def build_app(studio: Studio, extensions=()):
             s = Settings.from_values(settings)
             return [getattr(s, n) for n in names]
 
+        def show_mode(mode):  # only the chosen mode's options, and the prompt where the mode takes one
+            return [gr.Group(visible=m == mode) for m in groups] + \
+                [gr.Accordion(visible=registry.MODES[mode].studio_prompt if s == _PROMPT else True) for s in accordions]
+
+        def set_ranges(model, precision, *values):  # the codebook sliders go as far as the chosen model's codebooks
+            top = model_ranges(studio.model_counts(model, precision))
+            return [gr.Slider(maximum=top[n], value=min(v, top[n])) for n, v in zip(MODEL_BOUND, values)]
+
+        def from_preset(preset):  # a preset shows its values on the controls it sets
+            values = preset_values(preset) if preset in modes.PRESETS else {}
+            return [values.get(n, gr.skip()) for n in PRESET_CONTROLS]
+
+        def which_preset(preset, *values):  # a control moved away from the preset shows "custom"
+            return matching_preset(preset, dict(zip(PRESET_CONTROLS, values)))
+
         api = inspect.Parameter.empty
         generate = _named([("audio", api), *((n, api) for n in names), ("progress", gr.Progress())], generate)
         preview = _named([("audio", api), *((n, api) for n in masking)], preview)
@@ -297,8 +375,16 @@ def build_app(studio: Studio, extensions=()):
         preview_btn.click(guard(preview), [inp, *(controls[names.index(n)] for n in masking)], mask_img,
                           api_name="preview")
         reuse.click(guard(reuse_settings), shown, controls, api_name=False)
+        made["mode"].change(show_mode, made["mode"], [*groups.values(), *accordions.values()], api_name=False,
+                            queue=False)
+        bounded = [made[n] for n in MODEL_BOUND]
+        made["model"].change(guard(set_ranges), [made["model"], made["precision"], *bounded], bounded, api_name=False)
+        set_by_preset = [made[n] for n in PRESET_CONTROLS]
+        made["preset"].input(from_preset, made["preset"], set_by_preset, api_name=False, queue=False)
+        for control in set_by_preset:
+            control.input(which_preset, [made["preset"], *set_by_preset], made["preset"], api_name=False, queue=False)
         # models fine-tuned while the studio runs appear when the page is (re)loaded
-        app.load(lambda: gr.Dropdown(choices=studio.models()), None, controls[names.index("model")], api_name=False)
+        app.load(lambda: gr.Dropdown(choices=studio.models()), None, made["model"], api_name=False)
         for extend in extensions:
             extend(studio)
     return app

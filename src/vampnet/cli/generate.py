@@ -50,8 +50,9 @@ def vamp(
     wavebeat: Optional[Path] = typer.Option(None, "--wavebeat", help="WaveBeat checkpoint for --beat-tracker wavebeat"),
     window: float = typer.Option(options.WINDOW_S, min=0.1, help="coarse context window in seconds (long audio is windowed)"),
     overlap: float = typer.Option(options.OVERLAP_S, min=0.0, help="overlap of coarse windows in seconds"),
-    variations: int = typer.Option(1, min=1, max=64, help="make N vamps in one batch (seeds SEED, SEED+1, ...); "
-                                                          "N > 1 writes NAME-1.wav ... NAME-N.wav beside --output"),
+    variations: int = typer.Option(1, min=1, max=registry.VARIATIONS.maximum,
+                                   help="make N vamps in one batch (seeds SEED, SEED+1, ...); N > 1 writes NAME-1.wav "
+                                        "... NAME-N.wav beside --output"),
     device: str = DEVICE, precision: str = PRECISION, capture: str = CAPTURE, quiet: bool = QUIET, **given,
 ):
     """Vamp a file: keep the prompt's tokens, generate the rest, write the result."""
@@ -121,7 +122,8 @@ def loop(
     output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
     sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
     bit_depth: Optional[int] = BIT_DEPTH,
-    variations: int = typer.Option(options.LOOP_VARIATIONS, min=1, help="number of variations"),
+    variations: int = typer.Option(options.LOOP_VARIATIONS, min=1, max=registry.VARIATIONS.maximum,
+                                   help="number of variations"),
     seconds: Optional[float] = typer.Option(None, min=0.1, help="loop length in seconds, exact to the sample (default: the whole clip)"),
     bars: Optional[int] = typer.Option(None, min=1, help="loop this many bars from the first tracked downbeat"),
     snap: bool = typer.Option(False, "--snap", help="move the end of --seconds to the nearest tracked beat"),
@@ -135,14 +137,17 @@ def loop(
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
     out, pipeline, wav, sr, sampling, c2f_sampling = _mode_job(
         input, output, (file_type, sample_rate, channels, bit_depth), models, lora, device, precision, c2f_steps, given)
+    loop_options = registry.LoopOptions(seconds=seconds or 0.0, bars=bars or 0, snap=snap, tracker=beat_tracker,
+                                        feedback=feedback, repeats=repeats)
     with ProgressReporter(quiet) as progress:
         prompt, _ = options.vamp_prompt(preset_name, wav=wav, sample_rate=sr, tracker=beat_tracker,
                                         **given_configs(given)[0])  # a "follow beat" preset tracks beats
-        start_s, seconds, how = modes.loop_region(wav, sr, seconds=seconds, bars=bars, tracker=beat_tracker, snap=snap)
-        typer.echo(how, err=True)
-        result = _run("loop", pipeline, wav, sr, registry.LoopOptions(seconds or 0.0, start_s, feedback, repeats),
-                      prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, variations=variations,
-                      progress=progress, output_rate=out.rate).chain  # made at the rate written: exact
+        outcome = _run("loop", pipeline, wav, sr, loop_options, prompt=prompt,
+                       sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, variations=variations,
+                       progress=progress, output_rate=out.rate)  # made at the rate written: exact
+    result = outcome.chain
+    for line in outcome.notes:
+        typer.echo(line, err=True)  # how the loop's region was chosen
     for i, v in enumerate(result.variations, 1):
         out.save(v, out.named(i))
     output = result.save_chain(out.path, out.options, source=out.source)
