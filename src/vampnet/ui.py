@@ -20,7 +20,7 @@ from . import audio, effects, modes
 from . import mode_registry as registry
 from .errors import OptionError, VampNetError
 from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
-from .precision import PRECISIONS
+from .pipeline import PipelineConfig
 from .prompts import PromptConfig
 from .sampling import SamplingConfig
 from .schema import options_of
@@ -30,7 +30,7 @@ MODES = registry.STUDIO_MODES
 PRESET_CHOICES = ("custom", *modes.PRESETS)
 MAX_VARIATIONS = 4
 SECTIONS = {"": True, "prompt: what is kept": True, "mode options": False, "sampling": False, "model": False,
-            "result file": False}  # open?
+            "result file": False, "model: long audio and speed": False}  # open?
 RATES = ("input", "22050", "44100", "48000", "88200", "96000")
 BIT_DEPTHS = ("input", "16", "24", "32")
 
@@ -59,7 +59,8 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
 
 
 SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
-_DECLARED = {**SCHEMA, **{opt.name: opt for opt in registry.OPTIONS}}  # and each mode's own (the registry's)
+_DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, *options_of(PipelineConfig, "pipeline"))}}
+# (the schema's prompt, sampling and input options, each mode's own (the registry's) and the pipeline's)
 
 
 def _option(name: str, section: str, **layout):
@@ -75,7 +76,7 @@ def _option(name: str, section: str, **layout):
                     info=opt.help, **layout)
 
 
-_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE = (s for s in SECTIONS if s)
+_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE, _SPEED = (s for s in SECTIONS if s)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class Settings:
     draw: str = _option("draw", _SAMPLING, row="seed", shapes_mask=False)
     model: str = _control("small", "dropdown", "model: small (shipped), official (downloaded), your fine-tuned models, "
                           "or a folder path", _MODEL)
-    precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False)
+    precision: str = _option("precision", _MODEL, shapes_mask=False)
     file_type: str = _control("wav", "radio", "file type", _FILE, row="file", choices=tuple(audio.writable_formats()),
                               shapes_mask=False)
     sample_rate: str = _control("input", "dropdown", "sample rate (Hz)", _FILE, row="file", choices=RATES,
@@ -130,7 +131,12 @@ class Settings:
                              row="file", choices=("mono", "stereo"), shapes_mask=False)
     bit_depth: str = _control("input", "radio", "bits (WAV/FLAC; input: its 16/24-bit, else 24; 32: float)", _FILE,
                               row="file", choices=BIT_DEPTHS, shapes_mask=False)
-    pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # last: the API's positional order is kept
+    pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # from here on: the API's positional order is kept
+    window: float = _option("window", _SPEED, row="window", shapes_mask=False)
+    overlap: float = _option("overlap", _SPEED, row="window", shapes_mask=False)
+    c2f_chunk: float = _option("c2f_chunk", _SPEED, row="fine", shapes_mask=False)
+    c2f_batch_size: int = _option("c2f_batch_size", _SPEED, row="fine", shapes_mask=False)
+    capture: str = _option("capture", _SPEED, shapes_mask=False)
 
     def __post_init__(self):
         for c in CONTROLS:
