@@ -98,7 +98,8 @@ CONTROLS = (
     HarpControl("model", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
     # of the pipeline's options only precision: its speed matters in a DAW; windows, chunks and the sampler's
     # capture are for long files and servers, and a region is short
-    HarpControl("precision", "Precision", "fp32 is exact; bf16 and int8 are faster where the computer has them"),
+    HarpControl("precision", "Precision", "fp32 is exact; bf16 and int8 are faster where the computer has them; auto "
+                "picks the fastest"),
 )
 # every other prompt and sampling option of the schema, after the ones above, with the schema's label and help
 CONTROLS += tuple(HarpControl(name, opt.title[:1].upper() + opt.title[1:], opt.help) for name, opt in SCHEMA.items()

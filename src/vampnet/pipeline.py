@@ -48,7 +48,7 @@ class PipelineConfig:
     c2f_batch_size: int = option(16, "fine chunks made at once (more: faster on a GPU, more memory)",
                                  label="fine chunks at once", minimum=1, slider=(1, 64), step=1)
     precision: str = option("fp32", "how the models compute: fp32 is exact; bf16 and int8 are faster where the "
-                            "hardware has them", choices=precision_mod.PRECISIONS)
+                            "hardware has them; auto picks the fastest for this machine", choices=precision_mod.PRECISIONS)
     capture: str = option("off", "how the sampler runs: off (eager, fastest on a CPU), static, compile "
                           "(torch.compile) or graph (CUDA graphs, CUDA only); all give the same tokens for a seed in "
                           "fp32", choices=("off", *CAPTURE_MODES))
