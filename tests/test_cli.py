@@ -328,3 +328,27 @@ def test_vamp_help_at_80_columns_keeps_option_names_whole_and_the_help_column_wi
         first_word = param.help.split()[0]
         widths[name] = len(row) - 1 - row.index(first_word, row.index(name) + len(name))
     assert min(widths.values()) >= 22, sorted(widths.items(), key=lambda kv: kv[1])[:5]
+
+
+@pytest.mark.parametrize("command,extra", [("vamp", []), ("loop", []), ("continue", ["--seconds", "1"]),
+                                           ("inpaint", ["--start", "0.5", "--end", "1"]), ("stretch", [])])
+def test_pipeline_flags_reach_the_pipeline_every_generating_command_loads(command, extra, wav_file, tmp_path,
+                                                                          monkeypatch, capsys):
+    """--window, --overlap, --c2f-chunk, --c2f-batch-size, --precision and --capture (schema flags of PipelineConfig)
+    become the config each command loads its pipeline with (stopped there: no model is run)."""
+    from vampnet import OptionError, PipelineConfig
+    from vampnet.cli import generate, main
+
+    loaded = []
+
+    def fake_load(models, *args, config=None, **kwargs):
+        loaded.append(config)
+        raise OptionError("stopped after the pipeline's config")
+
+    monkeypatch.setattr(generate, "load_pipeline", fake_load)
+    flags = ["--window", "3", "--overlap", "1", "--c2f-chunk", "2", "--c2f-batch-size", "4", "--precision", "bf16",
+             "--capture", "static"]
+    assert main([command, str(wav_file), "-o", str(tmp_path / "out.wav"), *extra, *flags]) == 1
+    assert capsys.readouterr().err.strip().endswith("stopped after the pipeline's config")
+    assert loaded == [PipelineConfig(coarse_window_s=3.0, window_overlap_s=1.0, c2f_chunk_s=2.0, c2f_batch_size=4,
+                                     precision="bf16", capture="static")]

@@ -99,6 +99,7 @@ def test_results_are_written_as_asked_and_read_back_the_same(tiny_pipeline, tmp_
     ("x.wav", OutputOptions(channels=3), "mono"),
     ("x.wav", OutputOptions(sample_rate=10), "sample rate must be"),
     ("x.mp3", OutputOptions(sample_rate=96000), "MP3 files hold"),
+    ("x.wav", OutputOptions(file_type="flac"), "does not end in .flac, the file type asked for"),
 ])
 def test_a_format_the_file_cannot_hold_is_a_clear_error(name, options, message):
     if name.endswith(".mp3") and "mp3" not in audio.writable_formats():

@@ -7,8 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import sine_mix
-from vampnet import OptionError, Pipeline, PromptConfig, SamplingConfig
+from dataclasses import replace
+
+from conftest import SET_A, sine_mix
+from vampnet import OptionError, Pipeline, PipelineConfig, PromptConfig, SamplingConfig
 from vampnet import audio as A
 from vampnet.pipeline import window_starts
 
@@ -35,6 +37,29 @@ def test_vamp_is_reproducible_with_a_seed(pipeline_a):
     c = pipeline_a.vamp(x, 44100, sampling=SamplingConfig(steps=3), seed=12)
     assert torch.equal(a.codes, b.codes) and torch.equal(a.audio, b.audio)
     assert not torch.equal(a.codes, c.codes)
+
+
+def test_a_pipeline_config_and_the_keywords_named_as_its_fields_make_the_same_pipeline(codec_a, coarse_a, c2f_a):
+    """`config=PipelineConfig(...)` and the older keywords (coarse_window_s=..., precision=...) say the same, in the
+    constructor and in `load`; keywords given beside a config change it; `with_config` runs the same models under
+    other windows, and refuses another precision (the models were converted to theirs)."""
+    config = PipelineConfig(coarse_window_s=1.0, window_overlap_s=0.3, c2f_chunk_s=0.5, c2f_batch_size=2)
+    by_keywords = Pipeline(codec_a, coarse_a, c2f_a, coarse_window_s=1.0, window_overlap_s=0.3, c2f_chunk_s=0.5,
+                           c2f_batch_size=2)
+    by_config = Pipeline(codec_a, coarse_a, c2f_a, config=config)
+    assert by_keywords.config == by_config.config == config
+    shape = lambda p: (p.coarse_window, p.window_overlap, p.c2f_chunk, p.c2f_batch_size)  # noqa: E731
+    assert shape(by_keywords) == shape(by_config) != shape(Pipeline(codec_a, coarse_a, c2f_a))
+    assert Pipeline(codec_a, coarse_a, c2f_a, config=config, c2f_batch_size=4).config == replace(config, c2f_batch_size=4)
+    assert Pipeline.load(SET_A, config=config).config == Pipeline.load(SET_A, coarse_window_s=1.0, window_overlap_s=0.3,
+                                                                       c2f_chunk_s=0.5, c2f_batch_size=2).config == config
+    wider = by_config.with_config(replace(config, coarse_window_s=2.0))
+    assert wider.coarse is by_config.coarse and wider.coarse_window > by_config.coarse_window
+    assert by_config.with_config(config) is by_config
+    with pytest.raises(OptionError, match="load them again for bf16"):
+        by_config.with_config(replace(config, precision="bf16"))
+    with pytest.raises(OptionError, match="overlap shorter than the window"):
+        Pipeline(codec_a, coarse_a, c2f_a, coarse_window_s=1.0)  # the default overlap, 2.5 s
 
 
 def test_window_starts_cover_everything_and_overlap():

@@ -7,11 +7,14 @@ import dataclasses
 
 import pytest
 
-from vampnet import OptionError, PromptConfig, SamplingConfig
+from vampnet import OptionError, PipelineConfig, PromptConfig, SamplingConfig
+from vampnet.audio import OutputOptions
 from vampnet.effects import InputEffects
+from vampnet.prompts import seconds_to_frames
 from vampnet.schema import check_value, config_values, options_of, user_values
 
-CONFIGS = {"prompt": PromptConfig, "sampling": SamplingConfig, "input": InputEffects}
+CONFIGS = {"prompt": PromptConfig, "sampling": SamplingConfig, "input": InputEffects, "pipeline": PipelineConfig,
+           "output": OutputOptions}
 # fields that are no single value a user types: ranges are parsed from text, kept times come from beat tracking
 STRUCTURED = {"ranges_s", "keep_times_s", "onset_times_s"}
 
@@ -27,6 +30,8 @@ def test_every_scalar_config_field_is_a_declared_option_with_help_and_a_unique_n
     names = [opt.name for opt in all_options()]
     assert len(names) == len(set(names))
     assert all(opt.help and opt.title and opt.flag == "--" + opt.name.replace("_", "-") for opt in all_options())
+    assert {opt.flag for opt in options_of(PipelineConfig)} >= {"--window", "--overlap", "--precision", "--capture"}
+    assert {opt.flag for opt in options_of(OutputOptions)} == {"--sample-rate", "--channels", "--bit-depth", "--format"}
 
 
 @pytest.mark.parametrize("section", list(CONFIGS))
@@ -79,6 +84,8 @@ def test_the_declared_range_is_what_the_config_accepts(opt):
 
 def other_value(opt):
     """A valid value of `opt` that is not its default."""
+    if opt.default is None:  # (the output file's options: None is the input's format)
+        return opt.choices[0] if opt.choices else int(opt.shown_range[0])
     if opt.kind == "bool":
         return not opt.default
     if opt.choices:
@@ -88,6 +95,22 @@ def other_value(opt):
     if high is not None and value > high:
         value = opt.default - (opt.step or 1)
     return round(value, 6) if opt.kind == "float" else int(value)
+
+
+# The front ends that take each section's options. The CLI takes them all. The studio (so its API) and OSC (whose
+# keys are the studio's settings) take the prompt, sampling, input and pipeline options; the output file's options
+# are the CLI's, since the studio's result-file menus offer the input's format as a choice of their own. HARP takes
+# every prompt, sampling and input option but of the pipeline's only precision: a DAW region is short, so windows and
+# chunks change nothing there, and the sampler's capture is a server's setting.
+STUDIO_SECTIONS = ("prompt", "sampling", "input", "pipeline")
+HARP_PIPELINE = ("precision",)
+# the schema sections each command that makes audio takes (compress only encodes: of the pipeline's, precision)
+COMMAND_SECTIONS = {"vamp": ("prompt", "sampling", "input", "pipeline", "output"),
+                    "loop": ("prompt", "sampling", "input", "pipeline", "output"),
+                    "inpaint": ("prompt", "sampling", "input", "pipeline", "output"),
+                    "stretch": ("prompt", "sampling", "input", "pipeline", "output"),
+                    "continue": ("sampling", "input", "pipeline", "output"),
+                    "decompress": ("sampling", "pipeline", "output"), "decode": ("output",)}
 
 
 def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeline):
@@ -101,12 +124,11 @@ def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeli
     from vampnet.ui import CONTROLS, Settings, Studio
 
     commands = {c.name: c for c in typer.main.get_command(register_commands()).commands.values()}
-    for name, sections in {"vamp": ("prompt", "sampling", "input"), "loop": ("prompt", "sampling", "input"),
-                           "inpaint": ("prompt", "sampling", "input"), "stretch": ("prompt", "sampling", "input"),
-                           "continue": ("sampling", "input"), "decompress": ("sampling",)}.items():
-        flags = {flag for param in commands[name].params for flag in param.opts}
-        missing = [o.flag for o in all_options() if o.section in sections and o.flag not in flags]
+    flags_of = {name: {flag for param in command.params for flag in param.opts} for name, command in commands.items()}
+    for name, sections in COMMAND_SECTIONS.items():
+        missing = [o.flag for o in all_options() if o.section in sections and o.flag not in flags_of[name]]
         assert not missing, f"vampnet {name} lacks {missing}"
+    assert "--precision" in flags_of["compress"] and "--window" not in flags_of["compress"]
     studio = Studio(pipeline=tiny_pipeline)
     try:
         harp_names = [c.name for c in harp.CONTROLS]
@@ -115,21 +137,46 @@ def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeli
             value = other_value(opt)
             cls = CONFIGS[opt.section]
             expected = config_values(cls, {opt.name: value})[opt.field]
-            assert opt.name in {c.name for c in CONTROLS} and opt.name in osc.OPTIONS and opt.name in harp_names
             # the CLI: the flag's value, parsed by click, becomes the command's keyword argument of that name
             vamp = commands["vamp"]
             args = ["in.wav", "-o", "out.wav"] + ([opt.flag] if opt.kind == "bool" else [opt.flag, str(value)])
             given = vamp.make_context("vamp", args).params
             assert config_values(cls, given)[opt.field] == expected
+            if opt.section not in STUDIO_SECTIONS:
+                continue
+            in_harp = opt.section != "pipeline" or opt.name in HARP_PIPELINE
+            assert opt.name in {c.name for c in CONTROLS} and opt.name in osc.OPTIONS
+            assert (opt.name in harp_names) == in_harp
             # the studio (and so its API and OSC, which set Settings by these names), and HARP's control values
             settings = Settings.from_values({opt.name: value})
             via_osc = osc.parse_options([opt.name, value], Settings())
             defaults = Settings()
             via_harp = harp.settings_from_controls(studio, [value if c.name == opt.name else getattr(defaults, c.name)
                                                             for c in harp.CONTROLS])
-            for s in (settings, via_osc, via_harp):
+            for s in (settings, via_osc, *([via_harp] if in_harp else [])):
                 made = {"prompt": studio.prompt, "sampling": lambda s: studio.sampling(s)[0],
-                        "input": studio.input_effects}[opt.section](s)
+                        "input": studio.input_effects, "pipeline": studio.pipeline_config}[opt.section](s)
                 assert getattr(made, opt.field) == expected, (opt.name, s)
+    finally:
+        studio.close()
+
+
+def test_the_studio_runs_its_loaded_models_under_the_pipeline_settings(tiny_pipeline):
+    """Windows, chunks and capture from the studio's settings reach the pipeline a job runs on, which shares the
+    loaded models (no second load); the default settings run the given pipeline itself."""
+    from vampnet.ui import Settings, Studio
+
+    studio = Studio(pipeline=tiny_pipeline)
+    try:
+        s = Settings(window=1.0, overlap=0.3, c2f_chunk=0.5, c2f_batch_size=2)
+        pipe = studio.pipeline(s.model, studio.pipeline_config(s))
+        assert pipe.coarse is tiny_pipeline.coarse and pipe.codec is tiny_pipeline.codec
+        rate = tiny_pipeline.frame_rate
+        assert (pipe.coarse_window, pipe.window_overlap, pipe.c2f_chunk, pipe.c2f_batch_size) == (
+            seconds_to_frames(1.0, rate), seconds_to_frames(0.3, rate), seconds_to_frames(0.5, rate), 2)
+        assert studio.pipeline(s.model, studio.pipeline_config(s)) is pipe
+        assert studio.pipeline(None, studio.pipeline_config(Settings())) is tiny_pipeline
+        with pytest.raises(OptionError, match="overlap shorter than the window"):
+            studio.pipeline(None, studio.pipeline_config(Settings(window=1.0)))  # the default overlap is 2.5 s
     finally:
         studio.close()

@@ -8,7 +8,7 @@ $VAMPNET_THREADS, if set, chooses their number, so a busy machine does not slow 
     Codec               the neural audio codec (encode waveforms to token grids and back)
     MaskedTransformer   the coarse / coarse-to-fine token model
     generate            confidence-based parallel iterative decoding
-    prompts             mask builders; PromptConfig, SamplingConfig describe a vamp
+    prompts             mask builders; PromptConfig, SamplingConfig describe a vamp, PipelineConfig how it runs
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Pipeline": "vampnet.pipeline",
+    "PipelineConfig": "vampnet.pipeline",
     "VampResult": "vampnet.pipeline",
     "Codec": "vampnet.codec",
     "CodecConfig": "vampnet.codec",

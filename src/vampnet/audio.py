@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import AudioError, OptionError, first_line
+from .schema import option
 from .serialization import atomic_path
 
 TARGET_LUFS = -24.0
@@ -61,11 +62,17 @@ class FileFormat:
 @dataclass(frozen=True)
 class OutputOptions:
     """What a user asks of a result file; None keeps the default: the input's sample rate, mono, and the input's
-    sample format where it is 16- or 24-bit PCM, else 24-bit. `bit_depth` 32 is 32-bit float (WAV only)."""
+    sample format where it is 16- or 24-bit PCM, else 24-bit. `bit_depth` 32 is 32-bit float (WAV only);
+    `file_type` (wav, flac, ogg, mp3) must agree with the file name's extension. Schema options (the CLI's flags)."""
 
-    sample_rate: int | None = None
-    channels: int | None = None
-    bit_depth: int | None = None
+    sample_rate: int | None = option(None, "the result's sample rate in Hz (default: the input's)", kind="int",
+                                     unit="Hz", minimum=1000, maximum=384000)
+    channels: int | None = option(None, "1 (default) or 2: the mono result on both channels, each 3 dB lower so the "
+                                  "file keeps the input's loudness", kind="int", minimum=1, maximum=2)
+    bit_depth: int | None = option(None, "16 | 24 | 32 (float, WAV only); default: the input's when it is 16- or "
+                                   "24-bit PCM, else 24", kind="int", minimum=16, maximum=32)
+    file_type: str | None = option(None, "the result's file type (default: the output name's extension)", kind="str",
+                                   name="format", choices=tuple(ext[1:] for ext in WRITE_FORMATS))
 
 
 BIT_DEPTHS = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
@@ -99,6 +106,8 @@ def output_format(path, source: FileFormat, options: OutputOptions | None = None
     OptionError for a combination the container cannot hold."""
     options = options or OutputOptions()
     container = _container(path)
+    if options.file_type is not None and WRITE_FORMATS.get(f".{options.file_type}") != container:
+        raise OptionError(f"output {path} does not end in .{options.file_type}, the file type asked for")
     rate = int(options.sample_rate or source.sample_rate)
     if not 1000 <= rate <= 384000:
         raise OptionError(f"the sample rate must be 1000 to 384000 Hz, got {rate}")

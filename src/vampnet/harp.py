@@ -96,6 +96,10 @@ CONTROLS = (
     HarpControl("steps", "Steps", "sampling passes of the coarse model"),
     HarpControl("seed", "Seed", "the same seed gives the same result; -1: a new one each time"),
     HarpControl("model", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
+    # of the pipeline's options only precision: its speed matters in a DAW; windows, chunks and the sampler's
+    # capture are for long files and servers, and a region is short
+    HarpControl("precision", "Precision", "fp32 is exact; bf16 and int8 are faster where the computer has them; auto "
+                "picks the fastest"),
 )
 # every other prompt and sampling option of the schema, after the ones above, with the schema's label and help
 CONTROLS += tuple(HarpControl(name, opt.title[:1].upper() + opt.title[1:], opt.help) for name, opt in SCHEMA.items()
@@ -172,7 +176,7 @@ class HarpEndpoint:
         settings = settings_from_controls(self.studio, values)
         with self._job() as cancel:
             result = self.studio.generate(audio_path, settings, cancel=cancel)
-        frame_rate = self.studio.pipeline(settings.model, settings.precision).frame_rate
+        frame_rate = self.studio.pipeline(settings.model, Studio.pipeline_config(settings)).frame_rate
         return str(result.audio[0]), label_list(result.results[0].mask[0], frame_rate)
 
     def cancel(self) -> int:

@@ -3,7 +3,7 @@
 The CLI's flags, the studio's controls, HARP's controls and OSC's messages are translations of what is here: time
 ranges are parsed, presets and beat prompts resolved, and the sampler configs built in one place, so the front
 ends only map their own inputs onto these calls. The defaults front ends show are read from where they live
-(`PromptConfig`, `SamplingConfig`, the pipeline's windows, the modes' signatures) rather than written again."""
+(`PromptConfig`, `SamplingConfig`, `PipelineConfig`, the modes' signatures) rather than written again."""
 from __future__ import annotations
 
 import inspect
@@ -12,7 +12,7 @@ from dataclasses import replace
 from . import modes
 from .beats import prompt_times
 from .errors import OptionError
-from .pipeline import DEFAULT_C2F_SAMPLING, Pipeline, new_seed
+from .pipeline import DEFAULT_C2F_SAMPLING, PipelineConfig, new_seed
 from .prompts import PromptConfig
 from .sampling import SamplingConfig
 
@@ -25,7 +25,8 @@ def _defaults(fn, *names):
 PROMPT = PromptConfig()      # a vamp's prompt when no option is given
 SAMPLING = SamplingConfig()  # the coarse sampler's options when none is given
 C2F_STEPS = DEFAULT_C2F_SAMPLING.steps
-WINDOW_S, OVERLAP_S, C2F_CHUNK_S = _defaults(Pipeline, "coarse_window_s", "window_overlap_s", "c2f_chunk_s")
+PIPELINE = PipelineConfig()  # how a pipeline runs when no option is given
+WINDOW_S, OVERLAP_S, C2F_CHUNK_S = PIPELINE.coarse_window_s, PIPELINE.window_overlap_s, PIPELINE.c2f_chunk_s
 LOOP_VARIATIONS, = _defaults(modes.loop, "variations")
 COMPRESS_CODEBOOKS, COMPRESS_PERIOD = _defaults(modes.compress, "codebooks", "period")
 

@@ -12,7 +12,8 @@ Messages out (to the sender's address, or its host at --reply-port):
   /vampnet/error MESSAGE               one line saying what went wrong
 Options are the studio's settings (vampnet.ui.Settings) by name: mode (loop: seamless, the default; or vamp),
 preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets, dropout, temperature, top_p, steps,
-seed (-1: random; variations count up from it), loop_seconds, model, precision, and the result file's file_type,
+seed (-1: random; variations count up from it), loop_seconds, model, precision (and the pipeline's window, overlap,
+c2f_chunk, c2f_batch_size, capture), and the result file's file_type,
 sample_rate, channels, bit_depth (by default the input's rate and format). A looper that loads the file on
 the next bar keeps time: /next is answered from the queue while the queue refills.
 

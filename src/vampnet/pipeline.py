@@ -1,10 +1,11 @@
 """The one flow every front end drives: audio -> codec tokens -> prompt mask -> coarse generation (windowed for
 any length) -> coarse-to-fine (chunks batched) -> codec decode -> audio at the input's loudness, written at the
-input's rate (see `VampResult.save`)."""
+input's rate (see `VampResult.save`). `PipelineConfig` says how it runs (windows, chunks, precision, capture); its
+fields are schema options, so every front end offers them."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,11 +24,41 @@ from .prompts import PromptConfig, seconds_to_frames
 from .capture import MODES as CAPTURE_MODES
 from .capture import CapturedSampler
 from .sampling import SamplingConfig, generate_with_config, seeded_generator
+from .schema import option
 from .tokens import load_codes, save_codes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 DEFAULT_C2F_SAMPLING = SamplingConfig(steps=2)  # the original app's coarse-to-fine settings
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How a pipeline runs its models: the coarse model's windows over long audio, the coarse-to-fine chunks and how
+    many run at once, the precision the models compute in, and how the sampler runs. Each field is a schema option
+    (vampnet.schema): the CLI's flags, the studio's controls and OSC's keys are made from them. A window's overlap
+    must be shorter than the window; the pipeline checks that pair."""
+
+    coarse_window_s: float = option(10.0, "the coarse model's context: longer audio is generated in windows this long",
+                                    name="window", unit="s", minimum=0.1, slider=(1.0, 30.0), step=0.5)
+    window_overlap_s: float = option(2.5, "how much consecutive windows overlap (each continues the one before)",
+                                     name="overlap", unit="s", minimum=0.0, slider=(0.0, 5.0), step=0.1)
+    c2f_chunk_s: float = option(3.0, "the fine codebooks are made in chunks of this length", name="c2f_chunk",
+                                label="fine chunk", unit="s", minimum=0.1, slider=(0.5, 10.0), step=0.5)
+    c2f_batch_size: int = option(16, "fine chunks made at once (more: faster on a GPU, more memory)",
+                                 label="fine chunks at once", minimum=1, slider=(1, 64), step=1)
+    precision: str = option("fp32", "how the models compute: fp32 is exact; bf16 and int8 are faster where the "
+                            "hardware has them; auto picks the fastest for this machine", choices=precision_mod.PRECISIONS)
+    capture: str = option("off", "how the sampler runs: off (eager, fastest on a CPU), static, compile "
+                          "(torch.compile) or graph (CUDA graphs, CUDA only); all give the same tokens for a seed in "
+                          "fp32", choices=("off", *CAPTURE_MODES))
+
+    def __post_init__(self):
+        if self.window_overlap_s < 0 or self.coarse_window_s <= 0 or self.c2f_chunk_s <= 0 or self.c2f_batch_size < 1:
+            raise OptionError("window sizes must be positive and the overlap shorter than the window")
+        precision_mod.check(self.precision)
+        if self.capture != "off" and self.capture not in CAPTURE_MODES:
+            raise OptionError(f"capture must be off or one of {', '.join(CAPTURE_MODES)}, got {self.capture!r}")
 
 
 @dataclass
@@ -66,9 +97,10 @@ class Pipeline:
     """Codec + coarse transformer (+ optional coarse-to-fine transformer) and the flow between them."""
 
     def __init__(self, codec: Codec, coarse: MaskedTransformer | None = None, c2f: MaskedTransformer | None = None, *,
-                 device: str | torch.device = "cpu", precision: str = "fp32", coarse_window_s: float = 10.0,
-                 window_overlap_s: float = 2.5, c2f_chunk_s: float = 3.0, c2f_batch_size: int = 16,
-                 capture: str = "off"):
+                 device: str | torch.device = "cpu", config: PipelineConfig | None = None, **settings):
+        """`config`: how it runs (PipelineConfig; default: its defaults); `settings`: PipelineConfig's fields by name
+        (precision=..., coarse_window_s=...), which change `config`."""
+        config = replace(config or PipelineConfig(), **settings)
         if coarse is None and c2f is not None:
             raise CheckpointError("a coarse-to-fine model needs a coarse model beside it")
         if coarse is not None and coarse.n_conditioning_codebooks != 0:
@@ -84,10 +116,11 @@ class Pipeline:
         n_codebooks = (c2f or coarse or codec).n_codebooks
         if n_codebooks > codec.n_codebooks:
             raise CheckpointError(f"the models use {n_codebooks} codebooks but the codec has {codec.n_codebooks}")
-        if not 0 <= window_overlap_s < coarse_window_s or c2f_chunk_s <= 0 or c2f_batch_size < 1:
+        if config.window_overlap_s >= config.coarse_window_s:
             raise OptionError("window sizes must be positive and the overlap shorter than the window")
+        self.config = config
         self.device = check_device(device)
-        precision, chosen = precision_mod.choose(precision, self.device)  # "auto": what this machine runs fastest
+        precision, chosen = precision_mod.choose(config.precision, self.device)  # "auto": what this machine runs fastest
         self.precision = precision
         self.precision_note = chosen or (precision_mod.bf16_note(self.device) if precision != "fp32" else None)
         # precision is applied here, once; the models are then used as they are
@@ -96,19 +129,26 @@ class Pipeline:
         self.c2f = precision_mod.apply_to_transformer(c2f.to(self.device).eval(), precision) if c2f is not None else None
         self.n_codebooks = n_codebooks
         # (a pipeline with only a codec serves encode/decode jobs)
-        self.coarse_window = max(2, seconds_to_frames(coarse_window_s, self.frame_rate))
-        self.window_overlap = min(self.coarse_window - 1, seconds_to_frames(window_overlap_s, self.frame_rate))
-        self.c2f_chunk = max(1, seconds_to_frames(c2f_chunk_s, self.frame_rate))
-        self.c2f_batch_size = c2f_batch_size
+        self.coarse_window = max(2, seconds_to_frames(config.coarse_window_s, self.frame_rate))
+        self.window_overlap = min(self.coarse_window - 1, seconds_to_frames(config.window_overlap_s, self.frame_rate))
+        self.c2f_chunk = max(1, seconds_to_frames(config.c2f_chunk_s, self.frame_rate))
+        self.c2f_batch_size = config.c2f_batch_size
         # capture: "off" = the eager sampler (fastest on a CPU); "static" / "compile" / "graph" = the static-shape
         # sampler of vampnet.capture, as it is / through torch.compile / recorded as CUDA graphs (same tokens)
-        if capture != "off" and capture not in CAPTURE_MODES:
-            raise OptionError(f"capture must be off or one of {', '.join(CAPTURE_MODES)}, got {capture!r}")
-        self.capture = capture
+        self.capture = capture = config.capture
         self._captured = {part: CapturedSampler(model, capture) for part, model in (("coarse", self.coarse),
                           ("c2f", self.c2f)) if model is not None and capture != "off"}
 
     # --- construction ---------------------------------------------------------------------------------------
+    def with_config(self, config: PipelineConfig) -> "Pipeline":
+        """This pipeline's models run with another config (windows, chunks, capture); the precision must be the
+        same, since the models were converted to it."""
+        if config == self.config:
+            return self
+        if config.precision != self.config.precision:
+            raise OptionError(f"these models run in {self.config.precision}; load them again for {config.precision}")
+        return Pipeline(self.codec, self.coarse, self.c2f, device=self.device, config=config)
+
     @classmethod
     def from_pretrained(cls, name=None, **options) -> "Pipeline":
         """A named model: None or "small" = the small model shipped inside the package (offline), "official" = the
@@ -125,13 +165,15 @@ class Pipeline:
         `lora` is a folder of fine-tuned adapters (`coarse.lora.safetensors`, `c2f.lora.safetensors`, as written by
         `vampnet finetune`); `coarse_lora` / `c2f_lora` name single adapter files (ours or the original's).
         `codec_cache`: a dict shared between loads; a codec file already loaded for the same device and precision
-        is reused from it rather than read again (models fine-tuned from one base share its codec)."""
+        is reused from it rather than read again (models fine-tuned from one base share its codec). `options`:
+        `config` (PipelineConfig) and its fields by name, as the constructor takes them."""
         files = find_model_files(models) if models is not None else {"codec": None, "coarse": None, "c2f": None}
         files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
         if files["codec"] is None:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
+        config = replace(options.pop("config", None) or PipelineConfig(), **options)
         device = check_device(device)
-        precision, _ = precision_mod.choose(options.get("precision", "fp32"), device)
+        precision, _ = precision_mod.choose(config.precision, device)
         key = (str(Path(files["codec"]).resolve()), str(device), precision)
         codec_model = codec_cache.get(key) if codec_cache is not None else None
         if codec_model is None:
@@ -160,7 +202,7 @@ class Pipeline:
             if adapters[part] is not None:
                 load_adapter(model, adapters[part])
             models[part] = precision_mod.apply_to_transformer(model, precision)
-        return cls(codec_model, models["coarse"], models["c2f"], device=device, **options)
+        return cls(codec_model, models["coarse"], models["c2f"], device=device, config=config)
 
     @property
     def sample_rate(self) -> int:

@@ -1,4 +1,4 @@
-"""The studio's jobs, apart from its gradio page (vampnet.ui): loaded pipelines (one per model and precision),
+"""The studio's jobs, apart from its gradio page (vampnet.ui): loaded pipelines (models loaded once per precision),
 input checks, the mapping from the page's `Settings` to prompt and sampling configs, the preview of a mode's mask,
 running a job through the mode registry, and the private folder its results go to. Ranges that depend on the model
 (its codebooks) are checked against the model the job uses, and errors name the controls by their labels, not by
@@ -20,7 +20,7 @@ from . import audio, effects, options
 from . import mode_registry as registry
 from .devices import check_device
 from .errors import AudioError, Cancelled, OptionError
-from .pipeline import Pipeline, VampResult
+from .pipeline import Pipeline, PipelineConfig, VampResult
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig
@@ -51,7 +51,8 @@ class Studio:
         check_device(device)  # an absent device is refused at start, not at the first job
         self.default_model = models or "small"
         self.device, self.max_seconds, self.keep_s = device, max_seconds, keep_s
-        self._pipelines: dict[tuple[str, str], Pipeline] = {}
+        self._pipelines: dict[tuple[str, str], Pipeline] = {}  # (model, precision): its models, loaded
+        self._configured: dict[tuple[str, PipelineConfig], Pipeline] = {}  # those models under other settings
         self._codecs: dict = {}  # loaded codecs by file, shared by the models that use the same one
         if pipeline is not None:
             self._pipelines[(self.default_model, pipeline.precision)] = pipeline
@@ -59,14 +60,22 @@ class Studio:
         self.folder = Path(tempfile.mkdtemp(prefix="vampnet-ui-"))
 
     # --- pieces -----------------------------------------------------------------------------------------------
-    def pipeline(self, model: str | None, precision: str) -> Pipeline:
-        key = ((model or self.default_model).strip(), precision)
+    def pipeline(self, model: str | None, settings: PipelineConfig | str = "fp32") -> Pipeline:
+        """The pipeline of `model`: its models loaded once per precision; `settings` is a precision, or a whole
+        PipelineConfig (windows, chunks, capture too: the loaded models run under it)."""
+        config = settings if isinstance(settings, PipelineConfig) else PipelineConfig(precision=settings)
+        name = (model or self.default_model).strip()
         with self._lock:  # jobs run in parallel threads; a model is loaded once
-            if key not in self._pipelines:
-                name = None if key[0] in ("small", "") else key[0]
-                self._pipelines[key] = Pipeline.from_pretrained(name, device=self.device, precision=precision,
-                                                                codec_cache=self._codecs)
-            return self._pipelines[key]
+            if (name, config.precision) not in self._pipelines:
+                self._pipelines[(name, config.precision)] = Pipeline.from_pretrained(
+                    None if name in ("small", "") else name, device=self.device, precision=config.precision,
+                    codec_cache=self._codecs)
+            loaded = self._pipelines[(name, config.precision)]
+            if not isinstance(settings, PipelineConfig):
+                return loaded
+            if (name, config) not in self._configured:
+                self._configured[(name, config)] = loaded.with_config(config)
+            return self._configured[(name, config)]
 
     def models(self) -> list[str]:
         """The model menu: the shipped, official (when downloaded) and fine-tuned models, and the default one."""
@@ -103,6 +112,10 @@ class Studio:
         return options.sampling_configs(**config_values(SamplingConfig, s.to_dict()))
 
     @staticmethod
+    def pipeline_config(s: Settings) -> PipelineConfig:
+        return PipelineConfig(**config_values(PipelineConfig, s.to_dict()))
+
+    @staticmethod
     def input_effects(s: Settings) -> effects.InputEffects:
         return effects.InputEffects.from_values(s.to_dict())
 
@@ -114,7 +127,7 @@ class Studio:
 
     def _preview(self, path, s: Settings) -> Path:
         wav, sr = self.read_input(path)
-        pipe = self.pipeline(s.model, s.precision)
+        pipe = self.pipeline(s.model, self.pipeline_config(s))
         self.check_for_model(s, pipe)
         mono = audio.to_mono(wav)
         frames = max(1, seconds_to_frames(mono.shape[-1] / sr, pipe.frame_rate))
@@ -148,7 +161,7 @@ class Studio:
         wav = effects.apply(self.input_effects(s), wav, sr)  # before encoding, as upstream's pitch shift
         source, suffix = audio.file_format(path), f".{s.file_type}"
         audio.output_format(f"result{suffix}", source, s.output())  # a format the file cannot hold fails first
-        pipe = self.pipeline(s.model, s.precision)
+        pipe = self.pipeline(s.model, self.pipeline_config(s))
         self.check_for_model(s, pipe)
         sampling, c2f_sampling = self.sampling(s)
         seed = options.seed_or_new(s.seed)

@@ -22,7 +22,7 @@ from . import audio, effects, modes, options
 from . import mode_registry as registry
 from .errors import OptionError, VampNetError
 from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
-from .precision import PRECISIONS
+from .pipeline import PipelineConfig
 from .prompts import PromptConfig
 from .sampling import SamplingConfig
 from .schema import check_value, for_model, options_of, user_values
@@ -33,7 +33,8 @@ PRESET_CHOICES = ("custom", *modes.PRESETS)
 DEFAULT_PRESET = "variation"  # what the prompt controls' defaults are (tests check that they agree)
 PLAYERS = int(registry.VARIATIONS.shown_range[1])  # result players on the page: the variations slider's top
 SECTIONS = {"": True, "what is kept from the input": True, "mode options": True, "how the model chooses": False,
-            "model": False, "result file": False}  # open?
+            "model": False, "result file": False,
+            "model: long audio and speed": False}  # open?
 RATES = ("input", "22050", "44100", "48000", "88200", "96000")
 BIT_DEPTHS = ("input", "16", "24", "32")
 
@@ -62,7 +63,9 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
 
 
 SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
-_DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.VARIATIONS)}}  # and the registry's
+_DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.VARIATIONS,
+                                                     *options_of(PipelineConfig, "pipeline"))}}
+# (the schema's prompt, sampling and input options, each mode's own (the registry's) and the pipeline's)
 
 
 def _option(name: str, section: str, **layout):
@@ -78,7 +81,7 @@ def _option(name: str, section: str, **layout):
                     info=opt.help, **layout)
 
 
-_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE = (s for s in SECTIONS if s)
+_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE, _SPEED = (s for s in SECTIONS if s)
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,7 @@ class Settings:
     draw: str = _option("draw", _SAMPLING, shapes_mask=False)
     model: str = _control("small", "dropdown", "model", _MODEL, info="small (comes with vampnet), official "
                           "(downloaded), your fine-tuned models, or a folder path")
-    precision: str = _control("fp32", "radio", "precision", _MODEL, choices=PRECISIONS, shapes_mask=False,
-                              info="fp32: exact; bf16 and int8: faster on some CPUs, a little different")
+    precision: str = _option("precision", _MODEL, shapes_mask=False)
     file_type: str = _control("wav", "radio", "file type", _FILE, row="file", choices=tuple(audio.writable_formats()),
                               shapes_mask=False)
     sample_rate: str = _control("input", "dropdown", "sample rate (Hz)", _FILE, row="file", choices=RATES,
@@ -140,6 +142,11 @@ class Settings:
     pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # the new ones last: the API's order is kept
     loop_bars: int = _option("loop_bars", _MODE_OPTIONS, row="loop", shapes_mask=False)
     continue_before: float = _option("continue_before", _MODE_OPTIONS, row="continue")
+    window: float = _option("window", _SPEED, row="window", shapes_mask=False)
+    overlap: float = _option("overlap", _SPEED, row="window", shapes_mask=False)
+    c2f_chunk: float = _option("c2f_chunk", _SPEED, row="fine", shapes_mask=False)
+    c2f_batch_size: int = _option("c2f_batch_size", _SPEED, row="fine", shapes_mask=False)
+    capture: str = _option("capture", _SPEED, shapes_mask=False)
 
     def __post_init__(self):
         for c in CONTROLS:

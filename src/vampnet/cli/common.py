@@ -1,5 +1,6 @@
 """What every `vampnet` command shares: the typer app the commands register on, the options several commands
-declare alike, loading the pipeline from --models, checking input and output paths, and progress bars."""
+declare alike (`shared_flags`) and the schema's options as flags (`schema_flags`), loading the pipeline from
+--models, checking input and output paths, and progress bars."""
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from .. import audio, effects, options
 from ..effects import InputEffects
 from ..errors import AudioError, CheckpointError, OptionError
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, PipelineConfig
 from ..pretrained import resolve
 from ..prompts import PromptConfig
 from ..sampling import SamplingConfig
@@ -39,26 +40,19 @@ AUDIO_OUT = tuple(audio.WRITE_FORMATS)
 MODELS_HELP = ("folder with codec/coarse/c2f checkpoints (ours or official .pth); 'official' = the downloaded official "
                "weights; a fine-tuned model's name ($VAMPNET_HOME/models); default: the small model shipped with vampnet")
 
-# options declared alike by several commands (one definition, reused in each signature)
+# options declared alike by several commands (one definition, reused in each signature or added by shared_flags)
 MODELS = typer.Option(None, "--models", help=MODELS_HELP)
 LORA = typer.Option(None, "--lora", help="folder of fine-tuned adapters from 'vampnet finetune'")
 SEED = typer.Option(None, help="random seed; the same seed gives the same result")
 C2F_STEPS = typer.Option(options.C2F_STEPS, "--c2f-steps", min=1, help="coarse-to-fine sampling steps")
 DEVICE = typer.Option("cpu", help="torch device (cpu, cuda, mps)")
-PRECISION = typer.Option("fp32", help="fp32 (exact) | bf16 | int8")
-CAPTURE = typer.Option("off", help="sampler: off (eager, fastest on a CPU) | static | compile (torch.compile) | "
-                                   "graph (CUDA graphs, CUDA only); all give the same tokens for a seed in fp32")
 QUIET = typer.Option(False, "-q", "--quiet", help="no progress bars")
 BEAT_TRACKER = typer.Option("auto", "--beat-tracker", help="auto (librosa, or $VAMPNET_BEAT_TRACKER) | madmom (models CC "
                                                             "BY-NC-SA, non-commercial) | librosa (ISC) | wavebeat")
 RANGE_USAGE = "--range takes START-END in seconds (e.g. 1.5-3)"
-# how a result file is written (default: the input's rate, its sample format when 16/24-bit PCM, else 24-bit; mono)
-SAMPLE_RATE = typer.Option(None, "--sample-rate", help="the result's sample rate in Hz (default: the input's)")
-CHANNELS = typer.Option(None, "--channels", help="1 (default) or 2: the mono result on both channels, each 3 dB lower "
-                                                 "so the file keeps the input's loudness")
-FORMAT = typer.Option(None, "--format", help="wav | flac | ogg | mp3 (default: the output name's extension)")
-BIT_DEPTH = typer.Option(None, "--bit-depth", help="16 | 24 | 32 (float, WAV only); default: the input's when it is "
-                                                   "16- or 24-bit PCM, else 24")
+CODEC = typer.Option(None, help="codec checkpoint")
+SHARED = {"models": (Optional[str], MODELS), "codec": (Optional[Path], CODEC), "lora": (Optional[Path], LORA),
+          "seed": (Optional[int], SEED), "c2f_steps": (int, C2F_STEPS), "device": (str, DEVICE), "quiet": (bool, QUIET)}
 
 
 @dataclass
@@ -82,30 +76,31 @@ class AudioOutput:
         return result.save(path or self.path, self.options, source=self.source)
 
 
-def audio_output(output: Path, file_type, sample_rate, channels, bit_depth, input: Path | None = None) -> AudioOutput:
-    """The output options checked before any work: --format adds its extension to a name without one (and must
-    agree with one that has it), and the format must hold the rate, channels and bit depth asked for."""
+def audio_output(output: Path, given: dict, input: Path | None = None) -> AudioOutput:
+    """The result file's options the user gave (the output section's flags among `given`), checked before any work:
+    --format adds its extension to a name without one (and must agree with one that has it), and the format must
+    hold the rate, channels and bit depth asked for."""
+    file_type = given.get("format")
     if file_type is not None:
         file_type = file_type.lower().lstrip(".")
         if file_type not in audio.writable_formats():
             raise OptionError(f"--format must be one of {', '.join(audio.writable_formats())}, got {file_type!r}")
         if not output.suffix:
             output = output.with_name(f"{output.name}.{file_type}")
-        elif output.suffix.lower() != f".{file_type}":
-            raise OptionError(f"output {output} does not end in .{file_type} (--format {file_type})")
     check_output(output, AUDIO_OUT)
-    out = AudioOutput(output, audio.OutputOptions(sample_rate, channels, bit_depth),
-                      audio.file_format(input) if input is not None else None)
-    audio.output_format(output, out.source or audio.FileFormat(sample_rate or 44100), out.options)
+    options = audio.OutputOptions(**config_values(audio.OutputOptions, {**given, "format": file_type}))
+    out = AudioOutput(output, options, audio.file_format(input) if input is not None else None)
+    audio.output_format(output, out.source or audio.FileFormat(options.sample_rate or 44100), options)
     return out
 
 
 # --- the schema's options as flags -------------------------------------------------------------------------------
-# Each command that takes prompt or sampling options gets every option the schema declares on PromptConfig and
-# SamplingConfig (vampnet.schema), as flags named after them; none is written out here. A flag left out is "not
-# given" (None), so the command's own base (its preset, its mode's prompt, the configs' defaults) applies.
+# Each command gets every option the schema declares (vampnet.schema) on the configs of the sections it names, as
+# flags named after them; none is written out here. A flag left out is "not given" (None), so the command's own
+# base (its preset, its mode's prompt, the configs' defaults) applies.
 SCHEMA_SECTIONS = {"prompt": (PromptConfig, "Prompt: what is kept"), "sampling": (SamplingConfig, "Sampling"),
-                   "input": (InputEffects, "Input: before encoding")}
+                   "input": (InputEffects, "Input: before encoding"),
+                   "pipeline": (PipelineConfig, "Long audio and speed"), "output": (audio.OutputOptions, "Output file")}
 _PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -113,24 +108,39 @@ def _flag(opt: Option, base: str) -> typer.Option:
     # an option that is off by default is a plain flag that turns it on (absent: None, not given)
     decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" and opt.default else (opt.flag,)
     unit = f" {opt.unit}" if opt.unit and base == "defaults" else ""
-    default = f"{opt.default}{unit}" if base == "defaults" else base
+    # an option whose default is None (the output file's) says what the default is in its help
+    default = ("" if opt.default is None else f" (default: {opt.default}{unit})" if base == "defaults"
+               else f" (default: {base})")
     choices = f"{' | '.join(opt.choices)}: " if opt.choices else ""  # checked by the schema, like every range
-    return typer.Option(None, *decls, help=f"{choices}{opt.help} (default: {default})",
+    return typer.Option(None, *decls, help=f"{choices}{opt.help}{default}",
                         show_default=False, min=opt.minimum, max=opt.maximum,
                         rich_help_panel=SCHEMA_SECTIONS[opt.section][1])
 
 
-def schema_flags(*sections: str, base: dict[str, str] | None = None):
-    """Decorator: the command also takes every schema option of these sections ("prompt", "sampling", "input") as a flag,
-    and receives them in its **given keyword arguments (None: not given). `base` says, per section, what applies to
-    an option not given (default: the config's default, shown in the help)."""
+def schema_flags(*sections: str, base: dict[str, str] | None = None, only: tuple[str, ...] = ()):
+    """Decorator: the command also takes every schema option of these sections (SCHEMA_SECTIONS; `only`: just these
+    option names) as a flag, and receives them in its **given keyword arguments (None: not given). `base` says, per
+    section, what applies to an option not given (default: the config's default, shown in the help)."""
+    return _keywords([(opt.name, Optional[_PY_TYPES[opt.kind]], _flag(opt, (base or {}).get(section, "defaults")))
+                      for section in sections for opt in options_of(SCHEMA_SECTIONS[section][0], section)
+                      if not only or opt.name in only])
+
+
+def shared_flags(*names: str):
+    """Decorator: the command also takes these options of SHARED (--models, --seed, ...), declared once there, and
+    receives them in its **given keyword arguments."""
+    return _keywords([(name, *SHARED[name]) for name in names])
+
+
+def _keywords(added: list[tuple[str, object, object]]):
+    """A decorator adding keyword-only parameters (name, annotation, typer option) to a command's signature; the
+    command receives them in its **kwargs."""
     def decorate(fn):
         signature = inspect.signature(fn)
         fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        added = [inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[_PY_TYPES[opt.kind]],
-                                   default=_flag(opt, (base or {}).get(section, "defaults")))
-                 for section in sections for opt in options_of(SCHEMA_SECTIONS[section][0], section)]
-        fn.__signature__ = signature.replace(parameters=fixed + added)
+        fn.__signature__ = signature.replace(parameters=fixed + [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for name, annotation, default in added])
         return fn
     return decorate
 
@@ -140,6 +150,11 @@ def given_configs(given: dict) -> tuple[dict, dict]:
     return config_values(PromptConfig, given), config_values(SamplingConfig, given)
 
 
+def given_pipeline(given: dict) -> PipelineConfig:
+    """How the pipeline runs, from the pipeline flags the user gave (--window, --precision, ...)."""
+    return PipelineConfig(**config_values(PipelineConfig, given))
+
+
 def given_effects(wav, sample_rate: int, given: dict):
     """The input audio with the input effects the user gave (schema flags, e.g. --pitch-shift) applied."""
     return effects.apply(InputEffects.from_values(given), wav, sample_rate)
@@ -147,14 +162,28 @@ def given_effects(wav, sample_rate: int, given: dict):
 
 # `vamp --help` groups its ~55 options in these panels (each panel's table sizes its own columns, so a long option
 # name or range in one group does not squeeze the help text of all the others into a narrow column)
-VAMP_PANELS = {  # the schema's prompt and sampling flags join the panels of the same names (schema_flags)
+VAMP_PANELS = {  # the schema's flags join the panels of their sections' names (schema_flags, SCHEMA_SECTIONS)
     "Model": ("models", "codec", "coarse", "c2f", "lora", "coarse_lora", "c2f_lora"),
     "Sampling": ("seed", "c2f_steps", "variations"),
     "Prompt: what is kept": ("preset_name", "range_"),
     "Beats and onsets": ("beats", "downbeats", "every_k", "onsets", "beat_tracker", "wavebeat"),
-    "Output file": ("sample_rate", "channels", "file_type", "bit_depth"),
-    "Long audio and speed": ("window", "overlap", "device", "precision", "capture"),
+    "Long audio and speed": ("device",),
 }
+
+
+PANEL_ORDER = ("Output file", "Model", "Sampling", "Prompt: what is kept", "Beats and onsets", "Long audio and speed",
+               "Input: before encoding")
+
+
+def in_panel_order(fn):
+    """A command whose `--help` shows its panels in PANEL_ORDER (the options in no panel first), whatever order
+    the decorators added their options in; within a panel, the options keep their order. (Typer passes every
+    option by name, so the parameters may all be keyword-only.)"""
+    signature = inspect.signature(fn)
+    rank = {panel: i for i, panel in enumerate(PANEL_ORDER, 1)}
+    params = sorted(signature.parameters.values(), key=lambda p: rank.get(getattr(p.default, "rich_help_panel", None), 0))
+    fn.__signature__ = signature.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
+    return fn
 
 
 def help_panels(panels: dict[str, tuple[str, ...]]):

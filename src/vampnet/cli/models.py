@@ -11,41 +11,42 @@ from ..checkpoints import (OFFICIAL_LICENCE, OFFICIAL_REPO, convert as convert_f
                            download_official)
 from ..errors import CheckpointError, CodesFileError, OptionError
 from ..pretrained import home
-from .common import (AUDIO_OUT, BIT_DEPTH, CHANNELS, DEVICE, FORMAT, MODELS_HELP, SAMPLE_RATE, app, audio_output,
-                     check_input, check_output, load_pipeline)
+from .common import app, audio_output, check_input, check_output, load_pipeline, schema_flags, shared_flags
 
 
 @app.command()
+@shared_flags("models", "codec", "device")
 def encode(
     input: Path = typer.Argument(..., help="audio file"),
     output: Path = typer.Option(..., "-o", "--output", help="token file (.npz)"),
-    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
-    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
-    device: str = DEVICE,
+    **given,
 ):
     """Encode audio to codec tokens (.npz)."""
     check_input(input)
     check_output(output, (".npz",))
-    codes = load_pipeline(models, codec, device=device, need_generation=False).encode_file(input, output)
+    codes = _codec_pipeline(given).encode_file(input, output)
     typer.echo(f"wrote {output}: {codes.shape[1]} codebooks x {codes.shape[2]} frames", err=True)
 
 
 @app.command()
+@schema_flags("output")
+@shared_flags("models", "codec", "device")
 def decode(
     input: Path = typer.Argument(..., help="token file (.npz) from 'vampnet encode'"),
     output: Path = typer.Option(..., "-o", "--output", help="audio file (.wav/.flac/.ogg/.mp3)"),
-    sample_rate: Optional[int] = SAMPLE_RATE, channels: Optional[int] = CHANNELS, file_type: Optional[str] = FORMAT,
-    bit_depth: Optional[int] = BIT_DEPTH,
-    models: Optional[str] = typer.Option(None, "--models", help=MODELS_HELP),
-    codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
-    device: str = DEVICE,
+    **given,
 ):
     """Decode codec tokens (.npz) back to audio (by default at the encoded file's rate and loudness)."""
     if not input.is_file():
         raise CodesFileError(f"token file not found: {input}")
-    out = audio_output(output, file_type, sample_rate, channels, bit_depth)
-    load_pipeline(models, codec, device=device, need_generation=False).decode_file(input, out.path, out.options)
+    out = audio_output(output, given)
+    _codec_pipeline(given).decode_file(input, out.path, out.options)
     typer.echo(f"wrote {out.path}", err=True)
+
+
+def _codec_pipeline(given: dict):
+    """The pipeline of --models or --codec, for jobs of the codec alone."""
+    return load_pipeline(given["models"], given["codec"], device=given["device"], need_generation=False)
 
 
 @app.command()

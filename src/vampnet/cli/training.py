@@ -1,6 +1,7 @@
 """The commands that make data and models: tokenize, pack-tokens, prepare-corpus, train, finetune."""
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +23,11 @@ from ..train.masked import train as run_train
 from ..threads import set_threads
 from .common import DEVICE, QUIET, app, load_pipeline
 
+# the defaults the commands show are the library's own (not written again here)
+TOKENIZE = TokenizeConfig()
+TOKENIZE_BATCH = inspect.signature(run_tokenize).parameters["batch_size"].default
+FINETUNE = {name: p.default for name, p in inspect.signature(run_finetune).parameters.items()}
+
 
 @app.command()
 def tokenize(
@@ -29,11 +35,13 @@ def tokenize(
     output: Path = typer.Option(..., "-o", "--output", help="dataset folder (created, or resumed)"),
     codec: Optional[Path] = typer.Option(None, help="codec checkpoint"),
     models: Optional[str] = typer.Option(None, "--models", help="take the codec from this model folder"),
-    excerpt: float = typer.Option(10.0, min=0.1, help="excerpt length in seconds"),
-    loudness_cutoff: float = typer.Option(-40.0, "--loudness-cutoff", help="skip excerpts quieter than this (LUFS)"),
-    val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.99, help="share of files for validation"),
+    excerpt: float = typer.Option(TOKENIZE.excerpt_s, min=0.1, help="excerpt length in seconds"),
+    loudness_cutoff: float = typer.Option(TOKENIZE.loudness_cutoff, "--loudness-cutoff",
+                                          help="skip excerpts quieter than this (LUFS)"),
+    val_fraction: float = typer.Option(TOKENIZE.val_fraction, "--val-fraction", min=0.0, max=0.99,
+                                       help="share of files for validation"),
     device: str = typer.Option("cpu", help="encode on this torch device (cpu, cuda, cuda:1, ...)"),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts encoded together"),
+    batch_size: int = typer.Option(TOKENIZE_BATCH, "--batch-size", min=1, help="excerpts encoded together"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="CPU threads for the encoder (default: torch's, one per core; 1 is "
                                                "faster on a busy machine, BENCHMARKS.md)"),
@@ -44,8 +52,8 @@ def tokenize(
     set_threads(threads)
     pipeline = load_pipeline(models, codec, need_generation=False)
     codec_path = codec or find_model_files(model_folder(models))["codec"]  # the shipped codec by default
-    config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(1.0, excerpt), loudness_cutoff=loudness_cutoff,
-                            val_fraction=val_fraction)
+    config = TokenizeConfig(excerpt_s=excerpt, min_excerpt_s=min(TOKENIZE.min_excerpt_s, excerpt),
+                            loudness_cutoff=loudness_cutoff, val_fraction=val_fraction)
     pipeline.codec.to(device)
     stats = run_tokenize(audio_dirs, output, pipeline.codec, config, codec_path=str(Path(codec_path).resolve()),
                          batch_size=batch_size, progress=not quiet)
@@ -123,12 +131,13 @@ def finetune(
     base: str = typer.Option("small", "--base", help="base model: small (shipped), official (downloaded) or a folder"),
     name: Optional[str] = typer.Option(None, "--name", help="save as this model in $VAMPNET_HOME/models (then --models NAME)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="or: this output folder (dataset, runs, adapters)"),
-    steps: int = typer.Option(500, min=1, help="training steps per model"),
-    lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="LoRA rank"),
-    full: bool = typer.Option(False, "--full", help="fine-tune every weight instead of LoRA adapters"),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="excerpts per training step"),
-    excerpt: float = typer.Option(10.0, min=1.0, help="excerpt length in seconds"),
-    seed: int = typer.Option(0, help="seed of the training's randomness (excerpts, masks): the same seed, the same run"),
+    steps: int = typer.Option(FINETUNE["steps"], min=1, help="training steps per model"),
+    lora_rank: int = typer.Option(FINETUNE["lora_rank"], "--lora-rank", min=1, help="LoRA rank"),
+    full: bool = typer.Option(FINETUNE["full"], "--full", help="fine-tune every weight instead of LoRA adapters"),
+    batch_size: int = typer.Option(FINETUNE["batch_size"], "--batch-size", min=1, help="excerpts per training step"),
+    excerpt: float = typer.Option(FINETUNE["excerpt_s"], min=1.0, help="excerpt length in seconds"),
+    seed: int = typer.Option(FINETUNE["seed"], help="seed of the training's randomness (excerpts, masks): the same "
+                                                    "seed, the same run"),
     device: str = DEVICE,
     quiet: bool = QUIET,
 ):
