@@ -1,0 +1,105 @@
+"""Control features (issue 28): the loudness envelope is exact for synthetic signals, curves parse and
+interpolate as documented, and envelopes fit a clip's frames."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vampnet.controls import (FLOOR_DB, WINDOW_HOPS, Control, fit_frames, loudness_control, loudness_db,
+                              loudness_from_curve, loudness_from_file, parse_curve, pearson)
+from vampnet.errors import OptionError
+
+SR, HOP = 22050, 64
+WINDOW = WINDOW_HOPS * HOP
+
+
+def sine(amplitude: float, periods_per_window: int, seconds: float = 0.5) -> np.ndarray:
+    """A sine whose period divides the RMS window, so every window holds whole periods."""
+    t = np.arange(int(SR * seconds))
+    return amplitude * np.sin(2 * np.pi * periods_per_window * t / WINDOW + 0.3)
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 0.5, 0.01])
+def test_a_sine_reads_its_known_level(amplitude):
+    db = loudness_db(sine(amplitude, 8), HOP)
+    expected = 20 * math.log10(amplitude / math.sqrt(2))  # RMS of a sine: A / sqrt(2)
+    assert db.shape == (math.ceil(int(SR * 0.5) / HOP),)
+    # whole windows (the interior) hold whole periods: exact; the cut windows at the ends nearly so
+    inner = db[WINDOW_HOPS:-WINDOW_HOPS]
+    np.testing.assert_allclose(inner, expected, atol=1e-4)
+    np.testing.assert_allclose(db, expected, atol=0.5)
+
+
+def test_silence_reads_the_floor_and_a_step_halves_the_level():
+    x = np.concatenate([np.zeros(HOP * 40), sine(0.5, 8, 40 * HOP / SR)])
+    db = loudness_db(x, HOP)
+    assert np.all(db[:40 - WINDOW_HOPS // 2] == FLOOR_DB)
+    np.testing.assert_allclose(db[40 + WINDOW_HOPS:-WINDOW_HOPS], 20 * math.log10(0.5 / math.sqrt(2)), atol=1e-4)
+    assert loudness_db(np.zeros(1000), HOP, floor_db=-60).tolist() == [-60.0] * math.ceil(1000 / HOP)
+
+
+def test_quantisation_and_smoothing():
+    x = np.concatenate([sine(1.0, 8, 0.1), sine(0.1, 8, 0.1)])
+    raw = loudness_db(x, HOP)
+    stepped = loudness_db(x, HOP, step_db=6.0)
+    assert np.all(np.abs(stepped / 6.0 - np.round(stepped / 6.0)) < 1e-6)
+    assert np.all(np.abs(stepped - raw) <= 3.0 + 1e-5)
+    smooth = loudness_db(x, HOP, smooth_frames=5)
+    i = 10  # in the middle of the loud part: the average of five equal frames
+    assert smooth[i] == pytest.approx(raw[i - 2:i + 3].mean(), abs=1e-5)
+    assert np.abs(np.diff(smooth)).max() < np.abs(np.diff(raw)).max()
+
+
+def test_curve_format_interpolates_at_frame_centres_and_leaves_the_rest_free():
+    assert parse_curve("0:-40, 2.5:-18\n4 : -18") == [(0.0, -40.0), (2.5, -18.0), (4.0, -18.0)]
+    frame_rate = 10.0  # frame t is centred at (t + 0.5) / 10 s
+    control = loudness_from_curve("1:-40, 2:-20", 40, frame_rate)
+    db, present = control.values[:, 0].numpy(), control.present.numpy()
+    assert present.tolist() == [10 <= t <= 19 for t in range(40)]
+    assert db[10] == pytest.approx(-40 + 20 * 0.05)   # 1.05 s
+    assert db[15] == pytest.approx(-40 + 20 * 0.55)   # 1.55 s
+    for bad in ["", "1:-40, 1:-20", "one:-3", "0:-200", "2:-1, 1:-2"]:
+        with pytest.raises(OptionError):
+            parse_curve(bad)
+    with pytest.raises(OptionError, match="covers no frame"):
+        loudness_from_curve("30:-20, 40:-20", 40, frame_rate)
+
+
+def test_fit_stretches_or_aligns():
+    db = np.array([-60.0, -40.0, -20.0], np.float32)
+    stretched, present = fit_frames(db, 6)
+    assert present.all() and stretched[0] == -60.0 and stretched[-1] == -20.0
+    assert np.all(np.diff(stretched) >= 0)
+    same, _ = fit_frames(db, 3)
+    np.testing.assert_array_equal(same, db)
+    aligned, present = fit_frames(db, 5, "align")
+    assert aligned[:3].tolist() == db.tolist() and present.tolist() == [True, True, True, False, False]
+
+
+def test_envelope_of_a_file_follows_its_shape_at_the_model_level(tmp_path, tiny_pipeline):
+    codec = tiny_pipeline.codec
+    t = np.arange(codec.sample_rate) / codec.sample_rate
+    swell = (np.sin(2 * np.pi * 440 * t) * np.linspace(0.01, 0.8, t.size)).astype(np.float32)
+    sf.write(tmp_path / "swell.wav", swell, codec.sample_rate)
+    control = loudness_from_file(tmp_path / "swell.wav", 50, codec)
+    assert control.n_frames == 50 and control.present.all()
+    reference = 20 * np.log10(np.linspace(0.01, 0.8, 50))
+    assert pearson(control.values[:, 0], reference) > 0.99
+    louder = loudness_from_file(tmp_path / "swell.wav", 50, codec)
+    sf.write(tmp_path / "quiet.wav", swell * 0.1, codec.sample_rate)
+    quieter = loudness_from_file(tmp_path / "quiet.wav", 50, codec)  # normalised to -24 LUFS: the same levels
+    torch.testing.assert_close(quieter.values, louder.values, atol=0.05, rtol=0)
+
+
+def test_control_features_and_checks():
+    control = loudness_control([-40.0, -20.0, -80.0], [True, True, False])
+    assert control.features()[:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert control.frames(1, 3).n_frames == 2
+    with pytest.raises(OptionError):
+        Control(torch.zeros(3, 2), torch.ones(3, dtype=torch.bool))
+    with pytest.raises(OptionError):
+        loudness_control([float("nan")])
