@@ -103,3 +103,54 @@ def test_control_features_and_checks():
         Control(torch.zeros(3, 2), torch.ones(3, dtype=torch.bool))
     with pytest.raises(OptionError):
         loudness_control([float("nan")])
+
+
+# --- the model's control input ------------------------------------------------------------------------------------
+def tiny_transformer(n_controls: int = 0, seed: int = 0):
+    from vampnet.model.transformer import MaskedTransformer, TransformerConfig
+
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(n_codebooks=2, vocab_size=16, latent_dim=4, embedding_dim=16, n_heads=2, n_layers=1,
+                            dropout=0.0, n_controls=n_controls)
+    return MaskedTransformer(cfg).eval()
+
+
+def test_a_control_free_model_is_the_original_layout(coarse_a):
+    assert not any(k.startswith("control") for k in coarse_a.state_dict())
+    assert "n_controls" not in coarse_a.config.to_dict()
+    with pytest.raises(OptionError, match="no control"):
+        coarse_a(torch.zeros(1, coarse_a.n_codebooks, 4, dtype=torch.long), torch.zeros(1, 4, 1))
+
+
+def test_control_projection_starts_at_zero_and_acts_only_where_present(tmp_path):
+    from vampnet.model.transformer import MaskedTransformer
+
+    model = tiny_transformer(n_controls=1)
+    codes = torch.randint(0, 16, (2, 2, 12))
+    controls = torch.randn(2, 12, 1)
+    with torch.no_grad():
+        plain = model(codes)
+        assert torch.equal(model(codes, controls), plain)  # zero-initialised: no change until trained
+        model.control.proj.weight.fill_(0.5)
+        present = torch.zeros(2, 12, dtype=torch.bool)
+        present[:, 4:8] = True
+        h_plain, h_ctrl = model.hidden(codes), model.hidden(codes, controls, present)
+        assert torch.equal(model.hidden(codes, controls, torch.zeros_like(present)), h_plain)  # absent: nothing added
+        assert not torch.allclose(h_ctrl[:, 4:8], h_plain[:, 4:8])
+    model.save(tmp_path / "m.safetensors")
+    loaded = MaskedTransformer.load(tmp_path / "m.safetensors")
+    assert loaded.n_controls == 1
+    with torch.no_grad():
+        assert torch.equal(loaded(codes, controls, present), model(codes, controls, present))
+    with pytest.raises(OptionError, match="controls must be shaped"):
+        model(codes, torch.zeros(2, 11, 1))
+
+
+def test_add_controls_keeps_outputs_until_trained():
+    model = tiny_transformer()
+    codes = torch.randint(0, 16, (1, 2, 8))
+    with torch.no_grad():
+        before = model(codes)
+        model.add_controls(1)
+        assert model.config.n_controls == 1
+        assert torch.equal(model(codes, torch.randn(1, 8, 1)), before)
