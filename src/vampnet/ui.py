@@ -131,6 +131,7 @@ class Settings:
     bit_depth: str = _control("input", "radio", "bits (WAV/FLAC; input: its 16/24-bit, else 24; 32: float)", _FILE,
                               row="file", choices=BIT_DEPTHS, shapes_mask=False)
     pitch_shift: int = _option("pitch_shift", "", shapes_mask=False)  # last: the API's positional order is kept
+    guidance: float = _option("guidance", _SAMPLING, row="guidance", shapes_mask=False)  # after: the order is kept
 
     def __post_init__(self):
         for c in CONTROLS:
