@@ -226,3 +226,68 @@ def test_without_a_control_the_guidance_scale_changes_nothing():
         generate_with_config(tiny_transformer(), codes, mask, SamplingConfig(steps=2), controls=torch.zeros(2, 24, 1))
     with pytest.raises(OptionError, match="guidance"):
         SamplingConfig(guidance=-1.0)
+
+
+# --- the pipeline: a control over the clip's frames, sliced with the tokens by the coarse windows ----------------------
+@pytest.fixture(scope="module")
+def controlled_pipeline(tiny_pipeline):
+    """The tiny pipeline whose coarse model gained a (non-zero) loudness projection, with 0.1 s coarse windows so
+    a short clip is generated in several windows."""
+    import copy
+
+    from vampnet import Pipeline
+
+    coarse = copy.deepcopy(tiny_pipeline.coarse)
+    coarse.add_controls(1)
+    with torch.no_grad():
+        coarse.control.proj.weight.normal_(0, 3.0, generator=torch.Generator().manual_seed(0))
+    return Pipeline(tiny_pipeline.codec, coarse, tiny_pipeline.c2f, coarse_window_s=0.1, window_overlap_s=0.03)
+
+
+def test_pipeline_windows_slice_the_control_with_the_tokens(controlled_pipeline, monkeypatch):
+    from vampnet import pipeline as pipeline_mod
+    from vampnet.pipeline import window_starts
+    from vampnet.sampling import SamplingConfig
+
+    pipe = controlled_pipeline
+    T = 120
+    codes = torch.randint(0, 64, (2, 4, T), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(codes, dtype=torch.bool)
+    control = loudness_from_curve("0.1:-40, 0.25:-10", T, pipe.frame_rate)  # a range only: the rest is free
+    calls = []
+    real = pipeline_mod.generate_with_config
+
+    def spy(model, c, m, cfg, **kw):
+        calls.append((model, c.shape[-1], kw.get("controls"), kw.get("control_mask")))
+        return real(model, c, m, cfg, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "generate_with_config", spy)
+    pipe.generate(codes, mask, SamplingConfig(steps=2, guidance=1.5), seed=0, control=control)
+    coarse_calls = [c for c in calls if c[0] is pipe.coarse]
+    starts = window_starts(T, pipe.coarse_window, pipe.window_overlap)
+    assert len(starts) > 2 and len(coarse_calls) == len(starts)
+    features = control.features()
+    for start, (_, frames, feats, present) in zip(starts, coarse_calls):
+        end = start + frames
+        assert feats.shape == (2, frames, 1)
+        assert torch.equal(feats[1], features[start:end]) and torch.equal(present[0], control.present[start:end])
+    assert all(c[2] is None for c in calls if c[0] is pipe.c2f)  # the fine codebooks are not controlled
+
+
+def test_render_with_a_control_records_it_and_bad_controls_are_refused(controlled_pipeline, tiny_pipeline):
+    from vampnet.sampling import SamplingConfig
+
+    pipe = controlled_pipeline
+    codes = torch.randint(0, 64, (1, 4, 40), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(codes, dtype=torch.bool)
+    control = loudness_control(np.linspace(-50, -10, 40))
+    run = lambda g: pipe.render(codes, mask, n_samples=None, loudness=-20.0, seed=4, control=control,
+                                sampling=SamplingConfig(steps=3, guidance=g))
+    result = run(2.0)
+    assert result.settings["control"] == {"names": ["loudness"], "guidance": 2.0, "present_frames": 40, "frames": 40}
+    assert torch.equal(run(2.0).codes, result.codes)  # seedable
+    assert not torch.equal(run(0.0).codes, result.codes)
+    with pytest.raises(OptionError, match="not trained with controls"):
+        tiny_pipeline.generate(codes, mask, seed=0, control=control)
+    with pytest.raises(OptionError, match="frames"):
+        pipe.generate(codes, mask, seed=0, control=loudness_control(np.zeros(39)))
