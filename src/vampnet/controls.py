@@ -74,14 +74,19 @@ class Control:
 
     def features(self) -> torch.Tensor:
         """(T, C) values scaled to what the model reads; absent frames are zeros (the model ignores them)."""
-        offset = torch.tensor([FEATURE_SCALING[n][0] for n in self.names])
-        scale = torch.tensor([FEATURE_SCALING[n][1] for n in self.names])
-        scaled = (self.values - offset) / scale
+        scaled = scale_features(self.values, self.names)
         return torch.where(self.present[:, None], scaled, torch.zeros_like(scaled))
 
     def frames(self, start: int, end: int) -> "Control":
         """The control of frames [start, end)."""
         return Control(self.values[start:end], self.present[start:end], self.names)
+
+
+def scale_features(values: torch.Tensor, names=("loudness",)) -> torch.Tensor:
+    """(..., C) values in natural units -> what the model reads, (value - offset) / scale per channel."""
+    offset = torch.tensor([FEATURE_SCALING[n][0] for n in names], device=values.device)
+    scale = torch.tensor([FEATURE_SCALING[n][1] for n in names], device=values.device)
+    return (values.float() - offset) / scale
 
 
 def loudness_control(db, present=None) -> Control:
