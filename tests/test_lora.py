@@ -106,3 +106,42 @@ def test_finetune_command_prints_only_its_own_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["coarse", "c2f", "use it with --models " + str(tmp_path / "out")]
+
+
+def test_finetune_with_the_loudness_control_on_official_format_weights(set_a, tmp_path):
+    """The official model's control recipe (`vampnet finetune --control loudness`), end to end on the reference
+    fixtures' random weights in the official .pth format: LoRA adapters plus the new control projection, which
+    the adapter file carries and a pipeline loading the fine-tune gains, and a vamp that follows an envelope."""
+    from test_train import write_tones
+
+    from vampnet.cli import main
+    from vampnet.controls import loudness_from_curve, loudness_from_file
+    from vampnet.model.lora import read_control
+    from vampnet.sampling import SamplingConfig
+
+    write_tones(tmp_path / "audio", n=4, seconds=2.0)
+    out = tmp_path / "out"
+    assert main(["finetune", str(tmp_path / "audio"), "--base", str(set_a), "-o", str(out), "--steps", "6",
+                 "--lora-rank", "2", "--batch-size", "2", "--excerpt", "1", "--control", "loudness", "-q"]) == 0
+    control = read_control(out / "coarse.lora.safetensors")
+    assert set(control) == {"control.proj.weight", "control.proj.bias"}
+    assert control["control.proj.weight"].shape == (64, 1) and control["control.proj.weight"].abs().max() > 0
+    assert read_control(out / "c2f.lora.safetensors") is None  # the fine codebooks are not controlled
+    adapters, _ = read_adapter(out / "coarse.lora.safetensors")
+    assert all(a.shape[0] == 2 for a, _ in adapters.values())
+
+    pipe = Pipeline.load(set_a, lora=out)
+    assert pipe.coarse.n_controls == 1 and pipe.c2f.n_controls == 0
+    assert torch.equal(pipe.coarse.control.proj.weight.cpu(), control["control.proj.weight"])
+    wav, sr = sf.read(tmp_path / "audio" / "tone0.wav", dtype="float32")
+    prepared = pipe.prepare(torch.from_numpy(wav)[None, None], sr)
+    T = prepared.codes.shape[-1]
+    for envelope in (loudness_from_file(tmp_path / "audio" / "tone3.wav", T, pipe.codec),
+                     loudness_from_curve("0.5:-40, 1.5:-15", T, pipe.frame_rate)):
+        result = pipe.render(prepared.codes, torch.ones_like(prepared.codes, dtype=torch.bool),
+                             n_samples=prepared.n_samples, loudness=prepared.loudness, seed=0, control=envelope,
+                             sampling=SamplingConfig(steps=4, guidance=2.0))
+        assert result.audio.shape[-1] == prepared.n_samples
+        assert result.settings["control"]["present_frames"] == int(envelope.present.sum())
+    assert main(["finetune", str(tmp_path / "audio"), "--base", str(set_a), "-o", str(tmp_path / "x"),
+                 "--control", "chroma", "-q"]) != 0

@@ -169,7 +169,7 @@ def test_classifier_on_needed_frames_only_keeps_the_original_stream(coarse_a, mo
     mask[..., 10:20] = False  # whole frames with nothing to choose
     out = generate(coarse_a, codes, mask, steps=5, seed=4, draw="original")
 
-    def full(model, codes, needed):
+    def full(model, codes, needed, control=None):
         B, T = codes.shape[0], codes.shape[-1]
         return model.classify(model.hidden(codes)).reshape(B, T * model.n_predict_codebooks, -1).float()
 

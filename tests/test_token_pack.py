@@ -122,6 +122,45 @@ def test_pack_round_trips_the_dataset_exactly(tiny_dataset, tmp_path):
         assert torch.equal(a.batch(idx), b.batch(idx))
 
 
+def test_tokenize_stores_the_loudness_control_beside_the_tokens_and_packs_carry_it(tiny_dataset, tmp_path):
+    import shutil
+
+    from vampnet import audio
+    from vampnet.controls import loudness_db
+    from vampnet.train.data import _excerpts
+
+    folder, codec_path = tiny_dataset
+    codec = Codec.load(codec_path)
+    rows = read_index(folder)
+    first = rows[0]
+    levels = np.load(folder / "loudness" / Path(first["tokens_file"]).name)
+    assert levels.shape == (np.load(folder / first["tokens_file"]).shape[1],)
+    wav, sr = audio.load(folder.parent / first["source"])
+    excerpts, _ = _excerpts(audio.resample(audio.to_mono(wav), sr, codec.sample_rate), codec.sample_rate,
+                            TokenizeConfig(excerpt_s=1.0, val_fraction=0.3))
+    expected = loudness_db(excerpts[0][1], codec.hop_length)  # measured on the normalised excerpt the codec encoded
+    np.testing.assert_allclose(levels[:first["frames"]], expected, atol=0.05)
+
+    make_pack(folder, tmp_path / "t.vpack", codec)
+    for split in ("train", "val"):
+        a, b = TokenDataset(folder, split, 12), TokenDataset(tmp_path / "t.vpack", split, 12)
+        idx = a.fixed_indices(30)
+        assert torch.equal(a.batch(idx), b.batch(idx))
+        assert a.loudness(idx).shape == (len(idx), 12)
+        assert (a.loudness(idx) - b.loudness(idx)).abs().max() <= 0.25 + 1e-3  # the pack's 0.5 dB steps
+
+    old = tmp_path / "old"  # a dataset made before controls: it loads, and says it has no control when asked
+    shutil.copytree(folder, old)
+    shutil.rmtree(old / "loudness")
+    data = TokenDataset(old, "train", 12)
+    assert data.batch([0]).shape == (1, 4, 12)
+    with pytest.raises(VampNetError, match="no loudness control"):
+        data.loudness([0])
+    make_pack(old, tmp_path / "old.vpack", codec)
+    with pytest.raises(VampNetError, match="no loudness control"):
+        TokenDataset(tmp_path / "old.vpack", "train", 12).loudness([0])
+
+
 def test_pack_keeps_validation_whole_under_a_training_hours_cap(tiny_dataset, tmp_path):
     folder, codec_path = tiny_dataset
     rows = read_index(folder)

@@ -116,6 +116,36 @@ def test_loss_decreases(dataset, tmp_path, kind):
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
 
 
+def test_a_run_with_the_loudness_control_learns_to_use_it(dataset, tmp_path):
+    from vampnet import MaskedTransformer
+
+    cfg = tiny(dataset, tmp_path / "ctl", max_steps=30, controls=["loudness"])
+    assert cfg.model.n_controls == 1 and TrainConfig(**cfg.to_dict()) == cfg
+    train(cfg, progress=False)
+    losses = [float(r["train_loss"]) for r in _log(tmp_path / "ctl")]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+    model = MaskedTransformer.load(tmp_path / "ctl" / "latest" / "model.safetensors")
+    assert model.n_controls == 1
+    assert model.control.proj.weight.abs().max() > 1e-3  # started at zero: the gradient reached it
+    with pytest.raises(OptionError, match="n_controls"):
+        tiny(dataset, tmp_path / "x", n_controls=1)
+
+
+def test_control_dropout_drops_whole_examples_and_spans_at_the_set_rates():
+    from vampnet.train.masked import control_dropout_mask
+
+    present = control_dropout_mask(4000, 50, 0.3, 0.5, torch.Generator().manual_seed(0))
+    none = ~present.any(-1)
+    assert abs(none.float().mean() - 0.3) < 0.03
+    kept = present[~none]
+    partial = ~kept.all(-1)
+    assert abs(partial.float().mean() - 0.5) < 0.04
+    gaps = (~kept[partial]).sum(-1)
+    assert gaps.min() >= 1 and gaps.max() <= 25
+    runs = (kept[partial].int().diff(dim=-1) != 0).sum(-1)  # one span: at most two edges
+    assert runs.max() <= 2
+
+
 def test_resume_equals_uninterrupted_run(dataset, tmp_path):
     from vampnet import MaskedTransformer
 

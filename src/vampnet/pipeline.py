@@ -15,6 +15,7 @@ from . import audio
 from . import precision as precision_mod
 from .checkpoints import find_model_files
 from .codec import Codec
+from .controls import Control
 from .devices import check_device
 from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
@@ -230,10 +231,12 @@ class Pipeline:
     def generate(self, codes: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig | None = None,
                  c2f_sampling: SamplingConfig | None = None, *, seed: int | None = None,
                  generator: torch.Generator | None = None, progress: Progress | None = None,
-                 coarse_only: bool = False) -> torch.Tensor:
+                 coarse_only: bool = False, control: Control | None = None) -> torch.Tensor:
         """Fill the masked tokens: coarse codebooks by windows, then the fine codebooks by batched chunks
         (`coarse_only`: the fine codebooks are returned as given, masked or not). `generator` may be a list of one
-        generator per batch row: each row then gets the tokens it would get alone with its generator."""
+        generator per batch row: each row then gets the tokens it would get alone with its generator. `control`
+        (vampnet.controls, one per frame of the codes, for every row) steers the coarse model where it is present,
+        followed with `sampling.guidance`; the rest is free."""
         if self.coarse is None:
             raise CheckpointError("this pipeline has no coarse model, so it cannot generate (only encode/decode)")
         sampling = sampling or SamplingConfig()
@@ -244,13 +247,26 @@ class Pipeline:
         if not isinstance(generator, torch.Generator) and len(generator) != codes.shape[0]:
             raise OptionError(f"{len(generator)} generators for a batch of {codes.shape[0]} rows")
         Kc = self.coarse.n_codebooks
-        coarse = self._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, progress)
+        controls = None if control is None else self._control_rows(control, codes.shape[0], codes.shape[-1])
+        coarse = self._generate_coarse(codes[:, :Kc], mask[:, :Kc], sampling, generator, progress, controls)
         coarse = torch.cat([coarse, codes[:, Kc:]], 1)  # without a c2f model there are no fine codebooks
         if self.c2f is None or coarse_only:
             return coarse
         return self._coarse_to_fine(coarse, mask, c2f_sampling, generator, progress)
 
-    def _generate_coarse(self, codes, mask, sampling, generator, progress):
+    def _control_rows(self, control: Control, rows: int, frames: int):
+        """A Control -> (features (rows, T, C), present (rows, T)) for the coarse model, checked against it."""
+        if not isinstance(control, Control):
+            raise OptionError(f"a control must be a vampnet.controls.Control, got {type(control).__name__}")
+        if not getattr(self.coarse, "n_controls", 0):
+            raise OptionError("this model was not trained with controls (fine-tune one: vampnet finetune --control loudness)")
+        if len(control.names) != self.coarse.n_controls or control.n_frames != frames:
+            raise OptionError(f"the control has {len(control.names)} channel(s) over {control.n_frames} frames; the "
+                              f"model takes {self.coarse.n_controls} and the codes have {frames} frames")
+        features = control.features().to(self.device)
+        return features.expand(rows, -1, -1), control.present.to(self.device).expand(rows, -1)
+
+    def _generate_coarse(self, codes, mask, sampling, generator, progress, controls=None):
         """Windows of the model's context; each keeps what earlier windows fixed, so no seams appear.
 
         A window commits its tokens up to half an overlap before its end (the rest had too little look-ahead);
@@ -268,7 +284,8 @@ class Pipeline:
                     report(sampling.steps, sampling.steps)
                 continue
             streams = generator if isinstance(generator, torch.Generator) else [(g, 1) for g in generator]
-            out = self._sample("coarse", codes[..., start:end], todo[..., start:end], sampling, streams, report)
+            window = None if controls is None else tuple(c[:, start:end] for c in controls)  # the window's control
+            out = self._sample("coarse", codes[..., start:end], todo[..., start:end], sampling, streams, report, window)
             codes[..., start:commit_end] = out[..., : commit_end - start]
             todo[..., start:commit_end] = False
         return codes
@@ -307,13 +324,16 @@ class Pipeline:
         out = torch.cat(outs).view(B, n, K, L).permute(0, 2, 1, 3).reshape(B, K, n * L)
         return out[..., :T]
 
-    def _sample(self, part, codes, mask, sampling, streams, progress):
+    def _sample(self, part, codes, mask, sampling, streams, progress, controls=None):
         """One sampling job of the coarse or coarse-to-fine model, through the captured sampler when one is on
-        (it implements the fast draw; the original draw always runs eagerly)."""
+        (it implements the fast draw without controls; the original draw and controlled jobs run eagerly).
+        `controls`: (features, present) of a controlled coarse job."""
         captured = self._captured.get(part)
-        if captured is not None and sampling.draw == "fast":
+        if captured is not None and sampling.draw == "fast" and controls is None:
             return captured.generate(codes, mask, sampling, generator=streams, progress=progress)
-        return generate_with_config(getattr(self, part), codes, mask, sampling, generator=streams, progress=progress)
+        features, present = controls if controls is not None else (None, None)
+        return generate_with_config(getattr(self, part), codes, mask, sampling, generator=streams, progress=progress,
+                                    controls=features, control_mask=present)
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
@@ -340,13 +360,15 @@ class Pipeline:
     def render(self, codes: torch.Tensor, mask: torch.Tensor, *, n_samples: int | None, loudness: float,
                sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
                seed: int | None = None, generator: torch.Generator | None = None, progress: Progress | None = None,
-               settings: dict | None = None, source: audio.FileFormat | None = None) -> VampResult:
+               settings: dict | None = None, source: audio.FileFormat | None = None,
+               control: Control | None = None) -> VampResult:
         """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS); `source`: the input's
-        format (Prepared.source), which the result's file defaults to."""
+        format (Prepared.source), which the result's file defaults to; `control`: see `generate`."""
         sampling = sampling or SamplingConfig()
         c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
         generator = generator or seeded_generator(seed)
-        out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress)
+        out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress, control=control)
+        settings = settings if control is None else {**(settings or {}), "control": control_settings(control, sampling)}
         return self._finish(out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress, source)
 
     def _finish(self, out, mask, n_samples, loudness, sampling, c2f_sampling, settings, progress,
@@ -363,14 +385,15 @@ class Pipeline:
 
     def vamp(self, wav: torch.Tensor, sample_rate: int, *, prompt: PromptConfig | None = None,
              sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
-             seed: int | None = None, progress: Progress | None = None) -> VampResult:
+             seed: int | None = None, progress: Progress | None = None, control: Control | None = None) -> VampResult:
         """Vamp one signal: preprocess, encode, mask, generate, decode, restore the input's loudness."""
         return self.variations(wav, sample_rate, 1, prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling,
-                               seed=seed, progress=progress)[0]
+                               seed=seed, progress=progress, control=control)[0]
 
     def variations(self, wav: torch.Tensor, sample_rate: int, n: int, *, prompt: PromptConfig | None = None,
                    sampling: SamplingConfig | None = None, c2f_sampling: SamplingConfig | None = None,
-                   seed: int | None = None, progress: Progress | None = None) -> list[VampResult]:
+                   seed: int | None = None, progress: Progress | None = None,
+                   control: Control | None = None) -> list[VampResult]:
         """`n` vamps of one signal generated as one batch: variation i is `vamp(..., seed=seed + i)`, token for
         token (each batch row draws from its own seed's generator), at about the cost of one vamp on a GPU.
         In int8 on a CPU the activations are quantised with one scale per matrix product, shared by the batch's
@@ -386,10 +409,12 @@ class Pipeline:
         sampling = sampling or SamplingConfig()
         c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generators if n > 1 else generators[0],
-                            progress=progress)
+                            progress=progress, control=control)  # (a control spans the input's frames)
         results = []
         for i in range(n):
             settings = {"seed": seed + i, "prompt": prompt.to_dict()}
+            if control is not None:
+                settings["control"] = control_settings(control, sampling)
             results.append(self._finish(out[i:i + 1], mask[i:i + 1], prepared.n_samples, prepared.loudness, sampling,
                                         c2f_sampling, settings, progress, prepared.source))
         return results
@@ -431,6 +456,12 @@ class Pipeline:
         result = self.vamp(wav, sr, **kwargs)
         result.save(dst, output, source=source)
         return result
+
+
+def control_settings(control: Control, sampling: SamplingConfig) -> dict:
+    """What a result records of the control that steered it."""
+    return {"names": list(control.names), "guidance": sampling.guidance,
+            "present_frames": int(control.present.sum()), "frames": control.n_frames}
 
 
 def new_seed() -> int:

@@ -15,7 +15,18 @@ sampling time. On a CPU the classifier runs only on frames that still have a tok
 
 The fast draw takes all of a job's random numbers and per-pass counts from a SamplingPlan made before its first
 pass, so its loop needs nothing from the host; `vampnet.capture` runs the same arithmetic with static shapes (for
-torch.compile and CUDA graphs), and a batch may draw from one generator per row (`Pipeline.variations`)."""
+torch.compile and CUDA graphs), and a batch may draw from one generator per row (`Pipeline.variations`).
+
+A model with controls (vampnet.controls; `n_controls` > 0) may be given per-frame control features and where they
+are present. With `guidance` s > 0 each pass runs a conditioned and an unconditioned copy of the batch (control
+absent everywhere) as one batch of 2B rows and follows
+
+    logits = cond + s * (cond - uncond)
+
+(classifier-free guidance; s = 0 is the conditioned model alone, with no second pass). The classifier is affine,
+so the mix is taken on the final hidden states, which gives the same logits with one classifier pass. Guidance
+draws no random numbers: a seed gives the same tokens with or without it, up to what the logits change. Without
+a control nothing changes: the guidance scale is then unused."""
 from __future__ import annotations
 
 import math
@@ -57,11 +68,15 @@ class SamplingConfig:
                                      label="choices always kept", minimum=1, slider=(1, 64), step=1)
     draw: str = option("fast", "fast: our quicker random numbers; original: the original VampNet code's, which "
                        "gives its exact results for a seed", label="random numbers", choices=DRAWS)
+    guidance: float = option(1.0, "how closely the music follows a control you give (a loudness envelope): "
+                             "classifier-free guidance; 0: the control alone, higher: more closely; unused without "
+                             "a control", label="follow the control", minimum=0.0, maximum=10.0, slider=(0.0, 5.0),
+                             step=0.1)
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
             raise OptionError(f"steps must be a positive integer, got {self.steps!r}")
-        for name in ("temperature", "mask_temperature", "sample_cutoff", "typical_mass"):
+        for name in ("temperature", "mask_temperature", "sample_cutoff", "typical_mass", "guidance"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise OptionError(f"{name} must be a finite number, got {value!r}")
@@ -75,11 +90,17 @@ class SamplingConfig:
             raise OptionError(f"typical_mass must be in (0, 1], got {self.typical_mass!r}")
         if not isinstance(self.typical_min_tokens, int) or self.typical_min_tokens < 1:
             raise OptionError(f"typical_min_tokens must be a positive integer, got {self.typical_min_tokens!r}")
+        if not 0 <= self.guidance <= 10:
+            raise OptionError(f"guidance must be in [0, 10], got {self.guidance!r}")
         if self.draw not in DRAWS:
             raise OptionError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options a result records. Guidance is left out: without a control it changes nothing, and a result
+        made with a control records it beside the control (the pipeline's settings["control"])."""
+        d = asdict(self)
+        del d["guidance"]
+        return d
 
 
 def filter_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
@@ -142,9 +163,12 @@ def seeded_generator(seed: int | None) -> torch.Generator:
     return g
 
 
-def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None):
+def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, generator=None, progress=None,
+                         controls: torch.Tensor | None = None, control_mask: torch.Tensor | None = None):
     """`generate` with the options gathered in a SamplingConfig (what the pipeline calls). `generator` may also be
-    a list of (generator, rows) streams covering the batch (see SamplingPlan)."""
+    a list of (generator, rows) streams covering the batch (see SamplingPlan). `controls` (B, T, C) control
+    features of a model with controls, `control_mask` (B, T) the frames where they are present (all if None),
+    followed with `cfg.guidance` (module docstring)."""
     codes, mask = check_inputs(model, codes, mask)
     if not mask.any():  # nothing to generate: no forward pass needed
         if progress is not None:
@@ -158,11 +182,12 @@ def generate_with_config(model, codes, mask, cfg: SamplingConfig, *, seed=None, 
         generator = generator[0][0]  # one stream for the whole batch is a plain generator
     if not isinstance(generator, torch.Generator) and cfg.draw == "original":
         raise OptionError('per-row random streams need draw="fast" (the original draw shares one generator)')
+    control = None if controls is None else Guidance.make(model, codes, controls, control_mask, cfg.guidance, device)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            return _decode(model, codes.to(device), mask.to(device), cfg, generator, progress)
+            return _decode(model, codes.to(device), mask.to(device), cfg, generator, progress, control)
     finally:
         model.train(was_training)
 
@@ -185,13 +210,44 @@ def check_inputs(model, codes, mask):
     return codes.long(), mask
 
 
-def _decode(model, codes, mask, cfg: SamplingConfig, generator, progress):
+@dataclass
+class Guidance:
+    """A sampling job's control: features (B, T, C), present (B, T) and the guidance scale."""
+
+    controls: torch.Tensor
+    present: torch.Tensor
+    scale: float
+
+    @classmethod
+    def make(cls, model, codes, controls, present, scale: float, device) -> "Guidance":
+        B, _, T = codes.shape
+        if not getattr(model, "n_controls", 0):
+            raise OptionError("this model takes no control (it was trained without controls)")
+        if not isinstance(controls, torch.Tensor) or tuple(controls.shape) != (B, T, model.n_controls):
+            raise OptionError(f"controls must be shaped (batch, frames, {model.n_controls}) = {(B, T, model.n_controls)}")
+        present = torch.ones(B, T, dtype=torch.bool) if present is None else present
+        if tuple(present.shape) != (B, T):
+            raise OptionError(f"the control mask must be shaped (batch, frames) = {(B, T)}")
+        return cls(controls.float().to(device), present.bool().to(device), float(scale))
+
+    def hidden(self, model, codes: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, D) for codes, conditioned, or mixed with an unconditioned pass (s > 0)."""
+        if self.scale == 0:
+            return model.hidden(codes, self.controls, self.present)
+        B = codes.shape[0]
+        h = model.hidden(torch.cat([codes, codes]), torch.cat([self.controls, self.controls]),
+                         torch.cat([self.present, torch.zeros_like(self.present)]))
+        cond, uncond = h[:B], h[B:]
+        return cond + self.scale * (cond - uncond)
+
+
+def _decode(model, codes, mask, cfg: SamplingConfig, generator, progress, control=None):
     if cfg.draw == "fast":
-        return _decode_fast(model, codes, mask, cfg, generator, progress)
-    return _decode_original(model, codes, mask, cfg, generator, progress)
+        return _decode_fast(model, codes, mask, cfg, generator, progress, control)
+    return _decode_original(model, codes, mask, cfg, generator, progress, control)
 
 
-def _decode_fast(model, codes, mask, cfg: SamplingConfig, generator, progress):
+def _decode_fast(model, codes, mask, cfg: SamplingConfig, generator, progress, control=None):
     """The fast draw: every random number of the job is drawn before the first pass (`SamplingPlan`) and the
     number of tokens each pass leaves masked is fixed in advance (`remask_counts`); the static-shape sampler
     (`vampnet.capture`) runs the same arithmetic and gives the same tokens."""
@@ -204,7 +260,7 @@ def _decode_fast(model, codes, mask, cfg: SamplingConfig, generator, progress):
     sampled = z
     for i in range(cfg.steps):
         still_masked = z == MASK
-        logits, frames = _classify_needed_frames(model, torch.cat([cond, unflat(z)], 1), still_masked)  # (F, P, V)
+        logits, frames = _classify_needed_frames(model, torch.cat([cond, unflat(z)], 1), still_masked, control)  # (F, P, V)
         u = position_uniforms(plan.u_draw[i], still_masked)[still_masked].unsqueeze(-1) if plan.draws[i] else None
         chosen, p_chosen = draw_fast(logits[still_masked.view(B, T, P)[frames]], cfg, u)
         token = torch.zeros_like(z).masked_scatter_(still_masked, chosen)
@@ -243,7 +299,7 @@ def remask_step(z, token, p_token, u_gumbel, r, n_mask, mask_temperature: float,
     return torch.where(remask, mask_token, sampled), sampled
 
 
-def _decode_original(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator, progress):
+def _decode_original(model, codes, mask, cfg: SamplingConfig, generator: torch.Generator, progress, control=None):
     """The original implementation's sampler, random numbers drawn as it draws them."""
     B, K, T = codes.shape
     C, P, V, MASK = model.n_conditioning_codebooks, model.n_predict_codebooks, model.vocab_size, model.mask_token
@@ -257,7 +313,7 @@ def _decode_original(model, codes, mask, cfg: SamplingConfig, generator: torch.G
         still_masked = z == MASK
         draw = i / cfg.steps <= cfg.sample_cutoff
         x = torch.cat([cond, unflat(z)], 1)
-        logits = filter_logits(_logits_where_needed(model, x, still_masked), cfg)  # (B, T*P, V)
+        logits = filter_logits(_logits_where_needed(model, x, still_masked, control), cfg)  # (B, T*P, V)
         probs = (logits / cfg.temperature if cfg.temperature > 0 else logits).softmax(-1)
         if draw:
             token = torch.multinomial(probs.view(-1, V).cpu(), 1, generator=generator).to(z.device).view(B, T * P)
@@ -354,14 +410,14 @@ def remask_counts(n_total: torch.Tensor, steps: int, n_positions: int) -> tuple[
     return torch.stack(n_masks), torch.stack(stills)
 
 
-def _classify_needed_frames(model, codes: torch.Tensor, needed: torch.Tensor):
+def _classify_needed_frames(model, codes: torch.Tensor, needed: torch.Tensor, control: Guidance | None = None):
     """The classifier (a large share of a small model's pass) runs only on frames with a token still to choose.
     `needed` (B, T*P), index t*P + c. Returns float32 logits (F, P, V) of those frames and their (B, T) mask.
 
     On a GPU it runs on every frame: the saving is small there, and the matrix product then has the static
     sampler's shape, so both pick the same kernel and give the same tokens (a library may sum in another order
     for another row count)."""
-    h = model.hidden(codes)                                   # (B, T, D)
+    h = model.hidden(codes) if control is None else control.hidden(model, codes)  # (B, T, D)
     B, T = h.shape[:2]
     frames = needed.view(B, T, -1).any(-1)
     if h.is_cuda:
@@ -369,10 +425,10 @@ def _classify_needed_frames(model, codes: torch.Tensor, needed: torch.Tensor):
     return model.classify(h[frames]).float(), frames
 
 
-def _logits_where_needed(model, codes: torch.Tensor, needed: torch.Tensor) -> torch.Tensor:
+def _logits_where_needed(model, codes: torch.Tensor, needed: torch.Tensor, control: Guidance | None = None) -> torch.Tensor:
     """(B, T*P, V) logits; rows of frames with nothing to choose are zeros, which nothing downstream uses
     (`draw="original"` still spends its random numbers on them, as the original does)."""
-    logits, frames = _classify_needed_frames(model, codes, needed)
+    logits, frames = _classify_needed_frames(model, codes, needed, control)
     B, T = frames.shape
     full = torch.zeros(B, T, *logits.shape[1:], dtype=logits.dtype, device=logits.device)
     full[frames] = logits

@@ -147,6 +147,7 @@ class Settings:
     c2f_chunk: float = _option("c2f_chunk", _SPEED, row="fine", shapes_mask=False)
     c2f_batch_size: int = _option("c2f_batch_size", _SPEED, row="fine", shapes_mask=False)
     capture: str = _option("capture", _SPEED, shapes_mask=False)
+    guidance: float = _option("guidance", _SAMPLING, row="guidance", shapes_mask=False)  # after: the order is kept
 
     def __post_init__(self):
         for c in CONTROLS:

@@ -138,6 +138,8 @@ def finetune(
     excerpt: float = typer.Option(FINETUNE["excerpt_s"], min=1.0, help="excerpt length in seconds"),
     seed: int = typer.Option(FINETUNE["seed"], help="seed of the training's randomness (excerpts, masks): the same "
                                                     "seed, the same run"),
+    control: Optional[str] = typer.Option(None, "--control",
+                                          help="also teach the coarse model to follow this control: loudness"),
     device: str = DEVICE,
     quiet: bool = QUIET,
 ):
@@ -148,7 +150,8 @@ def finetune(
         raise OptionError(f"--name {name!r}: use letters, digits, '-', '_' or '.', and not small/official/default")
     target = models_home() / name if name is not None else output
     written = run_finetune(audio_dirs, base, target, steps=steps, lora_rank=lora_rank, full=full,
-                           batch_size=batch_size, excerpt_s=excerpt, seed=seed, device=device, progress=not quiet)
+                           batch_size=batch_size, excerpt_s=excerpt, seed=seed, device=device, progress=not quiet,
+                           control=control)
     for part, path in written.items():
         typer.echo(f"{part}: {path}", err=True)
     typer.echo(f"use it with --models {name if name is not None else target}", err=True)

@@ -3,7 +3,9 @@
 adding trainable factors with peft (an optional dependency, the `train` extra) and taking them out again.
 
 Adapters go on the same projections the original adapted: attention q, v and output, and both feed-forward
-weights."""
+weights. A fine-tune that teaches a model a control (`vampnet finetune --control loudness`) also trains the model's
+new control projection in full; our adapter file then holds its weights too (`control.*`, config `n_controls`),
+and loading the adapter gives the base model that projection."""
 from __future__ import annotations
 
 import torch
@@ -20,12 +22,53 @@ TARGET_MODULES = ("attn.q", "attn.v", "attn.out", "ff.w_in", "ff.w_out")
 _OFFICIAL_TO_OURS = dict(zip(LORA_PROJECTIONS, TARGET_MODULES))
 
 
-def save_adapter(path, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float, base_config: dict) -> None:
-    """Write adapters {module name: (A (r, in), B (out, r))} in our format."""
+CONTROL_PREFIX = "control."
+
+
+def save_adapter(path, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float, base_config: dict,
+                 control: dict[str, torch.Tensor] | None = None) -> None:
+    """Write adapters {module name: (A (r, in), B (out, r))} in our format, with a control projection's weights
+    ({"control.proj.weight": ..., ...}, control_state) when the fine-tune added one."""
     state = {}
     for name, (a, b) in adapters.items():
         state[f"{name}.lora_A"], state[f"{name}.lora_B"] = a, b
-    save_safetensors(path, state, KIND, {"scaling": scaling, "base": base_config})
+    config = {"scaling": scaling, "base": base_config}
+    if control:
+        state.update(control)
+        config["n_controls"] = int(control[CONTROL_PREFIX + "proj.weight"].shape[1])
+    save_safetensors(path, state, KIND, config)
+
+
+def control_state(model) -> dict[str, torch.Tensor] | None:
+    """The weights of a model's control projection (None without one), as an adapter file holds them."""
+    if not getattr(model, "n_controls", 0):
+        return None
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.startswith(CONTROL_PREFIX)}
+
+
+def read_control(path) -> dict[str, torch.Tensor] | None:
+    """The control projection an adapter file of ours holds, or None."""
+    ckpt = read_checkpoint(path)
+    if ckpt.official or not ckpt.config.get("n_controls"):
+        return None
+    return {k: v.float() for k, v in ckpt.state_dict.items() if k.startswith(CONTROL_PREFIX)}
+
+
+@torch.no_grad()
+def restore_control(model, control: dict[str, torch.Tensor] | None) -> None:
+    """Give `model` the control projection `control` (read_control), adding the projection when it has none."""
+    if not control:
+        return
+    weight = control.get(CONTROL_PREFIX + "proj.weight")
+    if weight is None or set(control) != {CONTROL_PREFIX + "proj.weight", CONTROL_PREFIX + "proj.bias"}:
+        raise CheckpointError("an adapter's control projection must hold control.proj.weight and control.proj.bias")
+    model.add_controls(int(weight.shape[1]))
+    target = model.control.proj
+    if tuple(target.weight.shape) != tuple(weight.shape):
+        raise CheckpointError(f"the adapter's control projection is {tuple(weight.shape)}, the model's "
+                              f"{tuple(target.weight.shape)}")
+    target.weight.copy_(weight.to(target.weight))
+    target.bias.copy_(control[CONTROL_PREFIX + "proj.bias"].to(target.bias))
 
 
 def read_adapter(path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
@@ -37,6 +80,8 @@ def read_adapter(path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], fl
         raise CheckpointError(f"{path} is a full checkpoint, not a LoRA file; load it as a model instead")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in ckpt.state_dict.items():
+        if not ckpt.official and key.startswith(CONTROL_PREFIX):
+            continue  # a control projection (read_control)
         if not key.endswith((".lora_A", ".lora_B")):
             raise CheckpointError(f"{path}: unexpected key '{key}' in a LoRA file")
         name, which = key.rsplit(".", 1)
@@ -80,9 +125,11 @@ def merge_adapter(model, adapters: dict[str, tuple[torch.Tensor, torch.Tensor]],
 
 
 def load_adapter(model, path) -> None:
-    """Merge the adapter file at `path` into `model` (ours or an original LoRA file)."""
+    """Merge the adapter file at `path` into `model` (ours or an original LoRA file), and give the model the
+    control projection the file holds, if any."""
     adapters, scaling = read_adapter(path)
     merge_adapter(model, adapters, scaling)
+    restore_control(model, read_control(path))
 
 
 # --- training: peft-injected factors ------------------------------------------------------------------------------

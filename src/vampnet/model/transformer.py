@@ -7,7 +7,7 @@ Loading reads official `coarse.pth` / `c2f.pth` files (their LoRA deltas merged 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ class TransformerConfig:
     dropout: float = 0.1
     num_buckets: int = 32
     max_distance: int = 128
+    n_controls: int = 0  # control channels (vampnet.controls) added to the embeddings; 0: the original model
 
     def __post_init__(self):
         if self.embedding_dim % self.n_heads:
@@ -44,6 +45,8 @@ class TransformerConfig:
                 f"n_conditioning_codebooks must be in [0, n_codebooks); got {self.n_conditioning_codebooks} of {self.n_codebooks}")
         if min(self.vocab_size, self.latent_dim, self.n_layers, self.n_heads) < 1:
             raise CheckpointError("transformer config has a non-positive size")
+        if not isinstance(self.n_controls, int) or self.n_controls < 0:
+            raise CheckpointError(f"n_controls must be a non-negative integer, got {self.n_controls!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -64,7 +67,11 @@ class TransformerConfig:
         return cls.from_dict({**kwargs, "latent_dim": kwargs.get("latent_dim", 8)})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; n_controls only when there are controls, so control-free files are written as before."""
+        d = asdict(self)
+        if not d["n_controls"]:
+            del d["n_controls"]
+        return d
 
     @property
     def n_predict_codebooks(self) -> int:
@@ -207,6 +214,23 @@ class CodebookEmbedding(nn.Module):
         return self.proj(self.latents(codes))
 
 
+class ControlProjection(nn.Module):
+    """Per-frame control features (B, T, C) -> (B, T, D) added to the token embeddings where the control is present
+    (B, T). Zero-initialised, so a model that gains it behaves as before until it is trained."""
+
+    def __init__(self, n_controls: int, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(n_controls, dim)
+        if not self.proj.weight.is_meta:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, controls, present):
+        weight = getattr(self.proj, "weight", None)  # (an int8 layer of precision.py takes float32)
+        dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
+        return self.proj(controls.to(dtype)) * present.unsqueeze(-1).to(dtype)
+
+
 class WeightNormLinear(nn.Module):
     """Linear layer with weight normalisation (g * v / ||v|| per output row), used by the classifier."""
 
@@ -231,12 +255,16 @@ class WeightNormLinear(nn.Module):
 class MaskedTransformer(nn.Module):
     """Bidirectional transformer over a (B, K, T) token grid; predicts the K - C non-conditioning codebooks.
 
-    Token id `vocab_size` is MASK. `model(codes)` returns logits (B, K - C, T, vocab_size)."""
+    Token id `vocab_size` is MASK. `model(codes)` returns logits (B, K - C, T, vocab_size). A model with
+    `n_controls` > 0 also takes per-frame control features (B, T, n_controls) and where they are present (B, T);
+    frames without a control (or calls without one) get nothing added, as in a model without controls."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = config
         self.embedding = CodebookEmbedding(config)
+        if config.n_controls:  # (absent otherwise: the state dict keys stay the original's)
+            self.control = ControlProjection(config.n_controls, config.embedding_dim)
         self.rel_bias = RelativePositionBias(config.n_heads, config.num_buckets, config.max_distance)
         self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.embedding_dim)
@@ -249,10 +277,16 @@ class MaskedTransformer(nn.Module):
     vocab_size = property(lambda self: self.config.vocab_size)
     mask_token = property(lambda self: self.config.vocab_size)
 
-    def hidden(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, K, T) codes -> (B, T, D) final normalised hidden states."""
+    n_controls = property(lambda self: self.config.n_controls)
+
+    def hidden(self, codes: torch.Tensor, controls: torch.Tensor | None = None,
+               control_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, T) codes (and optional controls (B, T, C), present (B, T)) -> (B, T, D) final hidden states."""
         self._check_codes(codes)
         x = self.embedding(codes).to(self.norm.weight.dtype)
+        if controls is not None:
+            present = self._control_mask(codes, controls, control_mask)
+            x = x + self.control(controls, present).to(x.dtype)
         bias = self.rel_bias(codes.shape[-1]).to(x.dtype)  # cast once for every layer
         for layer in self.layers:
             x = layer(x, bias)
@@ -262,9 +296,34 @@ class MaskedTransformer(nn.Module):
         """(..., D) hidden states -> (..., P, V) logits."""
         return self.classifier(h).unflatten(-1, (self.n_predict_codebooks, self.vocab_size))
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, K, T) codes with MASK = vocab_size -> (B, P, T, V) logits."""
-        return self.classify(self.hidden(codes)).permute(0, 2, 1, 3)
+    def forward(self, codes: torch.Tensor, controls: torch.Tensor | None = None,
+                control_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, T) codes with MASK = vocab_size (optional controls, see `hidden`) -> (B, P, T, V) logits."""
+        return self.classify(self.hidden(codes, controls, control_mask)).permute(0, 2, 1, 3)
+
+    def _control_mask(self, codes, controls, control_mask):
+        """The checked present mask (B, T) of a control input (all frames when None)."""
+        B, _, T = codes.shape
+        if not self.n_controls:
+            raise OptionError("this model takes no control input (it was trained without controls)")
+        if not isinstance(controls, torch.Tensor) or tuple(controls.shape) != (B, T, self.n_controls):
+            raise OptionError(f"controls must be shaped (batch, frames, {self.n_controls}) = {(B, T, self.n_controls)}, "
+                              f"got {tuple(controls.shape) if isinstance(controls, torch.Tensor) else type(controls).__name__}")
+        if control_mask is None:
+            return torch.ones(B, T, dtype=torch.bool, device=codes.device)
+        if tuple(control_mask.shape) != (B, T):
+            raise OptionError(f"the control mask must be shaped (batch, frames) = {(B, T)}, got {tuple(control_mask.shape)}")
+        return control_mask.bool()
+
+    def add_controls(self, n_controls: int) -> None:
+        """Give a control-free model a zero-initialised control projection (a fine-tune that adds controls)."""
+        if self.n_controls:
+            if self.n_controls != n_controls:
+                raise CheckpointError(f"this model takes {self.n_controls} controls, not {n_controls}")
+            return
+        weight = self.norm.weight
+        self.control = ControlProjection(n_controls, self.config.embedding_dim).to(weight.device)
+        self.config = replace(self.config, n_controls=n_controls)
 
     def _check_codes(self, codes):
         if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ..controls import CONTROL_NAMES
 from ..errors import CheckpointError, OptionError, first_line
 from ..model import TransformerConfig
 
@@ -51,6 +52,13 @@ class TrainConfig:
     # LoRA fine-tuning (vampnet finetune): rank 0 trains every weight
     lora_rank: int = 0
     lora_alpha: float = 16.0
+    # controls (vampnet.controls) the model learns to follow, read from the dataset beside the tokens; model.n_controls
+    # follows. Classifier-free guidance needs the unconditioned model too: with probability control_dropout an
+    # example has no control at all, and with control_span_dropout a kept control misses one random span (up to
+    # half the window), so partial controls (a range only) are learned as well
+    controls: tuple = ()
+    control_dropout: float = 0.3
+    control_span_dropout: float = 0.5
 
     def __post_init__(self):
         model = self.model
@@ -65,6 +73,19 @@ class TrainConfig:
             object.__setattr__(self, "model", model)
         elif not isinstance(model, TransformerConfig):
             raise OptionError(f"model must be a mapping of architecture options, got {model!r}")
+        controls = (self.controls,) if isinstance(self.controls, str) else tuple(self.controls or ())
+        unknown = [c for c in controls if c not in CONTROL_NAMES]
+        if unknown or len(set(controls)) != len(controls):
+            raise OptionError(f"controls must be distinct names among {', '.join(CONTROL_NAMES)}, got {list(controls)}")
+        if controls and not model.n_controls:
+            model = dataclasses.replace(model, n_controls=len(controls))
+        if model.n_controls != len(controls):
+            raise OptionError(f"model.n_controls is {model.n_controls} but {len(controls)} controls are named "
+                              "(set controls: [loudness])")
+        object.__setattr__(self, "controls", controls)
+        object.__setattr__(self, "model", model)
+        if not 0 <= self.control_dropout <= 1 or not 0 <= self.control_span_dropout <= 1:
+            raise OptionError("control_dropout and control_span_dropout must be in [0, 1]")
         positive = ("batch_size", "grad_accum", "max_steps", "warmup_steps", "val_every", "val_windows", "preview_steps")
         for name in positive:
             if getattr(self, name) < 1:
@@ -83,7 +104,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "controls": list(self.controls)}  # (YAML writes lists, not tuples)
 
 
 def check_bf16(value) -> None:

@@ -6,6 +6,8 @@ Layout of a dataset folder (all standard formats, inspectable with numpy / a spr
     index.csv             one row per kept excerpt: source file, split, start, frames, loudness, token file, offset
     tokens/<id>.npy       int16 (codebooks, frames) tokens of one source file's kept excerpts, concatenated;
                           opened memory-mapped
+    loudness/<id>.npy     float16 (frames,) the loudness control (vampnet.controls, dB) of the same frames, measured
+                          on the normalised excerpt the codec encoded (absent in datasets made before controls)
 Files are assigned to train/validation by a hash of their relative path (deterministic, independent of order);
 excerpts quieter than a loudness cutoff are skipped; re-running resumes where it stopped."""
 from __future__ import annotations
@@ -26,10 +28,11 @@ from tqdm.auto import tqdm
 from .. import audio
 from ..audio import find_audio
 from ..codec.bulk import BulkEncoder
+from ..controls import FLOOR_DB, WINDOW_HOPS, loudness_db
 from ..errors import AudioError, OptionError, VampNetError
 from ..serialization import atomic_path
 from ..splits import SPLIT_SALT, VAL_FRACTION, split_of
-from .pack import read_pack, read_pack_meta, write_pack
+from .pack import read_pack, read_pack_controls, read_pack_meta, write_pack
 
 INDEX_FIELDS = ["source", "split", "excerpt", "start_s", "frames", "loudness", "tokens_file", "offset"]
 
@@ -96,11 +99,13 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
     `BulkEncoder` of the codec (the codes of `codec.encode`, sooner)."""
     out = Path(out_dir)
     (out / "tokens").mkdir(parents=True, exist_ok=True)
+    (out / "loudness").mkdir(exist_ok=True)
     manifest = {
         "format": "vampnet-tokens", "version": 1, "codec_fingerprint": codec.fingerprint(),
         "codec_path": str(codec_path) if codec_path else None, "codec_config": codec.config.to_dict(),
         "sample_rate": codec.sample_rate, "hop_length": codec.hop_length, "n_codebooks": codec.n_codebooks,
         "codebook_size": codec.codebook_size, "tokenize": asdict(config),
+        "controls": {"loudness": {"window_hops": WINDOW_HOPS, "floor_db": FLOOR_DB}},
     }
     if (out / "manifest.json").exists():
         old = read_manifest(out)
@@ -129,13 +134,14 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
         excerpts, silent = _excerpts(wav, codec.sample_rate, config)
         stats["silent_excerpts"] += silent
         token_file = f"tokens/{hashlib.sha1(rel.encode()).hexdigest()[:20]}.npy"
-        new_rows, blocks, offset = [], [], 0
+        new_rows, blocks, levels, offset = [], [], [], 0
         for group in _batches(excerpts, batch_size):
             with torch.inference_mode():
                 codes = encode(torch.cat([x for _, x, _ in group])).cpu()
             for (start, x, loud), c in zip(group, codes):
                 frames = math.ceil(x.shape[-1] / codec.hop_length)
                 blocks.append(c[:, :frames].numpy().astype(np.int16))
+                levels.append(loudness_db(x, codec.hop_length).astype(np.float16))
                 new_rows.append({"source": rel, "split": split_of(rel, config.val_fraction, config.split_salt),
                                  "excerpt": len(new_rows), "start_s": round(start / codec.sample_rate, 4),
                                  "frames": frames, "loudness": round(loud, 2), "tokens_file": token_file, "offset": offset})
@@ -143,6 +149,9 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
         if not blocks:
             _record_skip(out, rel, "silent")
             continue
+        with atomic_path(out / loudness_file(token_file)) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.concatenate(levels))
         with atomic_path(out / token_file) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.concatenate(blocks, axis=1))
@@ -151,6 +160,11 @@ def tokenize(audio_dirs, out_dir, codec, config: TokenizeConfig = TokenizeConfig
         stats["encoded"] += 1
         stats["excerpts"] += len(new_rows)
     return stats
+
+
+def loudness_file(token_file: str) -> str:
+    """The loudness control file beside a tokens file: tokens/<id>.npy -> loudness/<id>.npy."""
+    return "loudness/" + Path(token_file).name
 
 
 def _excerpts(wav, sr, config):
@@ -218,7 +232,7 @@ def make_pack(dataset, output, codec, n_codebooks: int | None = None, max_train_
         raise DatasetError(f"the dataset has {k_all} codebooks; cannot keep {k}")
     rows = _choose_files(rows, max_train_hours, manifest["sample_rate"] / manifest["hop_length"])
 
-    blocks, out_rows, base = [], [], 0
+    blocks, levels, out_rows, base = [], [], [], 0
     by_file: dict[str, list[dict]] = {}
     for r in rows:
         by_file.setdefault(r["tokens_file"], []).append(r)
@@ -228,13 +242,18 @@ def make_pack(dataset, output, codec, n_codebooks: int | None = None, max_train_
         if tokens.ndim != 2 or tokens.shape[0] < k or tokens.shape[1] < used:
             raise DatasetError(f"{dataset / name} does not hold the frames its index rows name")
         blocks.append(np.asarray(tokens[:k, :used]))
+        level_path = dataset / loudness_file(name)
+        levels.append(np.load(level_path)[:used].astype(np.float32) if level_path.is_file() else None)
         for r in file_rows:
             out_rows.append({key: r[key] for key in ("source", "split", "excerpt", "start_s", "frames", "loudness")}
                             | {"offset": base + r["offset"]})
         base += used
     codes = np.concatenate(blocks, axis=1) if blocks else np.zeros((k, 0), np.int16)
     codebooks = np.stack([q.codebook.weight.detach().float().cpu().numpy() for q in codec.quantizer.quantizers])
-    size = write_pack(output, manifest | {"n_codebooks": k, "codec_n_codebooks": k_all}, out_rows, codes, codebooks)
+    # the loudness control travels when every file has it (datasets made before controls have none)
+    loudness = np.concatenate(levels) if levels and all(x is not None for x in levels) else None
+    size = write_pack(output, manifest | {"n_codebooks": k, "codec_n_codebooks": k_all}, out_rows, codes, codebooks,
+                      loudness)
     hours = sum(r["frames"] for r in out_rows) / (manifest["sample_rate"] / manifest["hop_length"]) / 3600
     return {"file": str(output), "bytes": size, "codebooks": k, "hours": round(hours, 4),
             "bytes_per_hour": round(size / hours) if hours else None,
@@ -265,16 +284,21 @@ class TokenDataset:
     `batch(indices)` returns (B, K, window) int64 windows; `sample_indices(generator, n)` draws windows uniformly
     over all frames (an excerpt long enough for the window is chosen with probability proportional to its
     length, then an offset). Validation uses `fixed_indices(n)`: n windows spread evenly over the split.
-    `codebooks` is a pack's codec codebook vectors (K_codec, V, L) tensor, None for a folder."""
+    `codebooks` is a pack's codec codebook vectors (K_codec, V, L) tensor, None for a folder. `loudness(indices)`
+    returns the windows' loudness control (B, window) in dB."""
 
     def __init__(self, folder, split: str, window_frames: int, n_codebooks: int | None = None):
         self.folder = Path(folder)
         self.window = int(window_frames)
         self._arrays: dict[str, np.ndarray] = {}
+        self._levels: dict[str, np.ndarray] = {}
         self.codebooks = None
         if self.folder.is_file():
-            self.manifest, all_rows, codes, codebooks = _load_pack(str(self.folder.resolve()), self.folder.stat().st_mtime_ns)
+            self.manifest, all_rows, codes, codebooks, controls = _load_pack(str(self.folder.resolve()),
+                                                                             self.folder.stat().st_mtime_ns)
             self._arrays[""] = codes
+            if "loudness" in controls:
+                self._levels[""] = controls["loudness"]
             self.codebooks = torch.from_numpy(codebooks)
             all_rows = [r | {"tokens_file": ""} for r in all_rows]
         else:
@@ -299,11 +323,32 @@ class TokenDataset:
             self._arrays[name] = np.load(self.folder / name, mmap_mode="r")
         return self._arrays[name]
 
-    def window_at(self, index: int) -> np.ndarray:
+    def _where(self, index: int) -> tuple[str, int]:
+        """(tokens file, first frame) of window `index`."""
         row = int(np.searchsorted(self._cum, index, side="right") - 1)
         r = self.rows[row]
-        start = r["offset"] + index - int(self._cum[row])
-        return self._tokens(r["tokens_file"])[: self.n_codebooks, start:start + self.window]
+        return r["tokens_file"], r["offset"] + index - int(self._cum[row])
+
+    def window_at(self, index: int) -> np.ndarray:
+        name, start = self._where(index)
+        return self._tokens(name)[: self.n_codebooks, start:start + self.window]
+
+    def _loudness(self, name: str) -> np.ndarray:
+        if name not in self._levels:
+            path = self.folder / loudness_file(name)
+            if self.folder.is_file() or not path.is_file():
+                raise DatasetError(f"{self.folder} has no loudness control (tokenised before controls existed, or "
+                                   "packed from such a dataset): tokenise the audio again into a new folder")
+            self._levels[name] = np.load(path, mmap_mode="r")
+        return self._levels[name]
+
+    def loudness(self, indices) -> torch.Tensor:
+        """(B, window) float32 loudness control (dB) of the windows `indices`, aligned with `batch(indices)`."""
+        out = []
+        for i in indices:
+            name, start = self._where(i)
+            out.append(np.asarray(self._loudness(name)[start:start + self.window], np.float32))
+        return torch.from_numpy(np.stack(out))
 
     def sample_indices(self, generator: torch.Generator, n: int) -> list[int]:
         return torch.randint(0, len(self), (n,), generator=generator).tolist()
@@ -321,4 +366,4 @@ class TokenDataset:
 @lru_cache(maxsize=2)
 def _load_pack(path: str, mtime_ns: int):
     """A pack read once for both splits (keyed by its modification time, so a rewritten pack is read again)."""
-    return read_pack(path)
+    return (*read_pack(path), read_pack_controls(path))

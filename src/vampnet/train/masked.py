@@ -3,7 +3,8 @@
 Per item r ~ U(0, 1) from a scrambled Sobol sequence; each token is masked with probability cos(pi r / 2)
 (conditioning codebooks never); cross-entropy with label smoothing on masked tokens only; AdamW with the Noam
 warm-up schedule and gradient clipping. Validation reports loss and masked-token accuracy (top-1, top-25) for
-r < 0.5 and r >= 0.5. The run itself (checkpoints `latest`, `best`, `step-N` that resume exactly, the log, DDP under
+r < 0.5 and r >= 0.5. A run with controls (cfg.controls) feeds the dataset's per-frame controls to the model, each
+example's dropped as a whole or over a span (control_dropout_mask) so one model serves guided sampling. The run itself (checkpoints `latest`, `best`, `step-N` that resume exactly, the log, DDP under
 torchrun) is loop.RunLoop's; LoRA runs train and save only the adapters (model/lora.py)."""
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from .. import audio, prompts
 from ..codec import Codec
 from ..errors import OptionError
 from ..model import MaskedTransformer
-from ..model.lora import ADAPTER_FILE, extract_adapters, inject_lora, read_adapter, restore_adapters, save_adapter
+from ..controls import scale_features
+from ..model.lora import (ADAPTER_FILE, control_state, extract_adapters, inject_lora, read_adapter, read_control,
+                          restore_adapters, restore_control, save_adapter)
 from ..sampling import generate
 from . import distributed
 from .config import TrainConfig
@@ -55,6 +58,8 @@ def build_model(cfg: TrainConfig, codebooks: torch.Tensor, codec: Codec | None =
         theirs = codebooks[: model.n_codebooks].float()
         if mine.shape != theirs.shape or not torch.allclose(mine, theirs):
             raise OptionError(f"--init model {cfg.init} embeds tokens of another codec than the dataset's")
+        if cfg.model.n_controls:  # a fine-tune that teaches a control-free model to follow controls
+            model.add_controls(cfg.model.n_controls)
         return model
     if cfg.model.n_codebooks > codebooks.shape[0]:
         raise OptionError(f"the model would use {cfg.model.n_codebooks} codebooks; the codec has {codebooks.shape[0]}")
@@ -66,11 +71,32 @@ def build_model(cfg: TrainConfig, codebooks: torch.Tensor, codec: Codec | None =
     return model
 
 
-def masked_token_loss(model, codes: torch.Tensor, mask: torch.Tensor, label_smoothing: float, autocast=nullcontext):
+def control_dropout_mask(batch: int, frames: int, p_example: float, p_span: float, generator) -> torch.Tensor:
+    """(batch, frames) bool, True where the control is given: an example keeps none with probability p_example;
+    a kept one misses one random span of 1 to frames/2 frames with probability p_span."""
+    t = torch.arange(frames)
+    drop = torch.rand(batch, generator=generator) < p_example
+    span = torch.rand(batch, generator=generator) < p_span
+    length = (torch.rand(batch, generator=generator) * max(1, frames // 2)).long() + 1
+    start = (torch.rand(batch, generator=generator) * (frames - length + 1)).long()
+    in_span = (t >= start[:, None]) & (t < (start + length)[:, None])
+    return ~drop[:, None] & ~(span[:, None] & in_span)
+
+
+def window_controls(names: tuple, data: TokenDataset, indices) -> torch.Tensor:
+    """(B, window, C) model features of the controls `names` (loudness, the one there is) for dataset windows."""
+    return scale_features(torch.stack([data.loudness(indices)], -1), names)
+
+
+def masked_token_loss(model, codes: torch.Tensor, mask: torch.Tensor, label_smoothing: float, autocast=nullcontext,
+                      controls: torch.Tensor | None = None, control_mask: torch.Tensor | None = None):
     """(sum of cross-entropy over masked predicted tokens, their count, logits of those tokens, their targets)."""
     C = mask.shape[1] - _n_predict(model)
     with autocast():
-        logits = model(torch.where(mask, _mask_token(model), codes))  # (B, P, T, V)
+        if controls is None:
+            logits = model(torch.where(mask, _mask_token(model), codes))  # (B, P, T, V)
+        else:
+            logits = model(torch.where(mask, _mask_token(model), codes), controls, control_mask)
     sel = mask[:, C:]
     picked, target = logits[sel].float(), codes[:, C:][sel]
     loss = F.cross_entropy(picked, target, label_smoothing=label_smoothing, reduction="sum")
@@ -113,6 +139,10 @@ class Trainer(RunLoop):
         self.model = build_model(cfg, codebooks, self.codec).to(cfg.device)
         if cfg.lora_rank > 0:  # LoRA runs add adapters and train only them; otherwise every weight trains
             inject_lora(self.model, cfg.lora_rank, cfg.lora_alpha)
+            if cfg.controls:  # ... and the control projection, which is new
+                self.model.control.requires_grad_(True)
+        if cfg.controls:
+            self.train_data.loudness([0])  # a dataset without the controls fails here, not at the first step
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
         if resume:
@@ -137,13 +167,16 @@ class Trainer(RunLoop):
         write = None
         if self.cfg.lora_rank > 0:
             base = self.model.config.to_dict()
-            write = lambda tmp: save_adapter(tmp / ADAPTER_FILE, *extract_adapters(self.model), base)
+            write = lambda tmp: save_adapter(tmp / ADAPTER_FILE, *extract_adapters(self.model), base,
+                                             control_state(self.model))
         save_training_checkpoint(folder, self.model, self.optimizer, state, write)
 
     def load_checkpoint(self, folder: Path) -> dict:
         read = None
         if self.cfg.lora_rank > 0:
-            read = lambda found: restore_adapters(self.model, read_adapter(found / ADAPTER_FILE)[0])
+            def read(found):
+                restore_adapters(self.model, read_adapter(found / ADAPTER_FILE)[0])
+                restore_control(self.model, read_control(found / ADAPTER_FILE))
         return load_training_checkpoint(folder, self.model, self.optimizer, read_model=read)
 
     def synced_modules(self) -> dict:
@@ -169,10 +202,15 @@ class Trainer(RunLoop):
             r = self.sobol.draw(B).squeeze(1)
             mask = prompts.training_mask((B, K, self.frames), r, C, data_gen)[d.slice(B)]
             codes = self.train_data.batch(idx[d.slice(B)])
+            controls = present = None
+            if cfg.controls:  # drawn after the masks, so runs without controls draw what they always drew
+                present = control_dropout_mask(B, self.frames, cfg.control_dropout, cfg.control_span_dropout,
+                                               data_gen)[d.slice(B)].to(cfg.device)
+                controls = window_controls(cfg.controls, self.train_data, idx[d.slice(B)]).to(cfg.device)
             sync = nullcontext() if (not d.enabled or micro == cfg.grad_accum - 1) else self.forward_model.no_sync()
             with sync:
                 loss_sum, count, _, _ = masked_token_loss(self.forward_model, codes.to(cfg.device), mask.to(cfg.device),
-                                                          cfg.label_smoothing, self.autocast)
+                                                          cfg.label_smoothing, self.autocast, controls, present)
                 n = d.all_reduce_sum(count.detach().float().cpu().clone()).clamp(min=1)
                 (loss_sum * d.world / n / cfg.grad_accum).backward()
             total += torch.stack([loss_sum.detach().float().cpu(), count.float().cpu()])
@@ -187,7 +225,7 @@ class Trainer(RunLoop):
             return {}
         cfg = self.cfg
         return masked_accuracy(self.model, self.val_data, cfg.val_windows, seed=cfg.seed, device=cfg.device,
-                               autocast=self.autocast, dist=self.dist)
+                               autocast=self.autocast, dist=self.dist, controls=cfg.controls)
 
     def after_step(self, row: dict) -> None:
         if self.cfg.preview_every and self.step % self.cfg.preview_every == 0 and self.dist.main:
@@ -210,11 +248,12 @@ class Trainer(RunLoop):
 
 @torch.no_grad()
 def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu", autocast=nullcontext,
-                    dist=None) -> dict:
+                    dist=None, controls: tuple = ()) -> dict:
     """Loss (plain cross-entropy) and masked-token top-1/top-25 accuracy of `model` on fixed windows of a
     TokenDataset, with evenly spaced mask ratios r, split into r < 0.5 ("lo") and r >= 0.5 ("hi"). A token is
     masked with probability cos(pi r / 2), so "lo" hides more than 71 % of the tokens (little context) and "hi"
-    fewer. The same windows and masks for every model, so numbers compare across runs."""
+    fewer. The same windows and masks for every model, so numbers compare across runs. `controls`: the names of
+    the controls a model with controls is given on every frame."""
     d = dist or distributed.Dist()
     was_training = model.training
     model.eval()
@@ -229,7 +268,8 @@ def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu
     stats = torch.zeros(2, 4)
     for i in range(d.rank, n, d.world):
         codes = data.batch([idx[i]]).to(device)
-        loss, count, logits, target = masked_token_loss(model, codes, masks[i:i + 1].to(device), 0.0, autocast)
+        given = window_controls(controls, data, [idx[i]]).to(device) if controls else None
+        loss, count, logits, target = masked_token_loss(model, codes, masks[i:i + 1].to(device), 0.0, autocast, given)
         top = logits.topk(min(25, logits.shape[-1]), -1).indices
         hits1 = (top[:, 0] == target).sum()
         hits25 = (top == target[:, None]).any(-1).sum()

@@ -8,6 +8,8 @@ A pack is a numpy .npz archive (a zip; numpy alone reads it, no pickle):
     codes       uint8   the codes, bit-packed at ceil(log2(codebook_size)) bits each (10 for 1024 entries),
                         codebook by codebook over all frames; the source files' tokens one after another
     codebooks   float32 (codec codebooks, codebook_size, codebook_dim): every codebook vector of the codec
+    loudness    uint8   (frames,) optional: the per-frame loudness control (vampnet.controls) of every frame of
+                        `codes`, as round((dB + 80) * 2): 0.5 dB steps from the -80 dB floor (meta "controls")
 Members are stored, not deflated: bit-packed codes of a well-used codebook barely compress (BENCHMARKS.md)."""
 from __future__ import annotations
 
@@ -55,16 +57,34 @@ def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
     return out
 
 
-def write_pack(output, manifest: dict, rows: list[dict], codes: np.ndarray, codebooks: np.ndarray) -> int:
+def encode_loudness(db: np.ndarray) -> np.ndarray:
+    """Loudness in dB -> the pack's uint8 (0.5 dB steps above -80 dB, clipped to [-80, 47.5])."""
+    return np.clip(np.round((np.asarray(db, np.float32) + 80.0) * 2.0), 0, 255).astype(np.uint8)
+
+
+def decode_loudness(data: np.ndarray) -> np.ndarray:
+    """The pack's uint8 loudness -> dB (float32)."""
+    return data.astype(np.float32) / 2.0 - 80.0
+
+
+def write_pack(output, manifest: dict, rows: list[dict], codes: np.ndarray, codebooks: np.ndarray,
+               loudness: np.ndarray | None = None) -> int:
     """Write a pack atomically: `codes` (K, frames) ints below manifest's codebook_size, `rows` with offsets into
-    them, `codebooks` the codec's (K_codec, V, L) vectors. Returns the file's size in bytes."""
+    them, `codebooks` the codec's (K_codec, V, L) vectors, `loudness` (frames,) dB or None. Returns the file's
+    size in bytes."""
     bits = max(1, math.ceil(math.log2(manifest["codebook_size"])))
     k, frames = codes.shape
     if k != manifest["n_codebooks"]:
         raise PackError(f"the manifest names {manifest['n_codebooks']} codebooks, the codes have {k}")
     meta = {"format": FORMAT, "version": VERSION, "bits": bits, "frames": int(frames), "manifest": manifest, "rows": rows}
+    controls = {}
+    if loudness is not None:
+        if np.shape(loudness) != (frames,):
+            raise PackError(f"the loudness control has {np.shape(loudness)} values for {frames} frames")
+        controls["loudness"] = encode_loudness(loudness)
+        meta["controls"] = ["loudness"]
     members = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), "codes": pack_bits(codes, bits),
-               "codebooks": np.ascontiguousarray(codebooks, np.float32)}
+               "codebooks": np.ascontiguousarray(codebooks, np.float32), **controls}
     with atomic_path(Path(output)) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
             for key, value in members.items():
@@ -83,6 +103,13 @@ def read_pack(path) -> tuple[dict, list[dict], np.ndarray, np.ndarray]:
     k, frames = int(manifest["n_codebooks"]), int(meta["frames"])
     codes = unpack_bits(packed, int(meta["bits"]), k * frames).reshape(k, frames)
     return manifest, meta["rows"], codes, codebooks
+
+
+def read_pack_controls(path) -> dict[str, np.ndarray]:
+    """The control arrays of a pack ({"loudness": (frames,) dB}), empty for a pack made without them."""
+    names = read_pack_meta(path).get("controls", [])
+    with np.load(path, allow_pickle=False) as z:
+        return {name: decode_loudness(z[name]) for name in names if name == "loudness"}
 
 
 def read_pack_meta(path) -> dict:
