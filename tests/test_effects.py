@@ -54,9 +54,10 @@ def test_a_studio_vamp_keeping_every_token_with_pitch_shift_12_is_an_octave_up(t
     shift applied before encoding is what moves the pitch."""
     clip = tmp_path / "tone.wav"
     sf.write(clip, harmonic_tone(220.0)[0, 0].numpy(), SR)
-    studio = Studio(pipeline=Pipeline.from_pretrained())
-    try:
-        kept = dict(periodic=1, upper_codebooks=14, seed=0, steps=1)  # a prompt of every token: nothing generated
+    pipeline = Pipeline.from_pretrained()
+    studio = Studio(pipeline=pipeline)
+    try:  # a prompt of every token of every codebook: nothing generated
+        kept = dict(periodic=1, upper_codebooks=pipeline.n_codebooks, seed=0, steps=1)
         plain = studio.generate(clip, Settings(**kept))
         shifted = studio.generate(clip, Settings(pitch_shift=12, **kept))
     finally:
