@@ -9,6 +9,7 @@ import torch
 from conftest import SET_A, sine_mix
 from vampnet import CheckpointError, Codec, MaskedTransformer, OptionError, Pipeline, SamplingConfig
 from vampnet import precision as P
+from vampnet.model import packed
 from vampnet.spectral import multiscale_mel_distance
 
 
@@ -128,3 +129,45 @@ def test_int8_mode_on_cpu_replaces_every_linear_layer():
     model = P.apply_to_transformer(MaskedTransformer.load(SET_A / "coarse.pth", Codec.load(SET_A / "codec.pth")), "int8")
     kinds = {type(m) for m in model.modules()}
     assert P.Int8Linear in kinds and torch.nn.Linear not in kinds
+
+
+def _small_transformer(seed=0):
+    from vampnet.model import TransformerConfig
+    torch.manual_seed(seed)
+    return MaskedTransformer(TransformerConfig(n_codebooks=4, n_layers=2, embedding_dim=128, n_heads=2)).eval()
+
+
+@pytest.mark.skipif(not (P.cpu_has_bf16() and packed.available()), reason="needs a CPU with bf16 instructions")
+def test_bf16_on_a_cpu_with_bf16_runs_prepacked_products_with_the_plain_casts_numbers():
+    import copy
+    base = _small_transformer()
+    plain = P.apply_to_transformer(copy.deepcopy(base), "bf16", packed=False)
+    fast = P.apply_to_transformer(copy.deepcopy(base), "bf16")
+    kinds = {type(m).__name__ for m in fast.modules()}
+    assert {"PackedSelfAttention", "PackedGEGLU", "PackedLinear"} <= kinds and "Linear" not in kinds
+    for shape in ((1, 4, 575), (3, 4, 50)):  # any batch and length
+        codes = torch.randint(0, 1025, shape, generator=torch.Generator().manual_seed(1))
+        want, got = logits(plain, codes), logits(fast, codes)
+        assert ((got - want).norm() / want.norm()).item() < 2e-2
+        assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() > 0.95
+
+
+def test_bf16_without_the_prepacked_kernels_is_the_plain_cast(monkeypatch):
+    monkeypatch.setattr(packed, "available", lambda: False)
+    model = P.apply_to_transformer(_small_transformer(), "bf16")
+    assert not any(type(m).__name__.startswith("Packed") for m in model.modules())
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+@pytest.mark.skipif(not (P.cpu_has_bf16() and packed.available()), reason="needs a CPU with bf16 instructions")
+def test_a_prepacked_model_copies_and_compiles_to_its_own_numbers():
+    import copy
+    import shutil
+    model = P.apply_to_transformer(_small_transformer(), "bf16")
+    codes = torch.randint(0, 1025, (2, 4, 40), generator=torch.Generator().manual_seed(2))
+    want = logits(model, codes)
+    assert torch.equal(logits(copy.deepcopy(model), codes), want)  # a copy shares the read-only packed weights
+    if shutil.which("g++") or shutil.which("c++"):  # torch.compile's CPU code needs a C++ compiler
+        with torch.inference_mode():
+            compiled = torch.compile(lambda c: model(c), fullgraph=True, dynamic=False)(codes).float()
+        assert ((compiled - want).norm() / want.norm()).item() < 2e-2

@@ -17,6 +17,7 @@ from torch import nn
 
 from .codec.model import DecoderBlock
 from .errors import OptionError
+from .model import packed as packed_kernels
 from .quiet import quiet_torchao
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -107,12 +108,18 @@ def codec_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def apply_to_transformer(model, precision: str):
-    """Cast (bf16) or quantise (int8) a loaded transformer for inference. It can no longer be saved."""
+def apply_to_transformer(model, precision: str, *, packed: bool | None = None):
+    """Cast (bf16) or quantise (int8) a loaded transformer for inference. It can no longer be saved.
+
+    bf16 on a CPU with bf16 instructions runs through oneDNN's prepacked products (`model.packed`) unless
+    `packed` is False (None: wherever they are available)."""
     if _already(model, precision) or precision == "fp32":
         return model
     model.fold_for_inference()
     model = model.to(torch.bfloat16) if precision == "bf16" else quantize_linears(model)
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if precision == "bf16" and on_cpu and packed is not False and cpu_has_bf16() and packed_kernels.available():
+        packed_kernels.pack_for_cpu(model)
     release_file_pages(model)
     model.precision = precision
     return model
