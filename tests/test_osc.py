@@ -67,8 +67,9 @@ def receive(sock) -> tuple[str, list]:
 def test_a_loop_comes_back_as_the_path_of_the_written_variation(bridge, looper, loop_file):
     target, _, studio = bridge
     send(looper, "/vampnet/loop", target, str(loop_file), "steps", 4, "seed", 3)
-    address, (out, source, seed) = receive(looper)
+    address, (out, source, seed, precision) = receive(looper)
     assert address == "/vampnet/result" and source == str(loop_file) and seed == 3
+    assert precision == "fp32"  # the precision the models ran in (the tests pin auto to fp32)
     data, sr = sf.read(out)
     assert sr == 22050 and np.isfinite(data).all()
     assert len(data) == sf.info(str(loop_file)).frames == 1.5 * sr  # the whole clip, looped, to the sample
@@ -81,20 +82,20 @@ def test_next_is_answered_from_the_variations_queued_ahead(bridge, looper, loop_
     target, state, _ = bridge
     send(looper, "/vampnet/ahead", target, 2)
     send(looper, "/vampnet/loop", target, str(loop_file), "steps", 2, "seed", 10)
-    address, (first, _, seed) = receive(looper)
+    address, (first, _, seed, _) = receive(looper)
     assert address == "/vampnet/result" and seed == 10
     deadline = time.monotonic() + TIMEOUT
     while len(state.ready) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     queued = list(state.ready)
-    assert [s for _, s in queued] == [11, 12] and all(p.is_file() for p, _ in queued)
+    assert [s for _, s, _ in queued] == [11, 12] and all(p.is_file() for p, _, _ in queued)
     send(looper, "/vampnet/next", target)
-    address, (out, _, seed) = receive(looper)
-    assert address == "/vampnet/result" and (Path(out), seed) == queued[0]  # already written: no wait
+    address, (out, _, seed, precision) = receive(looper)
+    assert address == "/vampnet/result" and (Path(out), seed, precision) == queued[0]  # already written: no wait
     assert Path(out) != Path(first) and not np.array_equal(sf.read(out)[0], sf.read(first)[0])
     # new options make the queued variations stale: the next one follows them
     send(looper, "/vampnet/next", target, "preset", "wild", "seed", 40)
-    address, (out, _, seed) = receive(looper)
+    address, (out, _, seed, _) = receive(looper)
     assert address == "/vampnet/result" and seed == 40
 
 
@@ -105,11 +106,11 @@ def test_a_new_loop_replaces_the_old_ones_queue(bridge, looper, loop_file, tmp_p
     send(looper, "/vampnet/loop", target, str(loop_file), "steps", 2, "seed", 0)
     assert receive(looper)[0] == "/vampnet/result"
     send(looper, "/vampnet/loop", target, str(other), "steps", 2, "seed", 5)
-    address, (out, source, seed) = receive(looper)
+    address, (out, source, seed, _) = receive(looper)
     assert address == "/vampnet/result" and source == str(other) and seed == 5
     assert abs(sf.info(out).duration - 1.0) < 0.01
     send(looper, "/vampnet/next", target)
-    assert receive(looper)[1][1:] == [str(other), 6]
+    assert receive(looper)[1][1:3] == [str(other), 6]
 
 
 def test_bad_requests_get_one_line_errors(bridge, looper, loop_file, tmp_path):

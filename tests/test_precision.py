@@ -58,6 +58,7 @@ def test_pipeline_runs_in_each_mode_and_records_it(mode):
 @pytest.mark.parametrize("bf16,vnni,chosen", [(True, True, "bf16"), (True, False, "bf16"), (False, True, "int8"),
                                                (False, False, "fp32")])
 def test_auto_takes_native_bf16_then_vnni_int8_and_never_emulated_bf16(monkeypatch, bf16, vnni, chosen):
+    monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
     monkeypatch.setattr(P, "cpu_has_bf16", lambda: bf16)
     monkeypatch.setattr(P, "cpu_has_vnni", lambda: vnni)
     monkeypatch.setattr(P, "fused_int8_available", lambda: True)
@@ -69,7 +70,8 @@ def test_auto_takes_native_bf16_then_vnni_int8_and_never_emulated_bf16(monkeypat
         P.codec_dtype("auto", torch.device("cpu"))
 
 
-def test_auto_on_this_cpu_runs_a_mode_within_its_tolerance_of_fp32():
+def test_auto_on_this_cpu_runs_a_mode_within_its_tolerance_of_fp32(monkeypatch):
+    monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
     chosen, why = P.choose("auto")
     assert chosen != "bf16" or P.cpu_has_bf16()  # never emulated bf16, whatever CPU runs the tests
     pipe = Pipeline.load(SET_A, precision="auto")
@@ -171,3 +173,17 @@ def test_a_prepacked_model_copies_and_compiles_to_its_own_numbers():
         with torch.inference_mode():
             compiled = torch.compile(lambda c: model(c), fullgraph=True, dynamic=False)(codes).float()
         assert ((compiled - want).norm() / want.norm()).item() < 2e-2
+
+
+def test_vampnet_precision_says_what_auto_means_and_is_checked(monkeypatch):
+    monkeypatch.setenv("VAMPNET_PRECISION", "int8")
+    assert P.choose("auto") == ("int8", "precision auto: int8 (VAMPNET_PRECISION)")
+    assert P.choose("bf16") == ("bf16", None)  # a precision given is not overridden
+    monkeypatch.setenv("VAMPNET_PRECISION", "fp16")
+    with pytest.raises(OptionError, match="VAMPNET_PRECISION must be one of fp32, bf16, int8, got 'fp16'"):
+        P.choose("auto")
+
+
+def test_the_default_precision_is_auto():
+    from vampnet import PipelineConfig
+    assert PipelineConfig().precision == "auto"

@@ -145,8 +145,9 @@ def regenerated_spans(mask: torch.Tensor, frame_rate: float, min_kept_s: float =
     return [(a, b) for a, b in spans]
 
 
-def label_list(mask: torch.Tensor, frame_rate: float) -> dict:
-    """A pyharp LabelList (as JSON) marking the regenerated spans of a (K, T) mask."""
+def label_list(mask: torch.Tensor, frame_rate: float, precision: str | None = None) -> dict:
+    """A pyharp LabelList (as JSON) marking the regenerated spans of a (K, T) mask; each says the precision the
+    models ran in, when given (what "auto" chose)."""
     r, g, b = LABEL_COLOR
     color = (round(0.5 * 255) << 24) + (r << 16) + (g << 8) + b
     lowest_kept = not mask[0].any()
@@ -155,7 +156,8 @@ def label_list(mask: torch.Tensor, frame_rate: float) -> dict:
         share = float(mask[:, a:e].float().mean())
         labels.append({"label_type": "AudioLabel", "t": round(a / frame_rate, 4), "duration": round((e - a) / frame_rate, 4),
                        "label": "detail regenerated" if lowest_kept else "regenerated",
-                       "description": f"{100 * share:.0f}% of the tokens here were generated, the rest kept from the input",
+                       "description": f"{100 * share:.0f}% of the tokens here were generated, the rest kept from the input"
+                                      + (f" ({precision})" if precision else ""),
                        "color": color})
     return {"meta": {"_type": "pyharp.LabelList"}, "labels": labels}
 
@@ -177,7 +179,7 @@ class HarpEndpoint:
         with self._job() as cancel:
             result = self.studio.generate(audio_path, settings, cancel=cancel)
         frame_rate = self.studio.pipeline(settings.model, Studio.pipeline_config(settings)).frame_rate
-        return str(result.audio[0]), label_list(result.results[0].mask[0], frame_rate)
+        return str(result.audio[0]), label_list(result.results[0].mask[0], frame_rate, result.settings["precision"])
 
     def cancel(self) -> int:
         """Stop the running jobs at their next sampling step; returns how many were running."""

@@ -8,7 +8,8 @@ Messages in (UDP, to --port; every option is a key/value pair after the fixed ar
   /vampnet/ahead N                     keep N variations ready ahead (0 to 8; default --ahead)
   /vampnet/stop                        stop the running job and forget the loop
 Messages out (to the sender's address, or its host at --reply-port):
-  /vampnet/result OUT SOURCE SEED      a variation of SOURCE was written (atomically; WAV unless file_type says) at OUT
+  /vampnet/result OUT SOURCE SEED PRECISION   a variation of SOURCE was written (atomically; WAV unless file_type
+                                       says) at OUT, by the models in PRECISION (fp32, bf16 or int8: what auto chose)
   /vampnet/error MESSAGE               one line saying what went wrong
 Options are the studio's settings (vampnet.ui.Settings) by name: mode (loop: seamless, the default; or vamp),
 preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets, dropout, temperature, top_p, steps,
@@ -75,7 +76,7 @@ class LoopBridge:
         self._generation = 0          # bumped whenever what is queued becomes stale
         self._next_seed = 0
         self._written = 0
-        self.ready: deque[tuple[Path, int]] = deque()
+        self.ready: deque[tuple[Path, int, str]] = deque()
         self._waiting: deque[tuple] = deque()
         self._cancel = threading.Event()
         self._closed = False
@@ -99,8 +100,8 @@ class LoopBridge:
             if options:
                 self._restart(parse_options(options, self._settings))
             if self.ready:
-                out, seed = self.ready.popleft()
-                self.reply(sender, f"{PREFIX}/result", [str(out), str(self._source), seed])
+                out, seed, precision = self.ready.popleft()
+                self.reply(sender, f"{PREFIX}/result", [str(out), str(self._source), seed, precision])
             else:
                 self._waiting.append(sender)
             self._cond.notify_all()
@@ -148,7 +149,7 @@ class LoopBridge:
                 self._next_seed += 1
                 self._cancel = cancel = threading.Event()
             try:
-                out = self._make(source, settings, cancel)
+                out, precision = self._make(source, settings, cancel)
             except Cancelled:
                 continue
             except Exception as e:  # noqa: BLE001  (a looper gets one line, never a traceback)
@@ -164,17 +165,18 @@ class LoopBridge:
                 if generation != self._generation:
                     continue
                 if self._waiting:
-                    self.reply(self._waiting.popleft(), f"{PREFIX}/result", [str(out), str(source), settings.seed])
+                    self.reply(self._waiting.popleft(), f"{PREFIX}/result",
+                               [str(out), str(source), settings.seed, precision])
                 else:
-                    self.ready.append((out, settings.seed))
+                    self.ready.append((out, settings.seed, precision))
 
-    def _make(self, source: Path, settings: Settings, cancel: threading.Event) -> Path:
+    def _make(self, source: Path, settings: Settings, cancel: threading.Event) -> tuple[Path, str]:
         result = self.studio.generate(source, settings, cancel=cancel)
         self._written += 1
         out = self.out_dir / f"{source.stem}-{self._written:04d}-s{settings.seed}{result.audio[0].suffix}"
         with atomic_path(out) as tmp:
             shutil.copyfile(result.audio[0], tmp)
-        return out
+        return out, result.settings["precision"]
 
 
 def _check_ahead(n) -> int:
@@ -256,7 +258,7 @@ def run_bridge(make, models: str | None, out_dir, *, device: str = "cpu", max_se
     first, so a bad --models fails at once."""
     studio = Studio(models, device=device, max_seconds=max_seconds)
     try:
-        studio.pipeline(None, "fp32")
+        studio.pipeline(None)
         server, bridge = make(studio, out_dir, **options)
         try:
             if on_ready:

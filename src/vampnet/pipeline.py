@@ -48,8 +48,10 @@ class PipelineConfig:
                                 label="fine chunk", unit="s", minimum=0.1, slider=(0.5, 10.0), step=0.5)
     c2f_batch_size: int = option(16, "fine chunks made at once (more: faster on a GPU, more memory)",
                                  label="fine chunks at once", minimum=1, slider=(1, 64), step=1)
-    precision: str = option("fp32", "how the models compute: fp32 is exact; bf16 and int8 are faster where the "
-                            "hardware has them; auto picks the fastest for this machine", choices=precision_mod.PRECISIONS)
+    precision: str = option("auto", "how the models compute: auto picks the fastest that stays within the "
+                            "original's seed-to-seed spread on this machine (bf16 on CPUs with bf16 instructions); fp32 "
+                            "gives the original's exact numbers; bf16 and int8 are faster where the hardware has them",
+                            choices=precision_mod.PRECISIONS)
     capture: str = option("off", "how the sampler runs: off (eager, fastest on a CPU), static, compile "
                           "(torch.compile) or graph (CUDA graphs, CUDA only); all give the same tokens for a seed in "
                           "fp32", choices=("off", *CAPTURE_MODES))
@@ -146,8 +148,8 @@ class Pipeline:
         same, since the models were converted to it."""
         if config == self.config:
             return self
-        if config.precision != self.config.precision:
-            raise OptionError(f"these models run in {self.config.precision}; load them again for {config.precision}")
+        if precision_mod.choose(config.precision, self.device)[0] != self.precision:  # "auto" is what it chose here
+            raise OptionError(f"these models run in {self.precision}; load them again for {config.precision}")
         return Pipeline(self.codec, self.coarse, self.c2f, device=self.device, config=config)
 
     @classmethod

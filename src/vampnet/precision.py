@@ -8,6 +8,7 @@ Norms, softmax, sampling and the codec's vector quantiser stay in float32 in eve
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 import weakref
 from functools import lru_cache
@@ -22,6 +23,7 @@ from .quiet import quiet_torchao
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 MODES = PRECISIONS[1:]  # what "auto" resolves to, and what the models are converted to
+ENV = "VAMPNET_PRECISION"  # when set, what "auto" resolves to
 
 
 def check(precision: str) -> str:
@@ -44,10 +46,16 @@ def choose(precision: str, device: torch.device | str = "cpu") -> tuple[str, str
     (BENCHMARKS.md): bf16 on CPUs with bf16 instructions (AMX-BF16: the full-size coarse forward 3.7x fp32;
     AVX512-BF16: the full-size vamp 2.0x); int8 on CPUs with VNNI but no bf16 (its VNNI kernels: 2.0x at full
     size); fp32 elsewhere, since emulated bf16 is slower than fp32 and int8 without VNNI gained 1.1x at full size
-    and lost at the shipped size (AVX2-only EPYC). On GPUs fp32 until a GPU run measures the others."""
+    and lost at the shipped size (AVX2-only EPYC). On GPUs fp32 until a GPU run measures the others. The environment
+    variable VAMPNET_PRECISION, when set, is what "auto" means instead."""
     check(precision)
     if precision != "auto":
         return precision, None
+    forced = os.environ.get(ENV, "").strip()
+    if forced:  # the user's standing choice for "auto" (e.g. fp32 everywhere for outputs identical to the original)
+        if forced not in MODES:
+            raise OptionError(f"{ENV} must be one of {', '.join(MODES)}, got {forced!r}")
+        return forced, f"precision auto: {forced} ({ENV})"
     device = torch.device(device)
     exact = "--precision fp32 for outputs identical to the original"
     if device.type != "cpu":

@@ -21,6 +21,7 @@ from . import mode_registry as registry
 from .devices import check_device
 from .errors import AudioError, Cancelled, OptionError
 from .pipeline import Pipeline, PipelineConfig, VampResult
+from .precision import choose as choose_precision
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig
@@ -60,17 +61,20 @@ class Studio:
         self.folder = Path(tempfile.mkdtemp(prefix="vampnet-ui-"))
 
     # --- pieces -----------------------------------------------------------------------------------------------
-    def pipeline(self, model: str | None, settings: PipelineConfig | str = "fp32") -> Pipeline:
-        """The pipeline of `model`: its models loaded once per precision; `settings` is a precision, or a whole
-        PipelineConfig (windows, chunks, capture too: the loaded models run under it)."""
-        config = settings if isinstance(settings, PipelineConfig) else PipelineConfig(precision=settings)
+    def pipeline(self, model: str | None, settings: PipelineConfig | str | None = None) -> Pipeline:
+        """The pipeline of `model`: its models loaded once per precision ("auto" is the one it resolves to here);
+        `settings` is a precision, or a whole PipelineConfig (windows, chunks, capture too: the loaded models run
+        under it); None: the default precision."""
+        config = settings if isinstance(settings, PipelineConfig) else PipelineConfig(
+            **({} if settings is None else {"precision": settings}))
         name = (model or self.default_model).strip()
+        precision, _ = choose_precision(config.precision, self.device)
         with self._lock:  # jobs run in parallel threads; a model is loaded once
-            if (name, config.precision) not in self._pipelines:
-                self._pipelines[(name, config.precision)] = Pipeline.from_pretrained(
+            if (name, precision) not in self._pipelines:
+                self._pipelines[(name, precision)] = Pipeline.from_pretrained(
                     None if name in ("small", "") else name, device=self.device, precision=config.precision,
                     codec_cache=self._codecs)
-            loaded = self._pipelines[(name, config.precision)]
+            loaded = self._pipelines[(name, precision)]
             if not isinstance(settings, PipelineConfig):
                 return loaded
             if (name, config) not in self._configured:
@@ -91,7 +95,7 @@ class Studio:
             raise AudioError(f"the clip is longer than {self.max_seconds:g} s, the most this studio takes")
         return wav, sr  # as short as the command line takes (an empty file is refused by audio.load)
 
-    def model_counts(self, model: str | None, precision: str = "fp32") -> dict:
+    def model_counts(self, model: str | None, precision: str | None = None) -> dict:
         """The counts of `model` that cap some options' ranges (schema `model_max`): its codebooks."""
         return _counts(self.pipeline(model, precision))
 
@@ -181,7 +185,8 @@ class Studio:
             r.save(f, s.output(), source=source)
             files.append(f)
         settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
-                    "precision": pipe.precision, "results": [r.settings for r in results],
+                    "precision": pipe.precision, **({"precision_chosen": pipe.precision_note} if pipe.precision_note else {}),
+                    "results": [r.settings for r in results],
                     "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
         return StudioResult(files, files + downloads, settings, list(results))
 

@@ -424,7 +424,7 @@ def launch(models: str | None = None, *, host: str = "127.0.0.1", port: int = 78
     studio = Studio(models, device=device, max_seconds=max_seconds, keep_s=keep_s)
     try:
         if preload:
-            studio.pipeline(None, "fp32")  # a bad --models fails here, before the server starts
+            studio.pipeline(None)  # a bad --models fails here, before the server starts
         app = build_app(studio, extensions)
         app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
         app.launch(server_name=host, server_port=port, max_file_size=f"{max_file_mb:g}mb", show_error=True, quiet=True)

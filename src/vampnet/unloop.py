@@ -192,7 +192,7 @@ class UnloopBridge:
             raise OptionError(f"looplength_ms {job['loop_seconds'] * 1000:g} is longer than the recording "
                               f"({mono.shape[-1] / sr * 1000:.0f} ms)")
         region, tail = mono[..., :n_loop], mono[..., n_loop:]
-        pipe = self.studio.pipeline(job["model"], "fp32")
+        pipe = self.studio.pipeline(job["model"])
         prompt = options.with_changes(UNLOOP_PROMPT, **query.prompt)
         prompt, _ = options.with_tracked_times(prompt, region, sr, beat_before_s=BEAT_BEFORE_S,
                                                beat_after_s=job["beat_after_s"], onset_width=job["onset_width"])
