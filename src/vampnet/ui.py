@@ -385,7 +385,9 @@ def build_app(studio: Studio, extensions=()):
             return matching_preset(preset, dict(zip(PRESET_CONTROLS, values)))
 
         api = inspect.Parameter.empty
-        generate = _named([("audio", api), *((n, api) for n in names), ("progress", gr.Progress())], generate)
+        # every setting has its default (a second audio file's is None, which lets an API call leave it out)
+        defaults = [(n, None if CONTROL[n].kind == "audio" else getattr(d, n)) for n in names]
+        generate = _named([("audio", api), *defaults, ("progress", gr.Progress())], generate)
         preview = _named([("audio", api), *((n, api) for n in masking)], preview)
         go.click(guard(generate), [inp, *controls], [*outs, files, shown], api_name="generate").then(
             show_players, shown, [*outs, *uses], api_name=False).then(
