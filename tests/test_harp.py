@@ -89,7 +89,7 @@ def _values(controls: dict, **changes) -> list:
     """The control values HARP sends: each control's declared value, in the declared order, some changed."""
     labels = {c.name: c.label for c in CONTROLS}
     by_label = {labels[k]: v for k, v in changes.items()}
-    return [by_label.get(c["label"], c["value"]) for c in controls["inputs"][1:]]
+    return [by_label.get(c["label"], c["value"]) for c in controls["inputs"][2:]]  # after the two tracks
 
 
 def _file(path: str) -> dict:
@@ -140,22 +140,24 @@ def test_controls_answer_is_an_object_that_follows_the_documented_schema(server,
             assert all(isinstance(c, list) and len(c) == 2 for c in entry["choices"])
             assert entry["value"] in [c[1] for c in entry["choices"]]
     tracks = [e for e in answer["inputs"] if e["type"] == "audio_track"]
-    assert answer["inputs"][0] == tracks[0] and tracks[0]["required"] is True and len(tracks) == 1
+    assert answer["inputs"][:2] == tracks and [t["required"] for t in tracks] == [True, False]  # region, loudness
     assert [e["type"] for e in answer["outputs"]] == ["audio_track", "json"]
     # what a musician needs, with the studio's defaults
-    labels = {e["label"]: e for e in answer["inputs"][1:]}
-    assert [e["label"] for e in answer["inputs"][1:10]] == ["Preset", "Periodic prompt", "Upper codebooks",
+    labels = {e["label"]: e for e in answer["inputs"][2:]}
+    assert [e["label"] for e in answer["inputs"][2:11]] == ["Preset", "Periodic prompt", "Upper codebooks",
                                                              "Beat-driven prompt", "Dropout", "Temperature", "Steps",
                                                              "Seed", "Model"]
     # then every other prompt and sampling option of the schema, so a DAW reaches them all
     from vampnet.harp import CONTROLS
     from vampnet.ui import SCHEMA as OPTION_SCHEMA
-    assert set(OPTION_SCHEMA) <= {c.name for c in CONTROLS} and len(answer["inputs"]) == 1 + len(CONTROLS)
+    from vampnet.harp import TRACK_OPTIONS
+    assert set(OPTION_SCHEMA) - set(TRACK_OPTIONS) <= {c.name for c in CONTROLS}
+    assert len(answer["inputs"]) == 2 + len(CONTROLS)
     d = Settings()
     assert labels["Periodic prompt"]["value"] == d.periodic and labels["Steps"]["value"] == d.steps
     # the model menu: the shipped model and the fine-tuned one made for these tests
     assert [c[0] for c in labels["Model"]["choices"]] == ["small", "mine"]
-    # the three calls HARP makes exist, and process takes the track and then these controls, in this order
+    # the three calls HARP makes exist, and process takes the tracks and then these controls, in this order
     with urllib.request.urlopen(f"{base}/gradio_api/info", timeout=TIMEOUT) as r:
         endpoints = json.loads(r.read())["named_endpoints"]
     assert {"/controls", "/process", "/cancel"} <= set(endpoints)
@@ -167,7 +169,7 @@ def test_process_returns_the_studio_vamp_and_labels_as_harp_reads_them(server, c
     controls = _call(base, "controls", [])[1][0]
     remote = _upload(base, clip)
     values = _values(controls, steps=4, seed=3)
-    event, outputs, seen = _call(base, "process", [_file(remote), *values])
+    event, outputs, seen = _call(base, "process", [_file(remote), None, *values])
     assert event == "complete", outputs
     # every output element is an object with meta (HARP rejects the whole result otherwise)
     assert all(isinstance(o, dict) and isinstance(o.get("meta"), dict) for o in outputs)
@@ -197,7 +199,7 @@ def test_process_with_the_fine_tuned_model_differs_from_the_base(server, clip, m
     remote = _upload(base, clip)
     outs = {}
     for model in ("small", "mine"):
-        event, outputs, _ = _call(base, "process", [_file(remote), *_values(controls, steps=4, seed=1, model=model)])
+        event, outputs, _ = _call(base, "process", [_file(remote), None, *_values(controls, steps=4, seed=1, model=model)])
         assert event == "complete", outputs
         outs[model] = sf.read(_bytes_file(studio, outputs[0]["url"]))[0]
     assert outs["small"].shape == outs["mine"].shape and not np.array_equal(outs["small"], outs["mine"])
@@ -214,7 +216,7 @@ def test_process_returns_the_region_at_its_own_rate_and_sample_format(server, tm
     region = tmp_path / "region48.wav"
     sf.write(region, sine_mix(1.0, 48000), 48000, subtype="PCM_24")  # a DAW session at 48 kHz, 24 bits
     controls = _call(base, "controls", [])[1][0]
-    event, outputs, _ = _call(base, "process", [_file(_upload(base, region)), *_values(controls, steps=2, seed=1)])
+    event, outputs, _ = _call(base, "process", [_file(_upload(base, region)), None, *_values(controls, steps=2, seed=1)])
     assert event == "complete", outputs
     returned = _bytes_file(studio, outputs[0]["url"])
     info = sf.info(str(returned))
@@ -226,10 +228,10 @@ def test_a_bad_file_and_a_bad_model_reach_harp_as_one_line_messages(server, tmp_
     controls = _call(base, "controls", [])[1][0]
     bad = tmp_path / "region.wav"
     bad.write_text("not audio at all")
-    event, data, _ = _call(base, "process", [_file(_upload(base, bad)), *_values(controls)])
+    event, data, _ = _call(base, "process", [_file(_upload(base, bad)), None, *_values(controls)])
     assert event == "error" and "cannot read" in data["error"]
     assert "Traceback" not in data["error"] and "\n" not in data["error"]
-    event, data, _ = _call(base, "process", [_file(_upload(base, clip)), *_values(controls, model="nobody")])
+    event, data, _ = _call(base, "process", [_file(_upload(base, clip)), None, *_values(controls, model="nobody")])
     assert event == "error" and "nobody" in data["error"] and "mine" in data["error"]  # names what exists
 
 
@@ -246,7 +248,7 @@ def test_cancel_stops_the_running_job(server, clip, tiny_pipeline, monkeypatch, 
     monkeypatch.setattr(tiny_pipeline.coarse, "hidden", slow_hidden)
     controls = _call(base, "controls", [])[1][0]
     remote = _upload(base, clip)
-    event_id = _post(base, "process", [_file(remote), *_values(controls, steps=72, seed=0)])
+    event_id = _post(base, "process", [_file(remote), None, *_values(controls, steps=72, seed=0)])
     result: dict = {}
     follower = threading.Thread(target=lambda: result.update(out=_events(base, "process", event_id)))
     follower.start()

@@ -9,12 +9,13 @@ import pytest
 
 from vampnet import OptionError, PipelineConfig, PromptConfig, SamplingConfig
 from vampnet.audio import OutputOptions
+from vampnet.control_options import ControlOptions
 from vampnet.effects import InputEffects
 from vampnet.prompts import seconds_to_frames
 from vampnet.schema import check_value, config_values, options_of, user_values
 
 CONFIGS = {"prompt": PromptConfig, "sampling": SamplingConfig, "input": InputEffects, "pipeline": PipelineConfig,
-           "output": OutputOptions}
+           "output": OutputOptions, "control": ControlOptions}
 # fields that are no single value a user types: ranges are parsed from text, kept times come from beat tracking
 STRUCTURED = {"ranges_s", "keep_times_s", "onset_times_s"}
 
@@ -82,8 +83,14 @@ def test_the_declared_range_is_what_the_config_accepts(opt):
         cls(**config_values(cls, {opt.name: choice}))
 
 
+# text options (no choices) and a valid value of each that is not its default
+OTHER_TEXT = {"loudness_from": "drums.wav", "loudness": "0:-30, 1.5:-10", "loudness_range": "0.5-1.5"}
+
+
 def other_value(opt):
     """A valid value of `opt` that is not its default."""
+    if opt.name in OTHER_TEXT:
+        return OTHER_TEXT[opt.name]
     if opt.default is None:  # (the output file's options: None is the input's format)
         return opt.choices[0] if opt.choices else int(opt.shown_range[0])
     if opt.kind == "bool":
@@ -102,12 +109,13 @@ def other_value(opt):
 # are the CLI's, since the studio's result-file menus offer the input's format as a choice of their own. HARP takes
 # every prompt, sampling and input option but of the pipeline's only precision: a DAW region is short, so windows and
 # chunks change nothing there, and the sampler's capture is a server's setting.
-STUDIO_SECTIONS = ("prompt", "sampling", "input", "pipeline")
+STUDIO_SECTIONS = ("prompt", "sampling", "input", "pipeline", "control")
 HARP_PIPELINE = ("precision",)
+HARP_TRACKS = ("loudness_from",)  # HARP's second audio track, not a control
 # the schema sections each command that makes audio takes (compress only encodes: of the pipeline's, precision)
-COMMAND_SECTIONS = {"vamp": ("prompt", "sampling", "input", "pipeline", "output"),
+COMMAND_SECTIONS = {"vamp": ("prompt", "sampling", "input", "pipeline", "output", "control"),
                     "loop": ("prompt", "sampling", "input", "pipeline", "output"),
-                    "inpaint": ("prompt", "sampling", "input", "pipeline", "output"),
+                    "inpaint": ("prompt", "sampling", "input", "pipeline", "output", "control"),
                     "stretch": ("prompt", "sampling", "input", "pipeline", "output"),
                     "continue": ("sampling", "input", "pipeline", "output"),
                     "decompress": ("sampling", "pipeline", "output"), "decode": ("output",)}
@@ -132,19 +140,19 @@ def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeli
     studio = Studio(pipeline=tiny_pipeline)
     try:
         harp_names = [c.name for c in harp.CONTROLS]
-        assert len(harp.controls_answer(studio)["inputs"]) == 1 + len(harp_names)
+        assert len(harp.controls_answer(studio)["inputs"]) == 2 + len(harp_names)  # the two tracks, the controls
         for opt in all_options():
             value = other_value(opt)
             cls = CONFIGS[opt.section]
             expected = config_values(cls, {opt.name: value})[opt.field]
             # the CLI: the flag's value, parsed by click, becomes the command's keyword argument of that name
-            vamp = commands["vamp"]
+            vamp = commands["vamp"]  # (it takes every section)
             args = ["in.wav", "-o", "out.wav"] + ([opt.flag] if opt.kind == "bool" else [opt.flag, str(value)])
             given = vamp.make_context("vamp", args).params
             assert config_values(cls, given)[opt.field] == expected
             if opt.section not in STUDIO_SECTIONS:
                 continue
-            in_harp = opt.section != "pipeline" or opt.name in HARP_PIPELINE
+            in_harp = (opt.section != "pipeline" or opt.name in HARP_PIPELINE) and opt.name not in HARP_TRACKS
             assert opt.name in {c.name for c in CONTROLS} and opt.name in osc.OPTIONS
             assert (opt.name in harp_names) == in_harp
             # the studio (and so its API and OSC, which set Settings by these names), and HARP's control values
@@ -152,10 +160,12 @@ def test_every_schema_option_reaches_its_config_from_every_front_end(tiny_pipeli
             via_osc = osc.parse_options([opt.name, value], Settings())
             defaults = Settings()
             via_harp = harp.settings_from_controls(studio, [value if c.name == opt.name else getattr(defaults, c.name)
-                                                            for c in harp.CONTROLS])
-            for s in (settings, via_osc, *([via_harp] if in_harp else [])):
+                                                            for c in harp.CONTROLS],
+                                                   value if opt.name in HARP_TRACKS else None)
+            for s in (settings, via_osc, *([via_harp] if in_harp or opt.name in HARP_TRACKS else [])):
                 made = {"prompt": studio.prompt, "sampling": lambda s: studio.sampling(s)[0],
-                        "input": studio.input_effects, "pipeline": studio.pipeline_config}[opt.section](s)
+                        "input": studio.input_effects, "pipeline": studio.pipeline_config,
+                        "control": studio.control_options}[opt.section](s)
                 assert getattr(made, opt.field) == expected, (opt.name, s)
     finally:
         studio.close()

@@ -12,7 +12,8 @@ must be an object, and every output element an object carrying `meta`.
 
 The controls answer (`controls_answer`), the documented schema:
   {"card": {"name", "description", "author", "tags": [str]},
-   "inputs": [{"type": "audio_track", "label", "info", "required": true}, then one object per control:
+   "inputs": [{"type": "audio_track", "label", "info", "required": true} (the region), the same with "required":
+              false (an optional recording whose loudness envelope the vamp follows), then one object per control:
               slider/number_box: "minimum", "maximum", "step", "value" (numbers); toggle: "value" (bool);
               dropdown: "choices" ([label, value] pairs, as gradio writes them), "value", "multiselect" (false);
               text_box: "value" (str); every control also has "label", "info" and "required" (false)],
@@ -101,10 +102,17 @@ CONTROLS = (
     HarpControl("precision", "Precision", "fp32 is exact; bf16 and int8 are faster where the computer has them; auto "
                 "picks the fastest"),
 )
-# every other prompt and sampling option of the schema, after the ones above, with the schema's label and help
+# every other prompt, sampling, input and control option of the schema, after the ones above, with the schema's
+# label and help; the loudness file is HARP's second track (CONTROL_TRACK), not a control
+TRACK_OPTIONS = ("loudness_from",)
 CONTROLS += tuple(HarpControl(name, opt.title[:1].upper() + opt.title[1:], opt.help) for name, opt in SCHEMA.items()
-                  if name not in {c.name for c in CONTROLS})
+                  if name not in {c.name for c in CONTROLS} | set(TRACK_OPTIONS))
 INPUT_TRACK = {"type": "audio_track", "label": "Input audio", "info": "the region to vary", "required": True}
+# HARP takes several audio tracks, each required or not (pyharp's `.harp_required(False)`): an optional second one
+# is the recording whose loudness envelope the vamp follows (with a model that has a control input)
+CONTROL_TRACK = {"type": "audio_track", "label": "Follow the loudness of", "required": False,
+                 "info": "optional: a recording whose swells and drops the vamp follows (stretched over the region); "
+                         "needs a model with a control input"}
 OUTPUTS = [
     {"type": "audio_track", "label": "Vamp", "info": "the variation, as long as the region", "required": True},
     {"type": "json", "label": "Regenerated", "info": "the spans the model regenerated"},
@@ -114,19 +122,21 @@ OUTPUTS = [
 def controls_answer(studio: Studio) -> dict:
     """What `controls` answers: the model card, the inputs (the track, then each control), the outputs."""
     defaults = Settings(model=studio.default_model)
-    inputs = [INPUT_TRACK]
+    inputs = [INPUT_TRACK, CONTROL_TRACK]
     for c in CONTROLS:
         inputs.append(c.describe(getattr(defaults, c.name), tuple(studio.models()) if c.name == "model" else None))
     return {"card": CARD, "inputs": inputs, "outputs": OUTPUTS}
 
 
-def settings_from_controls(studio: Studio, values) -> Settings:
-    """The studio's Settings for HARP's control values (in CONTROLS order): one vamp of the region."""
+def settings_from_controls(studio: Studio, values, loudness_from=None) -> Settings:
+    """The studio's Settings for HARP's control values (in CONTROLS order) and its second track (`loudness_from`,
+    a path or None): one vamp of the region."""
     values = list(values)
     if len(values) != len(CONTROLS):
         raise OptionError(f"HARP sent {len(values)} control values; this endpoint declares {len(CONTROLS)}")
     given = {c.name: v for c, v in zip(CONTROLS, values) if v is not None and v != ""}
-    return Settings.from_values({"model": studio.default_model, **given, "mode": "vamp", "variations": 1})
+    track = {"loudness_from": str(loudness_from)} if loudness_from else {}
+    return Settings.from_values({"model": studio.default_model, **given, **track, "mode": "vamp", "variations": 1})
 
 
 def regenerated_spans(mask: torch.Tensor, frame_rate: float, min_kept_s: float = MIN_KEPT_S) -> list[tuple[int, int]]:
@@ -174,8 +184,8 @@ class HarpEndpoint:
     def controls(self) -> dict:
         return controls_answer(self.studio)
 
-    def process(self, audio_path, *values) -> tuple[str, dict]:
-        settings = settings_from_controls(self.studio, values)
+    def process(self, audio_path, loudness_path, *values) -> tuple[str, dict]:
+        settings = settings_from_controls(self.studio, values, loudness_path)
         with self._job() as cancel:
             result = self.studio.generate(audio_path, settings, cancel=cancel)
         frame_rate = self.studio.pipeline(settings.model, Studio.pipeline_config(settings)).frame_rate
@@ -211,6 +221,7 @@ def add_endpoint(studio: Studio) -> HarpEndpoint:
         gr.Markdown("Paste this page's address (e.g. http://localhost:7860) into HARP's model box. These controls "
                     "are what HARP shows; **process** runs them here too.")
         audio = gr.Audio(type="filepath", label=INPUT_TRACK["label"], elem_id="harp-input")
+        loudness = gr.Audio(type="filepath", label=CONTROL_TRACK["label"], elem_id="harp-loudness")
         widgets = [widget(gr, c.studio, getattr(defaults, c.name), label=c.label, info=c.info,
                           choices=studio.models() if c.name == "model" else None) for c in CONTROLS]
         with gr.Row():
@@ -221,7 +232,7 @@ def add_endpoint(studio: Studio) -> HarpEndpoint:
         out_labels = gr.JSON(label=OUTPUTS[1]["label"])
         shown = gr.JSON(label="controls answer", visible=True)
     controls_btn.click(guard(endpoint.controls), None, shown, api_name="controls", concurrency_limit=None)
-    process_btn.click(guard(endpoint.process), [audio, *widgets], [out_audio, out_labels], api_name="process")
+    process_btn.click(guard(endpoint.process), [audio, loudness, *widgets], [out_audio, out_labels], api_name="process")
     cancel_btn.click(guard(lambda: {"cancelled": endpoint.cancel()}), None, shown, api_name="cancel",
                      concurrency_limit=None)
     return endpoint

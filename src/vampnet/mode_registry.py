@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from . import modes
+from .controls import Control
 from .errors import OptionError
 from .options import COMPRESS_CODEBOOKS, COMPRESS_PERIOD, parse_ranges
 from .pipeline import Pipeline, Progress, VampResult, new_seed
@@ -86,7 +87,8 @@ class DecompressOptions:
 class Job:
     """What a mode runs on. `options`: an instance of the mode's options class; `prompt`: None for the mode's
     own; `output_rate`: the rate written (loops are made at it, exact to the sample); `new_file(stem, suffix)`: where
-    a mode writes a file of its own (the compressed file)."""
+    a mode writes a file of its own (the compressed file); `control`: what the new music follows (vampnet.controls,
+    spanning the input's frames), for the modes that take one (`Mode.takes_control`)."""
 
     pipeline: Pipeline
     wav: torch.Tensor | None
@@ -101,6 +103,7 @@ class Job:
     progress: Progress | None = None
     output_rate: int | None = None
     new_file: Callable[[str, str], Path] | None = None
+    control: Control | None = None
 
 
 @dataclass
@@ -130,7 +133,7 @@ def _each_seed(job: Job, make) -> Outcome:
 
 def _run_vamp(job: Job) -> Outcome:  # the variations as one batch: each still equals a vamp with its own seed
     return Outcome(job.pipeline.variations(job.wav, job.sample_rate, job.variations, prompt=job.prompt,
-                                           seed=job.seed, **_sampled(job)))
+                                           seed=job.seed, control=job.control, **_sampled(job)))
 
 
 def _run_loop(job: Job) -> Outcome:
@@ -157,7 +160,8 @@ def _run_continue(job: Job) -> Outcome:
 def _run_inpaint(job: Job) -> Outcome:
     spans = job.options.spans()
     return _each_seed(job, lambda seed: modes.inpaint(job.pipeline, job.wav, job.sample_rate, spans,
-                                                      prompt=job.prompt, seed=seed, **_sampled(job)))
+                                                      prompt=job.prompt, seed=seed, control=job.control,
+                                                      **_sampled(job)))
 
 
 def _run_stretch(job: Job) -> Outcome:
@@ -210,7 +214,8 @@ class Mode:
     prompt, generator)`: what it generates over a grid shaped like `like` (None: nothing to preview);
     `prompt`: the prompt it uses when none is given (None: it takes none); `studio_prompt`: the studio's prompt
     controls shape it; `in_studio`: the studio offers it; `title(options)`: the preview's title (None: the share
-    of tokens generated); `help`: what it does, in a line for musicians."""
+    of tokens generated); `help`: what it does, in a line for musicians; `takes_control`: it can follow a control
+    over the input's frames (a loudness envelope)."""
 
     name: str
     options: type
@@ -221,6 +226,13 @@ class Mode:
     in_studio: bool = True
     title: Callable | None = None
     help: str = ""
+    takes_control: bool = False
+
+    def check_control(self, control) -> None:
+        """OptionError where a control is given to a mode that cannot follow one."""
+        if control is not None and not self.takes_control:
+            able = ", ".join(m.name for m in _MODES if m.takes_control)
+            raise OptionError(f"{self.name} cannot follow a loudness envelope ({able} can)")
 
     def options_from(self, values: dict):
         """The mode's options from user-facing values by name (checked by the schema; unknown names ignored)."""
@@ -238,13 +250,13 @@ class Mode:
 
 _MODES = (
     Mode("vamp", VampOptions, _run_vamp, lambda o, like, rate, p, g: _prompted(p, like, rate, g), PromptConfig(),
-         studio_prompt=True, help="a new take on the clip"),
+         studio_prompt=True, help="a new take on the clip", takes_control=True),
     Mode("loop", LoopOptions, _run_loop, lambda o, like, rate, p, g: _prompted(p, like, rate, g),
          modes.PRESETS["variation"], studio_prompt=True, help="new takes that each loop seamlessly, and all of them chained"),
     Mode("continue", ContinueOptions, _run_continue, _continue_mask,
          title=lambda o: f"continue: {o.seconds:g} s after the clip", help="more music after the clip's end"),
     Mode("inpaint", InpaintOptions, _run_inpaint, _inpaint_mask, title=lambda o: f"inpaint {o.ranges}",
-         help="redo some parts of the clip, keeping the rest"),
+         help="redo some parts of the clip, keeping the rest", takes_control=True),
     Mode("compress", CompressOptions, _run_compress,
          lambda o, like, rate, p, g: ~modes.kept_mask(like.shape, o.codebooks, o.period),
          title=lambda o: f"compress: keep {o.codebooks} codebooks every {o.period} frame(s)",

@@ -13,6 +13,7 @@ import torch
 from . import audio
 from .beats import track_beats
 from .compressed import encode_tokens, kept_mask, read_compressed, write_compressed
+from .controls import Control
 from .errors import CodesFileError, OptionError, VampNetError
 from .pipeline import Pipeline, Progress, VampResult, new_seed
 from .prompts import PromptConfig, seconds_to_frames, time_ranges
@@ -115,9 +116,10 @@ def inpaint_mask(like, ranges: list[tuple[float, float]], frame_rate: float, dur
 def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float, float]], *,
             prompt: PromptConfig | None = None, sampling: SamplingConfig | None = None,
             c2f_sampling: SamplingConfig | None = None, seed: int | None = None,
-            progress: Progress | None = None) -> VampResult:
+            progress: Progress | None = None, control: Control | None = None) -> VampResult:
     """Regenerate the given [start, end) time ranges (seconds), with the rest as context. By default every token
-    inside the ranges is generated; a `prompt` (periodic, upper codebooks, beats...) keeps some of them too."""
+    inside the ranges is generated; a `prompt` (periodic, upper codebooks, beats...) keeps some of them too.
+    `control`: what the regenerated tokens follow (vampnet.controls, over the clip's frames)."""
     if not ranges:
         raise OptionError("inpaint needs at least one range")
     seed = new_seed() if seed is None else seed
@@ -129,7 +131,7 @@ def inpaint(pipeline: Pipeline, wav, sample_rate: int, ranges: list[tuple[float,
         mask &= prompt.build(prep.codes, pipeline.frame_rate, generator)
     return pipeline.render(prep.codes, mask.to(prep.codes.device), n_samples=prep.n_samples, loudness=prep.loudness,
                            sampling=sampling, c2f_sampling=c2f_sampling, generator=generator, progress=progress,
-                           source=prep.source, settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
+                           source=prep.source, control=control, settings={"mode": "inpaint", "seed": seed, "ranges": [list(r) for r in ranges],
                                      "prompt": prompt.to_dict() if prompt else None})
 
 

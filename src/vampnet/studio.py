@@ -18,7 +18,10 @@ import torch
 
 from . import audio, effects, options
 from . import mode_registry as registry
+from .control_options import ControlOptions, clip_control
+from .controls import Control, loudness_from_audio, pearson
 from .devices import check_device
+from .envelopes import plot_envelopes
 from .errors import AudioError, Cancelled, OptionError
 from .pipeline import Pipeline, PipelineConfig, VampResult
 from .precision import choose as choose_precision
@@ -123,6 +126,34 @@ class Studio:
     def input_effects(s: Settings) -> effects.InputEffects:
         return effects.InputEffects.from_values(s.to_dict())
 
+    @staticmethod
+    def control_options(s: Settings) -> ControlOptions:
+        return ControlOptions.from_values(s.to_dict())
+
+    def control(self, s: Settings, pipe: Pipeline, wav, sr: int) -> Control | None:
+        """The loudness control the settings give for this clip (None: none); errors name the page's controls."""
+        try:
+            return clip_control(pipe, wav, sr, self.control_options(s))
+        except OptionError as e:
+            raise OptionError(in_labels(str(e), options_of(ControlOptions))) from None
+
+    def follow_report(self, control: Control, results: list[VampResult], pipe: Pipeline) -> dict:
+        """How closely the results followed the control: each one's Pearson correlation of the requested and the
+        produced loudness (dB per frame, over the controlled frames), and a plot of the first one's."""
+        present = control.present.numpy()
+        produced = [loudness_from_audio(r.audio, r.sample_rate, pipe.codec).values[:control.n_frames, 0].numpy()
+                    for r in results]
+        wanted = control.values[:, 0].numpy()
+        rs = []
+        for p in produced:
+            n = min(p.size, control.n_frames)
+            r = pearson(wanted[:n][present[:n]], p[:n][present[:n]])
+            rs.append(None if r != r else round(r, 3))  # (nan: a flat envelope has no correlation)
+        shown = "undefined (a flat envelope)" if rs[0] is None else f"{rs[0]:.2f}"
+        plot = plot_envelopes(control, produced[0], pipe.frame_rate, self._new_file("loudness", ".png"),
+                              f"loudness: requested and produced (Pearson r = {shown})")
+        return {"pearson": rs, "plot": str(plot)}
+
     # --- preview ----------------------------------------------------------------------------------------------
     def preview(self, path, s: Settings) -> Path:
         """A PNG: the input's spectrogram above the mask the settings make over its token grid."""
@@ -170,11 +201,13 @@ class Studio:
         sampling, c2f_sampling = self.sampling(s)
         seed = options.seed_or_new(s.seed)
         mode = registry.mode(s.mode)
+        control = self.control(s, pipe, wav, sr)
+        mode.check_control(control)
         outcome = mode.run(registry.Job(
             pipe, wav, sr, mode.options_from(s.to_dict()), prompt=self.prompt(s, wav, sr) if mode.studio_prompt else None,
             sampling=sampling, c2f_sampling=c2f_sampling, seed=seed, variations=int(s.variations), progress=progress,
             output_rate=s.output().sample_rate or source.sample_rate,  # loops made at the rate written: exact
-            new_file=self._new_file))
+            new_file=self._new_file, control=control))
         results, downloads = outcome.results, list(outcome.files)
         if outcome.chain is not None:  # a loop's variations chained, to download beside them
             downloads.insert(0, outcome.chain.save_chain(self._new_file("loop-chain", suffix), s.output(), source=source))
@@ -188,6 +221,9 @@ class Studio:
                     "precision": pipe.precision, **({"precision_chosen": pipe.precision_note} if pipe.precision_note else {}),
                     "results": [r.settings for r in results],
                     "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
+        if control is not None:  # how closely it was followed, with a plot (the page shows it)
+            settings["loudness_follow"] = self.follow_report(control, results, pipe)
+            downloads.append(Path(settings["loudness_follow"]["plot"]))
         return StudioResult(files, files + downloads, settings, list(results))
 
     @staticmethod

@@ -18,8 +18,9 @@ import signal
 import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from . import audio, effects, modes, options
+from . import audio, effects, envelopes, modes, options
 from . import mode_registry as registry
+from .control_options import ControlOptions
 from .errors import OptionError, VampNetError
 from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
 from .pipeline import PipelineConfig
@@ -34,7 +35,7 @@ DEFAULT_PRESET = "variation"  # what the prompt controls' defaults are (tests ch
 PLAYERS = int(registry.VARIATIONS.shown_range[1])  # result players on the page: the variations slider's top
 SECTIONS = {"": True, "what is kept from the input": True, "mode options": True, "how the model chooses": False,
             "model": False, "result file": False,
-            "model: long audio and speed": False}  # open?
+            "model: long audio and speed": False, "follow a loudness envelope": False}  # open?
 RATES = ("input", "22050", "44100", "48000", "88200", "96000")
 BIT_DEPTHS = ("input", "16", "24", "32")
 
@@ -44,7 +45,7 @@ class Control:
     """How the studio shows one setting: its widget, label, section and row on the page, and the widget's range or
     choices. `shapes_mask`: the mask preview takes it."""
 
-    kind: str  # slider | number | checkbox | radio | dropdown | text
+    kind: str  # slider | number | checkbox | radio | dropdown | text | audio
     label: str
     section: str = ""
     row: str | None = None  # the controls of one section that share a row name sit side by side
@@ -62,18 +63,19 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
     return field(default=default, metadata={"control": Control(kind, label, section, **widget)})
 
 
-SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects) for opt in options_of(cls)}
+SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects, ControlOptions)
+          for opt in options_of(cls)}
 _DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.VARIATIONS,
                                                      *options_of(PipelineConfig, "pipeline"))}}
 # (the schema's prompt, sampling and input options, each mode's own (the registry's) and the pipeline's)
 
 
-def _option(name: str, section: str, **layout):
+def _option(name: str, section: str, kind: str = "", **layout):
     """A Settings field for the schema's option `name`: its default, label, help, range or choices come from the
-    schema (vampnet.schema); only where it sits on the page is said here."""
+    schema (vampnet.schema); only where it sits on the page is said here (and its widget, where not the usual)."""
     opt = _DECLARED[name]
     low, high = opt.shown_range
-    kind = ("checkbox" if opt.kind == "bool" else "text" if opt.kind == "str" and not opt.choices else
+    kind = kind or ("checkbox" if opt.kind == "bool" else "text" if opt.kind == "str" and not opt.choices else
             "radio" if opt.choices else
             "slider" if low is not None and high is not None else "number")
     label = f"{opt.title} ({opt.unit})" if opt.unit else opt.title
@@ -81,7 +83,7 @@ def _option(name: str, section: str, **layout):
                     info=opt.help, **layout)
 
 
-_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE, _SPEED = (s for s in SECTIONS if s)
+_PROMPT, _MODE_OPTIONS, _SAMPLING, _MODEL, _FILE, _SPEED, _CONTROL = (s for s in SECTIONS if s)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,10 @@ class Settings:
     c2f_batch_size: int = _option("c2f_batch_size", _SPEED, row="fine", shapes_mask=False)
     capture: str = _option("capture", _SPEED, shapes_mask=False)
     guidance: float = _option("guidance", _SAMPLING, row="guidance", shapes_mask=False)  # after: the order is kept
+    loudness_from: str = _option("loudness_from", _CONTROL, "audio", shapes_mask=False)  # a second upload
+    loudness: str = _option("loudness", _CONTROL, shapes_mask=False)
+    loudness_fit: str = _option("loudness_fit", _CONTROL, row="fit", shapes_mask=False)
+    loudness_range: str = _option("loudness_range", _CONTROL, row="fit", shapes_mask=False)
 
     def __post_init__(self):
         for c in CONTROLS:
@@ -261,6 +267,9 @@ def widget(gr, c: Control, value, *, label: str | None = None, info: str | None 
         return gr.Radio(list(c.choices), value=value, **shown)
     if c.kind == "dropdown":  # the model menu also takes models fine-tuned after start-up, and folder paths
         return gr.Dropdown(list(choices or c.choices), value=value, allow_custom_value=c.name == "model", **shown)
+    if c.kind == "audio":  # an audio file the job reads (a path; empty: none)
+        return gr.Audio(value or None, sources=["upload"], type="filepath", label=shown["label"],
+                        elem_id=extra.get("elem_id"))
     return gr.Textbox(str(value), **shown)
 
 
@@ -332,6 +341,8 @@ def build_app(studio: Studio, extensions=()):
                                           visible=section != _PROMPT or registry.MODES[d.mode].studio_prompt
                                           ) as accordions[section]:
                             place(in_section[section])
+                            if section == _CONTROL:
+                                follow = _follow_widgets(gr)
                 shown = gr.JSON(label="settings of these results")
                 reuse = gr.Button("reuse these settings")
         controls = [made[n] for n in names]
@@ -356,7 +367,7 @@ def build_app(studio: Studio, extensions=()):
             if not settings:
                 raise gr.Error("generate something first")
             s = Settings.from_values(settings)
-            return [getattr(s, n) for n in names]
+            return [getattr(s, n) or None if CONTROL[n].kind == "audio" else getattr(s, n) for n in names]
 
         def show_mode(mode):  # only the chosen mode's options, and the prompt where the mode takes one
             return [gr.Group(visible=m == mode) for m in groups] + \
@@ -374,10 +385,15 @@ def build_app(studio: Studio, extensions=()):
             return matching_preset(preset, dict(zip(PRESET_CONTROLS, values)))
 
         api = inspect.Parameter.empty
-        generate = _named([("audio", api), *((n, api) for n in names), ("progress", gr.Progress())], generate)
+        # every setting has its default (a second audio file's is None, which lets an API call leave it out)
+        defaults = [(n, None if CONTROL[n].kind == "audio" else getattr(d, n)) for n in names]
+        generate = _named([("audio", api), *defaults, ("progress", gr.Progress())], generate)
         preview = _named([("audio", api), *((n, api) for n in masking)], preview)
         go.click(guard(generate), [inp, *controls], [*outs, files, shown], api_name="generate").then(
-            show_players, shown, [*outs, *uses], api_name=False)
+            show_players, shown, [*outs, *uses], api_name=False).then(
+            show_follow, shown, [follow["plot"], follow["status"]], api_name=False)
+        follow["use"].click(guard(lambda audio, drawing: drawn_curve(studio, audio, drawing)), [inp, follow["sketch"]],
+                            made["loudness"], api_name=False)
         for out, use in zip(outs, uses):
             use.click(guard(use_as_input), out, inp, api_name=False)
         preview_btn.click(guard(preview), [inp, *(controls[names.index(n)] for n in masking)], mask_img,
@@ -396,6 +412,36 @@ def build_app(studio: Studio, extensions=()):
         for extend in extensions:
             extend(studio)
     return app
+
+
+def _follow_widgets(gr) -> dict:
+    """The envelope drawing (a fixed canvas spanning the clip: top TOP_DB, bottom BOTTOM_DB), the button that
+    writes it into the curve box, and where a result's followed envelope is shown."""
+    top, bottom = envelopes.TOP_DB, envelopes.BOTTOM_DB
+    sketch = gr.Sketchpad(canvas_size=(envelopes.SKETCH_WIDTH, envelopes.SKETCH_HEIGHT), fixed_canvas=True,
+                          type="numpy", elem_id="loudness-sketch",
+                          label=f"or draw it: left to right the clip, top {top:g} dB, bottom {bottom:g} dB")
+    use = gr.Button("use the drawing as the curve", size="sm", elem_id="use-sketch")
+    status = gr.Markdown(elem_id="loudness-status")
+    plot = gr.Image(label="loudness: requested and produced", type="filepath", interactive=False,
+                    elem_id="loudness-plot")
+    return {"sketch": sketch, "use": use, "status": status, "plot": plot}
+
+
+def drawn_curve(studio: Studio, audio_path, drawing) -> str:
+    """The loudness curve a drawing gives over the input clip's length (what "use the drawing" writes)."""
+    wav, sr = studio.read_input(audio_path)
+    return envelopes.sketch_curve(envelopes.editor_image(drawing), wav.shape[-1] / sr)
+
+
+def show_follow(settings):
+    """The plot and the line saying how closely the first result followed the loudness control (none: empty)."""
+    follow = (settings or {}).get("loudness_follow")
+    if not follow:
+        return None, ""
+    r = follow["pearson"][0]
+    return follow["plot"], ("loudness followed: Pearson r = " + ("undefined (flat)" if r is None else f"{r:.2f}") +
+                            " between the requested and the produced envelope")
 
 
 def use_as_input(result):

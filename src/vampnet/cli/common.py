@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import audio, effects, options
+from ..control_options import ControlOptions
 from ..effects import InputEffects
 from ..errors import AudioError, CheckpointError, OptionError
 from ..pipeline import Pipeline, PipelineConfig
@@ -100,7 +101,8 @@ def audio_output(output: Path, given: dict, input: Path | None = None) -> AudioO
 # base (its preset, its mode's prompt, the configs' defaults) applies.
 SCHEMA_SECTIONS = {"prompt": (PromptConfig, "Prompt: what is kept"), "sampling": (SamplingConfig, "Sampling"),
                    "input": (InputEffects, "Input: before encoding"),
-                   "pipeline": (PipelineConfig, "Long audio and speed"), "output": (audio.OutputOptions, "Output file")}
+                   "pipeline": (PipelineConfig, "Long audio and speed"), "output": (audio.OutputOptions, "Output file"),
+                   "control": (ControlOptions, "Follow a loudness envelope")}
 _PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -109,7 +111,7 @@ def _flag(opt: Option, base: str) -> typer.Option:
     decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" and opt.default else (opt.flag,)
     unit = f" {opt.unit}" if opt.unit and base == "defaults" else ""
     # an option whose default is None (the output file's) says what the default is in its help
-    default = ("" if opt.default is None else f" (default: {opt.default}{unit})" if base == "defaults"
+    default = ("" if opt.default in (None, "") else f" (default: {opt.default}{unit})" if base == "defaults"
                else f" (default: {base})")
     choices = f"{' | '.join(opt.choices)}: " if opt.choices else ""  # checked by the schema, like every range
     return typer.Option(None, *decls, help=f"{choices}{opt.help}{default}",
@@ -172,7 +174,7 @@ VAMP_PANELS = {  # the schema's flags join the panels of their sections' names (
 
 
 PANEL_ORDER = ("Output file", "Model", "Sampling", "Prompt: what is kept", "Beats and onsets", "Long audio and speed",
-               "Input: before encoding")
+               "Input: before encoding", "Follow a loudness envelope")
 
 
 def in_panel_order(fn):

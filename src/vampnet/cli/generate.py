@@ -13,6 +13,8 @@ import typer
 
 from .. import audio, modes, options
 from .. import mode_registry as registry
+from ..control_options import ControlOptions, clip_control
+from ..controls import Control
 from ..errors import CodesFileError, OptionError
 from ..pipeline import Pipeline
 from ..sampling import SamplingConfig
@@ -32,14 +34,17 @@ def mode_command(name: str | None, *sections: str, base: dict[str, str] | None =
     def decorate(fn):
         fn = shared_flags("models", "lora", "seed", "c2f_steps", "device", "quiet")(fn)
         fn = help_panels(panels)(fn) if panels else fn
-        return app.command(name)(in_panel_order(schema_flags(*sections, "pipeline", "output", base=base)(fn)))
+        controlled = ("control",) if registry.MODES[name or fn.__name__].takes_control else ()
+        return app.command(name)(in_panel_order(schema_flags(*sections, *controlled, "pipeline", "output",
+                                                             base=base)(fn)))
     return decorate
 
 
 @dataclass
 class ModeJob:
     """What a mode command has checked and loaded before it runs: where its results go, the pipeline, the input
-    (input effects applied), the samplers' configs, the seed and whether progress is shown."""
+    (input effects applied), the samplers' configs, the seed, whether progress is shown, and the loudness control
+    the control flags give (None: none)."""
 
     out: AudioOutput
     pipeline: Pipeline
@@ -49,6 +54,7 @@ class ModeJob:
     c2f_sampling: SamplingConfig
     seed: int | None
     quiet: bool
+    control: Control | None = None
 
     @classmethod
     def setup(cls, input: Path | None, output: Path, given: dict, **files) -> "ModeJob":
@@ -62,15 +68,18 @@ class ModeJob:
         wav, sr = audio.load(input) if input is not None else (None, None)
         wav = given_effects(wav, sr, given) if wav is not None else None  # e.g. --pitch-shift, before encoding
         sampling = options.sampling_configs(c2f_steps=given["c2f_steps"], **given_configs(given)[1])
-        return cls(out, pipeline, wav, sr, *sampling, given["seed"], given["quiet"])
+        control = clip_control(pipeline, wav, sr, ControlOptions.from_values(given)) if wav is not None else None
+        return cls(out, pipeline, wav, sr, *sampling, given["seed"], given["quiet"], control)
 
     def run(self, name: str, mode_options, **job) -> registry.Outcome:
         """Run the registered mode `name` under progress bars (its options: `mode_options`; the rest: registry.Job's
         fields)."""
+        mode = registry.mode(name)
+        mode.check_control(self.control)
         with ProgressReporter(self.quiet) as progress:
-            return registry.mode(name).run(registry.Job(
+            return mode.run(registry.Job(
                 self.pipeline, self.wav, self.sample_rate, mode_options, sampling=self.sampling,
-                c2f_sampling=self.c2f_sampling, seed=self.seed, progress=progress, **job))
+                c2f_sampling=self.c2f_sampling, seed=self.seed, progress=progress, control=self.control, **job))
 
     def run_and_save(self, name: str, mode_options, **job) -> None:
         """Run the registered mode `name` once, write its audio and report it."""
