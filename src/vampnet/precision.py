@@ -55,7 +55,7 @@ def choose(precision: str, device: torch.device | str = "cpu") -> tuple[str, str
     if forced:  # the user's standing choice for "auto" (e.g. fp32 everywhere for outputs identical to the original)
         if forced not in MODES:
             raise OptionError(f"{ENV} must be one of {', '.join(MODES)}, got {forced!r}")
-        return forced, f"precision auto: {forced} ({ENV})"
+        return forced, None  # chosen by the user, as a precision given is: nothing to say
     device = torch.device(device)
     exact = "--precision fp32 for outputs identical to the original"
     if device.type != "cpu":
