@@ -109,3 +109,22 @@ def test_model_choice_takes_our_model_names(tiny_pipeline, models_home, clip):
         assert ("mine", "fp32") in studio._pipelines  # the fine-tuned model was loaded, not the default again
     finally:
         studio.close()
+
+
+def test_two_feedback_steps_equal_vamping_the_first_vamp_again(tiny_pipeline, clip):
+    from vampnet import options
+    from vampnet.upstream_api import UNLOOP_PROMPT, vamp
+    studio = Studio(pipeline=tiny_pipeline, max_seconds=10)
+    try:
+        request = parse({**UPSTREAM_CALL, "num_feedback_steps": 2})
+        fed_back = [playable(f) for f in vamp(studio, clip, request)]
+        wav, sr = studio.read_input(clip)
+        prompt = options.with_changes(UNLOOP_PROMPT, **request.prompt)
+        sampling, c2f_sampling = options.sampling_configs(**request.sampling)
+        kw = dict(prompt=prompt, sampling=sampling, c2f_sampling=c2f_sampling)
+        for i, first in enumerate(tiny_pipeline.variations(wav, sr, 2, seed=3, **kw)):
+            again = tiny_pipeline.vamp(first.audio, first.sample_rate, seed=3 + i, **kw)
+            assert np.abs(fed_back[i] - again.audio[0, 0, : len(fed_back[i])].numpy()).max() < 1e-4  # 24-bit file
+            assert np.abs(fed_back[i] - first.audio[0, 0, : len(fed_back[i])].numpy()).max() > 1e-2  # not the first vamp
+    finally:
+        studio.close()

@@ -68,14 +68,18 @@ def choose(precision: str, device: torch.device | str = "cpu") -> tuple[str, str
 
 
 @lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU (Linux's /proc/cpuinfo; empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
+            return frozenset(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), ()))
     except OSError:
-        return False
+        return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def bf16_note(device: torch.device) -> str | None:
@@ -159,15 +163,9 @@ def release_file_pages(module) -> None:
                 m._buffers[name] = b.clone()
 
 
-@lru_cache(maxsize=1)
 def cpu_has_vnni() -> bool:
     """Whether this CPU multiplies 8-bit integers into 32-bit sums without saturating (AVX512-VNNI / AVX-VNNI)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_vnni" in flags or "avx_vnni" in flags
-    except OSError:
-        return False
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def fused_int8_available() -> bool:
