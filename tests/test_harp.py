@@ -144,17 +144,19 @@ def test_controls_answer_is_an_object_that_follows_the_documented_schema(server,
     assert [e["type"] for e in answer["outputs"]] == ["audio_track", "json"]
     # what a musician needs, with the studio's defaults
     labels = {e["label"]: e for e in answer["inputs"][2:]}
-    assert [e["label"] for e in answer["inputs"][2:11]] == ["Preset", "Periodic prompt", "Upper codebooks",
-                                                             "Beat-driven prompt", "Dropout", "Temperature", "Steps",
-                                                             "Seed", "Model"]
-    # then every other prompt and sampling option of the schema, so a DAW reaches them all
     from vampnet.harp import CONTROLS
     from vampnet.ui import SCHEMA as OPTION_SCHEMA
+    from vampnet.harp import FIRST
+    assert [e["label"] for e in answer["inputs"][2:12]] == [c.label for c in CONTROLS[:len(FIRST)]]
+    assert [c.name for c in CONTROLS[:len(FIRST)]] == list(FIRST)  # the musician's controls first
+    assert labels["Keep one frame in every"]["info"] == OPTION_SCHEMA["periodic"].help  # the schema's words
+    assert labels["Make new from layer"]["maximum"] == 4  # the codebook sliders end at the model's codebooks
+    # then every other prompt and sampling option of the schema, so a DAW reaches them all
     from vampnet.harp import TRACK_OPTIONS
     assert set(OPTION_SCHEMA) - set(TRACK_OPTIONS) <= {c.name for c in CONTROLS}
     assert len(answer["inputs"]) == 2 + len(CONTROLS)
     d = Settings()
-    assert labels["Periodic prompt"]["value"] == d.periodic and labels["Steps"]["value"] == d.steps
+    assert labels["Keep one frame in every"]["value"] == d.periodic and labels["Steps"]["value"] == d.steps
     # the model menu: the shipped model and the fine-tuned one made for these tests
     assert [c[0] for c in labels["Model"]["choices"]] == ["small", "mine"]
     # the three calls HARP makes exist, and process takes the tracks and then these controls, in this order

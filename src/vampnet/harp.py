@@ -34,7 +34,7 @@ import torch
 from . import modes
 from .errors import OptionError
 from .studio import Studio
-from .ui import CONTROL, SCHEMA, Control, Settings, guard, widget
+from .ui import CONTROL, DECLARED, SCHEMA, Control, Settings, guard, model_ranges, widget
 
 CARD = {
     "name": "VampNet",
@@ -70,12 +70,13 @@ class HarpControl:
     def type(self) -> str:  # slider | toggle | dropdown | number_box | text_box
         return HARP_TYPES[self.studio.kind]
 
-    def describe(self, value, choices: tuple[str, ...] | None = None) -> dict:
-        """The control as HARP's controls answer has it."""
+    def describe(self, value, choices: tuple[str, ...] | None = None, maximum=None) -> dict:
+        """The control as HARP's controls answer has it (`maximum`: the top the loaded model sets, if any)."""
         c = self.studio
         out = {"type": self.type, "label": self.label, "info": self.info, "required": False}
         if self.type in ("slider", "number_box"):
-            out.update(minimum=c.minimum, maximum=c.maximum, step=c.step, value=value)
+            top = c.maximum if maximum is None else maximum
+            out.update(minimum=c.minimum, maximum=top, step=c.step, value=value if top is None else min(value, top))
         elif self.type == "dropdown":
             out.update(choices=[[x, x] for x in (choices or c.choices)], value=value, multiselect=False)
         elif self.type == "toggle":
@@ -85,28 +86,21 @@ class HarpControl:
         return out
 
 
-CONTROLS = (
-    HarpControl("preset", "Preset", f"{', '.join(modes.PRESETS)}; custom: the prompt controls below"),
-    HarpControl("periodic", "Periodic prompt", "keep every P-th frame of the region (0: none); smaller stays closer "
-                "to it"),
-    HarpControl("upper_codebooks", "Upper codebooks", "regenerate every codebook from this one up; lower keeps less "
-                "of the region's detail"),
-    HarpControl("beats", "Beat-driven prompt", "also keep the region's tokens at each tracked beat"),
-    HarpControl("dropout", "Dropout", "drop this share of the kept frames"),
-    HarpControl("temperature", "Temperature", "sampling temperature: higher is wilder"),
-    HarpControl("steps", "Steps", "sampling passes of the coarse model"),
-    HarpControl("seed", "Seed", "the same seed gives the same result; -1: a new one each time"),
-    HarpControl("model", "Model", "small (shipped), official (downloaded) or one of your fine-tuned models"),
-    # of the pipeline's options only precision: its speed matters in a DAW; windows, chunks and the sampler's
-    # capture are for long files and servers, and a region is short
-    HarpControl("precision", "Precision", "fp32 is exact; bf16 and int8 are faster where the computer has them; auto "
-                "picks the fastest"),
-)
-# every other prompt, sampling, input and control option of the schema, after the ones above, with the schema's
-# label and help; the loudness file is HARP's second track (CONTROL_TRACK), not a control
-TRACK_OPTIONS = ("loudness_from",)
-CONTROLS += tuple(HarpControl(name, opt.title[:1].upper() + opt.title[1:], opt.help) for name, opt in SCHEMA.items()
-                  if name not in {c.name for c in CONTROLS} | set(TRACK_OPTIONS))
+# the controls a musician reaches for first, in this order; then every other schema option, so a DAW reaches them
+# all. Labels and help are the schema's (or, for the studio's own controls, the studio's): nothing is restated here.
+FIRST = ("preset", "periodic", "upper_codebooks", "beats", "dropout", "temperature", "steps", "seed", "model",
+         "precision")
+TRACK_OPTIONS = ("loudness_from",)  # taken from HARP's second track, not a control
+
+
+def _harp_control(name: str) -> HarpControl:
+    opt = SCHEMA.get(name) or DECLARED.get(name)
+    label, info = (opt.title, opt.help) if opt is not None else (CONTROL[name].label, CONTROL[name].info or "")
+    return HarpControl(name, label[:1].upper() + label[1:], info)
+
+
+CONTROLS = tuple(_harp_control(name) for name in (*FIRST, *(n for n in SCHEMA if n not in FIRST
+                                                              and n not in TRACK_OPTIONS)))
 INPUT_TRACK = {"type": "audio_track", "label": "Input audio", "info": "the region to vary", "required": True}
 # HARP takes several audio tracks, each required or not (pyharp's `.harp_required(False)`): an optional second one
 # is the recording whose loudness envelope the vamp follows (with a model that has a control input)
@@ -122,9 +116,11 @@ OUTPUTS = [
 def controls_answer(studio: Studio) -> dict:
     """What `controls` answers: the model card, the inputs (the track, then each control), the outputs."""
     defaults = Settings(model=studio.default_model)
+    tops = model_ranges(studio.model_counts(studio.default_model))  # the codebook sliders end at the model's count
     inputs = [INPUT_TRACK, CONTROL_TRACK]
     for c in CONTROLS:
-        inputs.append(c.describe(getattr(defaults, c.name), tuple(studio.models()) if c.name == "model" else None))
+        inputs.append(c.describe(getattr(defaults, c.name), tuple(studio.models()) if c.name == "model" else None,
+                                 tops.get(c.name)))
     return {"card": CARD, "inputs": inputs, "outputs": OUTPUTS}
 
 

@@ -65,7 +65,7 @@ def _control(default, kind: str, label: str, section: str = "", **widget):
 
 SCHEMA = {opt.name: opt for cls in (PromptConfig, SamplingConfig, effects.InputEffects, ControlOptions)
           for opt in options_of(cls)}
-_DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.VARIATIONS,
+DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.VARIATIONS,
                                                      *options_of(PipelineConfig, "pipeline"))}}
 # (the schema's prompt, sampling and input options, each mode's own (the registry's) and the pipeline's)
 
@@ -73,7 +73,7 @@ _DECLARED = {**SCHEMA, **{opt.name: opt for opt in (*registry.OPTIONS, registry.
 def _option(name: str, section: str, kind: str = "", **layout):
     """A Settings field for the schema's option `name`: its default, label, help, range or choices come from the
     schema (vampnet.schema); only where it sits on the page is said here (and its widget, where not the usual)."""
-    opt = _DECLARED[name]
+    opt = DECLARED[name]
     low, high = opt.shown_range
     kind = kind or ("checkbox" if opt.kind == "bool" else "text" if opt.kind == "str" and not opt.choices else
             "radio" if opt.choices else
@@ -95,13 +95,15 @@ class Settings:
                          info="; ".join(f"{m}: {registry.MODES[m].help}" for m in MODES))
     preset: str = _control(DEFAULT_PRESET, "dropdown", "preset", _PROMPT, choices=PRESET_CHOICES,
                            info="a starting point for the controls below: subtle stays close to the input, wild "
-                                "wanders off; custom: your own settings")
+                                "wanders off; the upstream app's presets too (the -beat ones keep the beats); "
+                                "custom: your own settings")
     periodic: int = _option("periodic", _PROMPT, row="periodic")
     periodic_width: int = _option("periodic_width", _PROMPT, row="periodic")
     random_roll: bool = _option("random_roll", _PROMPT)
     upper_codebooks: int = _option("upper_codebooks", _PROMPT, row="codebooks")
     keep_codebooks: int = _option("keep_codebooks", _PROMPT, row="codebooks")
-    beats: bool = _control(False, "checkbox", "keep the beats", _PROMPT, row="beats")
+    beats: bool = _control(False, "checkbox", "keep the beats", _PROMPT, row="beats",
+                           info="also keep the input at each beat the tracker finds (with the context below)")
     downbeats: bool = _control(False, "checkbox", "keep the first beat of each bar", _PROMPT, row="beats")
     onsets: bool = _control(False, "checkbox", "keep the note starts", _PROMPT, row="beats")
     beat_before: float = _option("beat_before", _PROMPT, row="context")
@@ -211,12 +213,12 @@ def matching_preset(current: str, values: dict) -> str:
 
 
 # the controls whose range the loaded model sets (schema `model_max`: the codebook sliders)
-MODEL_BOUND = tuple(c.name for c in CONTROLS if c.name in _DECLARED and _DECLARED[c.name].model_max)
+MODEL_BOUND = tuple(c.name for c in CONTROLS if c.name in DECLARED and DECLARED[c.name].model_max)
 
 
 def model_ranges(counts: dict) -> dict:
     """The top of each MODEL_BOUND control for a model's `counts` (Studio.model_counts)."""
-    return {n: for_model(_DECLARED[n], counts).shown_range[1] for n in MODEL_BOUND}
+    return {n: for_model(DECLARED[n], counts).shown_range[1] for n in MODEL_BOUND}
 
 
 def _to_text(value):
