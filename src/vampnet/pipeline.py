@@ -123,13 +123,18 @@ class Pipeline:
             raise OptionError("window sizes must be positive and the overlap shorter than the window")
         self.config = config
         self.device = check_device(device)
-        precision, chosen = precision_mod.choose(config.precision, self.device)  # "auto": what this machine runs fastest
-        self.precision = precision
-        self.precision_note = chosen or (precision_mod.bf16_note(self.device) if precision != "fp32" else None)
-        # precision is applied here, once; the models are then used as they are
-        self.codec = precision_mod.apply_to_codec(codec.to(self.device).eval(), precision, self.device)
-        self.coarse = precision_mod.apply_to_transformer(coarse.to(self.device).eval(), precision) if coarse is not None else None
-        self.c2f = precision_mod.apply_to_transformer(c2f.to(self.device).eval(), precision) if c2f is not None else None
+        # each model's mode ("auto": what this machine runs it fastest in, by its size); applied here, once; the
+        # models are then used as they are
+        chosen = self._choose(config.precision, coarse, c2f)
+        self.precisions = {part: mode for part, (mode, _) in chosen.items()}
+        self.precision = self.precisions.get("coarse", self.precisions["codec"])  # the one results record
+        self.precision_note = precision_mod.auto_note(chosen) or (
+            precision_mod.bf16_note(self.device) if self.precision != "fp32" else None)
+        self.codec = precision_mod.apply_to_codec(codec.to(self.device).eval(), self.precisions["codec"], self.device)
+        self.coarse = (precision_mod.apply_to_transformer(coarse.to(self.device).eval(), self.precisions["coarse"])
+                       if coarse is not None else None)
+        self.c2f = (precision_mod.apply_to_transformer(c2f.to(self.device).eval(), self.precisions["c2f"])
+                    if c2f is not None else None)
         self.n_codebooks = n_codebooks
         # (a pipeline with only a codec serves encode/decode jobs)
         self.coarse_window = max(2, seconds_to_frames(config.coarse_window_s, self.frame_rate))
@@ -143,12 +148,21 @@ class Pipeline:
                           ("c2f", self.c2f)) if model is not None and capture != "off"}
 
     # --- construction ---------------------------------------------------------------------------------------
+    def _choose(self, precision: str, coarse, c2f) -> dict[str, tuple[str, str | None]]:
+        """{part: (mode, why auto chose it)} for the codec and the transformers there are."""
+        chosen = {"codec": precision_mod.choose(precision, self.device, None)}
+        for part, model in (("coarse", coarse), ("c2f", c2f)):
+            if model is not None:
+                chosen[part] = precision_mod.choose(precision, self.device, model.config.embedding_dim)
+        return chosen
+
     def with_config(self, config: PipelineConfig) -> "Pipeline":
         """This pipeline's models run with another config (windows, chunks, capture); the precision must be the
         same, since the models were converted to it."""
         if config == self.config:
             return self
-        if precision_mod.choose(config.precision, self.device)[0] != self.precision:  # "auto" is what it chose here
+        modes = {part: mode for part, (mode, _) in self._choose(config.precision, self.coarse, self.c2f).items()}
+        if modes != self.precisions:  # "auto" is what it chose for these models
             raise OptionError(f"these models run in {self.precision}; load them again for {config.precision}")
         return Pipeline(self.codec, self.coarse, self.c2f, device=self.device, config=config)
 
@@ -176,11 +190,11 @@ class Pipeline:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
         config = replace(options.pop("config", None) or PipelineConfig(), **options)
         device = check_device(device)
-        precision, _ = precision_mod.choose(config.precision, device)
-        key = (str(Path(files["codec"]).resolve()), str(device), precision)
+        codec_precision, _ = precision_mod.choose(config.precision, device, None)
+        key = (str(Path(files["codec"]).resolve()), str(device), codec_precision)
         codec_model = codec_cache.get(key) if codec_cache is not None else None
         if codec_model is None:
-            codec_model = precision_mod.apply_to_codec(Codec.load(files["codec"], device), precision, device)
+            codec_model = precision_mod.apply_to_codec(Codec.load(files["codec"], device), codec_precision, device)
             if codec_cache is not None:
                 codec_cache[key] = codec_model
         adapters = {"coarse": coarse_lora, "c2f": c2f_lora}
@@ -204,7 +218,8 @@ class Pipeline:
             model = MaskedTransformer.load(files[part], codec_model, device)
             if adapters[part] is not None:
                 load_adapter(model, adapters[part])
-            models[part] = precision_mod.apply_to_transformer(model, precision)
+            mode, _ = precision_mod.choose(config.precision, device, model.config.embedding_dim)
+            models[part] = precision_mod.apply_to_transformer(model, mode)
         return cls(codec_model, models["coarse"], models["c2f"], device=device, config=config)
 
     @property
@@ -381,7 +396,8 @@ class Pipeline:
         y = audio.match_loudness(self.decode(out, n_samples), self.sample_rate, loudness)
         if progress:
             progress("decode", 1, 1)
-        info = {"precision": self.precision, "sampling": sampling.to_dict(), "c2f_sampling": c2f_sampling.to_dict(),
+        mixed = {"precisions": dict(self.precisions)} if len(set(self.precisions.values())) > 1 else {}
+        info = {"precision": self.precision, **mixed, "sampling": sampling.to_dict(), "c2f_sampling": c2f_sampling.to_dict(),
                 "generated_fraction": float(mask.float().mean()), **(settings or {})}
         return VampResult(y, self.sample_rate, out.cpu(), mask.cpu(), info, source)
 

@@ -39,15 +39,21 @@ def check_mode(precision: str) -> str:
     return precision
 
 
-def choose(precision: str, device: torch.device | str = "cpu") -> tuple[str, str | None]:
-    """The precision to run in on `device`, and a line saying why when it was chosen ("auto"), else None.
+BF16_MIN_WIDTH = 512  # transformers narrower than this gain nothing from bf16 or int8 on a CPU
+
+
+def choose(precision: str, device: torch.device | str = "cpu", width: int | None = BF16_MIN_WIDTH) -> tuple[str, str | None]:
+    """The mode one model runs in on `device`, and why when "auto" chose it (else None). `width`: a transformer's
+    embedding width; None: the codec.
 
     "auto" takes the fastest mode measured to stay within the fp32 seed-to-seed spread of the shipped model's vamps
-    (BENCHMARKS.md): bf16 on CPUs with bf16 instructions (AMX-BF16: the full-size coarse forward 3.7x fp32;
-    AVX512-BF16: the full-size vamp 2.0x); int8 on CPUs with VNNI but no bf16 (its VNNI kernels: 2.0x at full
-    size); fp32 elsewhere, since emulated bf16 is slower than fp32 and int8 without VNNI gained 1.1x at full size
-    and lost at the shipped size (AVX2-only EPYC). On GPUs fp32 until a GPU run measures the others. The environment
-    variable VAMPNET_PRECISION, when set, is what "auto" means instead."""
+    (BENCHMARKS.md, 2026-12-05): for transformers BF16_MIN_WIDTH wide or more, bf16 on CPUs with bf16 instructions
+    (AMX: the full-size 10 s vamp 3.3x faster than fp32; AVX512-BF16: 2.0x), int8 on CPUs with VNNI but no bf16
+    (its VNNI kernels: 2.0x at full size), else fp32 (emulated bf16 is slower than fp32; int8 without VNNI gained
+    1.1x at full size). Narrower transformers (the shipped 192- and 256-wide ones ran as fast in bf16 as in fp32)
+    and the codec (bf16 encoded the shipped codec 4x slower on AMX, the full-size one only 1.1x faster) stay fp32.
+    On GPUs fp32 until a GPU run measures the others. The environment variable VAMPNET_PRECISION, when set, is what
+    "auto" means instead, for every model."""
     check(precision)
     if precision != "auto":
         return precision, None
@@ -57,14 +63,29 @@ def choose(precision: str, device: torch.device | str = "cpu") -> tuple[str, str
             raise OptionError(f"{ENV} must be one of {', '.join(MODES)}, got {forced!r}")
         return forced, None  # chosen by the user, as a precision given is: nothing to say
     device = torch.device(device)
-    exact = "--precision fp32 for outputs identical to the original"
+    if width is None:
+        return "fp32", "the faster modes do not pay for the codec"
     if device.type != "cpu":
-        return "fp32", f"precision auto: fp32 on {device.type} (the faster modes are not measured on GPUs yet)"
+        return "fp32", f"the faster modes are not measured on {device.type} yet"
+    if width < BF16_MIN_WIDTH:
+        return "fp32", f"under {BF16_MIN_WIDTH} wide the faster modes do not pay"
     if cpu_has_bf16():
-        return "bf16", f"precision auto: bf16, native on this CPU (AMX/AVX512-BF16); {exact}"
+        return "bf16", "native on this CPU (AMX/AVX512-BF16)"
     if cpu_has_vnni() and fused_int8_available():
-        return "int8", f"precision auto: int8, through this CPU's VNNI kernels (no bf16 instructions); {exact}"
-    return "fp32", "precision auto: fp32 (this CPU has no bf16 or VNNI instructions, where the faster modes pay)"
+        return "int8", "this CPU's VNNI kernels (no bf16 instructions)"
+    return "fp32", "this CPU has no bf16 or VNNI instructions"
+
+
+def auto_note(chosen: dict[str, tuple[str, str | None]]) -> str | None:
+    """One line saying what "auto" chose for each part ({part: (mode, why)}) and why; None when it chose nothing
+    but fp32 (the exact numbers, as without it: nothing to say)."""
+    if not any(why for _, why in chosen.values()) or all(mode == "fp32" for mode, _ in chosen.values()):
+        return None
+    groups: dict[tuple[str, str], list[str]] = {}
+    for part, (mode, why) in chosen.items():
+        groups.setdefault((mode, why or ""), []).append(part)
+    said = "; ".join(f"{' and '.join(parts)} {mode}" + (f" ({why})" if why else "") for (mode, why), parts in groups.items())
+    return f"precision auto: {said}; --precision fp32 for the original's exact numbers"
 
 
 @lru_cache(maxsize=1)

@@ -24,7 +24,6 @@ from .devices import check_device
 from .envelopes import plot_envelopes
 from .errors import AudioError, Cancelled, OptionError
 from .pipeline import Pipeline, PipelineConfig, VampResult
-from .precision import choose as choose_precision
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
 from .sampling import SamplingConfig
@@ -65,19 +64,18 @@ class Studio:
 
     # --- pieces -----------------------------------------------------------------------------------------------
     def pipeline(self, model: str | None, settings: PipelineConfig | str | None = None) -> Pipeline:
-        """The pipeline of `model`: its models loaded once per precision ("auto" is the one it resolves to here);
+        """The pipeline of `model`: its models loaded once per precision;
         `settings` is a precision, or a whole PipelineConfig (windows, chunks, capture too: the loaded models run
         under it); None: the default precision."""
         config = settings if isinstance(settings, PipelineConfig) else PipelineConfig(
             **({} if settings is None else {"precision": settings}))
         name = (model or self.default_model).strip()
-        precision, _ = choose_precision(config.precision, self.device)
         with self._lock:  # jobs run in parallel threads; a model is loaded once
-            if (name, precision) not in self._pipelines:
-                self._pipelines[(name, precision)] = Pipeline.from_pretrained(
+            if (name, config.precision) not in self._pipelines:
+                self._pipelines[(name, config.precision)] = Pipeline.from_pretrained(
                     None if name in ("small", "") else name, device=self.device, precision=config.precision,
                     codec_cache=self._codecs)
-            loaded = self._pipelines[(name, precision)]
+            loaded = self._pipelines[(name, config.precision)]
             if not isinstance(settings, PipelineConfig):
                 return loaded
             if (name, config) not in self._configured:
