@@ -116,7 +116,7 @@ def main(argv=None):
         tokens = torch.randint(0, 1024, (1, 4, T))
         ref_logits = base(tokens)
         ref_audio = codec.decode(codes)
-        modes = list(P.PRECISIONS) + (["int8-torchao"] if has_torchao() else [])
+        modes = list(P.MODES) + (["int8-torchao"] if has_torchao() else [])
         flops = core.transformer_flops(cfg, T)["total"]
         models, layers = {}, {}
         for mode in modes:

@@ -71,7 +71,7 @@ def full_size_job(job: dict) -> dict:
     t = time.perf_counter()
     pipe = Pipeline.load(Path(job["folder"]), precision=precision, **spec["pipeline"])
     res = {"precision": precision, "load_s": time.perf_counter() - t, "load_peak_gb": core.peak_rss_gb()}
-    res["matmul"] = matmul_rate(precision, *spec["matmul"])
+    res["matmul"] = matmul_rate(pipe.precisions["coarse"], *spec["matmul"])  # "auto": the mode it chose
     frames = min(math.ceil(round(job["seconds"] * pipe.frame_rate, 6)), pipe.coarse_window)
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, pipe.coarse.vocab_size, (1, pipe.coarse.n_codebooks, frames), generator=g)

@@ -198,3 +198,20 @@ def test_auto_keeps_the_shipped_models_in_fp32_quietly(monkeypatch):
     pipe = Pipeline.from_pretrained(precision="auto")  # 192- and 256-wide transformers: bf16 does not pay
     assert pipe.precisions == {"codec": "fp32", "coarse": "fp32", "c2f": "fp32"}
     assert pipe.precision_note is None  # the exact numbers, as without auto: nothing to say
+
+
+@pytest.mark.skipif(not P.fused_int8_available(), reason="torch built without its x86 quantised kernels")
+def test_int8_layers_pack_for_the_cpus_fastest_engine_and_compute_the_same(monkeypatch):
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(256, 96), torch.randn(40, 256)
+    engine_before = torch.backends.quantized.engine
+    layer = P.Int8Linear(linear)
+    assert layer.engine == ("onednn" if "amx_int8" in P.cpu_flags() and "onednn" in
+                            torch.backends.quantized.supported_engines else "x86")
+    assert torch.backends.quantized.engine == engine_before  # packing leaves the global engine as it was
+    monkeypatch.setattr(P, "int8_engine", lambda: "x86")
+    reference = P.Int8Linear(linear)
+    with torch.inference_mode():
+        got, want, exact = layer(x), reference(x), linear(x)
+    assert ((got - want).norm() / want.norm()).item() < 1e-2  # the same 8-bit product, another kernel
+    assert ((got - exact).norm() / exact.norm()).item() < 3e-2

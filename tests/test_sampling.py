@@ -177,3 +177,14 @@ def test_classifier_on_needed_frames_only_keeps_the_original_stream(coarse_a, mo
     assert torch.equal(out, generate(coarse_a, codes, mask, steps=5, seed=4, draw="original"))
     with pytest.raises(OptionError):
         generate(coarse_a, codes, mask, draw="gumbel")
+
+
+def test_sample_cutoff_decides_which_passes_draw_at_random(coarse_a):
+    """With the order fixed (mask temperature 0), the seed reaches the tokens only through the passes that draw
+    (pass i draws while i / steps <= cutoff): none (a cutoff below 0) gives the same tokens for every seed."""
+    codes, mask = random_case(coarse_a, T=30)
+    run = lambda cutoff, seed: generate(coarse_a, codes, mask, steps=4, seed=seed, mask_temperature=0.0,
+                                        sample_cutoff=cutoff)
+    assert torch.equal(run(-1.0, 1), run(-1.0, 2))
+    assert not torch.equal(run(1.0, 1), run(1.0, 2))
+    assert not torch.equal(run(-1.0, 1), run(0.5, 1))  # the first passes drawn: tokens differ from the likeliest
