@@ -106,7 +106,7 @@ def test_model_choice_takes_our_model_names(tiny_pipeline, models_home, clip):
         for name in ("default", "small", "mine"):
             files = vamp(studio, clip, parse({**UPSTREAM_CALL, "model_choice": name}))
             assert len(files) == 2 and all(len(playable(f)) == 22050 for f in files)
-        assert ("mine", "fp32") in studio._pipelines  # the fine-tuned model was loaded, not the default again
+        assert ("mine", "auto") in studio._pipelines  # the fine-tuned model was loaded (default precision), not the default again
     finally:
         studio.close()
 

@@ -185,7 +185,7 @@ class HarpEndpoint:
         with self._job() as cancel:
             result = self.studio.generate(audio_path, settings, cancel=cancel)
         frame_rate = self.studio.pipeline(settings.model, Studio.pipeline_config(settings)).frame_rate
-        return str(result.audio[0]), label_list(result.results[0].mask[0], frame_rate, result.settings["precision"])
+        return str(result.audio[0]), label_list(result.results[0].mask[0], frame_rate, result.settings["precision_used"])
 
     def cancel(self) -> int:
         """Stop the running jobs at their next sampling step; returns how many were running."""

@@ -176,7 +176,7 @@ class LoopBridge:
         out = self.out_dir / f"{source.stem}-{self._written:04d}-s{settings.seed}{result.audio[0].suffix}"
         with atomic_path(out) as tmp:
             shutil.copyfile(result.audio[0], tmp)
-        return out, result.settings["precision"]
+        return out, result.settings["precision_used"]
 
 
 def _check_ahead(n) -> int:

@@ -57,8 +57,9 @@ class Studio:
         self._pipelines: dict[tuple[str, str], Pipeline] = {}  # (model, precision): its models, loaded
         self._configured: dict[tuple[str, PipelineConfig], Pipeline] = {}  # those models under other settings
         self._codecs: dict = {}  # loaded codecs by file, shared by the models that use the same one
-        if pipeline is not None:
-            self._pipelines[(self.default_model, pipeline.precision)] = pipeline
+        if pipeline is not None:  # a pipeline given serves its precision as asked (e.g. auto) and as it runs
+            for precision in {pipeline.config.precision, pipeline.precision}:
+                self._pipelines[(self.default_model, precision)] = pipeline
         self._lock = threading.Lock()
         self.folder = Path(tempfile.mkdtemp(prefix="vampnet-ui-"))
 
@@ -216,7 +217,8 @@ class Studio:
             r.save(f, s.output(), source=source)
             files.append(f)
         settings = {**s.to_dict(), "seed": seed, "seeds": [seed + i for i in range(len(files))],
-                    "precision": pipe.precision, **({"precision_chosen": pipe.precision_note} if pipe.precision_note else {}),
+                    "precision_used": pipe.precision,  # what `precision` (e.g. auto) ran as
+                    **({"precision_chosen": pipe.precision_note} if pipe.precision_note else {}),
                     "results": [r.settings for r in results],
                     "timing": {"started": round(started, 3), "seconds": round(time.time() - started, 3)}}
         if control is not None:  # how closely it was followed, with a plot (the page shows it)
