@@ -471,3 +471,14 @@ def test_the_page_shows_what_a_musician_needs_without_scrolling(tiny_page, short
         toast = page.wait_for_selector(".toast-body", timeout=60000).inner_text()
         title = CONTROL["continue_seconds"].label.split(" (")[0]  # the label, without its unit
         assert f'"{title}"' in toast and "--" not in toast, toast
+
+
+def test_the_studio_stretches_by_its_factor_and_feeds_loops_back(studio, clip):
+    n_in = sf.info(str(clip)).frames
+    stretched = studio.generate(clip, Settings(mode="stretch", stretch_factor=2.0, steps=2, seed=1))
+    assert abs(len(sf.read(stretched.audio[0])[0]) / n_in - 2.0) < 0.02  # the duration changes by the factor
+    once = studio.generate(clip, Settings(mode="loop", loop_seconds=1.0, steps=2, seed=3))
+    fed = studio.generate(clip, Settings(mode="loop", loop_seconds=1.0, steps=2, seed=3, loop_feedback=1))
+    assert fed.results[0].settings["feedback"] == 1 and once.results[0].settings["feedback"] == 0
+    assert len(sf.read(fed.audio[0])[0]) == len(sf.read(once.audio[0])[0])  # the same loop, vamped once more
+    assert not np.array_equal(sf.read(fed.audio[0])[0], sf.read(once.audio[0])[0])

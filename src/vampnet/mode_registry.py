@@ -34,7 +34,9 @@ class LoopOptions:
                             name="loop_seconds", label="loop length", unit="s", minimum=0, slider=(0.0, 30.0),
                             step=0.1)
     start_s: float = 0.0  # where the loop starts (bars choose it from the first downbeat)
-    feedback: int = 0     # re-vamp each variation this many more times
+    feedback: int = option(0, "vamp each loop again this many more times, each pass from the one before (the "
+                           "upstream app's feedback steps, less one)", name="loop_feedback", label="feedback passes",
+                           minimum=0, slider=(0, 8), step=1)
     repeats: int = 1      # times each variation plays in the chain
     bars: int = option(0, "loop this many bars from the first downbeat, as the tracked beats give them (0: use the "
                        "length in seconds)", name="loop_bars", label="loop length in bars", minimum=0,
@@ -63,7 +65,9 @@ class InpaintOptions:
 
 @dataclass(frozen=True)
 class StretchOptions:
-    factor: float = 2.0  # the length change (modes.STRETCH_RANGE)
+    factor: float = option(2.0, "how much longer the result is (0.5: twice as fast); the model fills the new frames",
+                           name="stretch_factor", label="stretch by", minimum=modes.STRETCH_RANGE[0],
+                           maximum=modes.STRETCH_RANGE[1], step=0.05)
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,9 @@ _MODES = (
          lambda o, like, rate, p, g: ~modes.kept_mask(like.shape, o.codebooks, o.period),
          title=lambda o: f"compress: keep {o.codebooks} codebooks every {o.period} frame(s)",
          help="squeeze the clip into a tiny file, then let the model fill it back in"),
-    Mode("stretch", StretchOptions, _run_stretch, _stretch_mask, modes.STRETCH_PROMPT, in_studio=False),
+    Mode("stretch", StretchOptions, _run_stretch, _stretch_mask, modes.STRETCH_PROMPT,
+         title=lambda o: f"stretch by {o.factor:g}", help="the clip slower or faster, same pitch: the model fills the "
+                                                          "new frames"),
     Mode("decompress", DecompressOptions, _run_decompress, in_studio=False),
 )
 MODES = {m.name: m for m in _MODES}

@@ -156,6 +156,8 @@ class Settings:
     loudness: str = _option("loudness", _CONTROL, shapes_mask=False)
     loudness_fit: str = _option("loudness_fit", _CONTROL, row="fit", shapes_mask=False)
     loudness_range: str = _option("loudness_range", _CONTROL, row="fit", shapes_mask=False)
+    loop_feedback: int = _option("loop_feedback", _MODE_OPTIONS, row="loop", shapes_mask=False)  # new ones last
+    stretch_factor: float = _option("stretch_factor", _MODE_OPTIONS, row="stretch")
 
     def __post_init__(self):
         for c in CONTROLS:
