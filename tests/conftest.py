@@ -159,3 +159,22 @@ def udp_peer():
     sock.settimeout(60.0)
     yield sock
     sock.close()
+
+
+def osc_send(sock, address, target, *args):
+    """Send one OSC message from `sock` to `target` (the role of a looper or a Max patch)."""
+    from pythonosc.osc_message_builder import OscMessageBuilder  # the `osc` extra
+
+    message = OscMessageBuilder(address)
+    for a in args:
+        message.add_arg(a)
+    sock.sendto(message.build().dgram, target)
+
+
+def osc_receive(sock) -> tuple[str, list]:
+    """The next OSC message `sock` receives: (address, arguments)."""
+    from pythonosc.osc_message import OscMessage  # the `osc` extra
+
+    data, _ = sock.recvfrom(65536)
+    message = OscMessage(data)
+    return message.address, list(message.params)

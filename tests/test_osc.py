@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import sine_mix
+from conftest import osc_receive as receive, osc_send as send, sine_mix
 from vampnet.ui import Settings, Studio
 
 pytest.importorskip("pythonosc")
-from pythonosc.osc_message import OscMessage  # noqa: E402
-from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from vampnet.osc import make_server  # noqa: E402
 
@@ -49,19 +47,6 @@ def loop_file(tmp_path) -> Path:
     path = tmp_path / "recorded loop.wav"
     sf.write(path, sine_mix(1.5, 22050, seed=3), 22050)
     return path
-
-
-def send(sock, address, target, *args):
-    message = OscMessageBuilder(address)
-    for a in args:
-        message.add_arg(a)
-    sock.sendto(message.build().dgram, target)
-
-
-def receive(sock) -> tuple[str, list]:
-    data, _ = sock.recvfrom(65536)
-    message = OscMessage(data)
-    return message.address, list(message.params)
 
 
 def test_a_loop_comes_back_as_the_path_of_the_written_variation(bridge, looper, loop_file):

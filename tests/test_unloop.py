@@ -11,13 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import sine_mix
+from conftest import osc_receive as receive, osc_send as send, sine_mix
 from vampnet import OptionError, modes, options
 from vampnet.ui import Studio
 
 pytest.importorskip("pythonosc")
-from pythonosc.osc_message import OscMessage  # noqa: E402
-from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from vampnet import unloop  # noqa: E402
 
@@ -61,19 +59,6 @@ def process_args(query_id, path, **changes):
                   sampling_steps=4, temperature=1.0, top_p=0.0, beat_mask_ms=0.0, num_feedback_steps=1)
     values.update(changes)
     return [query_id, "vampnet", str(path), *(values[p.name] for p in unloop.PARAMS)]
-
-
-def send(sock, address, target, *args):
-    message = OscMessageBuilder(address)
-    for a in args:
-        message.add_arg(a)
-    sock.sendto(message.build().dgram, target)
-
-
-def receive(sock) -> tuple[str, list]:
-    data, _ = sock.recvfrom(65536)
-    message = OscMessage(data)
-    return message.address, list(message.params)
 
 
 def receive_until(sock, wanted: tuple[str, ...], limit: int = 2000) -> tuple[str, list, list]:
