@@ -119,3 +119,41 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path):
     assert f"| coarse top-1, r < 0.5 | {top1} | {top1} |" in shown.stdout
     assert "Whole 10 s vamp" not in shown.stdout  # runs without timing get no empty timing table
     assert figure.stat().st_size > 0
+
+
+def test_control_adherence_script_scores_each_guidance_on_validation_excerpts(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from vampnet import Codec, MaskedTransformer
+    from vampnet.checkpoints import find_model_files
+    from vampnet.pretrained import resolve
+    from vampnet.splits import split_of
+    from vampnet.train.data import TokenizeConfig, tokenize
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = [n for n in (f"piece{i}.wav" for i in range(400)) if split_of(f"corpus/{n}", 0.05) == "val"][:2]
+    for i, n in enumerate(names):
+        x = sine_mix(3.0, sr=22050, seed=i) * np.linspace(0.05, 1.0, 3 * 22050) ** (1 + i)  # two envelopes
+        sf.write(corpus / n, x.astype(np.float32), 22050)
+    files = find_model_files(resolve("small").base)
+    codec = Codec.load(files["codec"])
+    tokenize([corpus], tmp_path / "tokens", codec, TokenizeConfig(excerpt_s=3.0), codec_path=str(files["codec"]),
+             progress=False)
+    coarse = MaskedTransformer.load(files["coarse"], codec)
+    coarse.add_controls(1)  # an untrained projection: the script runs, the numbers mean nothing
+    coarse.save(tmp_path / "coarse.safetensors")
+    out = tmp_path / "adherence.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "control_adherence.py"), str(tmp_path / "tokens"),
+                           "--coarse", str(tmp_path / "coarse.safetensors"), "--audio-root", str(tmp_path),
+                           "--excerpts", "2", "--guidance", "0,2", "--steps", "2", "--json", str(out),
+                           "--figure", str(tmp_path / "curves.png")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["no control", "guidance 0", "guidance 2"]
+    assert all(-1 <= r["pearson_mean"] <= 1 and r["excerpts"] == 2 and r["frechet"] >= 0 for r in results.values())
+    assert (tmp_path / "curves.png").stat().st_size > 0
