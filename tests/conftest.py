@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,16 @@ def osc_receive(sock) -> tuple[str, list]:
     data, _ = sock.recvfrom(65536)
     message = OscMessage(data)
     return message.address, list(message.params)
+
+
+@contextmanager
+def served_app(app, concurrency: int | None = None):
+    """A gradio app (the studio's page and its extensions) queued and served in this process on a free localhost
+    port; yields its base URL ("http://127.0.0.1:PORT/") and closes it afterwards."""
+    app.queue(**({} if concurrency is None else {"default_concurrency_limit": concurrency}))
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()

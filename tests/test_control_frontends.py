@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import free_port, save_model_folder, sine_mix
+from conftest import save_model_folder, served_app, sine_mix
 from vampnet import OptionError
 from vampnet.cli import main
 from vampnet.control_options import CURVE_FORMAT, ControlOptions, clip_control
@@ -210,15 +210,10 @@ def test_the_gradio_api_takes_the_second_file_as_an_upload(studio, controlled, f
     from vampnet.ui import build_app
 
     seen = received(monkeypatch, "variations")
-    app = build_app(studio).queue()
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with served_app(build_app(studio)) as url:
+        client = Client(url, verbose=False)
         *_, settings = client.predict(audio=handle_file(str(files["clip"])), loudness_from=handle_file(str(files["drums"])),
                                       steps=2, seed=0, api_name="/generate")
-    finally:
-        app.close()
     assert_same(seen[0], api_control(controlled, files["clip"], loudness_from=str(files["drums"])))
     assert len(settings["loudness_follow"]["pearson"]) == 1
 

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import free_port, sine_mix
+from conftest import served_app, sine_mix
 from vampnet.harp import CONTROLS, add_endpoint, regenerated_spans
 from vampnet.ui import Settings, Studio, build_app
 
@@ -101,14 +101,10 @@ def _file(path: str) -> dict:
 @pytest.fixture(scope="module")
 def server(tiny_pipeline):
     studio = Studio(pipeline=tiny_pipeline, max_seconds=10)
-    app = build_app(studio, extensions=[add_endpoint])
-    app.queue(default_concurrency_limit=1)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}", studio
+        with served_app(build_app(studio, extensions=[add_endpoint]), concurrency=1) as url:
+            yield url.rstrip("/"), studio
     finally:
-        app.close()
         studio.close()
 
 

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT, free_port, sine_mix
+from conftest import ROOT, free_port, served_app, sine_mix
 from vampnet import AudioError, OptionError, modes
 from vampnet.audio import OutputOptions
 from vampnet.mode_registry import VARIATIONS
@@ -406,13 +406,11 @@ def tiny_page(tiny_pipeline):
     from vampnet.ui import build_app
 
     studio = Studio(pipeline=tiny_pipeline, max_seconds=10)
-    app = build_app(studio)
-    app.queue()
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    app.close()
-    studio.close()
+    try:
+        with served_app(build_app(studio)) as url:
+            yield url
+    finally:
+        studio.close()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import free_port, sine_mix
+from conftest import served_app, sine_mix
 from vampnet.ui import Studio, build_app
 from vampnet.upstream_api import NAMES, add_endpoints, parse
 
@@ -27,14 +27,10 @@ UPSTREAM_CALL = dict(sampletemp=1.0, top_p=0.0, periodic_p=7, dropout=0.0, stret
 @pytest.fixture(scope="module")
 def server(tiny_pipeline):
     studio = Studio(pipeline=tiny_pipeline, max_seconds=10)
-    app = build_app(studio, extensions=[add_endpoints])
-    app.queue(default_concurrency_limit=1)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        with served_app(build_app(studio, extensions=[add_endpoints]), concurrency=1) as url:
+            yield url
     finally:
-        app.close()
         studio.close()
 
 
