@@ -97,7 +97,9 @@ def main(argv=None) -> int:
         print(f"{label}: Pearson {results[label]['pearson_mean']:.3f} ± {results[label]['pearson_std']:.3f} "
               f"({len(scores)} excerpts), Fréchet to the real excerpts {results[label]['frechet']:.2f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"coarse": str(args.coarse), "steps": args.steps, "results": results}, indent=2))
+        # a result file is committed: name the model as its owner would, without this machine's home folder
+        where = str(args.coarse.resolve()).replace(str(Path.home()), "~", 1)
+        args.json.write_text(json.dumps({"coarse": where, "steps": args.steps, "results": results}, indent=2))
     if args.figure and curves:
         import matplotlib
         matplotlib.use("Agg")
