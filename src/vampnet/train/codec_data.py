@@ -17,6 +17,8 @@ from ..errors import AudioError, OptionError
 from ..splits import split_of
 from .loop import mix_seed
 
+PCM_MAX = 32767  # preloaded audio is stored as 16-bit samples
+
 
 def list_audio(paths) -> list[tuple[Path, str]]:
     """(path, name) of every audio file among `paths` (folders are searched recursively), sorted and de-duplicated."""
@@ -48,7 +50,7 @@ class ExcerptSampler:
     def __init__(self, files: list[Path], sample_rate: int, n_samples: int, target_lufs: float = -24.0,
                  loudness_cutoff: float = -40.0, max_tries: int = 50, preload: bool = False):
         self.sample_rate, self.n = int(sample_rate), int(n_samples)
-        self.cache: list[torch.Tensor] | None = None
+        self.cache: list[tuple[torch.Tensor, float]] | None = None  # preloaded: (int16 samples, scale) per file
         self.target, self.cutoff, self.max_tries = target_lufs, loudness_cutoff, max_tries
         self.files, lengths = [], []
         for f in files:
@@ -63,17 +65,21 @@ class ExcerptSampler:
             raise AudioError("no readable audio files to train on")
         if preload:
             self.cache = self._decode_all()
-            lengths = [int(x.shape[-1]) for x in self.cache]
+            lengths = [int(x.shape[-1]) for x, _ in self.cache]
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.weights = self.lengths.double().clamp(min=self.n)
 
-    def _decode_all(self) -> list[torch.Tensor]:
-        """Every file as (1, 1, N) mono float32 at the codec rate; decoding and resampling release the GIL, so
-        threads decode files side by side."""
+    def _decode_all(self) -> list[tuple[torch.Tensor, float]]:
+        """Every file as (1, 1, N) mono 16-bit samples at the codec rate with the scale that restores them: half
+        the memory of float32 (a 32 h corpus at 22.05 kHz: 5 GB instead of 10, which decided whether a training
+        run survived beside other jobs on a 24 GB machine), at a quantisation noise 96 dB under each file's peak.
+        Decoding and resampling release the GIL, so threads decode files side by side."""
 
         def decode(path):
             wav, sr = audio.load(path)
-            return audio.resample(audio.to_mono(wav), sr, self.sample_rate).float().contiguous()
+            wav = audio.resample(audio.to_mono(wav), sr, self.sample_rate).float()
+            scale = float(wav.abs().max()) / PCM_MAX or 1.0
+            return wav.div(scale).round_().to(torch.int16).contiguous(), scale
 
         with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
             return list(pool.map(decode, self.files))
@@ -81,7 +87,8 @@ class ExcerptSampler:
     def read(self, index: int, start: int) -> torch.Tensor:
         """(1, 1, n) mono audio at the codec rate from file `index`, starting at `start` (codec-rate samples)."""
         if self.cache is not None:
-            wav = self.cache[index][..., start:start + self.n]
+            samples, scale = self.cache[index]
+            wav = samples[..., start:start + self.n].float().mul_(scale)
             return F.pad(wav, (0, self.n - wav.shape[-1])) if wav.shape[-1] < self.n else wav
         end_s = (start + self.n) / self.sample_rate + 0.1  # a margin keeps the resampler's end effects outside
         wav, sr = audio.load(self.files[index], max_seconds=end_s)
