@@ -95,7 +95,9 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x):
-        return x + self.block(x)
+        y = self.block(x)
+        # inference adds in place (a + b == b + a exactly): one full-rate buffer less per unit
+        return x + y if torch.is_grad_enabled() else y.add_(x)
 
 
 class EncoderBlock(nn.Module):
@@ -125,7 +127,13 @@ class Encoder(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.block(x)
+        if torch.is_grad_enabled():
+            return self.block(x)
+        # inference: the decoder's (B, C, 1, N) channels-last layout (see Decoder.forward). In bfloat16 oneDNN's
+        # convolutions want channels last, and on (B, C, N) every one of them paid a full transpose of its input and
+        # output (half of the full-size encoder's time on an AMX CPU)
+        y = self.block(x.unsqueeze(2).contiguous(memory_format=torch.channels_last))
+        return y.squeeze(2).contiguous()
 
 
 class MRFLayer(nn.Module):
