@@ -275,3 +275,12 @@ def test_osc_keys_not_sent_take_the_card_defaults(studios):
         assert parse_options(["steps", 9], bridge.defaults, card).steps == 9
     finally:
         bridge.close()
+
+
+def test_the_upstream_api_keeps_upstream_defaults_whatever_the_card(studios, clip):
+    """/vamp mirrors the upstream app: a parameter left out is upstream's default, so the card changes nothing."""
+    from vampnet.upstream_api import parse, vamp
+
+    request = parse({"seed": 3, "sampling_steps": 2})
+    made = {name: [sf.read(f)[0] for f in vamp(studio, clip, request)] for name, studio in studios.items()}
+    assert all((a == b).all() for a, b in zip(made["carded"], made["plain"]))
