@@ -138,6 +138,10 @@ def test_the_pipeline_uses_the_card_defaults_when_a_call_gives_none(folders, cli
     assert same_tokens(by_card, plain.vamp(wav, sr, prompt=PROMPT, sampling=SAMPLING, seed=2))
     assert by_card.settings["sampling"]["steps"] == 3
     assert not same_tokens(by_card, plain.vamp(wav, sr, seed=2))  # the card changes what the defaults make
+    # the coarse-to-fine sampler draws as the card's coarse one, as the command line makes them (options.sampling_configs)
+    drawn = Pipeline.load(folders["plain"], defaults=ModelDefaults({"sampling": {"draw": "original"}}))
+    assert drawn.default_c2f_sampling() == SamplingConfig(steps=2, draw="original")
+    assert plain.default_c2f_sampling() == SamplingConfig(steps=2)
     # what the caller gives wins over the card
     given = carded.vamp(wav, sr, prompt=PromptConfig(periodic_prompt=2), sampling=SamplingConfig(steps=2), seed=2)
     assert same_tokens(given, plain.vamp(wav, sr, prompt=PromptConfig(periodic_prompt=2),
@@ -160,6 +164,12 @@ def test_the_cli_takes_the_card_defaults_for_flags_not_given_and_a_given_flag_wi
     assert not same_tokens(by_card, run("plain"))
     mine = run("carded", "--periodic", "2", "--steps", "2")
     assert same_tokens(mine, run("plain", *FLAGS, "--periodic", "2", "--steps", "2"))
+
+
+def test_info_lists_a_model_card_defaults(folders, capsys):
+    assert main(["info", str(folders["carded"])]) in (0, None)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["defaults"] == CARD and shown["cards"] == [str(folders["carded"] / "card.json")]
 
 
 def test_the_cli_refuses_a_bad_card_in_one_line(folders, clip, tmp_path, tiny_pipeline, capsys):

@@ -238,6 +238,11 @@ class Pipeline:
         """The coarse sampler's settings when none are given: the model card's defaults over the schema's."""
         return self.defaults.sampling()
 
+    def default_c2f_sampling(self) -> SamplingConfig:
+        """The coarse-to-fine sampler's when none are given: the original app's, drawing as the card's coarse sampler
+        (as `options.sampling_configs` makes them; without a card, exactly DEFAULT_C2F_SAMPLING)."""
+        return replace(DEFAULT_C2F_SAMPLING, draw=self.defaults.sampling().draw)
+
     @property
     def sample_rate(self) -> int:
         return self.codec.sample_rate
@@ -273,7 +278,7 @@ class Pipeline:
         if self.coarse is None:
             raise CheckpointError("this pipeline has no coarse model, so it cannot generate (only encode/decode)")
         sampling = sampling or self.default_sampling()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        c2f_sampling = c2f_sampling or self.default_c2f_sampling()
         if codes.shape[1] != self.n_codebooks or mask.shape != codes.shape:
             raise OptionError(f"codes and mask must be shaped (B, {self.n_codebooks}, T)")
         generator = generator or seeded_generator(seed)
@@ -398,7 +403,7 @@ class Pipeline:
         """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS); `source`: the input's
         format (Prepared.source), which the result's file defaults to; `control`: see `generate`."""
         sampling = sampling or self.default_sampling()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        c2f_sampling = c2f_sampling or self.default_c2f_sampling()
         generator = generator or seeded_generator(seed)
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress, control=control)
         settings = settings if control is None else {**(settings or {}), "control": control_settings(control, sampling)}
@@ -441,7 +446,7 @@ class Pipeline:
         masks = [prompt.build(prepared.codes, self.frame_rate, g).to(prepared.codes.device) for g in generators]
         codes, mask = prepared.codes.expand(n, -1, -1), torch.cat(masks)
         sampling = sampling or self.default_sampling()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        c2f_sampling = c2f_sampling or self.default_c2f_sampling()
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generators if n > 1 else generators[0],
                             progress=progress, control=control)  # (a control spans the input's frames)
         results = []
