@@ -22,7 +22,8 @@ The process answer is `[vamp FileData, LabelList]`; the labels mark the spans wh
 regenerated (`label_type` "AudioLabel", `t` and `duration` in seconds, `label`, `description`, `color` ARGB).
 
 This module only translates: the control values become the studio's `Settings` (the same prompt, sampling and
-model path as the web page) and the job runs through `Studio.generate`."""
+model path as the web page) and the job runs through `Studio.generate`. The controls start at the studio's model's
+own defaults (its card's, `ui.model_settings`); a control HARP leaves empty takes the chosen model's."""
 from __future__ import annotations
 
 import threading
@@ -34,7 +35,7 @@ import torch
 from . import modes
 from .errors import OptionError
 from .studio import Studio
-from .ui import CONTROL, DECLARED, SCHEMA, Control, Settings, guard, model_ranges, widget
+from .ui import CONTROL, DECLARED, SCHEMA, Control, Settings, guard, model_ranges, model_settings, widget
 
 CARD = {
     "name": "VampNet",
@@ -115,7 +116,7 @@ OUTPUTS = [
 
 def controls_answer(studio: Studio) -> dict:
     """What `controls` answers: the model card, the inputs (the track, then each control), the outputs."""
-    defaults = Settings(model=studio.default_model)
+    defaults = starting_settings(studio)
     tops = model_ranges(studio.model_counts(studio.default_model))  # the codebook sliders end at the model's count
     inputs = [INPUT_TRACK, CONTROL_TRACK]
     for c in CONTROLS:
@@ -132,7 +133,14 @@ def settings_from_controls(studio: Studio, values, loudness_from=None) -> Settin
         raise OptionError(f"HARP sent {len(values)} control values; this endpoint declares {len(CONTROLS)}")
     given = {c.name: v for c, v in zip(CONTROLS, values) if v is not None and v != ""}
     track = {"loudness_from": str(loudness_from)} if loudness_from else {}
-    return Settings.from_values({"model": studio.default_model, **given, **track, "mode": "vamp", "variations": 1})
+    model = given.get("model") or studio.default_model
+    return Settings.from_values({"model": model, **given, **track, "mode": "vamp", "variations": 1},
+                                model_settings(studio, model))  # a control left empty: the model's default
+
+
+def starting_settings(studio: Studio) -> Settings:
+    """What HARP's controls start at: the studio's model's defaults (its card's, else the schema's)."""
+    return Settings.from_values({"model": studio.default_model}, model_settings(studio))
 
 
 def regenerated_spans(mask: torch.Tensor, frame_rate: float, min_kept_s: float = MIN_KEPT_S) -> list[tuple[int, int]]:
@@ -212,7 +220,7 @@ def add_endpoint(studio: Studio) -> HarpEndpoint:
     import gradio as gr
 
     endpoint = HarpEndpoint(studio)
-    defaults = Settings(model=studio.default_model)
+    defaults = starting_settings(studio)
     with gr.Accordion("HARP endpoint (for the DAW plug-in)", open=False):
         gr.Markdown("Paste this page's address (e.g. http://localhost:7860) into HARP's model box. These controls "
                     "are what HARP shows; **process** runs them here too.")

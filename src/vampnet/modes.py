@@ -260,7 +260,7 @@ def loop(pipeline: Pipeline, wav, sample_rate: int, *, variations: int = 4, seco
     loop region had in the clip."""
     if variations < 1 or feedback < 0 or repeats < 1 or seam_s <= 0:
         raise OptionError("loop needs variations >= 1, feedback >= 0, repeats >= 1 and a positive seam")
-    prompt = prompt or PRESETS["variation"]
+    prompt = prompt or pipeline.default_prompt()  # the model's (without a card: the variation preset's)
     seed = new_seed() if seed is None else seed
     out_rate = int(output_rate or pipeline.sample_rate)
     region, loudness, n_out, source = _loop_input(pipeline, wav, sample_rate, seconds, start_s, out_rate)

@@ -66,10 +66,11 @@ def parse_ranges(text: str) -> list[tuple[float, float]]:
 
 def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None = None, beats: bool = False,
                 downbeats: bool = False, onsets: bool = False, every_k: int = 1, tracker: str = "auto",
-                checkpoint=None, **fields) -> tuple[PromptConfig, list[str]]:
+                checkpoint=None, base: PromptConfig | None = None, **fields) -> tuple[PromptConfig, list[str]]:
     """The prompt of a vamp and the lines the beat trackers report (which ran, their licences).
 
-    `fields` are PromptConfig's, the ones the user gave; with a named `preset` they change the preset (which sets
+    `fields` are PromptConfig's, the ones the user gave; without a preset they change `base` (the model's default
+    prompt, `Pipeline.default_prompt`; default: the schema's); with a named `preset` they change the preset (which sets
     what it does not leave to the user, KEPT_BY_PRESETS). With beats, downbeats or onsets, the times tracked in
     `wav` are kept (with `keep_before_s`/`keep_after_s` around each; the "follow beat" presets track beats); with `onset_width` > 0, `onset_width` frames
     either side of every tracked onset (upstream's onset mask)."""
@@ -83,7 +84,7 @@ def vamp_prompt(preset: str | None = None, *, wav=None, sample_rate: int | None 
         onset_times, found = prompt_times(wav, sample_rate, onsets=True, tracker=tracker, checkpoint=checkpoint)
         fields["onset_times_s"], lines = tuple(onset_times), lines + found
     if preset is None:
-        return PromptConfig(**fields), lines
+        return replace(base or PROMPT, **fields), lines
     base = modes.preset(preset, **{k: v for k, v in fields.items() if k in KEPT_BY_PRESETS})
     return with_changes(base, **{k: v for k, v in fields.items() if k not in KEPT_BY_PRESETS}), lines
 
@@ -114,11 +115,13 @@ def with_changes(base: PromptConfig, **changes) -> PromptConfig:
 
 # --- sampling and seeds -----------------------------------------------------------------------------------------
 
-def sampling_configs(*, c2f_steps: int = C2F_STEPS, draw: str = SAMPLING.draw,
+def sampling_configs(*, c2f_steps: int = C2F_STEPS, base: SamplingConfig | None = None,
                      **coarse) -> tuple[SamplingConfig, SamplingConfig]:
-    """The coarse sampler's config from `coarse` (SamplingConfig's fields), and the coarse-to-fine sampler's:
-    the pipeline's, with `c2f_steps` passes and the same way of drawing tokens."""
-    return SamplingConfig(draw=draw, **coarse), replace(DEFAULT_C2F_SAMPLING, steps=c2f_steps, draw=draw)
+    """The coarse sampler's config: `base` (the model's defaults, `Pipeline.default_sampling`; default: the
+    schema's) changed by `coarse` (SamplingConfig's fields, the ones given); and the coarse-to-fine sampler's: the
+    pipeline's, with `c2f_steps` passes and the same way of drawing tokens."""
+    config = replace(base or SAMPLING, **coarse)
+    return config, replace(DEFAULT_C2F_SAMPLING, steps=c2f_steps, draw=config.draw)
 
 
 def seed_or_new(seed: int | None) -> int:

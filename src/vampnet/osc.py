@@ -15,8 +15,9 @@ Options are the studio's settings (vampnet.ui.Settings) by name: mode (loop: sea
 preset, periodic, periodic_width, upper_codebooks, beats, downbeats, onsets, dropout, temperature, top_p, steps,
 seed (-1: random; variations count up from it), loop_seconds, model, precision (and the pipeline's window, overlap,
 c2f_chunk, c2f_batch_size, capture), and the result file's file_type,
-sample_rate, channels, bit_depth (by default the input's rate and format). A looper that loads the file on
-the next bar keeps time: /next is answered from the queue while the queue refills.
+sample_rate, channels, bit_depth (by default the input's rate and format). A key /loop does not send takes the
+model's own default (its card's, else the schema's; `ui.model_settings`); /next changes only the keys it sends.
+A looper that loads the file on the next bar keeps time: /next is answered from the queue while the queue refills.
 
 This module only translates: messages become Settings and jobs of `Studio.generate`, one at a time, in a worker
 thread; `LoopBridge` holds the state and is usable without a network (`serve` adds the UDP server)."""
@@ -34,7 +35,7 @@ from .options import seed_or_new
 from .pretrained import home
 from .serialization import atomic_path
 from .studio import Studio
-from .ui import Settings
+from .ui import Settings, model_settings
 
 PREFIX = "/vampnet"
 MODES = ("loop", "vamp")
@@ -44,8 +45,9 @@ MAX_AHEAD = 8
 Reply = Callable[[tuple, str, list], None]  # (address to answer, OSC address, arguments)
 
 
-def parse_options(args, base: Settings) -> Settings:
-    """`base` with the key/value pairs of an OSC message's arguments applied."""
+def parse_options(args, base: Settings, model_defaults: Callable[[str], dict] | None = None) -> Settings:
+    """`base` with the key/value pairs of an OSC message's arguments applied; `model_defaults(model)` (the model's
+    own settings, for a fresh start) comes between them, for the model the message names, else `base`'s."""
     args = list(args)
     if len(args) % 2:
         raise OptionError(f"options come in key/value pairs; got {len(args)} arguments")
@@ -54,7 +56,8 @@ def parse_options(args, base: Settings) -> Settings:
         if key not in OPTIONS:
             raise OptionError(f"unknown option {key!r}; options are {', '.join(OPTIONS)}")
         changes[key] = value
-    settings = Settings.from_values({**base.to_dict(), **changes})
+    card = model_defaults(str(changes.get("model") or base.model)) if model_defaults is not None else {}
+    settings = Settings.from_values({**base.to_dict(), **card, **changes})
     if settings.mode not in MODES:
         raise OptionError(f"mode must be one of {', '.join(MODES)} here, got {settings.mode!r}")
     return settings
@@ -68,7 +71,7 @@ class LoopBridge:
     def __init__(self, studio: Studio, out_dir, reply: Reply, *, ahead: int = 1, defaults: Settings | None = None):
         self.studio, self.reply = studio, reply
         self.out_dir = Path(out_dir)
-        self.defaults = defaults or Settings(mode="loop")
+        self.defaults = defaults or Settings(mode="loop", model=studio.default_model)
         self.ahead = _check_ahead(ahead)
         self._cond = threading.Condition()
         self._source: Path | None = None
@@ -85,7 +88,7 @@ class LoopBridge:
 
     # --- requests (called by the server's handlers; they only change state) ---------------------------------
     def loop(self, sender: tuple, path: str, *options) -> None:
-        settings = parse_options(options, self.defaults)
+        settings = parse_options(options, self.defaults, lambda model: model_settings(self.studio, model))
         with self._cond:
             self._restart(settings)
             self._source = Path(str(path)).expanduser()

@@ -20,6 +20,7 @@ from .devices import check_device
 from .errors import CheckpointError, CodesFileError, OptionError
 from .model import MaskedTransformer
 from .model.lora import load_adapter
+from .model_defaults import ModelDefaults, of_folders, of_source
 from .pretrained import resolve
 from .prompts import PromptConfig, seconds_to_frames
 from .capture import MODES as CAPTURE_MODES
@@ -100,9 +101,11 @@ class Pipeline:
     """Codec + coarse transformer (+ optional coarse-to-fine transformer) and the flow between them."""
 
     def __init__(self, codec: Codec, coarse: MaskedTransformer | None = None, c2f: MaskedTransformer | None = None, *,
-                 device: str | torch.device = "cpu", config: PipelineConfig | None = None, **settings):
+                 device: str | torch.device = "cpu", config: PipelineConfig | None = None,
+                 defaults: ModelDefaults | None = None, **settings):
         """`config`: how it runs (PipelineConfig; default: its defaults); `settings`: PipelineConfig's fields by name
-        (precision=..., coarse_window_s=...), which change `config`."""
+        (precision=..., coarse_window_s=...), which change `config`; `defaults`: the model's own prompt and sampling
+        defaults (vampnet.model_defaults, from its card; default: none, the schema's), used where a call gives none."""
         config = replace(config or PipelineConfig(), **settings)
         if coarse is None and c2f is not None:
             raise CheckpointError("a coarse-to-fine model needs a coarse model beside it")
@@ -136,6 +139,8 @@ class Pipeline:
         self.c2f = (precision_mod.apply_to_transformer(c2f.to(self.device).eval(), self.precisions["c2f"])
                     if c2f is not None else None)
         self.n_codebooks = n_codebooks
+        self.defaults = defaults or ModelDefaults()
+        self.defaults.check_counts({"codebooks": n_codebooks})  # a card's codebook options within this model's
         # (a pipeline with only a codec serves encode/decode jobs)
         self.coarse_window = max(2, seconds_to_frames(config.coarse_window_s, self.frame_rate))
         self.window_overlap = min(self.coarse_window - 1, seconds_to_frames(config.window_overlap_s, self.frame_rate))
@@ -164,15 +169,16 @@ class Pipeline:
         modes = {part: mode for part, (mode, _) in self._choose(config.precision, self.coarse, self.c2f).items()}
         if modes != self.precisions:  # "auto" is what it chose for these models
             raise OptionError(f"these models run in {self.precision}; load them again for {config.precision}")
-        return Pipeline(self.codec, self.coarse, self.c2f, device=self.device, config=config)
+        return Pipeline(self.codec, self.coarse, self.c2f, device=self.device, config=config, defaults=self.defaults)
 
     @classmethod
     def from_pretrained(cls, name=None, **options) -> "Pipeline":
         """A named model: None or "small" = the small model shipped inside the package (offline), "official" = the
         official weights fetched by `vampnet download`, a fine-tuned model's name (`vampnet finetune --name`), or a
-        model folder. Options are `load`'s (explicit files win over the fine-tuned ones)."""
+        model folder. Options are `load`'s (explicit files win over the fine-tuned ones). The model's card sets its
+        defaults (a fine-tuned model's: its base's, changed by its own card)."""
         source = resolve(name)
-        return cls.load(source.base, **{**source.load_options(), **options})
+        return cls.load(source.base, **{"defaults": of_source(source), **source.load_options(), **options})
 
     @classmethod
     def load(cls, models=None, *, codec=None, coarse=None, c2f=None, lora=None, coarse_lora=None, c2f_lora=None,
@@ -183,11 +189,13 @@ class Pipeline:
         `vampnet finetune`); `coarse_lora` / `c2f_lora` name single adapter files (ours or the original's).
         `codec_cache`: a dict shared between loads; a codec file already loaded for the same device and precision
         is reused from it rather than read again (models fine-tuned from one base share its codec). `options`:
-        `config` (PipelineConfig) and its fields by name, as the constructor takes them."""
+        `config` (PipelineConfig) and its fields by name, as the constructor takes them, and `defaults`
+        (ModelDefaults; default: the card.json of `models`, then of `lora`)."""
         files = find_model_files(models) if models is not None else {"codec": None, "coarse": None, "c2f": None}
         files.update({k: Path(v) for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f}.items() if v is not None})
         if files["codec"] is None:
             raise CheckpointError("no codec given (give a model folder or --codec PATH)")
+        defaults = options.pop("defaults", None) or of_folders(models, lora)
         config = replace(options.pop("config", None) or PipelineConfig(), **options)
         device = check_device(device)
         codec_precision, _ = precision_mod.choose(config.precision, device, None)
@@ -220,7 +228,20 @@ class Pipeline:
                 load_adapter(model, adapters[part])
             mode, _ = precision_mod.choose(config.precision, device, model.config.embedding_dim)
             models[part] = precision_mod.apply_to_transformer(model, mode)
-        return cls(codec_model, models["coarse"], models["c2f"], device=device, config=config)
+        return cls(codec_model, models["coarse"], models["c2f"], device=device, config=config, defaults=defaults)
+
+    def default_prompt(self) -> PromptConfig:
+        """The prompt a vamp takes when none is given: the model card's defaults over the schema's."""
+        return self.defaults.prompt()
+
+    def default_sampling(self) -> SamplingConfig:
+        """The coarse sampler's settings when none are given: the model card's defaults over the schema's."""
+        return self.defaults.sampling()
+
+    def default_c2f_sampling(self) -> SamplingConfig:
+        """The coarse-to-fine sampler's when none are given: the original app's, drawing as the card's coarse sampler
+        (as `options.sampling_configs` makes them; without a card, exactly DEFAULT_C2F_SAMPLING)."""
+        return replace(DEFAULT_C2F_SAMPLING, draw=self.defaults.sampling().draw)
 
     @property
     def sample_rate(self) -> int:
@@ -256,8 +277,8 @@ class Pipeline:
         followed with `sampling.guidance`; the rest is free."""
         if self.coarse is None:
             raise CheckpointError("this pipeline has no coarse model, so it cannot generate (only encode/decode)")
-        sampling = sampling or SamplingConfig()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        sampling = sampling or self.default_sampling()
+        c2f_sampling = c2f_sampling or self.default_c2f_sampling()
         if codes.shape[1] != self.n_codebooks or mask.shape != codes.shape:
             raise OptionError(f"codes and mask must be shaped (B, {self.n_codebooks}, T)")
         generator = generator or seeded_generator(seed)
@@ -381,8 +402,8 @@ class Pipeline:
                control: Control | None = None) -> VampResult:
         """Generate the masked tokens, decode, and bring the result to `loudness` (LUFS); `source`: the input's
         format (Prepared.source), which the result's file defaults to; `control`: see `generate`."""
-        sampling = sampling or SamplingConfig()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        sampling = sampling or self.default_sampling()
+        c2f_sampling = c2f_sampling or self.default_c2f_sampling()
         generator = generator or seeded_generator(seed)
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generator, progress=progress, control=control)
         settings = settings if control is None else {**(settings or {}), "control": control_settings(control, sampling)}
@@ -418,14 +439,14 @@ class Pipeline:
         rows, so there a variation is an equally good vamp but not the same tokens as its single vamp."""
         if not isinstance(n, int) or n < 1:
             raise OptionError(f"the number of variations must be a positive integer, got {n!r}")
-        prompt = prompt or PromptConfig()
+        prompt = prompt or self.default_prompt()
         seed = new_seed() if seed is None else seed
         generators = [seeded_generator(seed + i) for i in range(n)]
         prepared = self.prepare(wav, sample_rate, progress)
         masks = [prompt.build(prepared.codes, self.frame_rate, g).to(prepared.codes.device) for g in generators]
         codes, mask = prepared.codes.expand(n, -1, -1), torch.cat(masks)
-        sampling = sampling or SamplingConfig()
-        c2f_sampling = c2f_sampling or DEFAULT_C2F_SAMPLING
+        sampling = sampling or self.default_sampling()
+        c2f_sampling = c2f_sampling or self.default_c2f_sampling()
         out = self.generate(codes, mask, sampling, c2f_sampling, generator=generators if n > 1 else generators[0],
                             progress=progress, control=control)  # (a control spans the input's frames)
         results = []

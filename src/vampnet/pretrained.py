@@ -55,6 +55,12 @@ class ModelSource:
     def finetuned(self) -> bool:
         return any(p is not None for p in (self.lora, self.coarse, self.c2f))
 
+    @property
+    def tuned_folder(self) -> Path | None:
+        """A fine-tuned model's own folder (its adapters or full weights, its manifest); None for a plain model."""
+        tuned = self.lora or (self.coarse or self.c2f)
+        return None if tuned is None else tuned if tuned == self.lora else tuned.parent
+
     def load_options(self) -> dict:
         """The fine-tuned files as `Pipeline.load` keywords (empty for a plain model)."""
         return {k: v for k, v in (("lora", self.lora), ("coarse", self.coarse), ("c2f", self.c2f)) if v is not None}

@@ -2,7 +2,8 @@
 input checks, the mapping from the page's `Settings` to prompt and sampling configs, the preview of a mode's mask,
 running a job through the mode registry, and the private folder its results go to. Ranges that depend on the model
 (its codebooks) are checked against the model the job uses, and errors name the controls by their labels, not by
-the command line's flags. No gradio here: OSC, unloop and tests drive a Studio directly."""
+the command line's flags. Each model's own defaults (its card's, `model_defaults`) are what the front ends start
+its controls at and what a setting not sent takes. No gradio here: OSC, unloop and tests drive a Studio directly."""
 from __future__ import annotations
 
 import contextlib
@@ -23,6 +24,7 @@ from .controls import Control, loudness_from_audio, pearson
 from .devices import check_device
 from .envelopes import plot_envelopes
 from .errors import AudioError, Cancelled, OptionError
+from .model_defaults import ModelDefaults, of_model
 from .pipeline import Pipeline, PipelineConfig, VampResult
 from .pretrained import available_models
 from .prompts import PromptConfig, seconds_to_frames
@@ -83,6 +85,14 @@ class Studio:
                 self._configured[(name, config)] = loaded.with_config(config)
             return self._configured[(name, config)]
 
+    def model_defaults(self, model: str | None) -> ModelDefaults:
+        """The defaults `model`'s card sets (vampnet.model_defaults): a loaded pipeline's, else read from its card
+        (without loading the model)."""
+        name = (model or self.default_model).strip()
+        with self._lock:
+            loaded = next((pipe for (n, _), pipe in self._pipelines.items() if n == name), None)
+        return loaded.defaults if loaded is not None else of_model(None if name in ("small", "") else name)
+
     def models(self) -> list[str]:
         """The model menu: the shipped, official (when downloaded) and fine-tuned models, and the default one."""
         names = available_models()
@@ -103,11 +113,11 @@ class Studio:
 
     def prompt(self, s: Settings, wav=None, sr: int | None = None):
         """The prompt of a vamp or loop (beats are tracked in `wav`). A preset takes the controls it leaves to the
-        user, and those it sets where they are not at their defaults (as the command line's flags change a preset);
-        "custom" takes every prompt control."""
+        user, and those it sets where they are not at the model's defaults (as the command line's flags change a
+        preset); "custom" takes every prompt control."""
         fields = config_values(PromptConfig, s.to_dict())
         if s.preset != "custom":
-            defaults = PromptConfig()
+            defaults = self.model_defaults(s.model).prompt()
             fields = {k: v for k, v in fields.items() if k in options.KEPT_BY_PRESETS or v != getattr(defaults, k)}
         prompt, _ = options.vamp_prompt(None if s.preset == "custom" else s.preset, wav=wav, sample_rate=sr,
                                         beats=s.beats, downbeats=s.downbeats, onsets=s.onsets, **fields)

@@ -7,7 +7,9 @@ through gradio's queue. The page shows only the chosen mode's options (each mode
 them), sets the codebook sliders' ranges from the chosen model, and keeps the preset menu and the prompt sliders in
 step (a preset sets them; moving one away from it shows "custom"). Every endpoint is also an API (gradio client):
 `/generate` and `/preview`, with the parameters named as in `Settings`. The model menu lists the shipped, official and fine-tuned models
-(`vampnet.pretrained.available_models`); models share a loaded codec when their files do."""
+(`vampnet.pretrained.available_models`); models share a loaded codec when their files do. The prompt and sampling
+controls start at the chosen model's own defaults (its card's, `model_settings`), and the page says where they come
+from."""
 from __future__ import annotations
 
 import contextlib
@@ -22,6 +24,7 @@ from . import audio, effects, envelopes, modes, options
 from . import mode_registry as registry
 from .control_options import ControlOptions
 from .errors import OptionError, VampNetError
+from .model_defaults import OPTIONS as CARD_OPTIONS
 from .options import parse_ranges  # noqa: F401  (tests and callers take it from here)
 from .pipeline import PipelineConfig
 from .prompts import PromptConfig
@@ -172,8 +175,10 @@ class Settings:
                                    number(self.bit_depth))
 
     @classmethod
-    def from_values(cls, values: dict) -> "Settings":
-        """From UI/API values (numbers arrive as floats; unknown keys are ignored, missing ones default)."""
+    def from_values(cls, values: dict, defaults: dict | None = None) -> "Settings":
+        """From UI/API values (numbers arrive as floats; unknown keys are ignored, missing ones default: to
+        `defaults` where it has them (a model's, `model_settings`), else to the fields' own)."""
+        values = {**(defaults or {}), **{k: v for k, v in values.items() if v is not None}}
         out = {}
         for f in fields(cls):
             if f.name in values and values[f.name] is not None:
@@ -214,8 +219,30 @@ def matching_preset(current: str, values: dict) -> str:
     return "custom"
 
 
+# the controls a model's card may set (vampnet.model_defaults: the prompt's and the sampler's)
+CARD_CONTROLS = tuple(c.name for c in CONTROLS if any(c.name in names for names in CARD_OPTIONS.values()))
+
+
+def model_settings(studio: Studio, model: str | None = None) -> dict:
+    """The controls' values `model`'s card sets (none: {}), and, where it sets prompt controls a preset sets, the
+    preset they show (the default preset where they match it, else another they match, else "custom", so that
+    `Studio.prompt` takes them)."""
+    values = {n: v for n, v in studio.model_defaults(model).by_name().items() if n in CONTROL}
+    if any(n in values for n in PRESET_CONTROLS):
+        base = Settings()
+        values["preset"] = matching_preset(DEFAULT_PRESET, {n: values.get(n, getattr(base, n)) for n in PRESET_CONTROLS})
+    return values
+
+
+def defaults_note(studio: Studio, model: str | None = None) -> str:
+    """What the page says about where the controls' defaults come from, for `model`."""
+    return f"defaults of this model: {studio.model_defaults(model).describe()}"
+
+
 # the controls whose range the loaded model sets (schema `model_max`: the codebook sliders)
 MODEL_BOUND = tuple(c.name for c in CONTROLS if c.name in DECLARED and DECLARED[c.name].model_max)
+# what choosing a model sets besides those: the other controls its card may set, and the preset they show
+SET_BY_MODEL = (*(n for n in CARD_CONTROLS if n not in MODEL_BOUND), "preset")
 
 
 def model_ranges(counts: dict) -> dict:
@@ -293,13 +320,14 @@ def build_app(studio: Studio, extensions=()):
     without scrolling); the prompt, sampling, model and file settings on the right."""
     import gradio as gr
 
-    d = Settings(model=studio.default_model)
     names = [c.name for c in CONTROLS]
     keep = max(1, int(studio.keep_s))  # gradio's own copies and uploads go as our results do
-    try:
+    try:  # the controls start at the model's own defaults (its card's)
+        d = Settings.from_values({"model": studio.default_model}, model_settings(studio))
+        note = defaults_note(studio)
         tops = model_ranges(studio.model_counts(d.model, d.precision))
     except VampNetError:  # the model loads (and says what is wrong) at the first job
-        tops = {}
+        d, note, tops = Settings(model=studio.default_model), "", {}
     made = {}  # the widget of each control, by name
 
     def place(controls) -> None:
@@ -345,6 +373,8 @@ def build_app(studio: Studio, extensions=()):
                                           visible=section != _PROMPT or registry.MODES[d.mode].studio_prompt
                                           ) as accordions[section]:
                             place(in_section[section])
+                            if section == _MODEL:  # where the prompt and sampling controls' defaults come from
+                                made["defaults_note"] = gr.Markdown(note, elem_id="model-defaults")
                             if section == _CONTROL:
                                 follow = _follow_widgets(gr)
                 shown = gr.JSON(label="settings of these results")
@@ -378,8 +408,16 @@ def build_app(studio: Studio, extensions=()):
                 [gr.Accordion(visible=registry.MODES[mode].studio_prompt if s == _PROMPT else True) for s in accordions]
 
         def set_ranges(model, precision, *values):  # the codebook sliders go as far as the chosen model's codebooks
+            top = model_ranges(studio.model_counts(model, precision))  # (a value is changed only beyond the top, so
+            # that a model chosen on the page, whose defaults set_defaults writes, sees no race between the two)
+            return [gr.Slider(maximum=top[n], **({"value": top[n]} if v > top[n] else {}))
+                    for n, v in zip(MODEL_BOUND, values)]
+
+        def set_defaults(model, precision):  # a model chosen on the page: the controls start at its defaults
             top = model_ranges(studio.model_counts(model, precision))
-            return [gr.Slider(maximum=top[n], value=min(v, top[n])) for n, v in zip(MODEL_BOUND, values)]
+            s = Settings.from_values({"model": model}, model_settings(studio, model))
+            return ([gr.Slider(maximum=top[n], value=min(getattr(s, n), top[n])) for n in MODEL_BOUND]
+                    + [getattr(s, n) for n in SET_BY_MODEL] + [defaults_note(studio, model)])
 
         def from_preset(preset):  # a preset shows its values on the controls it sets
             values = preset_values(preset) if preset in modes.PRESETS else {}
@@ -405,8 +443,12 @@ def build_app(studio: Studio, extensions=()):
         reuse.click(guard(reuse_settings), shown, controls, api_name=False)
         made["mode"].change(show_mode, made["mode"], [*groups.values(), *accordions.values()], api_name=False,
                             queue=False)
+        # any change of the model (reused settings too) sets the codebook sliders' top; one chosen on the page also
+        # sets the controls its card may set to its defaults, and says where they come from
         bounded = [made[n] for n in MODEL_BOUND]
         made["model"].change(guard(set_ranges), [made["model"], made["precision"], *bounded], bounded, api_name=False)
+        made["model"].input(guard(set_defaults), [made["model"], made["precision"]],
+                            [*bounded, *(made[n] for n in SET_BY_MODEL), made["defaults_note"]], api_name=False)
         set_by_preset = [made[n] for n in PRESET_CONTROLS]
         made["preset"].input(from_preset, made["preset"], set_by_preset, api_name=False, queue=False)
         for control in set_by_preset:

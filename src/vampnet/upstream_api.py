@@ -10,7 +10,10 @@ returns two vamps (audio files: the seeds SEED and SEED + 1, as unloop's two). U
 button and `/vamp_1` to its API button, the same job; both take the 18 parameters below, in this order, with
 upstream's defaults and meanings. This module only translates: `PARAMS` maps each parameter onto our options (unloop
 sends the same parameters under a few other names, so its table's entries are reused where the meaning is the
-same), and the job runs on the studio's models (`Studio.pipeline`) through `Pipeline.variations` / `modes.stretch`."""
+same), and the job runs on the studio's models (`Studio.pipeline`) through `Pipeline.variations` / `modes.stretch`.
+A parameter left out takes upstream's default, not the model card's (vampnet.model_defaults): this API mirrors the
+upstream app, whose scripts expect its defaults; the prompt and sampling configs are built here in full, so the
+pipeline's own card defaults never apply to these jobs."""
 from __future__ import annotations
 
 import inspect

@@ -17,6 +17,7 @@ from .. import audio, effects, options
 from ..control_options import ControlOptions
 from ..effects import InputEffects
 from ..errors import AudioError, CheckpointError, OptionError
+from ..model_defaults import SECTIONS as CARD_SECTIONS, SOURCE_NOTE, of_source
 from ..pipeline import Pipeline, PipelineConfig
 from ..pretrained import resolve
 from ..prompts import PromptConfig
@@ -110,8 +111,10 @@ def _flag(opt: Option, base: str) -> typer.Option:
     # an option that is off by default is a plain flag that turns it on (absent: None, not given)
     decls = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "bool" and opt.default else (opt.flag,)
     unit = f" {opt.unit}" if opt.unit and base == "defaults" else ""
-    # an option whose default is None (the output file's) says what the default is in its help
-    default = ("" if opt.default in (None, "") else f" (default: {opt.default}{unit})" if base == "defaults"
+    # an option whose default is None (the output file's) says what the default is in its help; a model's card
+    # may set the prompt's and the sampler's (vampnet.model_defaults), which the help says too
+    card = f", {SOURCE_NOTE}" if opt.section in CARD_SECTIONS else ""
+    default = ("" if opt.default in (None, "") else f" (default: {opt.default}{unit}{card})" if base == "defaults"
                else f" (default: {base})")
     choices = f"{' | '.join(opt.choices)}: " if opt.choices else ""  # checked by the schema, like every range
     return typer.Option(None, *decls, help=f"{choices}{opt.help}{default}",
@@ -214,7 +217,8 @@ def load_pipeline(models, codec=None, coarse=None, c2f=None, device="cpu", need_
     source = None if codec is not None and models is None else resolve(models)
     given = {k: v for k, v in {"codec": codec, "coarse": coarse, "c2f": c2f, **settings}.items() if v is not None}
     tuned = source.load_options() if source is not None else {}  # a fine-tuned model's files, unless given here
-    pipeline = Pipeline.load(source.base if source else None, device=device, **{**tuned, **given})
+    defaults = {"defaults": of_source(source)} if source is not None else {}  # its card's (a fine-tune's: over its base's)
+    pipeline = Pipeline.load(source.base if source else None, device=device, **{**defaults, **tuned, **given})
     if need_generation and pipeline.coarse is None:
         raise CheckpointError("the model folder has no coarse model (coarse.safetensors or coarse.pth)")
     if pipeline.precision_note:

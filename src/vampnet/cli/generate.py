@@ -67,7 +67,8 @@ class ModeJob:
                                  config=given_pipeline(given), **files)
         wav, sr = audio.load(input) if input is not None else (None, None)
         wav = given_effects(wav, sr, given) if wav is not None else None  # e.g. --pitch-shift, before encoding
-        sampling = options.sampling_configs(c2f_steps=given["c2f_steps"], **given_configs(given)[1])
+        sampling = options.sampling_configs(c2f_steps=given["c2f_steps"], base=pipeline.default_sampling(),
+                                            **given_configs(given)[1])  # flags not given: the model's defaults
         control = clip_control(pipeline, wav, sr, ControlOptions.from_values(given)) if wav is not None else None
         return cls(out, pipeline, wav, sr, *sampling, given["seed"], given["quiet"], control)
 
@@ -123,7 +124,8 @@ def vamp(
                         c2f_lora=c2f_lora)
     prompt, lines = options.vamp_prompt(
         preset_name, wav=job.wav, sample_rate=job.sample_rate, beats=beats, downbeats=downbeats, onsets=onsets,
-        every_k=every_k, tracker=beat_tracker, checkpoint=wavebeat, ranges_s=ranges, **given_configs(given)[0])
+        every_k=every_k, tracker=beat_tracker, checkpoint=wavebeat, ranges_s=ranges,
+        base=job.pipeline.default_prompt(), **given_configs(given)[0])
     for line in lines:
         typer.echo(line, err=True)  # which tracker ran, and its licence
     results = job.run("vamp", registry.VampOptions(), prompt=prompt, variations=variations).results
@@ -133,7 +135,7 @@ def vamp(
                    f"{100 * result.settings['generated_fraction']:.0f}% of tokens generated)", err=True)
 
 
-@mode_command(None, "prompt", "sampling", "input", base={"prompt": "the preset's"})
+@mode_command(None, "prompt", "sampling", "input")
 def loop(
     input: Path = INPUT,
     output: Path = typer.Option(..., "-o", "--output", help="the chain of all variations; variations go beside it as NAME-1.wav ..."),
@@ -143,7 +145,8 @@ def loop(
     bars: Optional[int] = typer.Option(None, min=1, help="loop this many bars from the first tracked downbeat"),
     snap: bool = typer.Option(False, "--snap", help="move the end of --seconds to the nearest tracked beat"),
     beat_tracker: str = typer.Option("auto", "--beat-tracker", help="auto | madmom | librosa (for --bars and snapping)"),
-    preset_name: str = typer.Option("variation", "--preset", help=PRESETS_HELP),
+    preset_name: Optional[str] = typer.Option(None, "--preset", help=f"{PRESETS_HELP} (default: the model's prompt, "
+                                                                     "variation's unless its card sets another)"),
     feedback: int = typer.Option(0, min=0, help="re-vamp each variation this many more times"),
     repeats: int = typer.Option(2, min=1, help="times each variation plays in the chain"),
     **given,
@@ -151,6 +154,7 @@ def loop(
     """Turn a clip into N variations that each loop seamlessly, plus a file that chains them."""
     job = ModeJob.setup(input, output, given)
     prompt, _ = options.vamp_prompt(preset_name, wav=job.wav, sample_rate=job.sample_rate, tracker=beat_tracker,
+                                    base=job.pipeline.default_prompt(),
                                     **given_configs(given)[0])  # a "follow beat" preset tracks beats
     loop_options = registry.LoopOptions(seconds=seconds or 0.0, bars=bars or 0, snap=snap, tracker=beat_tracker,
                                         feedback=feedback, repeats=repeats)

@@ -10,7 +10,8 @@ import typer
 from ..checkpoints import (OFFICIAL_LICENCE, OFFICIAL_REPO, convert as convert_file, convert_folder, describe,
                            download_official)
 from ..errors import CheckpointError, CodesFileError, OptionError
-from ..pretrained import home
+from ..model_defaults import of_source
+from ..pretrained import home, resolve
 from .common import app, audio_output, check_input, check_output, load_pipeline, schema_flags, shared_flags
 
 
@@ -67,9 +68,17 @@ def convert(
 
 
 @app.command()
-def info(checkpoint: Path = typer.Argument(..., help="checkpoint file (.pth or .safetensors)")):
+def info(checkpoint: Path = typer.Argument(..., help="checkpoint file (.pth or .safetensors), or a model (small, "
+                                                     "official, a fine-tuned model's name, a folder): its defaults")):
     """Describe a checkpoint: format, kind, configuration, parameters, and any missing or unexpected keys
-    (exit status 1 when the file lacks keys its kind needs, so scripts can check model files)."""
+    (exit status 1 when the file lacks keys its kind needs, so scripts can check model files). Given a model
+    instead: its folders and the prompt and sampling defaults its card sets."""
+    if not checkpoint.is_file() and checkpoint.suffix not in (".pth", ".safetensors"):
+        source = resolve(str(checkpoint))
+        defaults = of_source(source)
+        typer.echo(json.dumps({"model": source.name, "folder": str(source.base), "fine_tuned": source.tuned_folder,
+                               "defaults": defaults.values, "cards": defaults.cards}, indent=2, default=str))
+        return
     description = describe(checkpoint)
     typer.echo(json.dumps(description, indent=2, default=str))
     if description.get("complete") is False:
