@@ -128,6 +128,27 @@ def test_inference_decode_layout_matches_the_training_layout_to_float_rounding()
     assert (fast - reference).abs().max() < 1e-5 * reference.abs().max()
 
 
+def test_reduced_precision_encoder_runs_channels_last_and_float32_keeps_the_plain_layout():
+    """In bfloat16 inference the encoder runs on (B, C, 1, N) channels-last (what oneDNN's bf16 convolutions use);
+    its latents agree with the plain (B, C, N) layout's to bf16 rounding. float32 keeps the plain layout: the same
+    bits as running the layers directly (the original's numbers, and BulkEncoder's)."""
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(encoder_dim=4, encoder_rates=(2, 4), decoder_dim=32, decoder_rates=(4, 2), n_codebooks=3,
+                              codebook_size=16, codebook_dim=4, sample_rate=8000)).eval()
+    wav = torch.randn(2, 1, 8 * 40) * 0.3
+    seen = []
+    hook = codec.encoder.block[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].dim()))
+    with torch.inference_mode():
+        assert torch.equal(codec.encoder(wav), codec.encoder.block(wav))
+        codec.encoder.to(torch.bfloat16)
+        x = wav.to(torch.bfloat16)
+        fast, plain = codec.encoder(x), codec.encoder.block(x)
+    hook.remove()
+    assert seen == [3, 3, 4, 3]  # float32: plain; bf16: channels-last through the encoder, plain when run directly
+    assert fast.shape == plain.shape and fast.dtype == torch.bfloat16 and fast.is_contiguous()
+    torch.testing.assert_close(fast.float(), plain.float(), atol=0.02 * plain.abs().max().item(), rtol=0.02)
+
+
 def test_cached_inference_weights_follow_changed_parameters():
     """The weight-normalised weight is computed once per parameter state in inference; an in-place change of the
     parameters (an optimiser step, a load) is seen by the next inference."""

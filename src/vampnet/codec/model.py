@@ -127,11 +127,12 @@ class Encoder(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x):
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or x.dtype == torch.float32:
+            # float32 keeps the (B, C, N) layout: its numbers are the original's and BulkEncoder's, bit for bit
             return self.block(x)
-        # inference: the decoder's (B, C, 1, N) channels-last layout (see Decoder.forward). In bfloat16 oneDNN's
-        # convolutions want channels last, and on (B, C, N) every one of them paid a full transpose of its input and
-        # output (half of the full-size encoder's time on an AMX CPU)
+        # reduced precision, inference: the decoder's (B, C, 1, N) channels-last layout (see Decoder.forward).
+        # oneDNN's bfloat16 convolutions work channels last, and on (B, C, N) each one transposed its input and its
+        # output (half of the full-size encoder's time on an AMX CPU; its bits were the same there, see tests)
         y = self.block(x.unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return y.squeeze(2).contiguous()
 
