@@ -13,8 +13,9 @@
 #   3. tokens   `vampnet tokenize` of the whole corpus with the new codec (resumable)
 #   4. coarse   `vampnet train coarse`, until COARSE_STEPS
 #   5. c2f      `vampnet train c2f`, until C2F_STEPS
-# A stage whose run has reached its steps is skipped; the script then goes on to the next. Each stage saves its
-# `latest` checkpoint every SAVE_MINUTES minutes of training, so a kill loses at most that much.
+# A stage whose run has reached its steps is skipped; the script then goes on to the next. Each stage runs as one
+# process that saves its `latest` checkpoint every SAVE_MINUTES minutes (`save_every_s`), so a kill loses at most
+# that much; a process that dies (say, killed for memory) is started again from there (RETRY_S later, default 60).
 # Settings (environment): VAMPNET_THREADS (default 1: one core stays free for the person at the machine; idle
 # threads sleep, see vampnet.threads), CODEC_STEPS (6000), COARSE_STEPS (20000), C2F_STEPS (20000), CODEC_BATCH (16),
 # SAVE_MINUTES (10), MUSIC21_PIECES (0: renders are slow on a CPU), VAMPNET (the command, default `vampnet`).
@@ -44,15 +45,26 @@ EOF
 # the best validation checkpoint of a run (latest when it had no validation yet)
 pick() { if [[ -f $1/best/model.safetensors ]]; then echo "$1/best/model.safetensors"; else echo "$1/latest/model.safetensors"; fi; }
 
-# train one stage in time slices of SAVE_MINUTES until it reaches its steps: each slice ends by saving `latest`
+# train one stage until it reaches its steps, in one process that saves `latest` every SAVE_MINUTES; a process
+# that stops early (killed for memory beside other jobs, a crash) is started again from its latest checkpoint,
+# and the stage gives up only after three tries in a row that made no progress
 train_stage() {  # kind output steps init config [--set ...]
   local kind=$1 out=$2 steps=$3 init=$4 config=$5; shift 5
+  local failures=0 before rc
   while (( $(latest_step "$out") < steps )); do
     local resume=() start=(--set "init=$init")
     if [[ -f $out/latest/trainer.json ]]; then resume=(--resume); start=(); fi
-    say "$kind: step $(latest_step "$out") of $steps"
+    before=$(latest_step "$out")
+    say "$kind: step $before of $steps"
+    rc=0
     $vampnet train "$kind" --config "$config" "${resume[@]}" -q "${start[@]}" --set "output=$out" \
-      --set "max_steps=$steps" --set "time_limit_s=$save_s" --set "bf16=$bf16" "$@"
+      --set "max_steps=$steps" --set "save_every_s=$save_s" --set "bf16=$bf16" "$@" || rc=$?
+    if (( rc != 0 )); then
+      if (( $(latest_step "$out") > before )); then failures=0; else failures=$((failures + 1)); fi
+      if (( failures >= 3 )); then say "$kind: stopped three times in a row without progress (exit $rc)"; exit 1; fi
+      say "$kind: the run stopped (exit $rc); going on from its latest checkpoint in ${RETRY_S:-60} s"
+      sleep "${RETRY_S:-60}"
+    fi
   done
   say "$kind: done ($(latest_step "$out") steps)"
 }

@@ -168,6 +168,21 @@ def test_time_limit_stops_early_saves_latest_and_resumes(dataset, tmp_path):
     assert final["step"] == 3
 
 
+def test_save_every_s_saves_latest_on_a_clock_without_validating(dataset, tmp_path, monkeypatch):
+    from vampnet.train.loop import RunLoop
+
+    saved, original = [], RunLoop._save
+    monkeypatch.setattr(RunLoop, "_save", lambda self, row: (saved.append((self.step, "val_loss" in row)), original(self, row)))
+    train(tiny(dataset, tmp_path / "plain", max_steps=3, val_every=1000, save_every=0), progress=False)
+    assert saved == [(3, True)]  # without a clock: only the last step's validation saves
+    saved.clear()
+    train(tiny(dataset, tmp_path / "timed", max_steps=3, val_every=1000, save_every=0, save_every_s=1e-9), progress=False)
+    assert saved == [(1, False), (2, False), (3, True)]  # every step is past the (tiny) interval; no extra validation
+    assert json.loads((tmp_path / "timed" / "latest" / "trainer.json").read_text())["step"] == 3
+    with pytest.raises(OptionError, match="save_every_s"):
+        tiny(dataset, tmp_path / "bad", save_every_s=-1)
+
+
 def test_masked_accuracy_is_perfect_for_an_oracle_and_repeatable(dataset, codec):
     from vampnet.train.data import TokenDataset
     from vampnet.train.masked import masked_accuracy

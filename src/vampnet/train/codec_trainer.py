@@ -105,6 +105,7 @@ class CodecTrainConfig:
     # bookkeeping
     val_every: int = 1000
     save_every: int = 10000                  # also keep step-N checkpoints at this interval (0: only latest/best)
+    save_every_s: float = 0.0                # also save `latest` after this many seconds since the last save (0: never)
     seed: int = 0
     device: str = "cpu"
     bf16: bool | str = "auto"                # bfloat16 autocast for both networks (losses in float32): true, false,
@@ -130,8 +131,8 @@ class CodecTrainConfig:
         check_bf16(self.bf16)
         if len(self.mel_windows) != len(self.mel_bands) or not self.mel_windows:
             raise OptionError("mel_windows and mel_bands must be non-empty and of the same length")
-        if self.save_every < 0 or self.disc_start < 0:
-            raise OptionError("save_every and disc_start must be >= 0")
+        if self.save_every < 0 or self.disc_start < 0 or self.save_every_s < 0:
+            raise OptionError("save_every, save_every_s and disc_start must be >= 0")
         if self.discriminator:
             try:
                 self.discriminator_config()

@@ -45,6 +45,7 @@ class TrainConfig:
     val_every: int = 200
     val_windows: int = 64
     save_every: int = 1000             # also keep step-N checkpoints at this interval (0: only latest/best)
+    save_every_s: float = 0.0          # also save `latest` after this many seconds since the last save (0: never)
     preview_every: int = 0             # write audio previews of validation excerpts (0: never)
     preview_steps: int = 12
     seed: int = 0
@@ -96,8 +97,8 @@ class TrainConfig:
             raise OptionError("model.dropout and label_smoothing must be in [0, 1)")
         if self.window_s <= 0 or self.lr_factor <= 0 or self.grad_clip <= 0:
             raise OptionError("window_s, lr_factor and grad_clip must be positive")
-        if self.lora_rank < 0:
-            raise OptionError("lora_rank must be >= 0")
+        if self.lora_rank < 0 or self.save_every_s < 0:
+            raise OptionError("lora_rank and save_every_s must be >= 0")
         check_bf16(self.bf16)
 
     def replace(self, **changes) -> "TrainConfig":

@@ -73,7 +73,7 @@ def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float) 
 class RunLoop:
     """Base of a trainer: `run()` trains to `cfg.max_steps`. Subclasses set the class attributes, build their
     networks after `super().__init__`, call `resume()` when asked to, and implement the methods below marked
-    "a trainer's". `cfg` needs output, batch_size, max_steps, time_limit_s, val_every, save_every, device, bf16 and
+    "a trainer's". `cfg` needs output, batch_size, max_steps, time_limit_s, val_every, save_every, save_every_s, device, bf16 and
     to_dict(); `self.step` is the number of steps done (a step's randomness derives from it and the seed)."""
 
     log_fields: list[str]        # the columns of log.csv
@@ -142,6 +142,7 @@ class RunLoop:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.yaml", config_to_yaml(cfg.to_dict()))
         self.started, last, bad_steps = time.time(), {}, 0
+        self.saved_at = self.started
         self.start()
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{self.description} {self.out.name}",
                    disable=not (self.progress and d.main))
@@ -159,7 +160,10 @@ class RunLoop:
                 row.update(self.validate())
             if d.main:  # logged before it is saved: a run killed while saving redoes (and re-logs) this step
                 self.log(row)
-            if validating or (cfg.save_every and self.step % cfg.save_every == 0):
+            # a long run saves `latest` on a clock too, so a kill loses minutes; one process keeps its data and
+            # workers (restarting to save cost a 2-core CPU run a third of its time: preloading and validation)
+            timed = d.any_rank(out_of_time(self.saved_at, cfg.save_every_s))
+            if validating or timed or (cfg.save_every and self.step % cfg.save_every == 0):
                 self._save(row)
             self.after_step(row)
             last = row
@@ -190,6 +194,7 @@ class RunLoop:
             self.save_checkpoint(self.out / "latest", self._state(row))
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self.save_checkpoint(self.out / f"step-{self.step:07d}", self._state(row))
+        self.saved_at = time.time()
         d.barrier()
 
     def _state(self, row: dict) -> dict:

@@ -1,0 +1,96 @@
+"""scripts/train_background.sh, the shipped model's resumable background run: its stage logic, run against a stand-in
+`vampnet` command (the VAMPNET variable) that records its calls and advances a run folder as training would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "train_background.sh"
+
+# Stand-in for `vampnet`: `train KIND ... --set output=DIR --set max_steps=N` reaches N steps (saving latest/ like a
+# run, with its model file); a file `die-KIND` makes the next N runs of that kind save 1 step and then die as the
+# OOM killer would (exit 137), or die at once without progress when the file says "stuck".
+FAKE = r'''
+import json, pathlib, sys
+args = sys.argv[1:]
+log = pathlib.Path(__file__).with_name("calls.jsonl")
+with log.open("a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[0] != "train":
+    if args[0] == "tokenize":
+        pathlib.Path(args[args.index("-o") + 1]).mkdir(parents=True, exist_ok=True)
+    sys.exit(0)
+sets = dict(a.split("=", 1) for a in args[args.index("--set") :] if "=" in a)
+out, steps, kind = pathlib.Path(sets["output"]), int(sets["max_steps"]), args[1]
+latest = out / "latest"
+meta = latest / "trainer.json"
+step = json.loads(meta.read_text())["step"] if meta.is_file() else 0
+die = pathlib.Path(__file__).with_name(f"die-{kind}")
+def save(n):
+    latest.mkdir(parents=True, exist_ok=True)
+    (latest / "model.safetensors").write_text(f"{kind} {n}")
+    meta.write_text(json.dumps({"step": n}))
+if die.is_file():
+    left = die.read_text().strip()
+    if left == "stuck":
+        sys.exit(1)
+    left = int(left) - 1
+    die.write_text(str(left)) if left > 0 else die.unlink()
+    save(step + 1)
+    sys.exit(137)
+save(steps)
+'''
+
+
+def run_script(tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    data = tmp_path / "data"
+    (data / "corpus").mkdir(parents=True, exist_ok=True)
+    (data / "corpus" / "sources.json").write_text("{}")  # a corpus is there: the script goes straight to training
+    fake = tmp_path / "fake_vampnet.py"
+    fake.write_text(FAKE)
+    environment = {**os.environ, "VAMPNET": f"{sys.executable} {fake}", "RETRY_S": "0", "CODEC_STEPS": "5",
+                   "COARSE_STEPS": "7", "C2F_STEPS": "3", "SAVE_MINUTES": "2", **env}
+    return subprocess.run(["bash", str(SCRIPT), str(data)], capture_output=True, text=True, env=environment, timeout=120)
+
+
+def calls(tmp_path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_stage_goes_on_from_its_latest_checkpoint_and_every_stage_saves_on_a_clock(tmp_path):
+    (tmp_path / "die-codec").write_text("2")  # the codec's first two processes are killed after a step each
+    done = run_script(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = calls(tmp_path)
+    kinds = [c[1] if c[0] == "train" else c[0] for c in made]
+    assert kinds == ["codec", "codec", "codec", "tokenize", "coarse", "c2f"]
+    codec_runs = [c for c in made if c[:2] == ["train", "codec"]]
+    assert "--resume" not in codec_runs[0] and all("--resume" in c for c in codec_runs[1:])
+    for c in made:
+        if c[0] == "train":
+            assert "save_every_s=120" in c and not any(a.startswith("time_limit_s=") for a in c)
+    run = tmp_path / "data" / "runs" / "v3"
+    assert json.loads((run / "codec" / "latest" / "trainer.json").read_text())["step"] == 5
+    assert (run / "model" / "coarse.safetensors").read_text() == "coarse 7"
+    assert done.stdout.count("the run stopped (exit 137)") == 2
+
+
+def test_a_stage_that_never_progresses_gives_up_after_three_tries(tmp_path):
+    (tmp_path / "die-codec").write_text("stuck")
+    done = run_script(tmp_path)
+    assert done.returncode == 1
+    assert len(calls(tmp_path)) == 3
+    assert "stopped three times in a row without progress" in done.stdout
+
+
+def test_finished_stages_are_skipped_when_the_script_starts_again(tmp_path):
+    run_script(tmp_path)
+    (tmp_path / "calls.jsonl").unlink()
+    again = run_script(tmp_path)
+    assert again.returncode == 0
+    assert not any(c[0] == "train" for c in calls(tmp_path))  # every stage had reached its steps
