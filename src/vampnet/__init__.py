@@ -2,8 +2,7 @@
 
 Public API (loaded lazily, so `import vampnet` is fast). Its side effects: before anything loads torch, CPU
 threads are set to sleep rather than spin while they wait (OMP_WAIT_POLICY=PASSIVE unless set) and
-$VAMPNET_THREADS, if set, chooses their number, so a busy machine does not slow vampnet 5-25x (`vampnet.threads`);
-and on glibc freed large blocks are kept for reuse instead of page-faulting again (`vampnet.allocator`).
+$VAMPNET_THREADS, if set, chooses their number, so a busy machine does not slow vampnet 5-25x (`vampnet.threads`).
 
     Pipeline            the whole flow: audio -> tokens -> prompt -> coarse -> coarse-to-fine -> audio
     Codec               the neural audio codec (encode waveforms to token grids and back)
@@ -15,11 +14,9 @@ from __future__ import annotations
 
 import importlib
 
-from .allocator import keep_freed_memory
 from .threads import prepare_environment, set_threads
 
 prepare_environment()
-keep_freed_memory()
 
 __version__ = "0.1.0"
 
