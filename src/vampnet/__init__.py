@@ -1,6 +1,6 @@
 """vampnet: music generation and editing by masked acoustic token modelling (VampNet, ISMIR 2023).
 
-Public API (loaded lazily, so `import vampnet` is fast). Its side effects: before anything loads torch, CPU
+Public API (loaded lazily, so `import vampnet` is fast). Its one side effect: before anything loads torch, CPU
 threads are set to sleep rather than spin while they wait (OMP_WAIT_POLICY=PASSIVE unless set) and
 $VAMPNET_THREADS, if set, chooses their number, so a busy machine does not slow vampnet 5-25x (`vampnet.threads`).
 
