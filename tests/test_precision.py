@@ -55,22 +55,18 @@ def test_pipeline_runs_in_each_mode_and_records_it(mode):
     assert res.audio.dtype == torch.float32
 
 
-@pytest.mark.parametrize("amx,bf16,vnni,chosen", [(True, True, True, "bf16"), (False, True, True, "bf16"),
-                                                   (False, True, False, "bf16"), (False, False, True, "int8"),
-                                                   (False, False, False, "fp32")])
-def test_auto_takes_native_bf16_then_vnni_int8_and_never_emulated_bf16(monkeypatch, amx, bf16, vnni, chosen):
+@pytest.mark.parametrize("bf16,vnni,chosen", [(True, True, "bf16"), (True, False, "bf16"), (False, True, "int8"),
+                                               (False, False, "fp32")])
+def test_auto_takes_native_bf16_then_vnni_int8_and_never_emulated_bf16(monkeypatch, bf16, vnni, chosen):
     monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
-    monkeypatch.setattr(P, "cpu_has_amx", lambda: amx)
     monkeypatch.setattr(P, "cpu_has_bf16", lambda: bf16)
     monkeypatch.setattr(P, "cpu_has_vnni", lambda: vnni)
     monkeypatch.setattr(P, "fused_int8_available", lambda: True)
     mode, why = P.choose("auto", "cpu", width=1280)  # the official model's width
     assert mode == chosen and why
-    # narrow transformers (the shipped ones) and the codec: bf16 on AMX (measured faster), else fp32 (measured not
-    # to pay); anything on a GPU fp32 (not measured)
-    small = "bf16" if amx else "fp32"
-    assert P.choose("auto", "cpu", width=256)[0] == P.choose("auto", "cpu", width=None)[0] == small
-    assert P.choose("auto", "cuda", width=1280)[0] == P.choose("auto", "cuda", width=None)[0] == "fp32"
+    # measured not to pay: narrow transformers (the shipped ones), the codec, and anything on a GPU (not measured)
+    assert P.choose("auto", "cpu", width=256)[0] == P.choose("auto", "cpu", width=None)[0] == "fp32"
+    assert P.choose("auto", "cuda", width=1280)[0] == "fp32"
     assert P.choose("int8", "cpu") == ("int8", None)  # a precision given is kept, silently
     with pytest.raises(OptionError, match="resolved"):
         P.codec_dtype("auto", torch.device("cpu"))
@@ -82,9 +78,7 @@ def test_auto_on_this_cpu_runs_a_mode_within_its_tolerance_of_fp32(monkeypatch):
     chosen, why = P.choose("auto", width=P.BF16_MIN_WIDTH)
     assert chosen != "bf16" or P.cpu_has_bf16()  # never emulated bf16, whatever CPU runs the tests
     pipe = Pipeline.load(SET_A, precision="auto")
-    codec_mode = P.choose("auto", width=None)[0]
-    assert codec_mode in ("fp32", chosen)  # bf16 on AMX, else fp32
-    assert pipe.precisions == {"codec": codec_mode, "coarse": chosen, "c2f": chosen} and pipe.precision == chosen
+    assert pipe.precisions == {"codec": "fp32", "coarse": chosen, "c2f": chosen} and pipe.precision == chosen
     assert pipe.precision_note.startswith("precision auto: ") and why in pipe.precision_note
     codes = torch.from_numpy(np.load(SET_A / "coarse_codes_in.npy"))
     ref = logits(MaskedTransformer.load(SET_A / "coarse.pth", Codec.load(SET_A / "codec.pth")), codes)
@@ -199,17 +193,11 @@ def test_the_default_precision_is_auto():
     assert PipelineConfig().precision == "auto"
 
 
-@pytest.mark.parametrize("amx", [False, True])
-def test_auto_runs_the_shipped_models_in_fp32_quietly_or_all_bf16_on_amx(monkeypatch, amx):
+def test_auto_keeps_the_shipped_models_in_fp32_quietly(monkeypatch):
     monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
-    monkeypatch.setattr(P, "cpu_has_amx", lambda: amx)
-    pipe = Pipeline.from_pretrained(precision="auto")  # 192- and 256-wide transformers
-    if not amx:  # bf16 does not pay without AMX: the exact numbers, as without auto, and nothing to say
-        assert pipe.precisions == {"codec": "fp32", "coarse": "fp32", "c2f": "fp32"}
-        assert pipe.precision_note is None
-    else:  # measured 1.6x faster in bf16 on AMX, within the fp32 seed spread: every part, said once
-        assert pipe.precisions == {"codec": "bf16", "coarse": "bf16", "c2f": "bf16"}
-        assert pipe.precision_note.startswith("precision auto: codec and coarse and c2f bf16 (AMX")
+    pipe = Pipeline.from_pretrained(precision="auto")  # 192- and 256-wide transformers: bf16 does not pay
+    assert pipe.precisions == {"codec": "fp32", "coarse": "fp32", "c2f": "fp32"}
+    assert pipe.precision_note is None  # the exact numbers, as without auto: nothing to say
 
 
 @pytest.mark.skipif(not P.fused_int8_available(), reason="torch built without its x86 quantised kernels")

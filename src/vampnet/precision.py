@@ -52,10 +52,7 @@ def choose(precision: str, device: torch.device | str = "cpu", width: int | None
     (AMX: the full-size 10 s vamp 3.3x faster than fp32; AVX512-BF16: 2.0x), int8 on CPUs with VNNI but no bf16
     (its VNNI kernels: 2.0x at full size), else fp32 (emulated bf16 is slower than fp32; int8 without VNNI gained
     1.1x at full size). Narrower transformers (the shipped 192- and 256-wide ones ran as fast in bf16 as in fp32)
-    and the codec stay fp32, except on AMX: there, since the codec's encoder runs channels-last in bf16 (its
-    convolutions had transposed every input and output), bf16 made every part faster (the shipped model's 10 s
-    vamp at 2 threads: fp32 1.38-1.46 s, bf16 0.86-0.88 s; the full-size codec encodes 3x and decodes 1.75x faster)
-    and its vamps stayed within the fp32 seed spread, so auto takes bf16 for everything there.
+    and the codec (bf16 encoded the shipped codec 4x slower on AMX, the full-size one only 1.1x faster) stay fp32.
     On GPUs fp32 until a GPU run measures the others. The environment variable VAMPNET_PRECISION, when set, is what
     "auto" means instead, for every model."""
     check(precision)
@@ -67,12 +64,10 @@ def choose(precision: str, device: torch.device | str = "cpu", width: int | None
             raise OptionError(f"{ENV} must be one of {', '.join(MODES)}, got {forced!r}")
         return forced, None  # chosen by the user, as a precision given is: nothing to say
     device = torch.device(device)
+    if width is None:
+        return "fp32", "the faster modes do not pay for the codec"
     if device.type != "cpu":
         return "fp32", f"the faster modes are not measured on {device.type} yet"
-    if cpu_has_amx():
-        return "bf16", "AMX: every part, the codec and narrow models too, runs faster in bf16 on it"
-    if width is None:
-        return "fp32", "the faster modes do not pay for the codec without AMX"
     if width < BF16_MIN_WIDTH:
         return "fp32", f"under {BF16_MIN_WIDTH} wide the faster modes do not pay"
     if cpu_has_bf16():
@@ -107,11 +102,6 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles for bfloat16 (Intel Sapphire Rapids and later)."""
-    return "amx_bf16" in cpu_flags()
 
 
 def bf16_note(device: torch.device) -> str | None:
