@@ -3,6 +3,8 @@
 
     python benchmarks/sweep_defaults.py --corpus CORPUS [--models small] [--excerpts 24] [--seeds 0]
                                         [--json FILE] [--figure FILE.png] [--quick]
+    python benchmarks/sweep_defaults.py --corpus CORPUS --confirm FILE [--confirm-seeds 1 2] [--confirm-top 3]
+                                        [--json FILE] [--figure FILE.png]
 
 CORPUS is the folder `vampnet prepare-corpus` made; the excerpts (10 s, mono, codec rate, -24 LUFS) come from its
 validation files only (model_metrics.validation_excerpts: the split training used), spread evenly over them.
@@ -15,7 +17,10 @@ Two stages, because the product of the issue's axes is too big for a CPU:
   1. prompts at the default sampling: periodic prompts of several periods, with the upper-codebook mask at
      several levels (how many lower codebooks a kept frame keeps), and beat-driven prompts (every tracked beat
      kept, on top of a periodic prompt or alone);
-  2. sampling (temperature x steps) over the best `--sampling-prompts` prompts of stage 1.
+  2. sampling (temperature x steps) over the best `--sampling-prompts` prompts of stage 1;
+  3. (`--confirm` the JSON of stages 1-2) the best `--confirm-top` settings and today's default vamped again with
+     `--confirm-seeds`, pooled with their first vamps, and the rule applied again: the best of 30 settings on one
+     seed is partly luck.
 
 The selection rule (`choose`): among settings whose vamps are new music (mean SI-SDR to the input below
 MAX_SI_SDR_DB = 10 dB) and that generate at least MIN_GENERATED = half of the coarse tokens (below that a "vamp"
@@ -144,13 +149,14 @@ def defaults_fragment(row: dict) -> dict:
 class Sweep:
     """Vamps the excerpts with one setting after another and keeps a row per setting."""
 
-    def __init__(self, pipeline: Pipeline, excerpts: list[torch.Tensor], seeds: list[int], log=print):
+    def __init__(self, pipeline: Pipeline, excerpts: list[torch.Tensor], seeds: list[int], log=print,
+                 codec: dict | None = None):
         self.pipeline, self.excerpts, self.seeds, self.log = pipeline, excerpts, seeds, log
         self.sr = pipeline.sample_rate
         self.n_coarse = pipeline.coarse.config.n_codebooks
         self._beats: list | None = None
         self.rows: list[dict] = []
-        self.codec = self._codec_round_trip()
+        self.codec = codec or self._codec_round_trip()  # deterministic: a confirmation reuses the sweep's
 
     def _codec_round_trip(self) -> dict:
         scores = []
@@ -226,6 +232,34 @@ def sweep(pipeline: Pipeline, excerpts, seeds, prompt_grid, temperatures, steps,
     return results
 
 
+def pooled(old: dict, new: dict) -> dict:
+    """One setting's row over the vamps of two runs (different seeds): counts added, means weighted by vamps."""
+    n = old["vamps"] + new["vamps"]
+    out = dict(old, vamps=n, tempo_kept=old["tempo_kept"] + new["tempo_kept"])
+    out["tempo_kept_share"] = out["tempo_kept"] / n
+    for key in ("chroma_similarity", "onset_correlation", "si_sdr_db", "generated", "seconds_per_vamp"):
+        out[key] = (old[key] * old["vamps"] + new[key] * new["vamps"]) / n
+    return out
+
+
+def confirm(pipeline: Pipeline, excerpts, seeds, previous: dict, top: int, log=print) -> dict:
+    """Stage 3: the sweep's `top` eligible settings and today's default vamped again with other `seeds`, pooled
+    with the sweep's vamps, and the rule applied to the pooled rows (the best of many settings on one seed is
+    partly luck: tempo kept moves by a few excerpts in 24 from seed to seed)."""
+    if previous.get("setup", {}).get("excerpts") != len(excerpts):
+        raise SystemExit("error: --confirm needs the sweep's corpus and --excerpts (the excerpt counts differ)")
+    s = Sweep(pipeline, excerpts, seeds, log, codec=previous["codec round trip"])
+    rows = ranked(previous["settings"])[:top]
+    rows += [r for r in previous["settings"] if r["todays_default"] and r not in rows]
+    confirmed = []
+    for old in rows:
+        new = s.run(old["prompt"], old["beats"], old["sampling"], old["stage"])
+        confirmed.append(pooled(old, new))
+    chosen = choose(confirmed)
+    return dict(previous, confirmation={"seeds": list(seeds), "settings": confirmed},
+                chosen=chosen["label"] if chosen else None, defaults=defaults_fragment(chosen) if chosen else None)
+
+
 def markdown(results: dict) -> str:
     codec = results["codec round trip"]
     lines = ["| setting | tempo kept | of the codec's | chroma | onset corr. | SI-SDR (dB) | coarse generated | s / vamp |",
@@ -243,6 +277,16 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {r['tempo_kept']}/{r['vamps']} | {vs} | {r['chroma_similarity']:.3f} | "
                      f"{r['onset_correlation']:.3f} | {r['si_sdr_db']:.1f} | {r['generated']:.0%} | "
                      f"{r['seconds_per_vamp']:.1f} |")
+    if results.get("confirmation"):
+        c = results["confirmation"]
+        lines += ["", f"Confirmation: the best settings and today's default again with seeds {c['seeds']}, pooled "
+                  "with the sweep's vamps:", "",
+                  "| setting | tempo kept | chroma | onset corr. | SI-SDR (dB) | coarse generated |", "|---|---|---|---|---|---|"]
+        for r in c["settings"]:
+            name = r["label"] + (" (today's default)" if r["todays_default"] else "")
+            name = f"**{name} (chosen)**" if r["label"] == results.get("chosen") else name
+            lines.append(f"| {name} | {r['tempo_kept']}/{r['vamps']} | {r['chroma_similarity']:.3f} | "
+                         f"{r['onset_correlation']:.3f} | {r['si_sdr_db']:.1f} | {r['generated']:.0%} |")
     lines.append(f"\n✗: not eligible (SI-SDR ≥ {MAX_SI_SDR_DB:g} dB or under {MIN_GENERATED:.0%} of the coarse tokens "
                  "generated).")
     return "\n".join(lines)
@@ -311,6 +355,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sampling-prompts", type=int, default=2, help="best prompts given the sampling sweep")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None, help="PNG: tempo kept and chroma against share generated")
+    ap.add_argument("--confirm", type=Path, default=None,
+                    help="a finished sweep's JSON: vamp its best settings and today's default again (stage 3)")
+    ap.add_argument("--confirm-seeds", type=int, nargs="+", default=[1, 2], help="seeds of the confirmation")
+    ap.add_argument("--confirm-top", type=int, default=3, help="how many of the sweep's best settings to confirm")
     ap.add_argument("--quick", action="store_true", help="a tiny grid on 2 excerpts of 3 s (for tests)")
     args = ap.parse_args(argv)
     if args.excerpts < 1:
@@ -338,7 +386,15 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps(out, indent=2))
 
     log = lambda line: print(f"[{time.time() - t0:6.0f} s] {line}", flush=True)
-    results = sweep(pipeline, excerpts, args.seeds, grid, temperatures, steps, args.sampling_prompts, write, log)
+    if args.confirm:
+        try:
+            previous = json.loads(args.confirm.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: cannot read {args.confirm}: {e}") from None
+        setup = dict(previous["setup"], sweep_seconds=previous["setup"]["seconds"], confirm_seeds=args.confirm_seeds)
+        results = confirm(pipeline, excerpts, args.confirm_seeds, previous, args.confirm_top, log)
+    else:
+        results = sweep(pipeline, excerpts, args.seeds, grid, temperatures, steps, args.sampling_prompts, write, log)
     write(results, final=True)
     print(markdown(results))
     print("chosen:", results["chosen"])

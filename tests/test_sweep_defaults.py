@@ -43,6 +43,15 @@ def test_selection_rule_rejects_copies_and_vamps_that_generate_too_little(sweep_
     assert sweep_defaults.choose(rows[:3]) is None  # nothing eligible: no defaults rather than a copy
 
 
+def test_pooled_rows_add_counts_and_weight_means_by_vamps(sweep_defaults):
+    keys = ("chroma_similarity", "onset_correlation", "si_sdr_db", "generated", "seconds_per_vamp")
+    old = {"label": "a", "tempo_kept": 3, "vamps": 4, "tempo_kept_share": 0.75} | dict.fromkeys(keys, 0.9)
+    new = {"label": "a", "tempo_kept": 2, "vamps": 8, "tempo_kept_share": 0.25} | dict.fromkeys(keys, 0.3)
+    both = sweep_defaults.pooled(old, new)
+    assert (both["tempo_kept"], both["vamps"], both["tempo_kept_share"]) == (5, 12, 5 / 12)
+    assert all(both[k] == pytest.approx(0.5) for k in keys)  # (4 x 0.9 + 8 x 0.3) / 12
+
+
 def test_defaults_fragment_is_keyed_by_schema_option_names_and_checked(sweep_defaults):
     chosen = row("x", 0.5, 0.9, 0.0, 0.8, {"periodic": 3, "upper_codebooks": 2}, {"temperature": 0.8, "steps": 24})
     fragment = sweep_defaults.defaults_fragment(chosen)
@@ -86,3 +95,15 @@ def test_sweep_runs_on_validation_files_and_writes_table_json_and_figure(sweep_d
     assert config_values(PromptConfig, defaults["prompt"]) and config_values(SamplingConfig, defaults["sampling"])
     assert f"| **{results['chosen']}" in printed
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # stage 3: the best setting vamped again with another seed, pooled with its first vamps
+    confirmed = tmp_path / "confirmed.json"
+    assert sweep_defaults.main(["--corpus", str(corpus), "--models", str(tiny_models["base"]), "--quick",
+                                "--confirm", str(out), "--confirm-seeds", "1", "--confirm-top", "1",
+                                "--json", str(confirmed)]) == 0
+    again = json.loads(confirmed.read_text())
+    (best,) = again["confirmation"]["settings"]  # the tiny model has no unclipped "today's default" to add
+    first = rows[best["label"]]
+    assert best["label"] == sweep_defaults.ranked(results["settings"])[0]["label"]
+    assert best["vamps"] == 4 and first["tempo_kept"] <= best["tempo_kept"] <= first["tempo_kept"] + 2
+    assert again["chosen"] == best["label"] and again["settings"] == results["settings"]
