@@ -294,7 +294,8 @@ def markdown(results: dict) -> str:
 
 def figure(results: dict, path: Path) -> None:
     """Tempo kept and chroma similarity against the share of coarse tokens generated, one point per setting
-    (hollow: not eligible), the chosen setting starred, today's default ringed, the codec round trip dashed."""
+    (hollow: not eligible; triangles: beat-driven; crosses: confirmation), the chosen setting starred, today's
+    default ringed, the codec round trip dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,13 +305,19 @@ def figure(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, title in ((axes[0], "tempo_kept_share", "share of vamps keeping the input's tempo"),
                            (axes[1], "chroma_similarity", "chroma similarity to the input")):
-        for stage, color in (("prompt", "tab:blue"), ("sampling", "tab:orange")):
+        for stage, beats, color, marker in (("prompt", False, "tab:blue", "o"), ("prompt", True, "tab:green", "^"),
+                                            ("sampling", False, "tab:orange", "o"), ("sampling", True, "tab:orange", "^")):
             for ok in (True, False):
-                pts = [r for r in rows if r["stage"] == stage and eligible(r) == ok]
+                pts = [r for r in rows if r["stage"] == stage and r["beats"] == beats and eligible(r) == ok]
                 if pts:
-                    ax.scatter([r["generated"] for r in pts], [r[key] for r in pts], s=28,
+                    what = "beat-driven prompts" if stage == "prompt" and beats else f"{stage} sweep"
+                    ax.scatter([r["generated"] for r in pts], [r[key] for r in pts], s=28, marker=marker,
                                facecolors=color if ok else "none", edgecolors=color,
-                               label=f"{stage} sweep" + ("" if ok else " (not eligible)"))
+                               label=what + ("" if ok else " (not eligible)"))
+        confirmed = results.get("confirmation", {}).get("settings", [])
+        if confirmed:
+            ax.scatter([r["generated"] for r in confirmed], [r[key] for r in confirmed], s=40, marker="x",
+                       color="black", label=f"confirmation (seeds pooled, {confirmed[0]['vamps']} vamps)")
         ax.axhline(codec[key], color="gray", linestyle="--", linewidth=1, label="codec round trip")
         ax.axvline(MIN_GENERATED, color="gray", linestyle=":", linewidth=1)
         for r in rows:

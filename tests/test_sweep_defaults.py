@@ -98,12 +98,14 @@ def test_sweep_runs_on_validation_files_and_writes_table_json_and_figure(sweep_d
 
     # stage 3: the best setting vamped again with another seed, pooled with its first vamps
     confirmed = tmp_path / "confirmed.json"
+    png.unlink()
     assert sweep_defaults.main(["--corpus", str(corpus), "--models", str(tiny_models["base"]), "--quick",
                                 "--confirm", str(out), "--confirm-seeds", "1", "--confirm-top", "1",
-                                "--json", str(confirmed)]) == 0
+                                "--json", str(confirmed), "--figure", str(png)]) == 0
     again = json.loads(confirmed.read_text())
     (best,) = again["confirmation"]["settings"]  # the tiny model has no unclipped "today's default" to add
     first = rows[best["label"]]
     assert best["label"] == sweep_defaults.ranked(results["settings"])[0]["label"]
     assert best["vamps"] == 4 and first["tempo_kept"] <= best["tempo_kept"] <= first["tempo_kept"] + 2
     assert again["chosen"] == best["label"] and again["settings"] == results["settings"]
+    assert "Confirmation: the best settings" in capsys.readouterr().out and png.is_file()
