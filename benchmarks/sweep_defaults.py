@@ -30,8 +30,9 @@ table and the chosen settings as the `{"prompt": {...}, "sampling": {...}}` frag
 hold, keyed by the schema's option names (checked with schema.config_values). `--quick` is a tiny grid on
 2 excerpts of 3 s (for tests).
 
-The default run (24 excerpts, 32 settings, one seed) takes about 50 minutes on one core of a shared CPU with the
-shipped model (a 10 s vamp takes 2-4 s there, its scoring 0.2 s)."""
+The default run (24 excerpts, 32 settings, one seed) took 43 minutes on one core of a shared 2-core Xeon with the
+shipped model (a 10 s vamp took 2-4.4 s there depending on the load, its scoring 0.2 s); the confirmation of 5
+settings with 2 more seeds took 23 minutes on the same core under heavier load."""
 from __future__ import annotations
 
 import argparse
@@ -324,6 +325,7 @@ def figure(results: dict, path: Path) -> None:
             if r["todays_default"]:
                 ax.scatter([r["generated"]], [r[key]], s=140, facecolors="none", edgecolors="black",
                            label="today's default")
+        for r in confirmed or rows:  # the chosen setting where it was chosen: pooled after a confirmation
             if r["label"] == results.get("chosen"):
                 ax.scatter([r["generated"]], [r[key]], s=220, marker="*", color="red", zorder=5,
                            label=f"chosen: {r['label']}")
@@ -348,7 +350,7 @@ def cpu_name() -> str:
 
 
 def portable(path) -> str:
-    """A path as it may be committed: under the home folder written with ~ (no /root/... in result files)."""
+    """A path as it may be committed: under the home folder written with ~ (result files name no absolute home path)."""
     text, home = str(path), str(Path.home())
     return "~" + text[len(home):] if text.startswith(home + "/") or text == home else text
 
