@@ -73,8 +73,13 @@ def test_a_card_without_defaults_leaves_the_schema_defaults(tmp_path, folders):
     write_card(tmp_path, None)
     assert read_card(tmp_path) == ModelDefaults()
     assert read_card(folders["plain"]).prompt() == PromptConfig()  # no card at all
-    shipped = of_model(None)  # the shipped model's card names no defaults
-    assert shipped.prompt() == PromptConfig() and shipped.sampling() == SamplingConfig()
+
+
+
+def test_the_shipped_card_carries_the_swept_defaults_and_keeps_the_rest():
+    shipped = of_model(None)  # chosen by benchmarks/sweep_defaults.py (docs/evaluation.md)
+    assert shipped.prompt() == PromptConfig(periodic_prompt=1, upper_codebook_mask=2)
+    assert shipped.sampling() == SamplingConfig(temperature=0.6, steps=12)
 
 
 def test_a_card_sets_its_options_and_leaves_the_others_at_the_schema_defaults(folders):
