@@ -138,6 +138,30 @@ def test_discriminator_returns_feature_maps_and_logits_per_sub_discriminator():
     assert any("original0" in k for k in disc.state_dict())  # weight-normalised convolutions
 
 
+def test_period_discriminator_columns_as_1d_convolutions_equal_its_2d_convolutions():
+    """The period discriminator runs its (k, 1) convolutions as 1-D ones over each column; maps and gradients
+    equal what its own Conv2d layers compute on the folded (B, C, N/p, p) map."""
+    torch.manual_seed(0)
+    from vampnet.train.discriminators import PeriodDiscriminator
+
+    disc = PeriodDiscriminator(3, width=4)
+    x = noise(1001, 0).repeat(2, 1, 1).requires_grad_(True)
+    maps = disc(x)
+    folded = F.pad(x, (0, 1), mode="reflect").view(2, 1, -1, 3)
+    expected, h = [], folded
+    for conv in disc.convs:
+        h = F.leaky_relu(conv(h), 0.1)
+        expected.append(h)
+    expected.append(disc.post(h))
+    assert [m.shape for m in maps] == [e.shape for e in expected] and maps[0].shape[-1] == 3
+    for m, e in zip(maps, expected):
+        torch.testing.assert_close(m, e, rtol=1e-5, atol=1e-6 * e.abs().max().item())
+    grads = torch.autograd.grad(sum(m.square().mean() for m in maps), [x, disc.convs[2].parametrizations.weight.original1])
+    grads_2d = torch.autograd.grad(sum(e.square().mean() for e in expected), [x, disc.convs[2].parametrizations.weight.original1])
+    for g, g2 in zip(grads, grads_2d):
+        torch.testing.assert_close(g, g2, rtol=1e-4, atol=1e-6 * g2.abs().max().item())
+
+
 # --- training runs -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory) -> Path:

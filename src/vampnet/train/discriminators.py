@@ -60,12 +60,23 @@ class PeriodDiscriminator(nn.Module):
         if pad:
             x = F.pad(x, (0, pad), mode="reflect" if pad < N else "constant")
         x = x.view(B, C, -1, self.period)  # (B, 1, N/p, p): column j holds samples j, j+p, j+2p, ...
+        # A (k, 1) kernel never mixes columns, so each column is a 1-D signal: the columns go into the batch and
+        # the layers run as 1-D convolutions of the same weights (the same sums; oneDNN's bfloat16 backward of
+        # these 2-D convolutions ran 3.5x slower than the 1-D ones on an AMX CPU). The maps are returned as views
+        # in the (B, C, N/p', p) layout.
+        x = x.permute(0, 3, 1, 2).reshape(B * self.period, C, -1)
+        unfold = lambda y: y.view(B, self.period, y.shape[1], y.shape[2]).permute(0, 2, 3, 1)
         maps = []
         for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            maps.append(x)
-        maps.append(self.post(x))
+            x = F.leaky_relu(_as_1d(conv, x), 0.1)
+            maps.append(unfold(x))
+        maps.append(unfold(_as_1d(self.post, x)))
         return maps
+
+
+def _as_1d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A Conv2d with a (k, 1) kernel applied to (B, C, N) as the 1-D convolution it is along N."""
+    return F.conv1d(x, conv.weight.squeeze(-1), conv.bias, conv.stride[0], conv.padding[0], conv.dilation[0])
 
 
 class STFTDiscriminator(nn.Module):
