@@ -57,7 +57,7 @@ def test_a_studio_vamp_keeping_every_token_with_pitch_shift_12_is_an_octave_up(t
     pipeline = Pipeline.from_pretrained()
     studio = Studio(pipeline=pipeline)
     try:  # a prompt of every token of every codebook: nothing generated
-        kept = dict(periodic=1, upper_codebooks=pipeline.n_codebooks, seed=0, steps=1)
+        kept = dict(preset="custom", periodic=1, upper_codebooks=pipeline.n_codebooks, seed=0, steps=1)
         plain = studio.generate(clip, Settings(**kept))
         shifted = studio.generate(clip, Settings(pitch_shift=12, **kept))
     finally:
