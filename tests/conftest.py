@@ -192,3 +192,18 @@ def served_app(app, concurrency: int | None = None):
         yield f"http://127.0.0.1:{port}/"
     finally:
         app.close()
+
+
+@pytest.fixture
+def written(monkeypatch) -> list[tuple[Path, VampResult]]:
+    """Every result a front end writes, in order, with its path (every front end writes through VampResult.save)."""
+    from vampnet.pipeline import VampResult
+    saved = []
+    save = VampResult.save
+
+    def recording_save(self, path, *args, **kwargs):
+        saved.append((Path(path), self))
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(VampResult, "save", recording_save)
+    return saved

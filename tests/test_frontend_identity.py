@@ -83,20 +83,6 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def written(monkeypatch) -> list[tuple[Path, VampResult]]:
-    """Every result a front end writes, in order (both front ends write their results through VampResult.save)."""
-    saved = []
-    save = VampResult.save
-
-    def recording_save(self, path, *args, **kwargs):
-        saved.append((Path(path), self))
-        return save(self, path, *args, **kwargs)
-
-    monkeypatch.setattr(VampResult, "save", recording_save)
-    return saved
-
-
 @pytest.fixture(scope="module")
 def studio_generate(tiny_pipeline):
     """The function the studio's page binds to its generate button (and the /generate API)."""
