@@ -12,7 +12,9 @@ the index), stretched over the clip; every coarse token is generated (a free gen
 steers; the fine tokens follow the coarse-to-fine model). Reported per guidance scale: the Pearson correlation of
 the requested and the produced loudness (dB per frame, vampnet.controls), its mean over excerpts; and the same
 measure without the control (the model unguided: what following by chance scores); and the Fréchet distance
-(offline crepe embedding) of each set of generations to the real excerpts. `--figure` plots requested against
+(offline crepe embedding) of each set of generations to the real excerpts. A last row generates alike with the
+`--models` coarse model, which has no control input (unless `--no-base`): the unconditioned reference of the
+control's Fréchet distance, and of what a control fine-tune changed in unguided generation. `--figure` plots requested against
 produced envelopes of a few excerpts."""
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ from vampnet.sampling import SamplingConfig
 from vampnet.train.data import read_index
 
 
+BASE_LABEL = "base model (no control input)"  # the --models coarse model: what the control fine-tune started from
+
+
 def validation_clips(dataset: Path, n: int) -> list[tuple[str, float, float]]:
     """(source file, start s, seconds) of up to `n` validation excerpts, spread over the index."""
     rows = [r for r in read_index(dataset) if r["split"] == "val"]
@@ -59,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--figure", type=Path)
+    ap.add_argument("--no-base", action="store_true",
+                    help="skip the reference row of the --models coarse model (no control input) generating alike")
     args = ap.parse_args(argv)
     base = Pipeline.from_pretrained(args.models, precision="fp32")
     coarse = MaskedTransformer.load(args.coarse, base.codec)
@@ -76,16 +83,19 @@ def main(argv=None) -> int:
     real = np.concatenate([embed(audio.resample(audio.to_mono(w), r, pipe.sample_rate), pipe.sample_rate)
                            for w, r in signals])
     results, curves = {}, []
-    for label, guidance in [("no control", None)] + [(f"guidance {g:g}", g) for g in scales]:
+    runs = [("no control", None, pipe)] + [(f"guidance {g:g}", g, pipe) for g in scales]
+    if not args.no_base:
+        runs.append((BASE_LABEL, None, base))
+    for label, guidance, runner in runs:
         scores, made = [], []
         for i, prep in enumerate(prepared):
             T = prep.codes.shape[-1]
             requested = loudness_from_audio(*signals[(i + 1) % len(signals)], pipe.codec, T)  # another excerpt's
             mask = torch.zeros_like(prep.codes, dtype=torch.bool)
             mask[:, : coarse.n_codebooks] = True
-            out = pipe.render(prep.codes, mask, n_samples=prep.n_samples, loudness=-24.0, seed=i,
-                              sampling=SamplingConfig(steps=args.steps, guidance=guidance or 0.0),
-                              control=None if guidance is None else requested)
+            out = runner.render(prep.codes, mask, n_samples=prep.n_samples, loudness=-24.0, seed=i,
+                                sampling=SamplingConfig(steps=args.steps, guidance=guidance or 0.0),
+                                control=None if guidance is None else requested)
             produced = loudness_from_audio(out.audio, pipe.sample_rate, pipe.codec, T)
             made.append(embed(out.audio, pipe.sample_rate))
             scores.append(pearson(requested.values[:, 0], produced.values[:, 0]))

@@ -72,6 +72,32 @@ def test_auto_takes_native_bf16_then_vnni_int8_and_never_emulated_bf16(monkeypat
         P.codec_dtype("auto", torch.device("cpu"))
 
 
+@pytest.mark.parametrize("flags,width,chosen", [({"amx_bf16", "avx512_bf16"}, 512, "bf16"),  # the official codec
+                                                ({"amx_bf16", "avx512_bf16"}, 256, "fp32"),  # the shipped codec
+                                                ({"avx512_bf16"}, 512, "fp32"),  # bf16 without AMX: not measured
+                                                (set(), 512, "fp32"), ({"amx_bf16"}, None, "fp32")])
+def test_auto_runs_a_large_codec_in_bf16_on_amx_only(monkeypatch, flags, width, chosen):
+    monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset(flags))
+    mode, why = P.choose("auto", "cpu", None, codec_width=width)
+    assert mode == chosen and why
+    assert P.choose("auto", "cuda", None, codec_width=512)[0] == "fp32"
+    assert P.choose("fp32", "cpu", None, codec_width=512) == ("fp32", None)  # a precision given is kept
+
+
+def test_pipeline_auto_gives_a_wide_codec_bf16_on_amx(monkeypatch):
+    monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
+    monkeypatch.setattr(P, "CODEC_BF16_MIN_WIDTH", 1)  # the fixture codec is narrow: it stands for a wide one
+    cache: dict = {}
+    pipe = Pipeline.load(SET_A, precision="auto", codec_cache=cache)
+    assert pipe.precisions["codec"] == "bf16" and next(pipe.codec.encoder.parameters()).dtype == torch.bfloat16
+    assert "codec bf16" in pipe.precision_note
+    again = Pipeline.load(SET_A, precision="auto", codec_cache=cache)
+    assert again.codec is pipe.codec  # one codec file and request: loaded once, in the same mode
+    assert Pipeline.load(SET_A, precision="fp32", codec_cache=cache).precisions["codec"] == "fp32"
+
+
 def test_auto_on_this_cpu_runs_a_mode_within_its_tolerance_of_fp32(monkeypatch):
     monkeypatch.delenv("VAMPNET_PRECISION", raising=False)
     monkeypatch.setattr(P, "BF16_MIN_WIDTH", 1)  # the fixture models are narrow: let auto pick its fast mode

@@ -154,6 +154,8 @@ def test_control_adherence_script_scores_each_guidance_on_validation_excerpts(tm
                            "--figure", str(tmp_path / "curves.png")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
-    assert list(results) == ["no control", "guidance 0", "guidance 2"]
+    assert list(results) == ["no control", "guidance 0", "guidance 2", "base model (no control input)"]
     assert all(-1 <= r["pearson_mean"] <= 1 and r["excerpts"] == 2 and r["frechet"] >= 0 for r in results.values())
+    # the projection is zero-initialised, so the fine-tune's starting point generates exactly what its base model does
+    assert results["no control"] == results["base model (no control input)"]
     assert (tmp_path / "curves.png").stat().st_size > 0

@@ -128,7 +128,7 @@ class Pipeline:
         self.device = check_device(device)
         # each model's mode ("auto": what this machine runs it fastest in, by its size); applied here, once; the
         # models are then used as they are
-        chosen = self._choose(config.precision, coarse, c2f)
+        chosen = self._choose(config.precision, codec, coarse, c2f)
         self.precisions = {part: mode for part, (mode, _) in chosen.items()}
         self.precision = self.precisions.get("coarse", self.precisions["codec"])  # the one results record
         self.precision_note = precision_mod.auto_note(chosen) or (
@@ -153,9 +153,9 @@ class Pipeline:
                           ("c2f", self.c2f)) if model is not None and capture != "off"}
 
     # --- construction ---------------------------------------------------------------------------------------
-    def _choose(self, precision: str, coarse, c2f) -> dict[str, tuple[str, str | None]]:
+    def _choose(self, precision: str, codec, coarse, c2f) -> dict[str, tuple[str, str | None]]:
         """{part: (mode, why auto chose it)} for the codec and the transformers there are."""
-        chosen = {"codec": precision_mod.choose(precision, self.device, None)}
+        chosen = {"codec": precision_mod.choose(precision, self.device, None, codec_width=codec.config.decoder_dim)}
         for part, model in (("coarse", coarse), ("c2f", c2f)):
             if model is not None:
                 chosen[part] = precision_mod.choose(precision, self.device, model.config.embedding_dim)
@@ -166,7 +166,8 @@ class Pipeline:
         same, since the models were converted to it."""
         if config == self.config:
             return self
-        modes = {part: mode for part, (mode, _) in self._choose(config.precision, self.coarse, self.c2f).items()}
+        chosen = self._choose(config.precision, self.codec, self.coarse, self.c2f)
+        modes = {part: mode for part, (mode, _) in chosen.items()}
         if modes != self.precisions:  # "auto" is what it chose for these models
             raise OptionError(f"these models run in {self.precision}; load them again for {config.precision}")
         return Pipeline(self.codec, self.coarse, self.c2f, device=self.device, config=config, defaults=self.defaults)
@@ -198,11 +199,14 @@ class Pipeline:
         defaults = options.pop("defaults", None) or of_folders(models, lora)
         config = replace(options.pop("config", None) or PipelineConfig(), **options)
         device = check_device(device)
-        codec_precision, _ = precision_mod.choose(config.precision, device, None)
-        key = (str(Path(files["codec"]).resolve()), str(device), codec_precision)
+        # the mode "auto" takes depends on the codec's size, so the same file and request give the same mode
+        key = (str(Path(files["codec"]).resolve()), str(device), config.precision)
         codec_model = codec_cache.get(key) if codec_cache is not None else None
         if codec_model is None:
-            codec_model = precision_mod.apply_to_codec(Codec.load(files["codec"], device), codec_precision, device)
+            codec_model = Codec.load(files["codec"], device)
+            codec_precision, _ = precision_mod.choose(config.precision, device, None,
+                                                      codec_width=codec_model.config.decoder_dim)
+            codec_model = precision_mod.apply_to_codec(codec_model, codec_precision, device)
             if codec_cache is not None:
                 codec_cache[key] = codec_model
         adapters = {"coarse": coarse_lora, "c2f": c2f_lora}

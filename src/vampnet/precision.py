@@ -41,18 +41,23 @@ def check_mode(precision: str) -> str:
 
 
 BF16_MIN_WIDTH = 512  # transformers narrower than this gain nothing from bf16 or int8 on a CPU
+CODEC_BF16_MIN_WIDTH = 512  # codecs with a narrower decoder (the shipped one: 256) lose time to bf16's set-up
 
 
-def choose(precision: str, device: torch.device | str = "cpu", width: int | None = BF16_MIN_WIDTH) -> tuple[str, str | None]:
+def choose(precision: str, device: torch.device | str = "cpu", width: int | None = BF16_MIN_WIDTH, *,
+           codec_width: int | None = None) -> tuple[str, str | None]:
     """The mode one model runs in on `device`, and why when "auto" chose it (else None). `width`: a transformer's
-    embedding width; None: the codec.
+    embedding width; None: the codec, whose decoder is `codec_width` wide (None: not known).
 
     "auto" takes the fastest mode measured to stay within the fp32 seed-to-seed spread of the shipped model's vamps
     (BENCHMARKS.md, 2026-12-05): for transformers BF16_MIN_WIDTH wide or more, bf16 on CPUs with bf16 instructions
     (AMX: the full-size 10 s vamp 3.3x faster than fp32; AVX512-BF16: 2.0x), int8 on CPUs with VNNI but no bf16
     (its VNNI kernels: 2.0x at full size), else fp32 (emulated bf16 is slower than fp32; int8 without VNNI gained
     1.1x at full size). Narrower transformers (the shipped 192- and 256-wide ones ran as fast in bf16 as in fp32)
-    and the codec (bf16 encoded the shipped codec 4x slower on AMX, the full-size one only 1.1x faster) stay fp32.
+    stay fp32. The codec runs bf16 on AMX CPUs when its decoder is CODEC_BF16_MIN_WIDTH wide or more (the official
+    codec, channels last: a first encode + decode of 10 s 8.2-8.6 s against 9.9-10.7 s in fp32, later ones 2.4x
+    faster; BENCHMARKS.md, 2026-12-06), else fp32 (the shipped codec's first call was slower in bf16; AVX512-BF16
+    without AMX is not measured).
     On GPUs fp32 until a GPU run measures the others. The environment variable VAMPNET_PRECISION, when set, is what
     "auto" means instead, for every model."""
     check(precision)
@@ -65,7 +70,9 @@ def choose(precision: str, device: torch.device | str = "cpu", width: int | None
         return forced, None  # chosen by the user, as a precision given is: nothing to say
     device = torch.device(device)
     if width is None:
-        return "fp32", "the faster modes do not pay for the codec"
+        if device.type == "cpu" and (codec_width or 0) >= CODEC_BF16_MIN_WIDTH and cpu_has_amx():
+            return "bf16", f"AMX, and a codec {codec_width} wide"
+        return "fp32", "the faster modes do not pay for this codec"
     if device.type != "cpu":
         return "fp32", f"the faster modes are not measured on {device.type} yet"
     if width < BF16_MIN_WIDTH:
@@ -102,6 +109,11 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bfloat16 (the matrix units of recent Xeons)."""
+    return "amx_bf16" in cpu_flags()
 
 
 def bf16_note(device: torch.device) -> str | None:
