@@ -2,7 +2,7 @@
 """How closely vamps follow a loudness envelope (issue 28), on the validation excerpts of a token dataset.
 
     python benchmarks/control_adherence.py DATASET --coarse COARSE.safetensors [--models small] [--excerpts 12]
-                                           [--guidance 0,1,2,4] [--steps 24] [--json FILE] [--figure FILE]
+                                           [--guidance 0,1,2,4] [--steps 24] [--seeds 1] [--json FILE] [--figure FILE]
 
 DATASET is a `vampnet tokenize` folder (its index names each excerpt's source file, start and split; the audio is
 read from those files); COARSE a coarse model with a loudness control input (`vampnet train coarse` with
@@ -14,7 +14,9 @@ the requested and the produced loudness (dB per frame, vampnet.controls), its me
 measure without the control (the model unguided: what following by chance scores); and the Fréchet distance
 (offline crepe embedding) of each set of generations to the real excerpts. A last row generates alike with the
 `--models` coarse model, which has no control input (unless `--no-base`): the unconditioned reference of the
-control's Fréchet distance, and of what a control fine-tune changed in unguided generation. `--figure` plots requested against
+control's Fréchet distance, and of what a control fine-tune changed in unguided generation. With a few dozen
+excerpts one set's Fréchet distance moves by several points from seed to seed: `--seeds N` generates each excerpt
+N times and pools them (each seed's distance is reported too). `--figure` plots requested against
 produced envelopes of a few excerpts."""
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from vampnet.sampling import SamplingConfig
 from vampnet.train.data import read_index
 
 
+SEED_STRIDE = 1000  # seeds of an excerpt's further generations
 BASE_LABEL = "base model (no control input)"  # the --models coarse model: what the control fine-tune started from
 
 
@@ -62,11 +65,16 @@ def main(argv=None) -> int:
     ap.add_argument("--excerpts", type=int, default=12)
     ap.add_argument("--guidance", default="0,1,2,4")
     ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=0, help="excerpt i is generated with seed SEED + i")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="generations per excerpt (seed SEED + i + 1000 j), pooled into each row's Fréchet set")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--figure", type=Path)
     ap.add_argument("--no-base", action="store_true",
                     help="skip the reference row of the --models coarse model (no control input) generating alike")
     args = ap.parse_args(argv)
+    if args.seeds < 1 or args.excerpts < 1:
+        ap.error("--seeds and --excerpts must be at least 1")
     base = Pipeline.from_pretrained(args.models, precision="fp32")
     coarse = MaskedTransformer.load(args.coarse, base.codec)
     if coarse.config.n_controls < 1:
@@ -87,29 +95,37 @@ def main(argv=None) -> int:
     if not args.no_base:
         runs.append((BASE_LABEL, None, base))
     for label, guidance, runner in runs:
-        scores, made = [], []
-        for i, prep in enumerate(prepared):
-            T = prep.codes.shape[-1]
-            requested = loudness_from_audio(*signals[(i + 1) % len(signals)], pipe.codec, T)  # another excerpt's
-            mask = torch.zeros_like(prep.codes, dtype=torch.bool)
-            mask[:, : coarse.n_codebooks] = True
-            out = runner.render(prep.codes, mask, n_samples=prep.n_samples, loudness=-24.0, seed=i,
-                                sampling=SamplingConfig(steps=args.steps, guidance=guidance or 0.0),
-                                control=None if guidance is None else requested)
-            produced = loudness_from_audio(out.audio, pipe.sample_rate, pipe.codec, T)
-            made.append(embed(out.audio, pipe.sample_rate))
-            scores.append(pearson(requested.values[:, 0], produced.values[:, 0]))
-            if i < 3 and guidance == scales[len(scales) // 2]:
-                curves.append((requested.values[:, 0].numpy(), produced.values[:, 0].numpy()))
+        scores, made = [], [[] for _ in range(args.seeds)]
+        for j in range(args.seeds):
+            for i, prep in enumerate(prepared):
+                T = prep.codes.shape[-1]
+                requested = loudness_from_audio(*signals[(i + 1) % len(signals)], pipe.codec, T)  # another excerpt's
+                mask = torch.zeros_like(prep.codes, dtype=torch.bool)
+                mask[:, : coarse.n_codebooks] = True
+                out = runner.render(prep.codes, mask, n_samples=prep.n_samples, loudness=-24.0,
+                                    seed=args.seed + i + SEED_STRIDE * j,
+                                    sampling=SamplingConfig(steps=args.steps, guidance=guidance or 0.0),
+                                    control=None if guidance is None else requested)
+                produced = loudness_from_audio(out.audio, pipe.sample_rate, pipe.codec, T)
+                made[j].append(embed(out.audio, pipe.sample_rate))
+                scores.append(pearson(requested.values[:, 0], produced.values[:, 0]))
+                if j == 0 and i < 3 and guidance == scales[len(scales) // 2]:
+                    curves.append((requested.values[:, 0].numpy(), produced.values[:, 0].numpy()))
         scores = [s for s in scores if np.isfinite(s)]
+        per_seed = [embedding_distance(real, np.concatenate(m)) for m in made]
         results[label] = {"pearson_mean": statistics.fmean(scores), "pearson_std": statistics.pstdev(scores),
-                          "excerpts": len(scores), "frechet": embedding_distance(real, np.concatenate(made))}
+                          "excerpts": len(prepared), "generations": len(scores),
+                          "frechet": embedding_distance(real, np.concatenate([e for m in made for e in m])),
+                          "frechet_per_seed": per_seed}
+        spread_note = f" (per seed {', '.join(f'{f:.2f}' for f in per_seed)})" if args.seeds > 1 else ""
         print(f"{label}: Pearson {results[label]['pearson_mean']:.3f} ± {results[label]['pearson_std']:.3f} "
-              f"({len(scores)} excerpts), Fréchet to the real excerpts {results[label]['frechet']:.2f}", flush=True)
+              f"({len(scores)} generations), Fréchet to the real excerpts {results[label]['frechet']:.2f}"
+              f"{spread_note}", flush=True)
     if args.json:
         # a result file is committed: name the model as its owner would, without this machine's home folder
         where = str(args.coarse.resolve()).replace(str(Path.home()), "~", 1)
-        args.json.write_text(json.dumps({"coarse": where, "steps": args.steps, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"coarse": where, "steps": args.steps, "seeds": args.seeds,
+                                         "results": results}, indent=2))
     if args.figure and curves:
         import matplotlib
         matplotlib.use("Agg")

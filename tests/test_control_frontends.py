@@ -138,7 +138,8 @@ def test_inpaint_takes_the_control_too(controlled, controlled_folder, files, tmp
                                                          "(--loudness), not both"),
     (["--loudness", "loud then soft"], CURVE_FORMAT),
     (["--loudness", CURVE, "--models", "PLAIN"], "this model has no control input, so it cannot follow a loudness "
-                                                 "envelope; make one with `vampnet finetune --control loudness`"),
+                                                 "envelope; use the bundled --models small-loudness, or make one with "
+                                                 "`vampnet finetune --control loudness`"),
 ])
 def test_bad_control_flags_end_in_one_error_line(controlled_folder, tiny_models, files, tmp_path, capsys, flags,
                                                  message):

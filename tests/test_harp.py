@@ -154,7 +154,7 @@ def test_controls_answer_is_an_object_that_follows_the_documented_schema(server,
     d = Settings()
     assert labels["Keep one frame in every"]["value"] == d.periodic and labels["Steps"]["value"] == d.steps
     # the model menu: the shipped model and the fine-tuned one made for these tests
-    assert [c[0] for c in labels["Model"]["choices"]] == ["small", "mine"]
+    assert [c[0] for c in labels["Model"]["choices"]] == ["small", "small-loudness", "mine"]
     # the three calls HARP makes exist, and process takes the tracks and then these controls, in this order
     with urllib.request.urlopen(f"{base}/gradio_api/info", timeout=TIMEOUT) as r:
         endpoints = json.loads(r.read())["named_endpoints"]

@@ -28,7 +28,7 @@ def clip(tmp_path):
 
 
 def test_a_fine_tuned_name_resolves_to_its_base_and_adapters(models_home):
-    assert available_models() == ["small", "mine"]
+    assert available_models() == ["small", "small-loudness", "mine"]
     source = resolve("mine")
     assert source.base == models_home["base"] and source.lora == models_home["tuned"] and source.finetuned
     assert json.loads((models_home["tuned"] / MANIFEST).read_text())["base"] == str(models_home["base"].resolve())
@@ -41,7 +41,7 @@ def test_a_fine_tuned_name_resolves_to_its_base_and_adapters(models_home):
 
 
 def test_unknown_names_are_errors_that_list_the_models(models_home):
-    with pytest.raises(CheckpointError, match=r"nobody.*small, mine"):
+    with pytest.raises(CheckpointError, match=r"nobody.*small, small-loudness, mine"):
         resolve("nobody")
 
 
@@ -51,7 +51,7 @@ def test_studio_lists_the_fine_tuned_model_and_switching_reuses_the_codec(models
     monkeypatch.setattr(Codec, "load", staticmethod(lambda *a, **k: loads.append(a) or original(*a, **k)))
     studio = Studio(str(models_home["base"]))
     try:
-        assert studio.models() == [str(models_home["base"]), "small", "mine"]
+        assert studio.models() == [str(models_home["base"]), "small", "small-loudness", "mine"]
         base = studio.generate(clip, Settings(model=str(models_home["base"]), steps=4, seed=2))
         tuned = studio.generate(clip, Settings(model="mine", steps=4, seed=2))
         assert len(loads) == 1  # the second model found the codec already loaded
@@ -70,14 +70,14 @@ def test_studio_page_menu_lists_models_fine_tuned_after_start(models_home, tiny_
     try:
         app = build_app(studio)
         menu = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "model")
-        assert [c[0] for c in menu.choices] == ["small", "mine"]
+        assert [c[0] for c in menu.choices] == ["small", "small-loudness", "mine"]
         # a model that appears while the studio runs is offered when the page loads again
         later = models_home["home"] / "models" / "later"
         later.mkdir()
         (later / MANIFEST).write_text((models_home["tuned"] / MANIFEST).read_text())
         try:
             refresh = next(d.fn for d in app.fns.values() if d.targets and d.targets[0][1] == "load")
-            assert [c[0] for c in refresh().choices] == ["small", "later", "mine"]
+            assert [c[0] for c in refresh().choices] == ["small", "small-loudness", "later", "mine"]
         finally:
             (later / MANIFEST).unlink()
             later.rmdir()
@@ -152,21 +152,21 @@ def test_an_interrupted_download_is_not_downloaded_anywhere(models_home, clip, t
     (official / ".cache").mkdir()
     (official / ".cache" / "codec.pth.lock").touch()
     (official / "codec.pth").write_bytes(b"codec")
-    assert available_models() == ["small", "mine"]
+    assert available_models() == ["small", "small-loudness", "mine"]
     with pytest.raises(CheckpointError, match="run 'vampnet download'"):
         resolve("official")
     assert main(["vamp", str(clip), "-o", str(tmp_path / "o.wav"), "--models", "official"]) == 1
     assert "vampnet download" in capsys.readouterr().err
     studio = Studio()
     try:
-        assert studio.models() == ["small", "mine"]
+        assert studio.models() == ["small", "small-loudness", "mine"]
         model_menu = next(e for e in controls_answer(studio)["inputs"] if e.get("label") == "Model")
-        assert [c[0] for c in model_menu["choices"]] == ["small", "mine"]
+        assert [c[0] for c in model_menu["choices"]] == ["small", "small-loudness", "mine"]
         succeed = True
         assert main(["download"]) == 0
         assert sorted(p.name for p in official.glob("*.pth")) == ["c2f.pth", "coarse.pth", "codec.pth"]
         assert not (official.parent / ".official.download").exists()
-        assert studio.models() == ["small", "official", "mine"]
+        assert studio.models() == ["small", "small-loudness", "official", "mine"]
         assert resolve("official").base == official
     finally:
         studio.close()

@@ -150,12 +150,45 @@ def test_control_adherence_script_scores_each_guidance_on_validation_excerpts(tm
     out = tmp_path / "adherence.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "control_adherence.py"), str(tmp_path / "tokens"),
                            "--coarse", str(tmp_path / "coarse.safetensors"), "--audio-root", str(tmp_path),
-                           "--excerpts", "2", "--guidance", "0,2", "--steps", "2", "--json", str(out),
+                           "--excerpts", "2", "--guidance", "0,2", "--steps", "2", "--seeds", "2", "--json", str(out),
                            "--figure", str(tmp_path / "curves.png")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
     assert list(results) == ["no control", "guidance 0", "guidance 2", "base model (no control input)"]
-    assert all(-1 <= r["pearson_mean"] <= 1 and r["excerpts"] == 2 and r["frechet"] >= 0 for r in results.values())
+    assert all(-1 <= r["pearson_mean"] <= 1 and r["excerpts"] == 2 and r["generations"] == 4 and r["frechet"] >= 0
+               and len(r["frechet_per_seed"]) == 2 for r in results.values())
     # the projection is zero-initialised, so the fine-tune's starting point generates exactly what its base model does
     assert results["no control"] == results["base model (no control input)"]
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_bundled_loudness_model_is_the_shipped_model_with_a_controlled_coarse_model():
+    from vampnet.model_defaults import of_model
+    from vampnet.pretrained import BUNDLED, available_models, is_valid_name, resolve
+
+    source = resolve("small-loudness")
+    assert source.base == shipped_folder() and source.coarse == shipped_folder("small-loudness") / "coarse.safetensors"
+    assert source.c2f is None and source.lora is None  # the shipped codec and coarse-to-fine model
+    assert available_models()[:2] == ["small", "small-loudness"] and "small-loudness" in BUNDLED
+    assert not is_valid_name("small-loudness")  # `vampnet finetune --name` cannot shadow it
+    defaults = of_model("small-loudness").values
+    assert defaults["sampling"]["guidance"] == 1.0 and defaults["sampling"]["steps"] == 12  # steps from the base card
+    card = json.loads((shipped_folder("small-loudness") / "card.json").read_text())
+    assert card["parts"]["coarse"]["controls"] == ["loudness"]
+
+
+def test_bundled_loudness_model_follows_a_rising_and_a_falling_envelope():
+    from vampnet.control_options import clip_control
+    from vampnet.controls import loudness_from_audio, pearson
+
+    pipe = Pipeline.from_pretrained("small-loudness")
+    assert pipe.coarse.n_controls == 1
+    wav, sr = audio.load(EXAMPLE)
+    followed = {}
+    for name, curve in {"rising": "0:-45, 8:-12", "falling": "0:-12, 8:-45"}.items():
+        control = clip_control(pipe, wav, sr, loudness=curve)
+        result = pipe.vamp(wav, sr, seed=0, control=control)  # the bundled card's prompt and guidance
+        produced = loudness_from_audio(result.audio, result.sample_rate, pipe.codec).values[:control.n_frames, 0]
+        followed[name] = pearson(control.values[: len(produced), 0], produced)
+    # the two requests are opposite, so the clip's own dynamics cannot satisfy both (measured 0.91-0.92)
+    assert followed["rising"] > 0.7 and followed["falling"] > 0.7, followed

@@ -22,8 +22,8 @@ from .schema import config_values, option
 
 CURVE_FORMAT = "time_s:dB points separated by commas, e.g. 0:-40, 2.5:-18, 6:-60"
 RANGE_USAGE = "--loudness-range takes START-END in seconds (e.g. 1.5-3)"
-NO_CONTROL_INPUT = ("this model has no control input, so it cannot follow a loudness envelope; make one with "
-                    "`vampnet finetune --control loudness` (see the README)")
+NO_CONTROL_INPUT = ("this model has no control input, so it cannot follow a loudness envelope; use the bundled "
+                    "--models small-loudness, or make one with `vampnet finetune --control loudness` (see the README)")
 
 
 @dataclass(frozen=True)

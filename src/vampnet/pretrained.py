@@ -1,7 +1,8 @@
 """Where named models live: the small model shipped inside the package, the official weights, the user's
 fine-tuned models, or a folder.
 
-`resolve(None)` (or "small") is the package's own model, read offline from the installed package; "official" is
+`resolve(None)` (or "small") is the package's own model, read offline from the installed package, and
+"small-loudness" its bundled fine-tune with a loudness control input; "official" is
 the folder `vampnet download` fills ($VAMPNET_HOME/official, default ~/.cache/vampnet/official; a name only once it
 holds every part, so an interrupted download's leftovers are "not downloaded"); a bare name found in the models
 folder ($VAMPNET_HOME/models/NAME, where `vampnet finetune --name NAME` writes) is a fine-tuned model: its adapters
@@ -20,7 +21,10 @@ from .errors import CheckpointError, OptionError
 
 SHIPPED = "small"          # the name of the model inside the package (also the default)
 OFFICIAL = "official"
-RESERVED = (SHIPPED, OFFICIAL, "default")
+# fine-tunes of the shipped model that travel inside the package as well (a folder of weights/ each, with a
+# manifest as `vampnet finetune` writes): "small-loudness" follows a loudness envelope (MODEL_CARD.md)
+BUNDLED = ("small-loudness",)
+RESERVED = (SHIPPED, OFFICIAL, "default", *BUNDLED)
 MANIFEST = "finetune.json"  # written by `vampnet finetune` beside its adapters: which base they go on
 MANIFEST_FORMAT = "vampnet-finetune"
 
@@ -35,9 +39,9 @@ def models_home() -> Path:
     return home() / "models"
 
 
-def shipped_folder() -> Path:
-    """The folder of the shipped small model inside the installed package."""
-    return Path(str(files("vampnet") / "weights" / SHIPPED))
+def shipped_folder(name: str = SHIPPED) -> Path:
+    """The folder of the shipped small model (or of a BUNDLED fine-tune of it) inside the installed package."""
+    return Path(str(files("vampnet") / "weights" / name))
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,12 @@ def resolve(name: str | os.PathLike | None = None) -> ModelSource:
             raise CheckpointError(f"the official weights are not (all) in {folder}: run 'vampnet download' (needs "
                                   "network; set VAMPNET_HOME to keep them elsewhere)")
         return ModelSource(OFFICIAL, folder)
+    if text in BUNDLED:
+        folder = shipped_folder(text)
+        if not (folder / MANIFEST).is_file():
+            raise CheckpointError(f"the bundled model {text} is missing from this installation ({folder}); "
+                                  "reinstall vampnet")
+        return _finetuned(text, folder)
     named = models_home() / text
     if is_valid_name(text) and (named / MANIFEST).is_file():
         return _finetuned(text, named)
@@ -113,8 +123,10 @@ def finetuned_models() -> list[str]:
 
 
 def available_models() -> list[str]:
-    """What a model menu offers: the shipped model, the official one when downloaded, each fine-tuned model."""
-    return [SHIPPED, *([OFFICIAL] if has_every_part(home() / OFFICIAL) else []), *finetuned_models()]
+    """What a model menu offers: the shipped model and its bundled fine-tunes, the official one when downloaded,
+    each of the user's fine-tuned models."""
+    bundled = [name for name in BUNDLED if (shipped_folder(name) / MANIFEST).is_file()]
+    return [SHIPPED, *bundled, *([OFFICIAL] if has_every_part(home() / OFFICIAL) else []), *finetuned_models()]
 
 
 def manifest(base: str, kind: str, **details) -> dict:
