@@ -29,7 +29,7 @@ from vampnet.eval import musical  # noqa: E402
 from vampnet.eval.opus import opus_roundtrip  # noqa: E402
 from vampnet.pipeline import Pipeline  # noqa: E402
 
-# the evaluation's measure (musical.tempo), and the tracker at librosa's default onset hop
+# onset hops in samples: the evaluation's (None: musical.TEMPO_HOP_S), and librosa's default
 HOPS = {"evaluation": None, "librosa default (512 samples)": 512}
 
 
@@ -48,17 +48,6 @@ def changes(codec, sample_rate: int, seed: int = 0) -> dict:
     }
 
 
-def tempo_at(x, sample_rate: int, hop: int | None) -> float:
-    """The tracker's tempo: the evaluation's (hop None), or with an onset envelope of `hop` samples."""
-    if hop is None:
-        return musical.tempo(x, sample_rate)
-    import librosa
-    import numpy as np
-
-    found, _ = librosa.beat.beat_track(y=musical._mono(x), sr=sample_rate, hop_length=hop)
-    return float(np.atleast_1d(found)[0])
-
-
 def measure(excerpts: list[torch.Tensor], sample_rate: int, codec) -> dict:
     """{hop name: {change: {"kept", "excerpts", "lost": [[input BPM, output BPM], ...]}}}."""
     with torch.inference_mode():
@@ -67,10 +56,10 @@ def measure(excerpts: list[torch.Tensor], sample_rate: int, codec) -> dict:
     outputs["an unrelated excerpt"] = [excerpts[(i + n // 2) % n] for i in range(n)] if n > 1 else []
     out = {}
     for hop_name, hop in HOPS.items():
-        before = [tempo_at(x, sample_rate, hop) for x in excerpts]
+        before = [musical.tempo(x, sample_rate, hop) for x in excerpts]
         rows = {}
         for name, ys in outputs.items():
-            after = [tempo_at(y, sample_rate, hop) for y in ys]
+            after = [musical.tempo(y, sample_rate, hop) for y in ys]
             kept = [musical.tempo_agrees(a, b) for a, b in zip(before, after)]
             rows[name] = {"kept": sum(kept), "excerpts": len(kept),
                           "lost": [[round(a, 1), round(b, 1)] for a, b, k in zip(before, after, kept) if not k]}

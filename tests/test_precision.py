@@ -95,6 +95,7 @@ def test_pipeline_auto_gives_a_wide_codec_bf16_on_amx(monkeypatch):
     assert "codec bf16" in pipe.precision_note
     again = Pipeline.load(SET_A, precision="auto", codec_cache=cache)
     assert again.codec is pipe.codec  # one codec file and request: loaded once, in the same mode
+    assert Pipeline.load(SET_A, precision="bf16", codec_cache=cache).codec is pipe.codec  # the mode auto chose
     assert Pipeline.load(SET_A, precision="fp32", codec_cache=cache).precisions["codec"] == "fp32"
 
 

@@ -199,16 +199,16 @@ class Pipeline:
         defaults = options.pop("defaults", None) or of_folders(models, lora)
         config = replace(options.pop("config", None) or PipelineConfig(), **options)
         device = check_device(device)
-        # the mode "auto" takes depends on the codec's size, so the same file and request give the same mode
-        key = (str(Path(files["codec"]).resolve()), str(device), config.precision)
-        codec_model = codec_cache.get(key) if codec_cache is not None else None
+        # the mode "auto" takes depends on the codec's size: a codec is cached under the precision asked for and
+        # under the mode it runs in, so a request for that mode by name shares it too
+        cache = codec_cache if codec_cache is not None else {}
+        where = (str(Path(files["codec"]).resolve()), str(device))
+        codec_model = cache.get((*where, config.precision))
         if codec_model is None:
-            codec_model = Codec.load(files["codec"], device)
-            codec_precision, _ = precision_mod.choose(config.precision, device, None,
-                                                      codec_width=codec_model.config.decoder_dim)
-            codec_model = precision_mod.apply_to_codec(codec_model, codec_precision, device)
-            if codec_cache is not None:
-                codec_cache[key] = codec_model
+            loaded = Codec.load(files["codec"], device)
+            mode, _ = precision_mod.choose(config.precision, device, None, codec_width=loaded.config.decoder_dim)
+            codec_model = cache.get((*where, mode)) or precision_mod.apply_to_codec(loaded, mode, device)
+            cache[(*where, config.precision)] = cache[(*where, mode)] = codec_model
         adapters = {"coarse": coarse_lora, "c2f": c2f_lora}
         if lora is not None:
             if not Path(lora).is_dir():

@@ -34,11 +34,12 @@ def _mono(x) -> np.ndarray:
     return x.reshape(-1, x.shape[-1]).mean(0) if x.ndim > 1 else x
 
 
-def tempo(x, sample_rate: int) -> float:
+def tempo(x, sample_rate: int, hop: int | None = None) -> float:
     """The tempo (BPM) librosa's beat tracker finds in a signal (any leading dims are mixed to mono), on an onset
-    envelope of TEMPO_HOP_S hops; 0 if none."""
+    envelope of `hop` samples (default: TEMPO_HOP_S); 0 if none."""
     librosa = _librosa()
-    found, _ = librosa.beat.beat_track(y=_mono(x), sr=sample_rate, hop_length=max(1, round(TEMPO_HOP_S * sample_rate)))
+    hop = hop or max(1, round(TEMPO_HOP_S * sample_rate))
+    found, _ = librosa.beat.beat_track(y=_mono(x), sr=sample_rate, hop_length=hop)
     return float(np.atleast_1d(found)[0])
 
 
