@@ -4,7 +4,7 @@ as kept through changes that keep the music's tempo (a gain, faint noise, a dela
 the shipped codec's round trip, and for an unrelated excerpt (the floor), with the tracker's onset envelope at the
 hop the evaluation uses (vampnet.eval.musical.TEMPO_HOP_S) and at librosa's default 512 samples.
 
-    python benchmarks/tempo_stability.py --corpus CORPUS [--excerpts 24] [--json FILE]
+    python benchmarks/tempo_stability.py --corpus CORPUS [--models small | --codec FILE] [--excerpts 24] [--json FILE]
 
 A measure that counts a 10 ms delay as a lost tempo caps what any codec or vamp can score on it."""
 from __future__ import annotations
@@ -82,13 +82,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, required=True, help="the folder `vampnet prepare-corpus` made")
     ap.add_argument("--models", default=None, help="the codec of this model (default: the shipped one)")
+    ap.add_argument("--codec", type=Path, default=None,
+                    help="a codec file instead (e.g. a training run's latest/model.safetensors)")
     ap.add_argument("--excerpts", type=int, default=24, help="10 s validation excerpts, spread over the files")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.excerpts < 1:
         ap.error("--excerpts must be at least 1")
-    pipeline = Pipeline.from_pretrained(args.models, precision="fp32")
+    pipeline = (Pipeline.load(codec=args.codec, precision="fp32") if args.codec is not None
+                else Pipeline.from_pretrained(args.models, precision="fp32"))
     excerpts = spread(validation_excerpts(args.corpus, pipeline.sample_rate, args.seconds, EXCERPTS_PER_FILE), args.excerpts)
     results = measure(excerpts, pipeline.sample_rate, pipeline.codec)
     print(markdown(results))
