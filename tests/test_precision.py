@@ -178,11 +178,26 @@ def test_bf16_on_a_cpu_with_bf16_runs_prepacked_products_with_the_plain_casts_nu
     fast = P.apply_to_transformer(copy.deepcopy(base), "bf16")
     kinds = {type(m).__name__ for m in fast.modules()}
     assert {"PackedSelfAttention", "PackedGEGLU", "PackedLinear"} <= kinds and "Linear" not in kinds
+    assert fast.pad_frames_to == packed.FRAME_MULTIPLE and plain.pad_frames_to == 1
     for shape in ((1, 4, 575), (3, 4, 50)):  # any batch and length
         codes = torch.randint(0, 1025, shape, generator=torch.Generator().manual_seed(1))
         want, got = logits(plain, codes), logits(fast, codes)
         assert ((got - want).norm() / want.norm()).item() < 2e-2
         assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() > 0.95
+
+
+def test_folding_the_norm_scales_into_the_products_gives_the_same_logits():
+    import copy
+    base = _small_transformer()
+    with torch.no_grad():  # scales far from 1, so a scale that is lost or applied twice shows
+        for norm in [base.norm] + [n for layer in base.layers for n in (layer.attn_norm, layer.ff_norm)]:
+            norm.weight.uniform_(0.2, 3.0, generator=torch.Generator().manual_seed(len(norm.weight)))
+    base.fold_for_inference()
+    folded = packed.fold_norm_scales(copy.deepcopy(base))
+    assert not any(type(m).__name__ == "RMSNorm" for m in folded.modules())
+    codes = torch.randint(0, 1025, (2, 4, 30), generator=torch.Generator().manual_seed(3))
+    want, got = logits(base, codes), logits(folded, codes)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
 
 
 def test_bf16_without_the_prepacked_kernels_is_the_plain_cast(monkeypatch):

@@ -50,6 +50,30 @@ def test_bias_cache_does_not_change_results(coarse_a):
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
+@pytest.mark.parametrize("frames", [9, 16, 23])
+def test_padding_the_frames_leaves_every_real_frames_logits_unchanged(coarse_a, frames):
+    codes = torch.randint(0, 1025, (2, 4, frames), generator=torch.Generator().manual_seed(frames))
+    with torch.inference_mode():
+        want = coarse_a(codes)
+        coarse_a.pad_frames_to = 16
+        try:
+            got, again = coarse_a(codes), coarse_a(codes)  # the second call takes the padded bias from the cache
+        finally:
+            del coarse_a.pad_frames_to  # back to the class default: no padding
+    assert got.shape == want.shape
+    assert torch.equal(got, again)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()  # float32 rounding only
+    if frames % 16 == 0:  # nothing to pad: the very same computation
+        assert torch.equal(got, want)
+
+
+def test_padded_keys_get_no_attention(coarse_a):
+    bias = coarse_a.rel_bias(5, 3)
+    assert bias.shape[-2:] == (8, 8)
+    assert torch.isneginf(bias[..., 5:]).all() and torch.isfinite(bias[..., :5]).all()
+    assert torch.equal(bias[..., :5, :5], coarse_a.rel_bias(5))
+
+
 def test_wrong_number_of_codebooks_is_a_clear_error(coarse_a):
     with pytest.raises(OptionError, match="4 codebooks"):
         coarse_a(torch.zeros(1, 3, 5, dtype=torch.long))

@@ -157,14 +157,17 @@ def codec_dtype(precision: str, device: torch.device) -> torch.dtype:
 def apply_to_transformer(model, precision: str, *, packed: bool | None = None):
     """Cast (bf16) or quantise (int8) a loaded transformer for inference. It can no longer be saved.
 
-    bf16 on a CPU with bf16 instructions runs through oneDNN's prepacked products (`model.packed`) unless
-    `packed` is False (None: wherever they are available)."""
+    bf16 on a CPU with bf16 instructions runs through oneDNN's prepacked products (`model.packed`: norm scales
+    folded into them, frames padded for attention) unless `packed` is False (None: wherever they are available)."""
     if _already(model, precision) or precision == "fp32":
         return model
-    model.fold_for_inference()
-    model = model.to(torch.bfloat16) if precision == "bf16" else quantize_linears(model)
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if precision == "bf16" and on_cpu and packed is not False and cpu_has_bf16() and packed_kernels.available():
+    packing = precision == "bf16" and on_cpu and packed is not False and cpu_has_bf16() and packed_kernels.available()
+    model.fold_for_inference()
+    if packing:
+        packed_kernels.fold_norm_scales(model)  # before the cast: the folded weights are rounded once
+    model = model.to(torch.bfloat16) if precision == "bf16" else quantize_linears(model)
+    if packing:
         packed_kernels.pack_for_cpu(model)
     release_file_pages(model)
     model.precision = precision

@@ -118,15 +118,16 @@ class RelativePositionBias(nn.Module):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self._cache: dict = {}
 
-    def forward(self, length: int) -> torch.Tensor:
-        """-> (1, H, T, T) additive attention bias, cached per length in eval mode (the table is fixed there)."""
+    def forward(self, length: int, pad: int = 0) -> torch.Tensor:
+        """-> (1, H, T + pad, T + pad) additive attention bias, cached per length in eval mode (the table is fixed
+        there). The `pad` frames after the T real ones are keys no query attends to (bias -inf)."""
         if self.training or torch.is_grad_enabled():
-            return self._compute(length)
-        key = (length, self.table.weight.device, self.table.weight.dtype)
+            return self._compute(length, pad)
+        key = (length, pad, self.table.weight.device, self.table.weight.dtype)
         if key not in self._cache:
             if len(self._cache) >= 8:  # bound the memory of many different lengths
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = self._compute(length)
+            self._cache[key] = self._compute(length, pad)
         return self._cache[key]
 
     def train(self, mode: bool = True):
@@ -137,9 +138,12 @@ class RelativePositionBias(nn.Module):
         self._cache = {}
         return super()._load_from_state_dict(*args, **kwargs)
 
-    def _compute(self, length: int) -> torch.Tensor:
-        buckets = relative_position_buckets(length, self.num_buckets, self.max_distance, self.table.weight.device)
-        return self.table(buckets).permute(2, 0, 1).unsqueeze(0).contiguous()  # a view would be copied per layer
+    def _compute(self, length: int, pad: int = 0) -> torch.Tensor:
+        buckets = relative_position_buckets(length + pad, self.num_buckets, self.max_distance, self.table.weight.device)
+        bias = self.table(buckets).permute(2, 0, 1).unsqueeze(0).contiguous()  # a view would be copied per layer
+        if pad:
+            bias[..., length:] = float("-inf")
+        return bias
 
 
 class SelfAttention(nn.Module):
@@ -279,18 +283,27 @@ class MaskedTransformer(nn.Module):
 
     n_controls = property(lambda self: self.config.n_controls)
 
+    # Inference may run on a sequence padded to a multiple of this many frames: the padded frames are keys that no
+    # query attends to, so the real frames' outputs are unchanged up to rounding. 1 (no padding) keeps float32
+    # bit-identical to the original; the prepacked bf16 CPU path sets 16 (packed.FRAME_MULTIPLE).
+    pad_frames_to: int = 1
+
     def hidden(self, codes: torch.Tensor, controls: torch.Tensor | None = None,
                control_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, T) codes (and optional controls (B, T, C), present (B, T)) -> (B, T, D) final hidden states."""
         self._check_codes(codes)
-        x = self.embedding(codes).to(self.norm.weight.dtype)
+        x = self.embedding(codes).to(self.rel_bias.table.weight.dtype)
         if controls is not None:
             present = self._control_mask(codes, controls, control_mask)
             x = x + self.control(controls, present).to(x.dtype)
-        bias = self.rel_bias(codes.shape[-1]).to(x.dtype)  # cast once for every layer
+        T = codes.shape[-1]
+        pad = -T % self.pad_frames_to
+        bias = self.rel_bias(T, pad).to(x.dtype)  # cast once for every layer
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))
         for layer in self.layers:
             x = layer(x, bias)
-        return self.norm(x)
+        return self.norm(x[:, :T] if pad else x)
 
     def classify(self, h: torch.Tensor) -> torch.Tensor:
         """(..., D) hidden states -> (..., P, V) logits."""
