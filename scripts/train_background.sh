@@ -11,22 +11,28 @@
 #   1. corpus   `vampnet prepare-corpus` (skipped when DATA_DIR/corpus/sources.json exists; needs root for --install)
 #   2. codec    `vampnet train codec`, from the shipped codec, until CODEC_STEPS steps (bf16 where the CPU has it)
 #   3. tokens   `vampnet tokenize` of the whole corpus with the new codec (resumable)
-#   4. coarse   `vampnet train coarse`, until COARSE_STEPS
-#   5. c2f      `vampnet train c2f`, until C2F_STEPS
+#   4. coarse   `vampnet train coarse` (configs/small/coarse_v3.yaml, a larger architecture than the shipped one),
+#               until COARSE_STEPS: from runs/v3/coarse_pre when that run exists (the same architecture trained on
+#               the v2 tokens while the codec stage ran; see docs/TRAINING.md), else from scratch
+#   5. c2f      `vampnet train c2f`, from the shipped coarse-to-fine model, until C2F_STEPS
+# The transformers' init models were trained on tokens of the shipped codec, which the new one was fine-tuned from:
+# they take the new codec's codebook vectors (init_new_codec) and learn its tokens from there.
 # A stage whose run has reached its steps is skipped; the script then goes on to the next. Each stage runs as one
 # process that saves its `latest` checkpoint every SAVE_MINUTES minutes (`save_every_s`), so a kill loses at most
 # that much; a process that dies (say, killed for memory) is started again from there (RETRY_S later, default 60).
 # Settings (environment): VAMPNET_THREADS (default 1: one core stays free for the person at the machine; idle
-# threads sleep, see vampnet.threads), CODEC_STEPS (6000), COARSE_STEPS (20000), C2F_STEPS (20000), CODEC_BATCH (16),
+# threads sleep, see vampnet.threads), CODEC_STEPS (1500), COARSE_STEPS (10000), C2F_STEPS (6000), CODEC_BATCH (16),
 # SAVE_MINUTES (10), MUSIC21_PIECES (0: renders are slow on a CPU), VAMPNET (the command, default `vampnet`).
 set -euo pipefail
 data=${1:-$HOME/vampnet-data}
 here=$(cd "$(dirname "$0")/.." && pwd)
 vampnet=${VAMPNET:-vampnet}
 export VAMPNET_THREADS=${VAMPNET_THREADS:-1}
-codec_steps=${CODEC_STEPS:-6000}
-coarse_steps=${COARSE_STEPS:-20000}
-c2f_steps=${C2F_STEPS:-20000}
+# 1500 codec steps: at step 637 its round trip already kept the tempo of 23 of 24 validation excerpts (the shipped
+# codec 18), and at ~15 s a step on one core the codec cannot take the CPU time the transformers need more
+codec_steps=${CODEC_STEPS:-1500}
+coarse_steps=${COARSE_STEPS:-10000}
+c2f_steps=${C2F_STEPS:-6000}
 codec_batch=${CODEC_BATCH:-16}
 save_s=$(( ${SAVE_MINUTES:-10} * 60 ))
 run=$data/runs/v3
@@ -48,11 +54,12 @@ pick() { if [[ -f $1/best/model.safetensors ]]; then echo "$1/best/model.safeten
 # train one stage until it reaches its steps, in one process that saves `latest` every SAVE_MINUTES; a process
 # that stops early (killed for memory beside other jobs, a crash) is started again from its latest checkpoint,
 # and the stage gives up only after three tries in a row that made no progress
-train_stage() {  # kind output steps init config [--set ...]
+train_stage() {  # kind output steps init config [--set ...]   (init "": from scratch)
   local kind=$1 out=$2 steps=$3 init=$4 config=$5; shift 5
   local failures=0 before rc
   while (( $(latest_step "$out") < steps )); do
-    local resume=() start=(--set "init=$init")
+    local resume=() start=()
+    [[ -n $init ]] && start=(--set "init=$init")
     if [[ -f $out/latest/trainer.json ]]; then resume=(--resume); start=(); fi
     before=$(latest_step "$out")
     say "$kind: step $before of $steps"
@@ -81,10 +88,12 @@ train_stage codec "$run/codec" "$codec_steps" "$shipped/codec.safetensors" "$her
 say "tokens"
 $vampnet tokenize "$data/corpus" -o "$run/tokens" --codec "$(pick "$run/codec")" -q
 
-train_stage coarse "$run/coarse" "$coarse_steps" "$shipped/coarse.safetensors" "$here/configs/small/coarse.yaml" \
-  --set "dataset=$run/tokens"
+coarse_init=""
+[[ -f $run/coarse_pre/latest/model.safetensors ]] && coarse_init=$(pick "$run/coarse_pre")
+train_stage coarse "$run/coarse" "$coarse_steps" "$coarse_init" "$here/configs/small/coarse_v3.yaml" \
+  --set "dataset=$run/tokens" --set "init_new_codec=true"
 train_stage c2f "$run/c2f" "$c2f_steps" "$shipped/c2f.safetensors" "$here/configs/small/c2f.yaml" \
-  --set "dataset=$run/tokens"
+  --set "dataset=$run/tokens" --set "init_new_codec=true"
 
 mkdir -p "$run/model"
 cp "$(pick "$run/codec")" "$run/model/codec.safetensors"

@@ -21,6 +21,15 @@ FIXTURE_SETS = {"set_a": SET_A, "set_b": SET_B}
 os.environ.setdefault("VAMPNET_PRECISION", "fp32")
 
 
+def benchmark_script(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def sine_mix(seconds: float, sr: int = 44100, seed: int = 0) -> np.ndarray:
     """A deterministic musical-ish test signal: two partials with a tremolo and a little noise."""
     rng = np.random.default_rng(seed)

@@ -61,6 +61,46 @@ def test_training_mask_rate_follows_cosine(generator):
     assert abs(m[:, 1].float().mean().item() - 0.8660) < 0.01  # cos(pi/6)
 
 
+def test_structured_share_zero_draws_the_plain_training_mask():
+    r = torch.rand(64, generator=torch.Generator().manual_seed(5))
+    plain = P.training_mask((64, 4, 50), r, 1, torch.Generator().manual_seed(9))
+    assert torch.equal(P.training_mask((64, 4, 50), r, 1, torch.Generator().manual_seed(9), structured=0.0), plain)
+
+
+def test_prompt_shaped_masks_hide_whole_frames_below_an_upper_codebook_mask():
+    B, K, T = 3000, 4, 60
+    masks = P.prompt_shaped((B, K, T), torch.Generator().manual_seed(0))
+    uppers = []
+    for m in masks:
+        # the codebooks from some u up are hidden everywhere; those below u share one pattern of hidden frames
+        full = m.all(-1).tolist()
+        u = next((k for k in range(K) if all(full[k:])), K)
+        assert (m[:u] == m[:1]).all() if u else True
+        uppers.append(u)
+    assert set(uppers) == set(range(K + 1))
+    frames = masks[:, 0]  # hidden frames of codebook 0 (all hidden when u = 0)
+    partial = frames[~frames.all(-1)]
+    runs = (partial[:, 1:] & ~partial[:, :-1]).sum(-1) + partial[:, 0]  # runs of hidden frames per item
+    one_span = (runs == 1).float().mean().item()
+    assert 0.28 < one_span < 0.45, one_span  # the span kind: a third of the items (0.35 measured)
+    assert frames.float().mean().item() > 0.5  # vamps hide most frames
+
+
+def test_structured_items_hide_a_share_of_a_prompts_tokens_at_the_schedules_rate():
+    B, K, T = 4000, 4, 50
+    r = torch.full((B,), 1 / 3)  # gamma = cos(pi / 6) = 0.866
+    g = torch.Generator().manual_seed(3)
+    mask = P.training_mask((B, K, T), r, 0, g, structured=1.0)
+    g = torch.Generator().manual_seed(3)
+    P.linear_random((B, K, T), P.mask_schedule(r), g)  # the same draws, in the same order
+    torch.rand(B, generator=g)
+    shaped = P.prompt_shaped((B, K, T), g)
+    assert not (mask & ~shaped).any()  # only tokens the prompt hides
+    assert abs(mask.sum().item() / shaped.sum().item() - 0.866) < 0.01
+    with pytest.raises(OptionError):
+        P.training_mask((2, 4, 10), torch.rand(2), 0, None, structured=1.5)
+
+
 def test_linear_random_rate(generator):
     assert abs(P.linear_random((1, 4, 5000), 0.3, generator).float().mean().item() - 0.3) < 0.02
 

@@ -2,14 +2,13 @@
 selection rule picks the right setting from a hand-made table, and the defaults it prints pass the schema's checks."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, sine_mix
+from conftest import benchmark_script, sine_mix
 from vampnet.errors import OptionError
 from vampnet.prompts import PromptConfig
 from vampnet.sampling import SamplingConfig
@@ -19,10 +18,7 @@ from vampnet.splits import split_of
 
 @pytest.fixture(scope="module")
 def sweep_defaults():
-    spec = importlib.util.spec_from_file_location("sweep_defaults", ROOT / "benchmarks" / "sweep_defaults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("sweep_defaults")
 
 
 def row(label, tempo, chroma, si_sdr, generated, prompt=None, sampling=None):

@@ -2,22 +2,15 @@
 tempo measure, an unrelated excerpt is not, and the table names every change at both hops."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import torch
 
-from conftest import ROOT
+from conftest import benchmark_script
 from test_musical_metrics import SR, clicks
 from vampnet.pipeline import Pipeline
 
 
 def load_script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("tempo_stability", ROOT / "benchmarks" / "tempo_stability.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("tempo_stability")
 
 
 def test_tempo_preserving_changes_keep_the_tempo_and_an_unrelated_excerpt_does_not():

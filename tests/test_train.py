@@ -342,3 +342,20 @@ def test_bf16_auto_autocasts_only_where_the_cpu_has_bf16_arithmetic(monkeypatch)
         TrainConfig(bf16="sometimes")
     with pytest.raises(OptionError, match="bf16 must be true, false or auto"):
         CodecTrainConfig(bf16=1)
+
+
+def test_an_init_model_of_a_fine_tuned_codec_takes_the_new_codebooks_only_when_asked(tmp_path):
+    from vampnet import Codec
+    from vampnet.train.masked import build_model, codec_codebooks
+
+    codebooks = codec_codebooks(Codec.load(SET_A / "codec.pth"))
+    small = dict(model=dict(n_codebooks=4, embedding_dim=32, n_heads=2, n_layers=1), dataset="unused", output="unused")
+    base = build_model(TrainConfig(**small), codebooks)
+    base.save(tmp_path / "base.safetensors")
+    moved = codebooks * (1 + 0.03 * torch.randn(codebooks.shape, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(OptionError, match="init_new_codec"):
+        build_model(TrainConfig(**small, init=str(tmp_path / "base.safetensors")), moved)
+    model = build_model(TrainConfig(**small, init=str(tmp_path / "base.safetensors"), init_new_codec=True), moved)
+    assert torch.equal(model.embedding.codebooks, moved[:4])
+    kept = {k: v for k, v in base.state_dict().items() if k != "embedding.codebooks"}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())

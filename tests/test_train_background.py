@@ -94,3 +94,26 @@ def test_finished_stages_are_skipped_when_the_script_starts_again(tmp_path):
     again = run_script(tmp_path)
     assert again.returncode == 0
     assert not any(c[0] == "train" for c in calls(tmp_path))  # every stage had reached its steps
+
+
+def init_of(call: list[str]) -> str | None:
+    return next((a.split("=", 1)[1] for a in call if a.startswith("init=")), None)
+
+
+def test_the_coarse_stage_starts_from_its_pre_run_or_from_scratch_and_c2f_from_the_shipped_model(tmp_path):
+    done = run_script(tmp_path / "a")
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = {c[1]: c for c in calls(tmp_path / "a") if c[0] == "train"}
+    assert init_of(made["coarse"]) is None and any(a.endswith("coarse_v3.yaml") for a in made["coarse"])
+    assert init_of(made["c2f"]).endswith("weights/small/c2f.safetensors")
+    assert init_of(made["codec"]).endswith("weights/small/codec.safetensors")
+    assert "init_new_codec=true" in made["coarse"] and "init_new_codec=true" in made["c2f"]
+
+    pre = tmp_path / "b" / "data" / "runs" / "v3" / "coarse_pre"
+    for folder in ("latest", "best"):
+        (pre / folder).mkdir(parents=True)
+        (pre / folder / "model.safetensors").write_text("pre")
+    done = run_script(tmp_path / "b")
+    assert done.returncode == 0, done.stdout + done.stderr
+    coarse = next(c for c in calls(tmp_path / "b") if c[:2] == ["train", "coarse"])
+    assert init_of(coarse) == str(pre / "best" / "model.safetensors")

@@ -159,11 +159,48 @@ def mask_schedule(r: torch.Tensor) -> torch.Tensor:
     return torch.cos(r * math.pi / 2).clamp(1e-10, 1.0)
 
 
-def training_mask(like, r, n_conditioning: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+def training_mask(like, r, n_conditioning: int = 0, generator: torch.Generator | None = None,
+                  structured: float = 0.0) -> torch.Tensor:
     """The training-time mask: per item, each token is generated with probability gamma(r) = cos(pi r / 2) for
-    that item's masking progress r in [0, 1] (mask_schedule), the conditioning codebooks always kept."""
+    that item's masking progress r in [0, 1] (mask_schedule), the conditioning codebooks always kept.
+
+    With probability `structured` an item instead hides only the tokens a prompt would hide (`prompt_shaped`) and,
+    of those, each with probability gamma(r): the states the sampler passes through when it vamps with such a
+    prompt. Items drawn the plain way get the same tokens as with structured = 0."""
     r = torch.as_tensor(r, dtype=torch.float32).reshape(-1)
-    return codebook_unmask(linear_random(like, mask_schedule(r), generator), n_conditioning)
+    mask = linear_random(like, mask_schedule(r), generator)
+    if not 0 <= structured <= 1:
+        raise OptionError(f"structured must be in [0, 1], got {structured}")
+    if structured > 0:
+        B, K, T = _shape(like)
+        chosen = torch.rand(B, generator=generator) < structured
+        mask = torch.where(chosen[:, None, None], mask & prompt_shaped((B, K, T), generator), mask)
+    return codebook_unmask(mask, n_conditioning)
+
+
+def prompt_shaped(like, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, K, T) masks shaped like the prompts vamps use, drawn per item: the frames kept are periodic (one run of
+    1-3 frames every 2-16, at a random phase), a random share of frames (kept with probability 0.05-0.7), or
+    everything but one span (a quarter to all of the window, at a random place: inpainting, continuation); every
+    codebook from a random one u in [0, K] up is hidden in the kept frames too (the upper-codebook mask). Whole frames
+    hidden together are what the plain training mask, token by token, almost never shows: a coarse model trained on
+    it alone learns to lean on a frame's other codebooks and loses the rhythm once whole frames are generated."""
+    B, K, T = _shape(like)
+    g = generator
+    t = torch.arange(T)
+    kind = torch.randint(0, 3, (B, 1), generator=g)
+    period = torch.randint(2, 17, (B, 1), generator=g)
+    width = torch.minimum(torch.randint(1, 4, (B, 1), generator=g), period - 1)
+    phase = (torch.rand(B, 1, generator=g) * period).long()
+    periodic_kept = (t[None] - phase) % period < width
+    share = 0.05 + 0.65 * torch.rand(B, 1, generator=g)
+    random_kept = torch.rand(B, T, generator=g) < share
+    length = (T * (0.25 + 0.75 * torch.rand(B, 1, generator=g))).long().clamp(1, T)
+    start = (torch.rand(B, 1, generator=g) * (T - length + 1)).long()
+    span_kept = (t[None] < start) | (t[None] >= start + length)
+    kept = torch.where(kind == 0, periodic_kept, torch.where(kind == 1, random_kept, span_kept))  # (B, T)
+    upper = torch.randint(0, K + 1, (B, 1, 1), generator=g)
+    return ~kept[:, None, :] | (torch.arange(K)[None, :, None] >= upper)
 
 
 @dataclass(frozen=True)

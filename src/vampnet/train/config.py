@@ -28,6 +28,8 @@ class TrainConfig:
     codec: str | None = None           # codec checkpoint; default: the one recorded in the dataset manifest
     model: TransformerConfig = DEFAULT_MODEL  # the architecture (a mapping in YAML); vocab and latent: the codec's
     init: str | None = None            # start from this model checkpoint (full fine-tuning)
+    init_new_codec: bool = False       # the init model was trained on tokens of the codec this dataset's codec was
+                                       # fine-tuned from: it embeds the new codebook vectors instead of refusing
     # data and optimisation
     window_s: float = 10.0             # training window (10 s coarse, 3 s coarse-to-fine in the paper)
     batch_size: int = 8                # global batch, split over processes
@@ -39,6 +41,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 5.0
     label_smoothing: float = 0.1
+    structured_masks: float = 0.0      # share of items masked like a vamp's prompt (prompts.training_mask)
     bf16: bool | str = "auto"          # bfloat16 autocast: true, false, or auto (where the device has bf16 arithmetic)
     compile: bool = False              # torch.compile the model
     # bookkeeping
@@ -87,6 +90,8 @@ class TrainConfig:
         object.__setattr__(self, "model", model)
         if not 0 <= self.control_dropout <= 1 or not 0 <= self.control_span_dropout <= 1:
             raise OptionError("control_dropout and control_span_dropout must be in [0, 1]")
+        if not 0 <= self.structured_masks <= 1:
+            raise OptionError(f"structured_masks must be in [0, 1], got {self.structured_masks}")
         positive = ("batch_size", "grad_accum", "max_steps", "warmup_steps", "val_every", "val_windows", "preview_steps")
         for name in positive:
             if getattr(self, name) < 1:

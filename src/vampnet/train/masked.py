@@ -56,8 +56,15 @@ def build_model(cfg: TrainConfig, codebooks: torch.Tensor, codec: Codec | None =
                               f"the run asks for {wanted.n_codebooks} ({wanted.n_conditioning_codebooks})")
         mine = model.embedding.codebooks.detach().float().cpu()
         theirs = codebooks[: model.n_codebooks].float()
-        if mine.shape != theirs.shape or not torch.allclose(mine, theirs):
-            raise OptionError(f"--init model {cfg.init} embeds tokens of another codec than the dataset's")
+        if mine.shape != theirs.shape:
+            raise OptionError(f"--init model {cfg.init} embeds tokens of a codec with other codebooks than the dataset's "
+                              f"({tuple(mine.shape)} against {tuple(theirs.shape)})")
+        if not torch.allclose(mine, theirs):
+            if not cfg.init_new_codec:
+                raise OptionError(f"--init model {cfg.init} embeds tokens of another codec than the dataset's (if that "
+                                  "codec was fine-tuned from the model's, set init_new_codec: true)")
+            with torch.no_grad():  # close to the vectors it learned on: the v3 codec's moved 2-3 % in 700 steps
+                model.embedding.codebooks.copy_(theirs.to(model.embedding.codebooks.dtype))
         if cfg.model.n_controls:  # a fine-tune that teaches a control-free model to follow controls
             model.add_controls(cfg.model.n_controls)
         return model
@@ -200,7 +207,7 @@ class Trainer(RunLoop):
         for micro in range(cfg.grad_accum):
             idx = self.train_data.sample_indices(data_gen, B)
             r = self.sobol.draw(B).squeeze(1)
-            mask = prompts.training_mask((B, K, self.frames), r, C, data_gen)[d.slice(B)]
+            mask = prompts.training_mask((B, K, self.frames), r, C, data_gen, cfg.structured_masks)[d.slice(B)]
             codes = self.train_data.batch(idx[d.slice(B)])
             controls = present = None
             if cfg.controls:  # drawn after the masks, so runs without controls draw what they always drew
