@@ -308,3 +308,18 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(audio_di
         for key in ("loss", "mel", "waveform", "adv", "feature", "commitment", "disc_loss"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4), (a["step"], key)
     Codec.load(tmp_path / "ddp" / "latest" / "model.safetensors")
+
+
+def test_a_fine_tune_resumes_without_its_init_file(audio_dir, tmp_path):
+    import shutil
+
+    train_codec(tiny_run(audio_dir, tmp_path / "base", max_steps=1, val_every=1), progress=False)
+    init = tmp_path / "init.safetensors"
+    shutil.copy(tmp_path / "base" / "latest" / "model.safetensors", init)
+    cfg = tiny_run(audio_dir, tmp_path / "tune", max_steps=4, val_every=2, init=str(init))
+    train_codec(cfg.replace(output=str(tmp_path / "whole")), progress=False)
+    train_codec(cfg.replace(max_steps=2), progress=False)
+    init.unlink()
+    train_codec(cfg, resume=True, progress=False)
+    a, b = _states(tmp_path / "whole" / "latest"), _states(tmp_path / "tune" / "latest")
+    assert all(torch.equal(a[k], b[k]) for k in a)

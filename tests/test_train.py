@@ -359,3 +359,20 @@ def test_an_init_model_of_a_fine_tuned_codec_takes_the_new_codebooks_only_when_a
     assert torch.equal(model.embedding.codebooks, moved[:4])
     kept = {k: v for k, v in base.state_dict().items() if k != "embedding.codebooks"}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())
+
+
+def test_a_fine_tune_resumes_without_its_init_file(dataset, tmp_path):
+    from vampnet import MaskedTransformer
+
+    train(tiny(dataset, tmp_path / "base", max_steps=4), progress=False)
+    init = tmp_path / "init.safetensors"
+    (tmp_path / "base" / "latest" / "model.safetensors").rename(init)
+    cfg = tiny(dataset, tmp_path / "tune", max_steps=6, val_every=3, init=str(init))
+    train(cfg.replace(output=str(tmp_path / "whole")), progress=False)
+    train(cfg.replace(max_steps=3), progress=False)
+    init.unlink()  # gone (or relative to another folder) when the run is resumed
+    final = train(cfg, resume=True, progress=False)
+    assert final["step"] == 6
+    a = MaskedTransformer.load(tmp_path / "whole" / "latest" / "model.safetensors").state_dict()
+    b = MaskedTransformer.load(tmp_path / "tune" / "latest" / "model.safetensors").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run as one without the interruption

@@ -257,7 +257,9 @@ class CodecTrainer(RunLoop):
         train_files, val_files = split_files(cfg.audio, cfg.val_audio, cfg.val_fraction)
 
         torch.manual_seed(cfg.seed)  # every rank starts from the same weights
-        self.codec = Codec.load(cfg.init) if cfg.init else Codec(cfg.codec_config())
+        latest = Path(cfg.output) / "latest" / "model.safetensors"
+        start = latest if resume and latest.is_file() else cfg.init  # a resumed run needs no init file any more
+        self.codec = Codec.load(start) if start else Codec(cfg.codec_config())
         self.codec.to(cfg.device)
         self.disc = Discriminator(cfg.discriminator_config()).to(cfg.device) if cfg.discriminator else None
         adamw = dict(lr=cfg.lr, betas=(0.8, 0.99), eps=1e-8, weight_decay=cfg.weight_decay)
