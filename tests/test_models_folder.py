@@ -125,10 +125,16 @@ def test_full_fine_tunes_and_broken_manifests_resolve_or_say_why(models_home, tm
         resolve(str(chained))
 
 
-def test_an_interrupted_download_is_not_downloaded_anywhere(models_home, clip, tmp_path, monkeypatch, capsys):
+def test_an_interrupted_download_is_not_downloaded_anywhere(tiny_models, clip, tmp_path, monkeypatch, capsys):
     """A download that fails after its first file leaves no 'official' folder: every model menu leaves it out and
     --models official still says to run `vampnet download`; the retry that completes moves all files in at once."""
+    import shutil
+
     import huggingface_hub
+
+    # a home of its own: the download it completes must not show in the shared home's model menus of other tests
+    shutil.copytree(tiny_models["home"], tmp_path / "home")
+    monkeypatch.setenv("VAMPNET_HOME", str(tmp_path / "home"))
 
     from vampnet.harp import controls_answer
 
