@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """The CPU budget of the small model (issue 14): the whole 10 s vamp in fp32 and the `vampnet vamp` command as a
-whole, for the shipped model (v2) and for v1 (the coarse architecture of configs/small/coarse_v1.yaml with random
-weights, beside the shipped codec and coarse-to-fine model; speed does not depend on the weights), plus a sweep of candidate coarse / coarse-to-fine architectures
-on the same token grid.
+whole, for the shipped model (v2) and for another coarse architecture (`--compare`, default v1's
+configs/small/coarse_v1.yaml; e.g. configs/small/coarse_v3.yaml) with random weights, beside the shipped codec and
+coarse-to-fine model (speed does not depend on the weights), plus a sweep of candidate coarse / coarse-to-fine
+architectures on the same token grid.
 
-    python benchmarks/bench_small.py [--seconds 10] [--reps 3] [--cli-reps 3] [--candidates] [--threads N]
-                                     [--output report.md] [--json raw.json] [--quick]
+    python benchmarks/bench_small.py [--seconds 10] [--steps 36] [--prompt 7:3] [--compare CONFIG] [--reps 3]
+                                     [--cli-reps 3] [--candidates] [--threads N] [--output report.md]
+                                     [--json raw.json] [--quick]
 
 Parts:
   1. whole vamp, in this process, best of `--reps` after a warm-up: the example clip looped to `--seconds`,
-     the original app's prompt (periodic 7, upper codebooks from 3), 36 coarse and 2 coarse-to-fine steps, fp32;
+     the original app's prompt (periodic 7, upper codebooks from 3; `--prompt P:U`), 36 coarse (`--steps`) and 2
+     coarse-to-fine steps, fp32;
      per stage (preprocess + encode, coarse, coarse-to-fine, decode + loudness) wall seconds, and the whole vamp's
      CPU seconds (process time: on a shared machine wall time also counts waiting for a core);
   2. the command as a new user runs it, best of `--cli-reps`: `python -m vampnet.cli vamp EXAMPLE -o OUT --seed 0`
@@ -61,7 +64,8 @@ QUICK_CANDIDATES = [(1, 64, 2), (1, 64, 1)]
 
 def transformer_config(path: Path) -> TransformerConfig:
     """The architecture named by a training YAML (vocabulary and latent width: the shipped codec's)."""
-    return TransformerConfig.from_dict(yaml.safe_load(path.read_text()))
+    data = yaml.safe_load(path.read_text())
+    return TransformerConfig.from_dict(data.get("model", data))  # nested under model: since 2026-12; flat before
 
 
 def flops(cfg: TransformerConfig, T: int, B: int = 1) -> float:
@@ -91,7 +95,7 @@ def example_input(seconds: float) -> tuple[torch.Tensor, int]:
 
 # --- part 1: the whole vamp ---------------------------------------------------------------------------------
 
-def time_vamp(pipe: Pipeline, wav, sr, steps: int) -> dict:
+def time_vamp(pipe: Pipeline, wav, sr, steps: int, prompt: PromptConfig = PROMPT) -> dict:
     marks = {}
 
     def progress(stage, done, total):
@@ -100,7 +104,7 @@ def time_vamp(pipe: Pipeline, wav, sr, steps: int) -> dict:
         marks[stage + ":end"] = now
 
     t0, c0 = time.perf_counter(), time.process_time()
-    pipe.vamp(wav, sr, prompt=PROMPT, seed=0, sampling=SamplingConfig(steps=steps),
+    pipe.vamp(wav, sr, prompt=prompt, seed=0, sampling=SamplingConfig(steps=steps),
               c2f_sampling=SamplingConfig(steps=2), progress=progress)
     t1, c1 = time.perf_counter(), time.process_time()
     return {"encode": marks["encode:end"] - t0, "coarse": marks["coarse-to-fine"] - marks["encode:end"],
@@ -108,7 +112,7 @@ def time_vamp(pipe: Pipeline, wav, sr, steps: int) -> dict:
             "total": t1 - t0, "cpu": c1 - c0}
 
 
-def vamp_part(pipes: dict, seconds: float, reps: int, steps: int, log) -> dict:
+def vamp_part(pipes: dict, seconds: float, reps: int, steps: int, log, prompt: PromptConfig = PROMPT) -> dict:
     wav, sr = example_input(seconds)
     warm, wsr = example_input(min(seconds, 1.0))
     for pipe in pipes.values():
@@ -117,7 +121,7 @@ def vamp_part(pipes: dict, seconds: float, reps: int, steps: int, log) -> dict:
     for rep in range(reps):
         for name, pipe in pipes.items():  # interleaved: each rep sees the same machine state for every model
             log(f"[bench] vamp {name} {rep + 1}/{reps}")
-            runs[name].append(time_vamp(pipe, wav, sr, steps))
+            runs[name].append(time_vamp(pipe, wav, sr, steps, prompt))
     out = {}
     for name, rs in runs.items():
         best = min(rs, key=lambda r: r["total"])
@@ -195,7 +199,8 @@ def report(res: dict) -> str:
              f"Load average (1 min) at start {m['load'][0]:.2f}, at end {m['load'][1]:.2f} (above ~{m['cores']}: "
              "other work shared the CPU and every time below is inflated).", ""]
     v = res["vamp"]
-    lines += [f"**Whole {res['seconds']:g} s vamp** (example clip looped, prompt periodic 7 / upper codebooks 3, "
+    periodic, upper = res.get("prompt", "7:3").split(":")
+    lines += [f"**Whole {res['seconds']:g} s vamp** (example clip looped, prompt periodic {periodic} / upper codebooks {upper}, "
               f"{res['steps']} coarse + 2 coarse-to-fine steps; best of {res['reps']} runs interleaved; stage columns "
               "from the best run):", "",
               "| model | coarse | c2f | encode (s) | coarse (s) | c2f (s) | decode (s) | **total (s)** | RTF | CPU s |",
@@ -234,6 +239,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cli-reps", type=int, default=3)
     ap.add_argument("--candidates", action="store_true", help="also time the candidate architectures")
     ap.add_argument("--no-cli", action="store_true", help="skip the command timing")
+    ap.add_argument("--compare", type=Path, default=CONFIGS / "coarse_v1.yaml",
+                    help="training config of the coarse architecture timed beside the shipped one")
+    ap.add_argument("--prompt", default="7:3", help="PERIODIC:UPPER_CODEBOOKS of the timed vamps")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--output", type=Path)
     ap.add_argument("--json", type=Path)
@@ -248,12 +256,15 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
     shipped = Pipeline.from_pretrained(None)
     codec = shipped.codec
-    v1_pipe = Pipeline(codec, random_model(transformer_config(CONFIGS / "coarse_v1.yaml"), codec), shipped.c2f)
+    periodic, upper = (int(v) for v in args.prompt.split(":"))
+    prompt = PromptConfig(periodic_prompt=periodic, upper_codebook_mask=upper)
+    other = f"{args.compare.stem.replace('coarse_', '')} (random weights)"
+    other_pipe = Pipeline(codec, random_model(transformer_config(args.compare), codec), shipped.c2f)
     describe = lambda m: f"{m.config.n_layers} x {m.config.embedding_dim} / {m.config.n_heads}"
-    res = {"seconds": args.seconds, "steps": args.steps, "reps": args.reps,
+    res = {"seconds": args.seconds, "steps": args.steps, "reps": args.reps, "prompt": args.prompt,
            "models": {"shipped": {"coarse": describe(shipped.coarse), "c2f": describe(shipped.c2f)},
-                      "v1 (random weights)": {"coarse": describe(v1_pipe.coarse), "c2f": describe(v1_pipe.c2f)}}}
-    res["vamp"] = vamp_part({"shipped": shipped, "v1 (random weights)": v1_pipe}, args.seconds, args.reps, args.steps, log)
+                      other: {"coarse": describe(other_pipe.coarse), "c2f": describe(other_pipe.c2f)}}}
+    res["vamp"] = vamp_part({"shipped": shipped, other: other_pipe}, args.seconds, args.reps, args.steps, log, prompt)
     if args.candidates or args.quick:
         frames = codec.frames(int(args.seconds * codec.sample_rate))
         res["candidates"] = candidates_part(codec, QUICK_CANDIDATES if args.quick else COARSE_CANDIDATES,
@@ -261,17 +272,17 @@ def main(argv=None) -> int:
                                             shipped.c2f_chunk, args.steps, args.reps, log)
     if not args.no_cli:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / "v1"
+            folder = Path(tmp) / "other"
             folder.mkdir()
             codec.save(folder / "codec.safetensors")
-            v1_pipe.coarse.save(folder / "coarse.safetensors")
-            v1_pipe.c2f.save(folder / "c2f.safetensors")
+            other_pipe.coarse.save(folder / "coarse.safetensors")
+            other_pipe.c2f.save(folder / "c2f.safetensors")
             clip = EXAMPLE
             if args.quick:
                 clip = Path(tmp) / "clip.wav"
                 audio.save(clip, *example_input(1.0))
             res["cli"] = {"clip": EXAMPLE.name if not args.quick else "1 s clip", "reps": args.cli_reps,
-                          "models": cli_part({"shipped": None, "v1 (random weights)": folder}, clip, args.cli_reps, log)}
+                          "models": cli_part({"shipped": None, other: folder}, clip, args.cli_reps, log)}
     res["machine"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "python": platform.python_version(),
                       "load": (load0, os.getloadavg()[0])}
