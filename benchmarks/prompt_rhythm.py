@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         label, sep, what = item.partition("=")
         if not sep or not label or not what:
             raise SystemExit(f"error: --coarse takes LABEL=FILE|MODEL, got {item!r}")
-        specs.append((label, coarse_file(what)))
+        specs.append((label, coarse_file(what), what))
     prompts = [parse_prompt(p) for p in args.prompts]
     codec_cache: dict = {}
     first = Pipeline.from_pretrained(args.models, codec_cache=codec_cache)
@@ -95,12 +95,12 @@ def main(argv=None) -> int:
     codec_row = None
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
               "excerpts": len(excerpts), "seeds": args.seeds, "sampling": sampling, "prompts": prompts, "models": {}}
-    for label, path in specs:
+    for label, path, what in specs:
         pipeline = Pipeline.from_pretrained(args.models, coarse=path, codec_cache=codec_cache)
         sweep = Sweep(pipeline, excerpts, args.seeds, log=lambda s, label=label: print(f"[{label}] {s}", flush=True),
                       codec=codec_row)
         codec_row = sweep.codec
-        result["models"][label] = [sweep.run(p, False, sampling, "sampling") | {"coarse": str(path)} for p in prompts]
+        result["models"][label] = [sweep.run(p, False, sampling, "sampling") | {"coarse": what} for p in prompts]
     result["codec"] = codec_row
     print(markdown(result))
     if args.json:
