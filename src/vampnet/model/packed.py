@@ -6,9 +6,8 @@ here each weight is reordered once, when the model is converted. Attention's q, 
 the feed-forward's GELU and gating run inside its products (oneDNN post-ops), so the gate's activations never make
 a separate pass over memory. Measured on a Xeon with AMX, one thread: the
 full-size 20-layer coarse forward (575 frames) 1.22-1.26x faster than the plain bf16 cast (0.54-0.65 s against
-0.66-0.79 s), with logits as close to float32 (BENCHMARKS.md). Two more changes that leave the numbers within bf16's
-rounding: the norms' learned scales are folded into the products after them (`fold_norm_scales`), and the frames are
-padded to a multiple of 16, on which torch's CPU attention runs faster (`FRAME_MULTIPLE`).
+0.66-0.79 s), with logits as close to float32 (BENCHMARKS.md). The norms' learned scales are folded into the products after
+them (`fold_norm_scales`), which leaves the numbers within bf16's rounding.
 
 Used by `precision.apply_to_transformer` for bf16 on such CPUs; a model converted here runs only on the CPU and
 cannot be trained or saved (as every converted model)."""
@@ -26,10 +25,6 @@ from torch import nn
 from .transformer import GEGLUFeedForward, MaskedTransformer, RMSNorm, SelfAttention, TransformerLayer
 
 ROWS_HINT = 1024  # rows (batch x frames) the weight layout is chosen for; any number of rows works
-# Frames are padded to a multiple of this (MaskedTransformer.pad_frames_to): torch's CPU flash attention in bf16 ran
-# 1.2-1.6x faster on lengths that are multiples of 16 (one thread, 20 heads of 64: 575 frames 8.0 ms, padded to 576
-# 6.2 ms; 1001 -> 1008 24.7 -> 17.9 ms), and the whole 1280-wide layer 1.1x (BENCHMARKS.md, 2026-12-06 day)
-FRAME_MULTIPLE = 16
 
 
 @lru_cache(maxsize=1)
@@ -199,11 +194,7 @@ def fold_norm_scales(model: nn.Module) -> nn.Module:
 
 def pack_for_cpu(model: nn.Module) -> nn.Module:
     """Replace the attention blocks, feed-forward blocks and every other plain nn.Linear of a bf16 model (biases
-    included) by their prepacked forms, in place, and let its transformers pad their frames to FRAME_MULTIPLE.
-    Blocks whose layers are not plain (an unmerged adapter) stay."""
-    for m in model.modules():
-        if isinstance(m, MaskedTransformer):
-            m.pad_frames_to = FRAME_MULTIPLE
+    included) by their prepacked forms, in place. Blocks whose layers are not plain (an unmerged adapter) stay."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is SelfAttention and all(type(m) is nn.Linear for m in (child.q, child.k, child.v, child.out)):

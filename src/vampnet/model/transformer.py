@@ -285,7 +285,7 @@ class MaskedTransformer(nn.Module):
 
     # Inference may run on a sequence padded to a multiple of this many frames: the padded frames are keys that no
     # query attends to, so the real frames' outputs are unchanged up to rounding. 1 (no padding) keeps float32
-    # bit-identical to the original; the prepacked bf16 CPU path sets 16 (packed.FRAME_MULTIPLE).
+    # bit-identical to the original; bf16 and int8 on the CPU set 16 (precision.CPU_FRAME_MULTIPLE).
     pad_frames_to: int = 1
 
     def hidden(self, codes: torch.Tensor, controls: torch.Tensor | None = None,
