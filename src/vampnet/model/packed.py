@@ -4,10 +4,10 @@ oneDNN's prepacked matrix products, the kernels torch's own compiler uses for fr
 `F.linear` with a bf16 weight reorders that weight into the blocked layout of the AMX/AVX512 kernels on every call;
 here each weight is reordered once, when the model is converted. Attention's q, k and v become one product, and
 the feed-forward's GELU and gating run inside its products (oneDNN post-ops), so the gate's activations never make
-a separate pass over memory. Measured on a Xeon with AMX, one thread: the
-full-size 20-layer coarse forward (575 frames) 1.22-1.26x faster than the plain bf16 cast (0.54-0.65 s against
-0.66-0.79 s), with logits as close to float32 (BENCHMARKS.md). The norms' learned scales are folded into the products after
-them (`fold_norm_scales`), which leaves the numbers within bf16's rounding.
+a separate pass over memory. Measured on a Xeon with AMX, one thread: the full-size 20-layer coarse forward (575
+frames) 1.22-1.26x faster than the plain bf16 cast (0.54-0.65 s against 0.66-0.79 s), with logits as close to float32
+(BENCHMARKS.md). The norms' learned scales go into the products after them (`fold_norm_scales`): fewer passes, and
+the numbers within bf16's rounding.
 
 Used by `precision.apply_to_transformer` for bf16 on such CPUs; a model converted here runs only on the CPU and
 cannot be trained or saved (as every converted model)."""
