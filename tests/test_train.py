@@ -376,3 +376,17 @@ def test_a_fine_tune_resumes_without_its_init_file(dataset, tmp_path):
     a = MaskedTransformer.load(tmp_path / "whole" / "latest" / "model.safetensors").state_dict()
     b = MaskedTransformer.load(tmp_path / "tune" / "latest" / "model.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same run as one without the interruption
+
+
+def test_the_readmes_training_configs_are_valid_and_list_every_field(tmp_path):
+    """The README's worked `coarse.yaml` reads as a run configuration and names every field a run has."""
+    import dataclasses
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("A worked example, `coarse.yaml`", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "coarse.yaml").write_text(block)
+    cfg = load_config(tmp_path / "coarse.yaml")
+    import yaml
+    named, fields = set(yaml.safe_load(block)), {f.name for f in dataclasses.fields(TrainConfig)}
+    assert named == fields, named ^ fields
+    assert cfg.structured_masks == 0.0 and cfg.init_new_codec is False
