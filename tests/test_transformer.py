@@ -153,3 +153,30 @@ def test_model_paired_with_another_codec_is_refused(set_a, ours_dir, tmp_path):
         codec.quantizer.quantizers[1].codebook.weight.add_(0.5)
     with pytest.raises(CheckpointError, match="another codec"):
         MaskedTransformer.load(ours_dir / "coarse.safetensors", codec)
+
+
+def test_token_tables_start_at_zero_round_trip_and_change_the_embedding_per_token(tmp_path):
+    from vampnet import TransformerConfig
+
+    torch.manual_seed(0)
+    plain = MaskedTransformer(TransformerConfig(n_codebooks=4, embedding_dim=32, n_heads=2, n_layers=1)).eval()
+    tabled = MaskedTransformer(TransformerConfig(n_codebooks=4, embedding_dim=32, n_heads=2, n_layers=1,
+                                                 token_tables=True)).eval()
+    missing, unexpected = tabled.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["embedding.tables.weight"] and not unexpected
+    assert "token_tables" not in plain.config.to_dict() and tabled.config.to_dict()["token_tables"] is True
+    codes = torch.randint(0, 1025, (2, 4, 12), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.equal(tabled(codes), plain(codes))  # zero tables: the original model
+    with torch.no_grad():
+        tabled.embedding.tables.weight.normal_(generator=torch.Generator().manual_seed(2))
+    tabled.save(tmp_path / "t.safetensors")
+    loaded = MaskedTransformer.load(tmp_path / "t.safetensors").eval()
+    with torch.inference_mode():
+        assert torch.equal(loaded(codes), tabled(codes))
+        # token v of codebook k reads row k * 1025 + v: changing one row moves only frames holding that token
+        before = tabled.embedding(codes)
+        k, v = 2, int(codes[0, 2, 5])
+        tabled.embedding.tables.weight[k * 1025 + v] += 1.0
+        moved = (tabled.embedding(codes) - before).abs().sum(-1) > 0
+    assert torch.equal(moved, codes[:, k] == v)

@@ -36,6 +36,10 @@ class TransformerConfig:
     num_buckets: int = 32
     max_distance: int = 128
     n_controls: int = 0  # control channels (vampnet.controls) added to the embeddings; 0: the original model
+    # each token also gets a learned vector of its own (per codebook, MASK included), added to the projection of its
+    # codec vector: the original embeds a token only through its codec vector (8 numbers), which a small model
+    # must first learn to tell apart. False: the original model (our format only; official files never have it)
+    token_tables: bool = False
 
     def __post_init__(self):
         if self.embedding_dim % self.n_heads:
@@ -67,10 +71,11 @@ class TransformerConfig:
         return cls.from_dict({**kwargs, "latent_dim": kwargs.get("latent_dim", 8)})
 
     def to_dict(self) -> dict:
-        """The fields; n_controls only when there are controls, so control-free files are written as before."""
+        """The fields; n_controls and token_tables only when set, so files without them are written as before."""
         d = asdict(self)
-        if not d["n_controls"]:
-            del d["n_controls"]
+        for optional in ("n_controls", "token_tables"):
+            if not d[optional]:
+                del d[optional]
         return d
 
     @property
@@ -198,7 +203,8 @@ class TransformerLayer(nn.Module):
 
 class CodebookEmbedding(nn.Module):
     """Codes (B, K, T) -> (B, T, D): each token's codec codebook vector (or its codebook's learned MASK latent),
-    concatenated over codebooks and projected to the model width."""
+    concatenated over codebooks and projected to the model width; with `token_tables`, plus a learned vector per
+    token of each codebook (zero at first, so the model starts as one without them)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -206,6 +212,10 @@ class CodebookEmbedding(nn.Module):
         self.register_buffer("codebooks", torch.zeros(K, V, L))  # frozen copy of the codec's codebooks
         self.mask_latent = nn.Parameter(randn(K, L))
         self.proj = nn.Linear(K * L, cfg.embedding_dim)
+        if cfg.token_tables:  # row k * (V + 1) + v: token v of codebook k (v = V: MASK)
+            self.tables = nn.Embedding(K * (V + 1), cfg.embedding_dim)
+            if not self.tables.weight.is_meta:
+                nn.init.zeros_(self.tables.weight)
 
     def latents(self, codes):
         """(B, K, T) -> (B, T, K*L); channel i*L + j is dim j of codebook i, as in the original."""
@@ -215,7 +225,12 @@ class CodebookEmbedding(nn.Module):
         return lat.permute(0, 2, 1, 3).flatten(2)
 
     def forward(self, codes):
-        return self.proj(self.latents(codes))
+        x = self.proj(self.latents(codes))
+        if hasattr(self, "tables"):
+            K, V1 = self.codebooks.shape[0], self.codebooks.shape[1] + 1
+            rows = codes + (torch.arange(K, device=codes.device) * V1)[None, :, None]
+            x = x + self.tables(rows).sum(1).to(x.dtype)
+        return x
 
 
 class ControlProjection(nn.Module):
