@@ -67,6 +67,7 @@ def test_core_benchmark_runs_quick(tmp_path):
 def test_small_budget_benchmark_times_both_models_the_command_and_candidates(tmp_path):
     res, report = run_quick("bench_small.py", tmp_path)
     assert list(res["vamp"]) == ["shipped", "v1 (random weights)"]
+    assert res["models"]["v1 (random weights)"]["coarse"] == "6 x 256 / 8"  # the architecture configs/small/coarse_v1.yaml names
     for r in res["vamp"].values():
         b = r["best"]
         assert all(b[k] > 0 for k in ("encode", "coarse", "c2f", "decode"))
