@@ -257,8 +257,7 @@ class CodecTrainer(RunLoop):
         train_files, val_files = split_files(cfg.audio, cfg.val_audio, cfg.val_fraction)
 
         torch.manual_seed(cfg.seed)  # every rank starts from the same weights
-        latest = Path(cfg.output) / "latest" / "model.safetensors"
-        start = latest if resume and latest.is_file() else cfg.init  # a resumed run needs no init file any more
+        start = self.resumed_weights(resume) or cfg.init
         self.codec = Codec.load(start) if start else Codec(cfg.codec_config())
         self.codec.to(cfg.device)
         self.disc = Discriminator(cfg.discriminator_config()).to(cfg.device) if cfg.discriminator else None

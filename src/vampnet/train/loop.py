@@ -123,6 +123,12 @@ class RunLoop:
         """{final.json key: module} whose largest difference across ranks final.json reports."""
         raise NotImplementedError
 
+    def resumed_weights(self, resume: bool, name: str = "model.safetensors") -> Path | None:
+        """The model file a resumed run restores (from `latest` or its `.old` fallback), else None: a fine-tune
+        that resumes builds its model from it, so its init file need not be there any more."""
+        found = find_training_checkpoint(self.out / "latest") if resume else None
+        return found / name if found is not None and (found / name).is_file() else None
+
     # --- the loop ------------------------------------------------------------------------------------------------
     def resume(self) -> None:
         """Continue from `latest`: remove what a killed run was writing, restore the checkpoint (or its `.old`

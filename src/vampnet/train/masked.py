@@ -143,14 +143,8 @@ class Trainer(RunLoop):
             self.val_data = None
         self.codec = self._load_codec(manifest)
         codebooks = self.train_data.codebooks if self.codec is None else codec_codebooks(self.codec)
-        latest = Path(cfg.output) / "latest" / "model.safetensors"
-        if resume and cfg.init and cfg.lora_rank == 0 and latest.is_file():
-            # a full fine-tune resumes from its own weights: its init file need not be there any more (a path
-            # relative to another folder, a model since replaced)
-            cfg_for_build = replace(cfg, init=str(latest))
-        else:
-            cfg_for_build = cfg
-        self.model = build_model(cfg_for_build, codebooks, self.codec).to(cfg.device)
+        own = self.resumed_weights(resume) if cfg.init and cfg.lora_rank == 0 else None  # (LoRA saves adapters)
+        self.model = build_model(replace(cfg, init=str(own)) if own else cfg, codebooks, self.codec).to(cfg.device)
         if cfg.lora_rank > 0:  # LoRA runs add adapters and train only them; otherwise every weight trains
             inject_lora(self.model, cfg.lora_rank, cfg.lora_alpha)
             if cfg.controls:  # ... and the control projection, which is new
