@@ -473,6 +473,12 @@ def run(args) -> dict:
 
 # --- report -------------------------------------------------------------------------------------------------
 
+def machine_line(m: dict) -> str:
+    """One markdown line naming the machine of a run: CPU, threads, SIMD, torch, load average at start and end."""
+    return (f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['torch_threads']} thread(s); SIMD {m['simd']}; "
+            f"torch {m['torch']}; load average at start/end {m['loadavg_start'][0]:.1f} / {m['loadavg_end'][0]:.1f}")
+
+
 def report(args, res: dict, text: str) -> None:
     """Write a benchmark's markdown (--output) and raw results (--json), and print the markdown unless --silent."""
     if getattr(args, "output", None):

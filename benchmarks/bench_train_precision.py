@@ -90,9 +90,7 @@ def run(args) -> dict:
 
 
 def markdown(res: dict) -> str:
-    m = res["machine"]
-    lines = [f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['torch_threads']} threads; SIMD {m['simd']}; "
-             f"torch {m['torch']}; load average at start/end {m['loadavg_start'][0]:.1f} / {m['loadavg_end'][0]:.1f}",
+    lines = [core.machine_line(res["machine"]),
              f"- batch {res['batch']} x {res['frames']} frames x 4 codebooks; median of {res['steps']} steps; "
              f"`bf16: auto` picks {'bf16' if res['auto_picks_bf16'] else 'fp32'} on this CPU", "",
              "| model | fp32 steps/s | bf16 steps/s | bf16 speed-up |", "|---|---:|---:|---:|"]

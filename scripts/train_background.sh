@@ -29,7 +29,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 vampnet=${VAMPNET:-vampnet}
 export VAMPNET_THREADS=${VAMPNET_THREADS:-1}
 # 1500 codec steps: its round trip kept the tempo of 19, 23 and 21 of 24 validation excerpts at steps 500, 637 and
-# 816 (the shipped codec 18), and at ~15 s a step on one core it cannot take the CPU time the transformers need more
+# 816 (the shipped codec 18), and at 8-15 s a step on one core it cannot take the CPU time the transformers need more
 codec_steps=${CODEC_STEPS:-1500}
 coarse_steps=${COARSE_STEPS:-10000}
 c2f_steps=${C2F_STEPS:-6000}
@@ -39,6 +39,9 @@ run=$data/runs/v3
 shipped=$here/src/vampnet/weights/small
 mkdir -p "$run"
 bf16=$(python3 -c "print('true' if any(f in open('/proc/cpuinfo').read().split() for f in ('amx_bf16', 'avx512_bf16')) else 'false')")
+# training passes compiled (torch.compile, needs a C++ compiler): codec 1.5x, coarse 1.8x a step (one AMX core)
+compile=false
+if command -v g++ >/dev/null || command -v c++ >/dev/null; then compile=true; fi
 say() { echo "== $(date -u +%FT%TZ) $*"; }
 
 # the step a run folder's latest checkpoint reached (0 when it has none)
@@ -83,7 +86,8 @@ if [[ ! -f $data/corpus/sources.json ]]; then
 fi
 
 train_stage codec "$run/codec" "$codec_steps" "$shipped/codec.safetensors" "$here/configs/small/codec.yaml" \
-  --set "audio=$data/corpus" --set "batch_size=$codec_batch" --set "num_workers=0" --set "val_every=500"
+  --set "audio=$data/corpus" --set "batch_size=$codec_batch" --set "num_workers=0" --set "val_every=500" \
+  --set "compile=$compile"
 
 say "tokens"
 $vampnet tokenize "$data/corpus" -o "$run/tokens" --codec "$(pick "$run/codec")" -q
@@ -91,9 +95,9 @@ $vampnet tokenize "$data/corpus" -o "$run/tokens" --codec "$(pick "$run/codec")"
 coarse_init=""
 [[ -f $run/coarse_pre/latest/model.safetensors ]] && coarse_init=$(pick "$run/coarse_pre")
 train_stage coarse "$run/coarse" "$coarse_steps" "$coarse_init" "$here/configs/small/coarse_v3.yaml" \
-  --set "dataset=$run/tokens" --set "init_new_codec=true"
+  --set "dataset=$run/tokens" --set "init_new_codec=true" --set "compile=$compile"
 train_stage c2f "$run/c2f" "$c2f_steps" "$shipped/c2f.safetensors" "$here/configs/small/c2f.yaml" \
-  --set "dataset=$run/tokens" --set "init_new_codec=true"
+  --set "dataset=$run/tokens" --set "init_new_codec=true" --set "compile=$compile"
 
 mkdir -p "$run/model"
 cp "$(pick "$run/codec")" "$run/model/codec.safetensors"

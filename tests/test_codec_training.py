@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,11 +139,16 @@ def test_discriminator_returns_feature_maps_and_logits_per_sub_discriminator():
     assert any("original0" in k for k in disc.state_dict())  # weight-normalised convolutions
 
 
-def test_period_discriminator_columns_as_1d_convolutions_equal_its_2d_convolutions():
-    """The period discriminator runs its (k, 1) convolutions as 1-D ones over each column; maps and gradients
-    equal what its own Conv2d layers compute on the folded (B, C, N/p, p) map."""
+@pytest.mark.parametrize("matmul_from", [10**6, 1], ids=["convolutions", "matrix-products"])
+def test_period_discriminator_columns_as_1d_convolutions_equal_its_2d_convolutions(monkeypatch, matmul_from):
+    """The period discriminator runs its (k, 1) convolutions as 1-D ones over each column (wide layers as one matrix
+    product over their stacked taps); maps and gradients equal what its own Conv2d layers compute on the folded
+    (B, C, N/p, p) map."""
     torch.manual_seed(0)
+    from vampnet.train import discriminators
     from vampnet.train.discriminators import PeriodDiscriminator
+
+    monkeypatch.setattr(discriminators, "MATMUL_MIN_CHANNELS", matmul_from)
 
     disc = PeriodDiscriminator(3, width=4)
     x = noise(1001, 0).repeat(2, 1, 1).requires_grad_(True)
@@ -245,6 +251,38 @@ def test_resume_equals_uninterrupted_run(audio_dir, tmp_path):
     assert json.loads((tmp_path / "half" / "latest" / "trainer.json").read_text())["step"] == 6
     assert (tmp_path / "full" / "step-0000003").is_dir()
     assert [r["loss"] for r in _log(tmp_path / "full")] == [r["loss"] for r in _log(tmp_path / "half")]
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile's CPU code needs a C++ compiler")
+def test_compiled_codec_pass_trains_as_the_eager_one(audio_dir, tmp_path, monkeypatch):
+    """`compile` runs the codec's training pass through torch.compile (kernels kept in $VAMPNET_HOME/compiled): the
+    same losses step by step as the eager run, to fused kernels' rounding, and the same weights after them."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("VAMPNET_HOME", str(tmp_path / "home"))
+    # one block each side keeps the graph, and its compile time, small; a small lr, because Adam's first updates are
+    # about lr * sign(gradient), so a gradient near zero that rounds the other way moves its weight by 2 lr
+    cfg = tiny_run(audio_dir, tmp_path / "eager", max_steps=3, val_every=3, disc_start=1, encoder_rates=(4,),
+                   decoder_rates=(4,), lr=1e-5)
+    train_codec(cfg, progress=False)
+    compiled = CodecTrainer(cfg.replace(output=str(tmp_path / "compiled"), compile=True), progress=False)
+    assert isinstance(compiled.forward_generator, torch._dynamo.eval_frame.OptimizedModule)
+    start = {k: v.clone() for k, v in compiled.codec.state_dict().items()}
+    train_codec(compiled.cfg, progress=False)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "home" / "compiled")
+    assert any((tmp_path / "home" / "compiled").iterdir())
+    eager_rows, compiled_rows = _log(tmp_path / "eager"), _log(tmp_path / "compiled")
+    for key in ("loss", "mel", "adv", "val_mel_distance"):
+        a = [float(r[key]) for r in eager_rows if r[key]]
+        b = [float(r[key]) for r in compiled_rows if r[key]]
+        assert len(a) == len(b) > 0 and np.allclose(a, b, rtol=1e-4), (key, a, b)
+    a, b = _states(tmp_path / "eager" / "latest"), _states(tmp_path / "compiled" / "latest")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=7e-5) for k in a if k.startswith("model/"))
+    # ... and every weight moved as in the eager run (a pass that trained against stale weights would not)
+    eager_codec = Codec.load(tmp_path / "eager" / "latest" / "model.safetensors").state_dict()
+    compiled_codec = Codec.load(tmp_path / "compiled" / "latest" / "model.safetensors").state_dict()
+    moved = lambda state: torch.cat([(state[k] - start[k]).flatten() for k in start])
+    d_eager, d_compiled = moved(eager_codec), moved(compiled_codec)
+    assert d_eager.norm() > 0 and F.cosine_similarity(d_eager, d_compiled, dim=0) > 0.98
 
 
 def test_preloaded_excerpts_match_reading_from_disk_and_workers_build_the_same_batches(audio_dir, tmp_path):

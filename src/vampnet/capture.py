@@ -17,12 +17,10 @@ is compiled from scratch once per machine, a later process only traces it again.
 model's weights where they were when it was recorded: call `reset()` after changing them."""
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .errors import OptionError
-from .pretrained import home
+from .pretrained import use_compile_cache
 from .sampling import (SamplingConfig, SamplingPlan, check_inputs, draw_fast, flatten_codebooks,
                        position_uniforms, remask_step, seeded_generator)
 
@@ -56,8 +54,8 @@ class CapturedSampler:
         self._passes: dict = {}
         self._compiled = 0
         self._pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
-        if mode == "compile":  # (read when inductor first needs its cache, so a process's first choice holds)
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home() / "compiled"))
+        if mode == "compile":
+            use_compile_cache()
 
     def reset(self) -> None:
         """Forget compiled and recorded passes (after the model's weights changed)."""

@@ -34,6 +34,17 @@ def home() -> Path:
     return Path(os.environ.get("VAMPNET_HOME", Path.home() / ".cache" / "vampnet"))
 
 
+def use_compile_cache() -> None:
+    """Keep torch.compile's kernels in $VAMPNET_HOME/compiled unless the user named another cache, so a shape
+    compiles from scratch once per machine (inductor's own default is a folder in /tmp, emptied at reboot).
+    Importing torch._dynamo writes that default into the environment, so it counts as unset here."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # (no torch imports of its own)
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(home() / "compiled")
+
+
 def models_home() -> Path:
     """The folder of the user's fine-tuned models, one sub-folder per name: $VAMPNET_HOME/models."""
     return home() / "models"

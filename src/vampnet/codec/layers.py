@@ -48,10 +48,11 @@ def weight_norm(module: nn.Module, v: torch.Tensor, g: torch.Tensor) -> torch.Te
     gradients) it is computed once and kept on `module` while v and g stay the same tensors with the same contents
     (a load, a cast or an optimiser step changes their storage or version): the same kernel, so the same values."""
     if torch.compiler.is_compiling():
-        # the cache's checks (inference flags, pointers, versions) cannot be traced: a compiled pass reads the
-        # weight its caller cached before compiling (vampnet.capture), or computes it in the graph
+        # the cache's checks (inference flags, pointers, versions) cannot be traced: a compiled inference pass reads
+        # the weight its caller cached before compiling (vampnet.capture); a compiled training pass (gradients on)
+        # must compute it in the graph, or it would train against whatever an earlier validation left cached
         cached = getattr(module, "_cached_weight", None)
-        return torch._weight_norm(v, g, 0) if cached is None else cached[1]
+        return torch._weight_norm(v, g, 0) if cached is None or torch.is_grad_enabled() else cached[1]
     if torch.is_grad_enabled() or v.is_inference() or g.is_inference():  # (inference tensors have no version)
         return torch._weight_norm(v, g, 0)
     key = (v.data_ptr(), g.data_ptr(), v._version, g._version, v.dtype, v.device)

@@ -43,7 +43,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     structured_masks: float = 0.0      # share of items masked like a vamp's prompt (prompts.training_mask)
     bf16: bool | str = "auto"          # bfloat16 autocast: true, false, or auto (where the device has bf16 arithmetic)
-    compile: bool = False              # torch.compile the model
+    compile: bool = False              # torch.compile the training pass (kernels kept in $VAMPNET_HOME/compiled)
     # bookkeeping
     val_every: int = 200
     val_windows: int = 64

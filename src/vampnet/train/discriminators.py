@@ -74,9 +74,33 @@ class PeriodDiscriminator(nn.Module):
         return maps
 
 
+# Wide layers on a CPU run as one matrix product over their stacked taps instead of oneDNN's convolution: at the
+# period discriminator's shapes (a few thousand positions, 512-1024 channels, kernel 5) the product is 1.8-2x
+# faster forward + backward in bf16 (1024 -> 1024 on 352 x 13: 609 -> 309 ms, one AMX core) and 1.1-1.3x in fp32,
+# but slower for narrow layers (128 -> 512: 0.8x).
+MATMUL_MIN_CHANNELS = 256
+
+
 def _as_1d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A Conv2d with a (k, 1) kernel applied to (B, C, N) as the 1-D convolution it is along N."""
-    return F.conv1d(x, conv.weight.squeeze(-1), conv.bias, conv.stride[0], conv.padding[0], conv.dilation[0])
+    w = conv.weight.squeeze(-1)
+    if x.device.type == "cpu" and min(w.shape[:2]) >= MATMUL_MIN_CHANNELS and conv.dilation[0] == 1:
+        return _conv1d_by_matmul(x, w, conv.bias, conv.stride[0], conv.padding[0])
+    return F.conv1d(x, w, conv.bias, conv.stride[0], conv.padding[0], conv.dilation[0])
+
+
+def _conv1d_by_matmul(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int):
+    """F.conv1d(x, w, bias, stride, padding) as a single product: the k shifted, strided views of the padded input
+    side by side, (B * N_out, k * C_in), times the weight laid out tap-major, (k * C_in, C_out)."""
+    B, C, N = x.shape
+    c_out, _, k = w.shape
+    n_out = (N + 2 * padding - k) // stride + 1
+    rows = F.pad(x, (padding, padding)).transpose(1, 2)  # (B, N + 2 padding, C)
+    taps = torch.cat([rows[:, j: j + stride * (n_out - 1) + 1: stride] for j in range(k)], dim=-1)
+    weight = w.permute(0, 2, 1).reshape(c_out, k * C).t()
+    flat = taps.reshape(B * n_out, k * C)
+    y = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+    return y.view(B, n_out, c_out).transpose(1, 2)
 
 
 class STFTDiscriminator(nn.Module):

@@ -23,6 +23,7 @@ from ..model import MaskedTransformer
 from ..controls import scale_features
 from ..model.lora import (ADAPTER_FILE, control_state, extract_adapters, inject_lora, read_adapter, read_control,
                           restore_adapters, restore_control, save_adapter)
+from ..pretrained import use_compile_cache
 from ..sampling import generate
 from . import distributed
 from .config import TrainConfig
@@ -157,6 +158,7 @@ class Trainer(RunLoop):
             self.resume()
         self.forward_model = distributed.wrap(self.model, self.dist)
         if cfg.compile:
+            use_compile_cache()
             self.forward_model = torch.compile(self.forward_model)
 
     def _load_codec(self, manifest: dict) -> Codec | None:
