@@ -375,6 +375,25 @@ def test_an_init_model_of_a_fine_tuned_codec_takes_the_new_codebooks_only_when_a
     assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())
 
 
+def test_a_runs_dropout_replaces_its_init_models(tmp_path):
+    """Dropout is a training setting: a run started from a model trained with dropout 0.1 trains with the run's 0,
+    so two training-mode forwards agree, and the model it saves records 0."""
+    from vampnet import Codec, MaskedTransformer
+    from vampnet.train.masked import build_model, codec_codebooks
+
+    codebooks = codec_codebooks(Codec.load(SET_A / "codec.pth"))
+    arch = dict(n_codebooks=4, embedding_dim=32, n_heads=2, n_layers=1)
+    build_model(TrainConfig(model={**arch, "dropout": 0.1}), codebooks).save(tmp_path / "base.safetensors")
+    codes = torch.randint(0, codebooks.shape[1], (2, 4, 50), generator=torch.Generator().manual_seed(0))
+    for p, same in ((0.1, False), (0.0, True)):
+        model = build_model(TrainConfig(model={**arch, "dropout": p}, init=str(tmp_path / "base.safetensors")),
+                            codebooks).train()
+        assert model.config.dropout == p
+        assert torch.equal(model(codes), model(codes)) is same
+    model.save(tmp_path / "tuned.safetensors")
+    assert MaskedTransformer.load(tmp_path / "tuned.safetensors").config.dropout == 0.0
+
+
 def test_a_fine_tune_resumes_without_its_init_file(dataset, tmp_path):
     from vampnet import MaskedTransformer
 

@@ -343,6 +343,18 @@ class MaskedTransformer(nn.Module):
             raise OptionError(f"the control mask must be shaped (batch, frames) = {(B, T)}, got {tuple(control_mask.shape)}")
         return control_mask.bool()
 
+    def set_dropout(self, p: float) -> None:
+        """Train with dropout probability p (attention, feed-forward, residual) from now on; a training setting more
+        than an architecture, so a run may choose it for the model it starts from."""
+        if not 0 <= p < 1:
+            raise OptionError(f"dropout must be in [0, 1), got {p}")
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, SelfAttention):
+                module.dropout = p
+        self.config = replace(self.config, dropout=p)
+
     def add_controls(self, n_controls: int) -> None:
         """Give a control-free model a zero-initialised control projection (a fine-tune that adds controls)."""
         if self.n_controls:
