@@ -13,15 +13,18 @@ CORPUS is the folder `vampnet prepare-corpus` made; its validation files are the
   3. the mel distance of vamps with periodic prompts P = 4, 8, 16, 32 (every coarse codebook kept at each P-th
      frame, everything else generated) against their inputs; it should grow with P;
   4. the Fréchet distance (offline `crepe` embedding) to the real validation excerpts of: the codec round trip,
-     vamps with the default prompt, free generations (nothing kept) and decoded uniformly random tokens;
+     vamps with the model's default settings (its card's), free generations (nothing kept) and decoded uniformly
+     random tokens;
   5. whether the input's rhythm and key survive (eval.musical): tempo agreement and chroma similarity of the codec
-     round trip, Opus, vamps from every frame kept to the default prompt, and an unrelated excerpt;
+     round trip, Opus, vamps at the model's defaults, with `--periodic 1` and `--periodic 3` (the model's other
+     defaults) and at the schema's default prompt, and an unrelated excerpt;
   6. the time of a whole 10 s vamp (load excluded: encode, 36 coarse steps, coarse-to-fine, decode) per precision.
 It prints a markdown table and writes everything as JSON. `--quick` uses 2 excerpts of 5 s (for tests).
 
     python benchmarks/model_metrics.py --compare v1.json v2.json [--labels v1 v2]
 
-prints the tables of several such JSON files side by side (one column or row per model)."""
+prints the tables of several such JSON files side by side (one column per model), then issue 26's acceptance
+points for each (masked accuracy against the first file's model) and what each model's card says of its training."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,7 @@ from vampnet.train.masked import masked_accuracy, masked_token_loss
 
 PERIODS = (4, 8, 16, 32)
 CURVE_BINS = 10
+FRECHET_VAMPS = "vamp (the model's defaults)"
 
 
 def validation_excerpts(corpus: Path, sample_rate: int, seconds: float, per_file: int) -> list[torch.Tensor]:
@@ -189,12 +194,12 @@ def accuracy_curve(model, data, n_windows: int, bins: int = CURVE_BINS, seed: in
 
 def frechet_metrics(pipeline: Pipeline, excerpts, codes: list[torch.Tensor], n: int, seed: int = 0) -> dict:
     """Fréchet distance (crepe embedding) between the real validation excerpts and `n` excerpts of each of: the
-    codec round trip, vamps (default prompt), free generations (every token masked) and uniformly random tokens."""
+    codec round trip, vamps (the model's default settings), free generations (every token masked) and uniformly
+    random tokens."""
     sr, codec, embed = pipeline.sample_rate, pipeline.codec, CrepeEmbedding()
     real = np.concatenate([embed(x, sr) for x in excerpts])
     gen = torch.Generator().manual_seed(seed)
-    made = {"codec round trip": [], "vamp (default prompt)": [], "free generation (nothing kept)": [],
-            "random tokens": []}
+    made = {"codec round trip": [], FRECHET_VAMPS: [], "free generation (nothing kept)": [], "random tokens": []}
     for i, (x, c) in enumerate(zip(spread(excerpts, n), spread(codes, n))):
         with torch.inference_mode():
             made["codec round trip"].append(codec.decode(c))
@@ -202,13 +207,28 @@ def frechet_metrics(pipeline: Pipeline, excerpts, codes: list[torch.Tensor], n: 
             made["random tokens"].append(codec.decode(random_codes))
         if pipeline.coarse is None:
             continue
-        made["vamp (default prompt)"].append(pipeline.vamp(x, sr, prompt=PromptConfig(), seed=seed + i).audio)
+        made[FRECHET_VAMPS].append(pipeline.vamp(x, sr, seed=seed + i).audio)
         free = pipeline.generate(c, torch.ones_like(c, dtype=torch.bool), seed=seed + i)
         with torch.inference_mode():
             made["free generation (nothing kept)"].append(codec.decode(free))
     return {name: {"frechet": embedding_distance(real, np.concatenate([embed(y[..., : x.shape[-1]], sr) for y in ys])),
                    "excerpts": len(ys)}
             for name, ys in made.items() if ys} | {"_reference": {"excerpts": len(excerpts), "embedding": embed.name}}
+
+
+def card_training(pipeline: Pipeline) -> dict:
+    """What the model's card says of its training: each part's steps (and hours of audio seen, where the card
+    has them) and its training data, for the comparison's training table."""
+    card = {}
+    for path in pipeline.defaults.cards:  # the model's own card last, so it wins over its base model's
+        try:
+            card.update(json.loads(Path(path).read_text()))
+        except (OSError, ValueError):
+            continue
+    parts = {name: {k: v for k, v in part.items() if k in ("steps", "hours_seen", "train_hours", "started_from")}
+             for name, part in card.get("parts", {}).items()}
+    return {"name": card.get("name"), "version": card.get("version"), "training_data": card.get("training_data"),
+            "parts": parts}
 
 
 def periodic_metrics(pipeline: Pipeline, excerpts, seed: int = 0) -> dict:
@@ -222,18 +242,24 @@ def periodic_metrics(pipeline: Pipeline, excerpts, seed: int = 0) -> dict:
     return out
 
 
-RHYTHM_PROMPTS = {  # the prompts of the rhythm and key table, from most kept to the shipped default
-    "periodic 1 (codebooks 0-2 of every frame kept)": PromptConfig(periodic_prompt=1),
-    "periodic 3 (two frames in three generated)": PromptConfig(periodic_prompt=3),
-    "default prompt": PromptConfig(),
-}
+DEFAULTS_VAMP = "vamp, the model's defaults"
+PERIODIC_1, PERIODIC_3 = "vamp, --periodic 1 (other settings the model's)", "vamp, --periodic 3 (other settings the model's)"
+
+
+def rhythm_prompts(pipeline: Pipeline) -> dict[str, PromptConfig]:
+    """The prompts of the rhythm and key table: what a user gets with no options (the model's card defaults), with
+    `--periodic 1` and `--periodic 3` (issue 26 compares the two) and the schema's own default prompt (periodic 7,
+    codebooks 0-2 of each kept frame)."""
+    own = pipeline.default_prompt()
+    return {DEFAULTS_VAMP: own, PERIODIC_1: replace(own, periodic_prompt=1), PERIODIC_3: replace(own, periodic_prompt=3),
+            "vamp, periodic 7 / upper codebooks 3 (the schema's defaults)": PromptConfig()}
 
 
 def rhythm_metrics(pipeline: Pipeline, excerpts, opus_kbps: float = 8.0, seed: int = 0) -> dict:
     """Per condition, how many excerpts keep their tempo (octave-tolerant, 4 %), the mean chroma similarity to the
     input, the SI-SDR to it (new music stays below 10 dB) and the share of tokens generated: the codec round trip,
-    Opus, vamps with RHYTHM_PROMPTS and the default prompt plus every tracked beat, and an unrelated excerpt (the
-    floor: what no relation to the input scores)."""
+    Opus, vamps with rhythm_prompts and the schema's default prompt plus every tracked beat, and an unrelated
+    excerpt (the floor: what no relation to the input scores). Vamps sample with the model's defaults."""
     from vampnet import options
     from vampnet.eval import musical
     from vampnet.eval.opus import opus_roundtrip
@@ -246,9 +272,14 @@ def rhythm_metrics(pipeline: Pipeline, excerpts, opus_kbps: float = 8.0, seed: i
         made.setdefault(f"Opus {opus_kbps:g} kbit/s", []).append((opus_roundtrip(x, sr, opus_kbps)[0], 0.0))
         if pipeline.coarse is not None:
             beats, _ = options.vamp_prompt(None, wav=x, sample_rate=sr, beats=True)
-            for name, prompt in {**RHYTHM_PROMPTS, "default prompt + every tracked beat": beats}.items():
-                result = pipeline.vamp(x, sr, prompt=prompt, seed=seed + i)
-                made.setdefault(name, []).append((result.audio, result.mask.float().mean().item()))
+            done: list[tuple[PromptConfig, tuple]] = []  # (a model whose default is periodic 1 vamps it once)
+            for name, prompt in {**rhythm_prompts(pipeline), "vamp, the schema's defaults + every tracked beat": beats}.items():
+                made_before = next((out for p, out in done if p == prompt), None)
+                if made_before is None:
+                    result = pipeline.vamp(x, sr, prompt=prompt, seed=seed + i)
+                    made_before = (result.audio, result.mask.float().mean().item())
+                    done.append((prompt, made_before))
+                made.setdefault(name, []).append(made_before)
         if n > 1:
             made.setdefault("an unrelated excerpt", []).append((excerpts[(i + n // 2) % n], 1.0))
     out = {}
@@ -422,6 +453,83 @@ def compare_markdown(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _share(rhythm: dict, name: str) -> float:
+    return rhythm[name]["tempo_kept"] / rhythm[name]["excerpts"]
+
+
+def _bins_above(r: dict, base: dict) -> tuple[int, int]:
+    """(bins where this run's coarse top-1 and top-25 both beat the baseline's, bins with tokens in both)."""
+    mine, theirs = r["accuracy"]["coarse"]["curve"], base["accuracy"]["coarse"]["curve"]
+    pairs = [(a, b) for a, b in zip(mine, theirs) if a["tokens"] and b["tokens"]]
+    return sum(a["acc1"] > b["acc1"] and a["acc25"] > b["acc25"] for a, b in pairs), len(pairs)
+
+
+# issue 26's acceptance, as (criterion, value of one run given the first run, test of the value, digits)
+ACCEPTANCE = [
+    ("codec round trip keeps the tempo (share of excerpts, ≥ 0.90)",
+     lambda r, base: _share(r["rhythm"], "codec round trip"), lambda v: v >= 0.9, 2),
+    ("vamps with the model's defaults keep it, as a share of what the round trip keeps (≥ 0.90)",
+     lambda r, base: _share(r["rhythm"], DEFAULTS_VAMP) / _share(r["rhythm"], "codec round trip"), lambda v: v >= 0.9, 2),
+    ("`--periodic 3` tempo kept against `--periodic 1` (≥ 0.95: within 5 %)",
+     lambda r, base: _share(r["rhythm"], PERIODIC_3) / _share(r["rhythm"], PERIODIC_1), lambda v: v >= 0.95, 2),
+    ("mean chroma similarity of the vamps (≥ 0.93)",
+     lambda r, base: r["rhythm"][DEFAULTS_VAMP]["chroma_similarity"]["mean"], lambda v: v >= 0.93, 3),
+    ("the vamps are new: mean SI-SDR to the input (< 10 dB)",
+     lambda r, base: r["rhythm"][DEFAULTS_VAMP]["si_sdr_db"]["mean"], lambda v: v < 10, 1),
+    ("Fréchet distance of the vamps / of the codec round trip (≤ 1.3)",
+     lambda r, base: (r["frechet"].get(FRECHET_VAMPS) or r["frechet"]["vamp (default prompt)"])["frechet"]
+     / r["frechet"]["codec round trip"]["frechet"], lambda v: v <= 1.3, 2),
+]
+
+
+def acceptance_markdown(runs: dict[str, dict]) -> str:
+    """Issue 26's acceptance points for each model (✓ met, ✗ missed), and masked accuracy against the first model
+    at every masking level; then what each model's card says of its training."""
+    labels = list(runs)
+    base = runs[labels[0]]
+    lines = ["**Acceptance (issue 26)**", "", "| criterion | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, value, test, digits in ACCEPTANCE:
+        cells = []
+        for r in runs.values():
+            try:
+                v = value(r, base)
+                cells.append(f"{v:.{digits}f} {'✓' if test(v) else '✗'}")
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = ["(baseline)"]
+    for r in list(runs.values())[1:]:
+        try:
+            above, n = _bins_above(r, base)
+            cells.append(f"{above}/{n} {'✓' if n and above == n else '✗'}")
+        except (KeyError, TypeError):
+            cells.append("n/a")
+    lines.append(f"| coarse masked accuracy (top-1 and top-25) above {labels[0]}'s, mask-ratio bins | " + " | ".join(cells) + " |")
+    lines += ["", "**Training** (from each model's card)", "", "| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    trainings = [r.get("setup", {}).get("training") or {} for r in runs.values()]
+    for part in ("codec", "coarse", "c2f"):
+        def cell(t, part=part):
+            info = t.get("parts", {}).get(part)
+            if not info:
+                return "n/a"
+            text = f"{info['steps']} steps" if "steps" in info else ""
+            if "hours_seen" in info:
+                text += f", {info['hours_seen']:.0f} h of audio seen"
+            if "train_hours" in info:
+                text += f" (training split {info['train_hours']:.1f} h)"
+            origin = info.get("started_from")
+            if origin:
+                name = origin.get("run") or origin.get("model") or origin.get("weights")
+                text += f"; from {name}" + (f" ({origin['steps']} steps)" if "steps" in origin else "")
+            return text or "n/a"
+        lines.append(f"| {part} | " + " | ".join(cell(t) for t in trainings) + " |")
+    lines.append("| training data | " + " | ".join(str(t.get("training_data") or "n/a") for t in trainings) + " |")
+    defaults = [r.get("setup", {}).get("defaults") for r in runs.values()]
+    lines.append("| card defaults | " + " | ".join(", ".join(f"{k} {v}" for k, v in d.items()) if d else "n/a"
+                                               for d in defaults) + " |")
+    return "\n".join(lines)
+
+
 def curve_figure(runs: dict[str, dict], path: Path) -> None:
     """Coarse masked-token accuracy against mask ratio, one line per model (top-1 and top-25)."""
     import matplotlib
@@ -459,6 +567,8 @@ def compare_main(files: list[Path], labels: list[str] | None, figure: Path | Non
         except (OSError, ValueError) as e:
             raise SystemExit(f"cannot read {f}: {e}") from None
     print(compare_markdown(runs))
+    print()
+    print(acceptance_markdown(runs))
     if figure:
         curve_figure(runs, figure)
     return 0
@@ -511,7 +621,8 @@ def main(argv=None) -> int:
     results["frechet"] = frechet_metrics(pipeline, excerpts, codes, 1 if args.quick else args.frechet_excerpts)
     if not (args.quick or args.no_timing):
         results["timing"] = vamp_timing(args.models)
-    results["setup"] = {"models": args.models or "small", "excerpts": len(excerpts), "vamp_excerpts": len(vamp_set),
+    results["setup"] = {"models": args.models or "small", "defaults": pipeline.defaults.by_name(),
+                        "training": card_training(pipeline), "excerpts": len(excerpts), "vamp_excerpts": len(vamp_set),
                         "excerpt_s": excerpt_s, "sample_rate": pipeline.sample_rate, "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                         "seconds": round(time.time() - t0, 1)}

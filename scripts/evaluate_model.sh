@@ -10,6 +10,7 @@
 # three experiments of `vampnet eval` (audio, results.md, CSVs, plots) and OUT/spectrograms.png (one validation excerpt:
 # input, codec round trip, Opus, vamps with P = 8 and 32). Compare two models afterwards with
 #   python benchmarks/model_metrics.py --compare A/metrics.json B/metrics.json --labels A B
+# (scripts/compare_models.sh runs this script for both models and then the comparison)
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 MODELS CORPUS OUT [EXCERPTS]" >&2

@@ -105,4 +105,9 @@ mkdir -p "$run/model"
 cp "$(pick "$run/codec")" "$run/model/codec.safetensors"
 cp "$(pick "$run/coarse")" "$run/model/coarse.safetensors"
 cp "$(pick "$run/c2f")" "$run/model/c2f.safetensors"
+# the card (steps, hours, what each part started from) is written by the Python that runs vampnet (it reads YAML)
+py=python3
+first=$(command -v "${vampnet%% *}" || true)
+if [[ -n $first && -x $(dirname "$first")/python ]]; then py=$(dirname "$first")/python; fi
+"$py" "$here/scripts/model_card.py" "$run" "$run/model" --version "v3 $(date -u +%F)"
 say "model folder: $run/model (compare it with the shipped one: scripts/evaluate_model.sh)"

@@ -404,8 +404,10 @@ def test_a_fine_tune_resumes_without_its_init_file(dataset, tmp_path):
     train(cfg.replace(output=str(tmp_path / "whole")), progress=False)
     train(cfg.replace(max_steps=3), progress=False)
     init.unlink()  # gone (or relative to another folder) when the run is resumed
-    final = train(cfg, resume=True, progress=False)
+    final = train(cfg.replace(init=None), resume=True, progress=False)
     assert final["step"] == 6
+    import yaml  # the resumed run, started without it, still records where the run began
+    assert yaml.safe_load((tmp_path / "tune" / "config.yaml").read_text())["init"] == str(init)
     a = MaskedTransformer.load(tmp_path / "whole" / "latest" / "model.safetensors").state_dict()
     b = MaskedTransformer.load(tmp_path / "tune" / "latest" / "model.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same run as one without the interruption

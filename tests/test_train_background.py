@@ -31,6 +31,11 @@ latest = out / "latest"
 meta = latest / "trainer.json"
 step = json.loads(meta.read_text())["step"] if meta.is_file() else 0
 die = pathlib.Path(__file__).with_name(f"die-{kind}")
+record = out / "config.yaml"  # like a run: what it started from stays recorded when it resumes without it
+if "init" in sets or not record.is_file():
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"init": sets.get("init"), "batch_size": 4, "window_s": 2.0,
+                                  "model": {"n_layers": 2, "embedding_dim": 64, "n_heads": 2}}))
 def save(n):
     latest.mkdir(parents=True, exist_ok=True)
     (latest / "model.safetensors").write_text(f"{kind} {n}")
@@ -108,6 +113,15 @@ def test_the_coarse_stage_starts_from_its_pre_run_or_from_scratch_and_c2f_from_t
     assert init_of(made["c2f"]).endswith("weights/small/c2f.safetensors")
     assert init_of(made["codec"]).endswith("weights/small/codec.safetensors")
     assert "init_new_codec=true" in made["coarse"] and "init_new_codec=true" in made["c2f"]
+    card = json.loads((tmp_path / "a" / "data" / "runs" / "v3" / "model" / "card.json").read_text())
+    parts = card["parts"]
+    assert [parts[p]["steps"] for p in ("codec", "coarse", "c2f")] == [5, 7, 3]
+    assert parts["coarse"]["hours_seen"] == round(7 * 4 * 2.0 / 3600, 1) and "started_from" not in parts["coarse"]
+    shipped = json.loads((ROOT / "src" / "vampnet" / "weights" / "small" / "card.json").read_text())
+    assert parts["c2f"]["started_from"] == {"model": f"vampnet-small {shipped['version']}",
+                                           "steps": shipped["parts"]["c2f"]["steps"],
+                                           "train_hours": shipped["parts"]["c2f"]["train_hours"]}
+    assert card["defaults"] == shipped["defaults"] and card["version"].startswith("v3 ")
 
     pre = tmp_path / "b" / "data" / "runs" / "v3" / "coarse_pre"
     for folder in ("latest", "best"):

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from ..devices import check_device
@@ -141,12 +142,22 @@ class RunLoop:
         if self.dist.main:  # the steps after the checkpoint run (and are logged) again; none: all of them
             truncate_log(self.out / "log.csv", self.step if self.step else -1)
 
+    def _recorded_init(self):
+        """The `init` the run's config.yaml names (None when it names none or cannot be read)."""
+        try:
+            return (yaml.safe_load((self.out / "config.yaml").read_text()) or {}).get("init")
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None
+
     def run(self) -> dict:
         """Train to cfg.max_steps (or the time limit); returns the last step's row."""
         cfg, d = self.cfg, self.dist
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.out / "config.yaml", config_to_yaml(cfg.to_dict()))
+            record = cfg.to_dict()
+            if self.step and not record.get("init"):  # a resumed run without its init keeps the record of it
+                record["init"] = self._recorded_init()
+            write_text_atomic(self.out / "config.yaml", config_to_yaml(record))
         self.started, last, bad_steps = time.time(), {}, 0
         self.saved_at = self.started
         self.start()
