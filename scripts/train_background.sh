@@ -94,12 +94,30 @@ $vampnet tokenize "$data/corpus" -o "$run/tokens" --codec "$(pick "$run/codec")"
 
 coarse_init=""
 [[ -f $run/coarse_pre/latest/model.safetensors ]] && coarse_init=$(pick "$run/coarse_pre")
-train_stage coarse "$run/coarse" "$coarse_steps" "$coarse_init" "$here/configs/small/coarse_v3.yaml" \
-  --set "dataset=$run/tokens" --set "init_new_codec=true" --set "compile=$compile"
+coarse_stage() {
+  train_stage coarse "$run/coarse" "$coarse_steps" "$coarse_init" "$here/configs/small/coarse_v3.yaml" \
+    --set "dataset=$run/tokens" --set "init_new_codec=true" --set "compile=$compile"
+}
 # without the shipped c2f's dropout: 0.1 cost a third of an eager CPU step and more compiled (inductor's random
 # numbers; 3.4 s eager with it, 1.5 s compiled without), and 32 hours of tokens need less regularising than 2.9
-train_stage c2f "$run/c2f" "$c2f_steps" "$shipped/c2f.safetensors" "$here/configs/small/c2f.yaml" \
-  --set "dataset=$run/tokens" --set "init_new_codec=true" --set "compile=$compile" --set "model.dropout=0.0"
+c2f_stage() {
+  train_stage c2f "$run/c2f" "$c2f_steps" "$shipped/c2f.safetensors" "$here/configs/small/c2f.yaml" \
+    --set "dataset=$run/tokens" --set "init_new_codec=true" --set "compile=$compile" --set "model.dropout=0.0"
+}
+# PARALLEL_STAGES=1: the two transformers train at the same time, each pinned to a core of its own where taskset
+# exists (both cores busy: for a machine nobody is working at); otherwise one after the other
+pin() { if command -v taskset >/dev/null && (( $(nproc) > $1 )); then taskset -p -c "$1" "$BASHPID" >/dev/null; fi; }
+if [[ -n ${PARALLEL_STAGES:-} ]]; then
+  ( pin 0; coarse_stage ) & coarse_job=$!
+  ( pin 1; c2f_stage ) & c2f_job=$!
+  rc=0
+  wait "$coarse_job" || rc=$?
+  wait "$c2f_job" || rc=$?
+  if (( rc != 0 )); then say "a transformer stage failed (exit $rc)"; exit "$rc"; fi
+else
+  coarse_stage
+  c2f_stage
+fi
 
 mkdir -p "$run/model"
 cp "$(pick "$run/codec")" "$run/model/codec.safetensors"

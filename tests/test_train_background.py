@@ -131,3 +131,21 @@ def test_the_coarse_stage_starts_from_its_pre_run_or_from_scratch_and_c2f_from_t
     assert done.returncode == 0, done.stdout + done.stderr
     coarse = next(c for c in calls(tmp_path / "b") if c[:2] == ["train", "coarse"])
     assert init_of(coarse) == str(pre / "best" / "model.safetensors")
+
+
+def test_parallel_stages_train_both_transformers_at_once_and_still_make_the_model(tmp_path):
+    """PARALLEL_STAGES=1: coarse and c2f run side by side (after the tokens), both reach their steps, and the model
+    folder and its card come after both."""
+    done = run_script(tmp_path, PARALLEL_STAGES="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    kinds = [c[1] if c[0] == "train" else c[0] for c in calls(tmp_path)]
+    assert kinds[:2] == ["codec", "tokenize"] and sorted(kinds[2:]) == ["c2f", "coarse"]
+    card = json.loads((tmp_path / "data" / "runs" / "v3" / "model" / "card.json").read_text())
+    assert card["parts"]["coarse"]["steps"] == 7 and card["parts"]["c2f"]["steps"] == 3
+
+
+def test_a_failing_parallel_stage_stops_the_script_before_the_model_is_made(tmp_path):
+    (tmp_path / "die-c2f").write_text("stuck")
+    done = run_script(tmp_path, PARALLEL_STAGES="1")
+    assert done.returncode != 0 and "a transformer stage failed" in done.stdout
+    assert not (tmp_path / "data" / "runs" / "v3" / "model").exists()
