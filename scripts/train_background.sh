@@ -14,15 +14,19 @@
 #   4. coarse   `vampnet train coarse` (configs/small/coarse_v3.yaml, a larger architecture than the shipped one),
 #               until COARSE_STEPS: from runs/v3/coarse_pre when that run exists (the same architecture trained on
 #               the v2 tokens while the codec stage ran; see docs/TRAINING.md), else from scratch
-#   5. c2f      `vampnet train c2f`, from the shipped coarse-to-fine model, until C2F_STEPS
+#   5. c2f      `vampnet train c2f`, from the shipped coarse-to-fine model, without its dropout, until C2F_STEPS
+#               (with PARALLEL_STAGES=1 stages 4 and 5 run at the same time, each pinned to a core of its own)
+# Every stage trains compiled (torch.compile) where a C++ compiler exists; the model folder runs/v3/model gets a
+# card.json from scripts/model_card.py (steps, hours seen, starting points).
 # The transformers' init models were trained on tokens of the shipped codec, which the new one was fine-tuned from:
 # they take the new codec's codebook vectors (init_new_codec) and learn its tokens from there.
 # A stage whose run has reached its steps is skipped; the script then goes on to the next. Each stage runs as one
 # process that saves its `latest` checkpoint every SAVE_MINUTES minutes (`save_every_s`), so a kill loses at most
 # that much; a process that dies (say, killed for memory) is started again from there (RETRY_S later, default 60).
 # Settings (environment): VAMPNET_THREADS (default 1: one core stays free for the person at the machine; idle
-# threads sleep, see vampnet.threads), CODEC_STEPS (1500), COARSE_STEPS (10000), C2F_STEPS (6000), CODEC_BATCH (16),
-# SAVE_MINUTES (10), MUSIC21_PIECES (0: renders are slow on a CPU), VAMPNET (the command, default `vampnet`).
+# threads sleep, see vampnet.threads), CODEC_STEPS (1500), COARSE_STEPS (12000), C2F_STEPS (6000), CODEC_BATCH (16),
+# SAVE_MINUTES (10), MUSIC21_PIECES (0: renders are slow on a CPU), PARALLEL_STAGES (empty: one stage after the
+# other), VAMPNET (the command, default `vampnet`).
 set -euo pipefail
 data=${1:-$HOME/vampnet-data}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,7 +35,8 @@ export VAMPNET_THREADS=${VAMPNET_THREADS:-1}
 # 1500 codec steps: its round trip kept the tempo of 19, 23 and 21 of 24 validation excerpts at steps 500, 637 and
 # 816 (the shipped codec 18), and at 8-15 s a step on one core it cannot take the CPU time the transformers need more
 codec_steps=${CODEC_STEPS:-1500}
-coarse_steps=${COARSE_STEPS:-10000}
+# 12000 coarse steps (0.7 s each compiled) take about as long as 6000 c2f steps (1.5 s), so parallel stages end together
+coarse_steps=${COARSE_STEPS:-12000}
 c2f_steps=${C2F_STEPS:-6000}
 codec_batch=${CODEC_BATCH:-16}
 save_s=$(( ${SAVE_MINUTES:-10} * 60 ))
@@ -39,7 +44,7 @@ run=$data/runs/v3
 shipped=$here/src/vampnet/weights/small
 mkdir -p "$run"
 bf16=$(python3 -c "print('true' if any(f in open('/proc/cpuinfo').read().split() for f in ('amx_bf16', 'avx512_bf16')) else 'false')")
-# training passes compiled (torch.compile, needs a C++ compiler): codec 1.5x, coarse 1.8x a step (one AMX core)
+# training passes compiled (torch.compile needs a C++ compiler): codec 1.5x, coarse 1.6x, c2f 1.5x a step
 compile=false
 if command -v g++ >/dev/null || command -v c++ >/dev/null; then compile=true; fi
 say() { echo "== $(date -u +%FT%TZ) $*"; }
