@@ -152,7 +152,10 @@ def test_compiled_kernels_are_kept_in_vampnets_folder_unless_the_user_chose_one(
     CapturedSampler(coarse_a, "compile")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
     # importing torch._dynamo writes inductor's default into the environment: that is not the user's choice
+    # (vampnet knows the default without importing torch's module; the two must agree)
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    from vampnet.pretrained import _inductor_default_cache
+    assert _inductor_default_cache() == default_cache_dir()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
     CapturedSampler(coarse_a, "compile")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compiled")

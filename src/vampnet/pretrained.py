@@ -10,8 +10,11 @@ folder ($VAMPNET_HOME/models/NAME, where `vampnet finetune --name NAME` writes) 
 fine-tuned folder anywhere is recognised by its manifest too)."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -34,14 +37,23 @@ def home() -> Path:
     return Path(os.environ.get("VAMPNET_HOME", Path.home() / ".cache" / "vampnet"))
 
 
+def _inductor_default_cache() -> str:
+    """torch inductor's own kernel cache folder, <temp dir>/torchinductor_<user> (the rule of
+    torch._inductor.runtime.cache_dir_utils.default_cache_dir, which tests compare with this; importing that module
+    would import torch._dynamo, 1.5 s)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+
+
 def use_compile_cache() -> None:
     """Keep torch.compile's kernels in $VAMPNET_HOME/compiled unless the user named another cache, so a shape
     compiles from scratch once per machine (inductor's own default is a folder in /tmp, emptied at reboot).
     Importing torch._dynamo writes that default into the environment, so it counts as unset here."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # (no torch imports of its own)
-
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+    if current is None or os.path.abspath(current) == os.path.abspath(_inductor_default_cache()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(home() / "compiled")
 
 
