@@ -3,6 +3,7 @@ and two-process DDP equal to one process with the same global batch."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -184,6 +185,72 @@ def test_save_every_s_saves_latest_on_a_clock_without_validating(dataset, tmp_pa
         tiny(dataset, tmp_path / "bad", save_every_s=-1)
 
 
+def test_neighbour_targets_spread_over_the_nearest_codes_by_cosine():
+    from vampnet.train.masked import nearest_neighbours, neighbour_targets
+
+    angles = torch.arange(12) * (2 * math.pi / 12)  # 12 codes on a circle, 30 degrees apart, of different lengths
+    book = (torch.stack([angles.cos(), angles.sin()], -1) * torch.linspace(0.5, 2, 12)[:, None])[None]
+    q = neighbour_targets(book, 0.1)[0]
+    assert torch.allclose(q.sum(-1), torch.ones(12))
+    cos = torch.cos(torch.tensor([0.0, 30.0, 60.0]) * math.pi / 180)
+    expected = torch.exp(cos / 0.1) / torch.exp(torch.cos(angles) / 0.1).sum()  # lengths do not count
+    assert torch.allclose(q[3, [3, 4, 5]], expected, atol=1e-6) and torch.allclose(q[3, 2], q[3, 4])
+    assert torch.equal(neighbour_targets(book, 1e-3)[0].argmax(-1), torch.arange(12))
+    near = nearest_neighbours(book, 3)[0]
+    assert torch.equal(near[:, 0], torch.arange(12)) and set(near[0, 1:].tolist()) == {1, 11}
+
+
+def test_neighbour_smoothing_makes_a_near_miss_cheaper_than_a_far_one():
+    from vampnet.train.masked import masked_token_loss, neighbour_targets
+
+    angles = torch.arange(16) * (2 * math.pi / 16)
+    book = torch.stack([angles.cos(), angles.sin()], -1)[None]  # one codebook of 16 codes on a circle
+    neighbours = neighbour_targets(book, 0.1)
+
+    class Fixed(torch.nn.Module):  # predicts token `guess` with confidence, whatever the input
+        n_predict_codebooks, mask_token = 1, 16
+
+        def __init__(self, guess):
+            super().__init__()
+            self.guess = guess
+
+        def forward(self, codes):
+            return torch.nn.functional.one_hot(torch.full(codes.shape, self.guess), 16).float() * 5
+
+    codes, mask = torch.zeros(1, 1, 4, dtype=torch.long), torch.ones(1, 1, 4, dtype=torch.bool)  # truth: code 0
+    cost = lambda guess, share: float(masked_token_loss(Fixed(guess), codes, mask, 0.0, neighbours=neighbours,
+                                                        neighbour_smoothing=share)[0])
+    assert cost(1, 0.0) == pytest.approx(cost(8, 0.0))  # plain cross-entropy: every miss costs the same
+    assert cost(1, 0.5) < cost(2, 0.5) < cost(8, 0.5)  # the nearer the code, the cheaper the miss
+    assert cost(0, 0.5) < cost(1, 0.5)  # and the true code is still the best answer
+    plain = float(masked_token_loss(Fixed(1), codes, mask, 0.0)[0])
+    assert cost(1, 0.0) == plain
+
+
+def test_a_run_with_neighbour_smoothing_learns_and_logs_the_mass_near_the_truth(dataset, tmp_path):
+    train(tiny(dataset, tmp_path / "n", max_steps=30, neighbour_smoothing=0.5), progress=False)
+    rows = _log(tmp_path / "n")
+    losses = [float(r["train_loss"]) for r in rows]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+    near = [float(r["val_near32_lo"]) for r in rows if r["val_near32_lo"]]
+    assert len(near) == 3 and near[-1] > near[0]  # validated at steps 10, 20 and 30
+    with pytest.raises(OptionError, match="neighbour_smoothing"):
+        tiny(dataset, tmp_path / "x", neighbour_smoothing=1.0)
+    with pytest.raises(OptionError, match="neighbour_temperature"):
+        tiny(dataset, tmp_path / "x", neighbour_temperature=0.0)
+
+
+def test_a_resumed_run_upgrades_an_older_logs_columns_keeping_its_values(tmp_path):
+    from vampnet.train.state import truncate_log
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,seconds\n1,5.0,0.5\n2,4.5,1.0\n3,4.0,1.5\n4,3.")  # step 4 was half written
+    truncate_log(log, 2, ["step", "loss", "near", "seconds"])
+    assert log.read_text() == "step,loss,near,seconds\n1,5.0,,0.5\n2,4.5,,1.0\n"
+    truncate_log(log, 1, ["step", "loss", "near", "seconds"])  # same columns: rows dropped, header kept
+    assert log.read_text() == "step,loss,near,seconds\n1,5.0,,0.5\n"
+
+
 def test_masked_accuracy_is_perfect_for_an_oracle_and_repeatable(dataset, codec):
     from vampnet.train.data import TokenDataset
     from vampnet.train.masked import masked_accuracy
@@ -197,6 +264,7 @@ def test_masked_accuracy_is_perfect_for_an_oracle_and_repeatable(dataset, codec)
         def __init__(self):
             super().__init__()
             self.truth = None
+            self.embedding = type("E", (), {"codebooks": torch.randn(4, 1024, 8)})()
 
         def forward(self, codes):
             return torch.nn.functional.one_hot(self.truth, 1024).float() * 50
@@ -206,6 +274,7 @@ def test_masked_accuracy_is_perfect_for_an_oracle_and_repeatable(dataset, codec)
     data.batch = lambda idx: (setattr(oracle, "truth", batch(idx)) or oracle.truth)
     out = masked_accuracy(oracle, data, n_windows=8)
     assert out["val_acc1"] == 1.0 and out["val_acc25_hi"] == 1.0 and out["val_loss"] < 1e-6
+    assert out["val_near32_lo"] == pytest.approx(1.0)  # the truth is the first of its own nearest codes
     assert out["val_tokens"] > 0
     assert masked_accuracy(oracle, data, n_windows=8) == out
 

@@ -41,6 +41,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 5.0
     label_smoothing: float = 0.1
+    # share of each masked token's target spread over the codec codebook neighbours of the true token, weighted by
+    # exp(cosine similarity / neighbour_temperature): it rewards a prediction in the right region of the codec's
+    # latent space, not only the exact id (vamps keep the rhythm when generated frames land near the true codes;
+    # 0.07 spreads over about 15 neighbours of the 1024)
+    neighbour_smoothing: float = 0.0
+    neighbour_temperature: float = 0.07
     structured_masks: float = 0.0      # share of items masked like a vamp's prompt (prompts.training_mask)
     bf16: bool | str = "auto"          # bfloat16 autocast: true, false, or auto (where the device has bf16 arithmetic)
     compile: bool = False              # torch.compile the training pass (kernels kept in $VAMPNET_HOME/compiled)
@@ -100,6 +106,10 @@ class TrainConfig:
             raise OptionError(f"model.embedding_dim must be >= 1, got {self.model.embedding_dim}")
         if not 0 <= self.model.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise OptionError("model.dropout and label_smoothing must be in [0, 1)")
+        if not 0 <= self.neighbour_smoothing < 1:
+            raise OptionError(f"neighbour_smoothing must be in [0, 1), got {self.neighbour_smoothing}")
+        if self.neighbour_temperature <= 0:
+            raise OptionError(f"neighbour_temperature must be positive, got {self.neighbour_temperature}")
         if self.window_s <= 0 or self.lr_factor <= 0 or self.grad_clip <= 0:
             raise OptionError("window_s, lr_factor and grad_clip must be positive")
         if self.lora_rank < 0 or self.save_every_s < 0:

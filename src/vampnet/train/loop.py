@@ -140,7 +140,7 @@ class RunLoop:
             state = self.load_checkpoint(self.out / "latest")
             self.step, self.best = state["step"], state.get(self.best_state_key, math.inf)
         if self.dist.main:  # the steps after the checkpoint run (and are logged) again; none: all of them
-            truncate_log(self.out / "log.csv", self.step if self.step else -1)
+            truncate_log(self.out / "log.csv", self.step if self.step else -1, self.log_fields)
 
     def _recorded_init(self):
         """The `init` the run's config.yaml names (None when it names none or cannot be read)."""

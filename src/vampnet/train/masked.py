@@ -1,9 +1,10 @@
 """Masked-token training of a coarse or coarse-to-fine transformer (the paper's objective and recipe).
 
 Per item r ~ U(0, 1) from a scrambled Sobol sequence; each token is masked with probability cos(pi r / 2)
-(conditioning codebooks never); cross-entropy with label smoothing on masked tokens only; AdamW with the Noam
-warm-up schedule and gradient clipping. Validation reports loss and masked-token accuracy (top-1, top-25) for
-r < 0.5 and r >= 0.5. A run with controls (cfg.controls) feeds the dataset's per-frame controls to the model, each
+(conditioning codebooks never); cross-entropy with label smoothing on masked tokens only (optionally part of the
+target spread over the true token's codebook neighbours, `neighbour_smoothing`); AdamW with the Noam warm-up
+schedule and gradient clipping. Validation reports loss and masked-token accuracy (top-1, top-25, and the
+probability on the true token's 32 nearest codebook neighbours) for r < 0.5 and r >= 0.5. A run with controls (cfg.controls) feeds the dataset's per-frame controls to the model, each
 example's dropped as a whole or over a span (control_dropout_mask) so one model serves guided sampling. The run itself (checkpoints `latest`, `best`, `step-N` that resume exactly, the log, DDP under
 torchrun) is loop.RunLoop's; LoRA runs train and save only the adapters (model/lora.py)."""
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .loop import RunLoop, clipped_step, mix_seed, run_to_end, set_lr
 from .state import load_training_checkpoint, save_training_checkpoint
 
 LOG_FIELDS = ["step", "lr", "train_loss", "grad_norm", "val_loss", "val_acc1", "val_acc1_lo", "val_acc25_lo", "val_acc1_hi",
-              "val_acc25_hi", "val_tokens", "seconds"]
+              "val_acc25_hi", "val_near32_lo", "val_tokens", "seconds"]
+NEAR = 32  # val_near32_lo: the probability a model puts on the true token's NEAR nearest codebook neighbours
 
 
 def noam_lr(step: int, dim: int, factor: float, warmup: int) -> float:
@@ -97,9 +99,30 @@ def window_controls(names: tuple, data: TokenDataset, indices) -> torch.Tensor:
     return scale_features(torch.stack([data.loudness(indices)], -1), names)
 
 
+def neighbour_targets(codebooks: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(K, V, L) codebook vectors -> (K, V, V): row v of codebook k is a target spread around token v, the softmax
+    over tokens j of cosine(c_v, c_j) / temperature (the codec picks codes by cosine; v itself gets the most)."""
+    c = F.normalize(codebooks.float(), dim=-1)
+    return (c @ c.transpose(1, 2) / temperature).softmax(-1)
+
+
+def nearest_neighbours(codebooks: torch.Tensor, n: int) -> torch.Tensor:
+    """(K, V, L) codebook vectors -> (K, V, n) indices of each token's n nearest tokens by cosine, itself first."""
+    c = F.normalize(codebooks.float(), dim=-1)
+    return (c @ c.transpose(1, 2)).topk(min(n, c.shape[1]), -1).indices
+
+
+def picked_codebooks(sel: torch.Tensor) -> torch.Tensor:
+    """The predicted-codebook index of each token `logits[sel]` picks, for a (B, P, T) selection."""
+    return torch.arange(sel.shape[1], device=sel.device)[None, :, None].expand_as(sel)[sel]
+
+
 def masked_token_loss(model, codes: torch.Tensor, mask: torch.Tensor, label_smoothing: float, autocast=nullcontext,
-                      controls: torch.Tensor | None = None, control_mask: torch.Tensor | None = None):
-    """(sum of cross-entropy over masked predicted tokens, their count, logits of those tokens, their targets)."""
+                      controls: torch.Tensor | None = None, control_mask: torch.Tensor | None = None,
+                      neighbours: torch.Tensor | None = None, neighbour_smoothing: float = 0.0):
+    """(sum of cross-entropy over masked predicted tokens, their count, logits of those tokens, their targets).
+    With `neighbour_smoothing` > 0 the target is that share of `neighbours` (neighbour_targets of the predicted
+    codebooks) and the rest the label-smoothed true token."""
     C = mask.shape[1] - _n_predict(model)
     with autocast():
         if controls is None:
@@ -109,6 +132,9 @@ def masked_token_loss(model, codes: torch.Tensor, mask: torch.Tensor, label_smoo
     sel = mask[:, C:]
     picked, target = logits[sel].float(), codes[:, C:][sel]
     loss = F.cross_entropy(picked, target, label_smoothing=label_smoothing, reduction="sum")
+    if neighbour_smoothing:
+        spread_loss = -(neighbours[picked_codebooks(sel), target] * picked.log_softmax(-1)).sum()
+        loss = (1 - neighbour_smoothing) * loss + neighbour_smoothing * spread_loss
     return loss, sel.sum(), picked, target
 
 
@@ -153,6 +179,10 @@ class Trainer(RunLoop):
                 self.model.control.requires_grad_(True)
         if cfg.controls:
             self.train_data.loudness([0])  # a dataset without the controls fails here, not at the first step
+        self.neighbours = None
+        if cfg.neighbour_smoothing:
+            C = cfg.model.n_conditioning_codebooks
+            self.neighbours = neighbour_targets(self.model.embedding.codebooks[C:], cfg.neighbour_temperature)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=0.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
         if resume:
@@ -221,7 +251,8 @@ class Trainer(RunLoop):
             sync = nullcontext() if (not d.enabled or micro == cfg.grad_accum - 1) else self.forward_model.no_sync()
             with sync:
                 loss_sum, count, _, _ = masked_token_loss(self.forward_model, codes.to(cfg.device), mask.to(cfg.device),
-                                                          cfg.label_smoothing, self.autocast, controls, present)
+                                                          cfg.label_smoothing, self.autocast, controls, present,
+                                                          self.neighbours, cfg.neighbour_smoothing)
                 n = d.all_reduce_sum(count.detach().float().cpu().clone()).clamp(min=1)
                 (loss_sum * d.world / n / cfg.grad_accum).backward()
             total += torch.stack([loss_sum.detach().float().cpu(), count.float().cpu()])
@@ -275,8 +306,9 @@ def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu
     gen = torch.Generator().manual_seed(seed)
     n_codebooks, n_cond = model.config.n_codebooks, model.config.n_conditioning_codebooks
     masks = prompts.training_mask((n, n_codebooks, data.window), r_all, n_cond, gen)
-    # per half (lo: r < 0.5, hi: r >= 0.5): loss sum, tokens, top-1 hits, top-25 hits
-    stats = torch.zeros(2, 4)
+    near = nearest_neighbours(model.embedding.codebooks[n_cond:], NEAR).to(device)
+    # per half (lo: r < 0.5, hi: r >= 0.5): loss sum, tokens, top-1 hits, top-25 hits, probability near the truth
+    stats = torch.zeros(2, 5)
     for i in range(d.rank, n, d.world):
         codes = data.batch([idx[i]]).to(device)
         given = window_controls(controls, data, [idx[i]]).to(device) if controls else None
@@ -284,7 +316,9 @@ def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu
         top = logits.topk(min(25, logits.shape[-1]), -1).indices
         hits1 = (top[:, 0] == target).sum()
         hits25 = (top == target[:, None]).any(-1).sum()
-        stats[int(r_all[i] >= 0.5)] += torch.stack([loss, count, hits1, hits25]).float().cpu()
+        books = picked_codebooks(masks[i:i + 1, n_cond:].to(device))
+        near_mass = logits.softmax(-1).gather(-1, near[books, target]).sum()
+        stats[int(r_all[i] >= 0.5)] += torch.stack([loss, count, hits1, hits25, near_mass]).float().cpu()
     d.all_reduce_sum(stats)
     model.train(was_training)
     ratio = lambda a, b: float(a / b) if b > 0 else float("nan")
@@ -292,6 +326,7 @@ def masked_accuracy(model, data, n_windows: int = 64, seed: int = 0, device="cpu
     return {"val_loss": ratio(lo[0] + hi[0], lo[1] + hi[1]), "val_acc1": ratio(lo[2] + hi[2], lo[1] + hi[1]),
             "val_acc1_lo": ratio(lo[2], lo[1]),
             "val_acc25_lo": ratio(lo[3], lo[1]), "val_acc1_hi": ratio(hi[2], hi[1]), "val_acc25_hi": ratio(hi[3], hi[1]),
+            "val_near32_lo": ratio(lo[4], lo[1]),
             "val_tokens": int(lo[1] + hi[1])}
 
 

@@ -124,9 +124,10 @@ def remove_unfinished_writes(run_folder) -> list[Path]:
     return removed
 
 
-def truncate_log(path, last_step: int) -> None:
+def truncate_log(path, last_step: int, fields: list[str] | None = None) -> None:
     """Keep the log rows up to `last_step` (a resumed run logs the later steps again) and drop a half-written last
-    line, rewriting the file in one step."""
+    line, rewriting the file in one step. With `fields` (the columns the resumed run writes) a log written with other
+    columns (a newer version added a metric) gets them, the old rows' values kept under their names."""
     path = Path(path)
     if not path.is_file():
         return
@@ -144,7 +145,15 @@ def truncate_log(path, last_step: int) -> None:
         row = next(csv.reader([line]))
         return len(row) == len(header) and row[column].isdigit() and int(row[column]) <= last_step
 
-    write_text_atomic(path, lines[0] + "".join(line for line in lines[1:] if keep(line)))
+    kept = [line for line in lines[1:] if keep(line)]
+    if fields is not None and list(fields) != header:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dict(zip(header, row)) for row in csv.reader(kept))
+        write_text_atomic(path, buf.getvalue())
+        return
+    write_text_atomic(path, lines[0] + "".join(kept))
 
 
 def load_training_checkpoint(folder, model, optimizer, read_model=None) -> dict:
