@@ -2,7 +2,7 @@
 """How near the true codes must generated coarse frames land for a vamp to keep the input's rhythm, and how near a
 coarse model's predictions land (issue 26: `--periodic 3` vamps lose the tempo that `--periodic 1` ones keep).
 
-    python benchmarks/latent_oracle.py --corpus CORPUS [--coarse LABEL=FILE|MODEL ...] [--models small]
+    python benchmarks/latent_oracle.py --corpus CORPUS [--coarse LABEL=FILE|MODEL ...] [--models small | --codec FILE]
         [--periodic 3] [--codebooks 2] [--near 4 32 128] [--excerpts 24] [--seconds 10] [--seed 0] [--json FILE]
 
 Each validation excerpt (model_metrics.validation_excerpts, spread as sweep_defaults') is encoded; in its first
@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+import zlib
 from pathlib import Path
 
 import torch
@@ -38,8 +39,10 @@ from model_metrics import spread, validation_excerpts  # noqa: E402
 from prompt_rhythm import coarse_file  # noqa: E402
 from sweep_defaults import EXCERPTS_PER_FILE, cpu_name, portable, score  # noqa: E402
 
+from vampnet.checkpoints import find_model_files  # noqa: E402
+from vampnet.codec import Codec  # noqa: E402
 from vampnet.model import MaskedTransformer  # noqa: E402
-from vampnet.pipeline import Pipeline  # noqa: E402
+from vampnet.pretrained import resolve  # noqa: E402
 
 RANKS = (4, 32, 128)  # reported: share of hidden codes within this many nearest codes of the truth (itself included)
 
@@ -122,7 +125,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, required=True, help="the folder `vampnet prepare-corpus` made")
     ap.add_argument("--coarse", nargs="*", default=[], help="LABEL=FILE|MODEL, coarse models whose predictions to score")
-    ap.add_argument("--models", default="small", help="the codec (default: the shipped model's)")
+    ap.add_argument("--models", default="small", help="the model whose codec encodes and decodes (default: small)")
+    ap.add_argument("--codec", type=Path, default=None, help="a codec file instead (e.g. a codec training run's)")
     ap.add_argument("--periodic", type=int, default=3, help="one frame kept in this many")
     ap.add_argument("--codebooks", type=int, default=2, help="codebooks decoded and filled (the default prompt's 2)")
     ap.add_argument("--near", type=int, nargs="+", default=[4, 32, 128], help="K of the near-K rows")
@@ -139,8 +143,8 @@ def main(argv=None) -> int:
         if not sep or not label or not what:
             raise SystemExit(f"error: --coarse takes LABEL=FILE|MODEL, got {item!r}")
         specs.append((label, coarse_file(what), what))
-    pipeline = Pipeline.from_pretrained(args.models, precision="fp32")
-    codec, sr = pipeline.codec, pipeline.sample_rate
+    codec = Codec.load(args.codec or find_model_files(resolve(args.models).base)["codec"]).eval()
+    sr = codec.sample_rate
     vocab = codec.config.codebook_size
     if args.codebooks > codec.config.n_codebooks or any(not 1 <= n <= vocab for n in args.near):
         raise SystemExit(f"error: --codebooks must be <= {codec.config.n_codebooks} and --near in 1..{vocab}")
@@ -154,16 +158,18 @@ def main(argv=None) -> int:
     labels += [f"{m} {how}" for m in models for how in ("sample", "argmax", "expected")]
     scores = {label: [] for label in labels}
     hidden_ranks = {label: [] for label in labels}
-    gen = torch.Generator().manual_seed(args.seed)
+    # a generator per row, so a row's draws do not depend on which other rows run
+    gens = {label: torch.Generator().manual_seed(zlib.crc32(label.encode()) + args.seed) for label in labels}
     for i, x in enumerate(excerpts):
         x = x.reshape(1, 1, -1)
         with torch.inference_mode():
             codes = codec.encode(x)[0]
         hidden = hidden_frames(codes.shape[-1], args.periodic)
         kept_codes = codes[:args.codebooks]
-        fills = {how: oracle_fill(kept_codes, hidden, how, ranks, gen) for how in labels[:len(args.near) + 3]}
+        fills = {how: oracle_fill(kept_codes, hidden, how, ranks, gens[how]) for how in labels[:len(args.near) + 3]}
         for name, model in models.items():
-            fills |= {f"{name} {how}": c for how, c in model_fills(model, codes, hidden, args.codebooks, gen).items()}
+            made = model_fills(model, codes, hidden, args.codebooks, gens[f"{name} sample"])
+            fills |= {f"{name} {how}": c for how, c in made.items()}
         for label, filled in fills.items():
             with torch.inference_mode():
                 y = codec.decode(filled[None])
@@ -173,6 +179,7 @@ def main(argv=None) -> int:
         print(f"excerpt {i + 1}/{len(excerpts)}", file=sys.stderr, flush=True)
     result = {"machine": {"cpu": cpu_name(), "torch": torch.__version__},
               "excerpts": len(excerpts), "periodic": args.periodic, "codebooks": args.codebooks, "seed": args.seed,
+              "codec": portable(args.codec) if args.codec else args.models,
               "coarse": {label: portable(what) for label, _, what in specs},
               "rows": {label: summarise(scores[label], hidden_ranks[label]) for label in labels}}
     print(markdown(result))

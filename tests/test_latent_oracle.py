@@ -52,6 +52,10 @@ def test_rows_for_oracles_and_a_coarse_model_on_a_corpus(latent_oracle, tiny_mod
     assert rows["uniform"]["within_4"] < 0.5  # 4 of 64 codes by chance
     assert all(r["vamps"] == 2 for r in rows.values())
     assert "| tiny expected |" in capsys.readouterr().out
+    again = tmp_path / "codec_only.json"  # the same codec named by its file: the same oracle rows
+    assert latent_oracle.main(["--corpus", str(corpus), "--codec", str(base / "codec.safetensors"), "--seconds", "3",
+                               "--near", "4", "16", "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["rows"] == {k: v for k, v in rows.items() if not k.startswith("tiny")}
 
 
 def test_bad_arguments_are_one_line_errors(latent_oracle, tiny_models, tmp_path):

@@ -428,17 +428,23 @@ def test_bf16_auto_autocasts_only_where_the_cpu_has_bf16_arithmetic(monkeypatch)
 
 
 def test_an_init_model_of_a_fine_tuned_codec_takes_the_new_codebooks_only_when_asked(tmp_path):
+    """As a training run calls it: with the run's codec loaded too (the trainer passes the dataset's codec)."""
     from vampnet import Codec
     from vampnet.train.masked import build_model, codec_codebooks
 
-    codebooks = codec_codebooks(Codec.load(SET_A / "codec.pth"))
+    codec = Codec.load(SET_A / "codec.pth")
+    codebooks = codec_codebooks(codec)
     small = dict(model=dict(n_codebooks=4, embedding_dim=32, n_heads=2, n_layers=1), dataset="unused", output="unused")
-    base = build_model(TrainConfig(**small), codebooks)
+    base = build_model(TrainConfig(**small), codebooks, codec)
     base.save(tmp_path / "base.safetensors")
-    moved = codebooks * (1 + 0.03 * torch.randn(codebooks.shape, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():  # the codec fine-tuned: its codebook vectors moved 3 %
+        for q in codec.quantizer.quantizers:
+            q.codebook.weight.mul_(1 + 0.03 * torch.randn(q.codebook.weight.shape, generator=torch.Generator().manual_seed(0)))
+    moved = codec_codebooks(codec)
+    assert not torch.allclose(moved, codebooks)
     with pytest.raises(OptionError, match="init_new_codec"):
-        build_model(TrainConfig(**small, init=str(tmp_path / "base.safetensors")), moved)
-    model = build_model(TrainConfig(**small, init=str(tmp_path / "base.safetensors"), init_new_codec=True), moved)
+        build_model(TrainConfig(**small, init=str(tmp_path / "base.safetensors")), moved, codec)
+    model = build_model(TrainConfig(**small, init=str(tmp_path / "base.safetensors"), init_new_codec=True), moved, codec)
     assert torch.equal(model.embedding.codebooks, moved[:4])
     kept = {k: v for k, v in base.state_dict().items() if k != "embedding.codebooks"}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())

@@ -388,8 +388,10 @@ class MaskedTransformer(nn.Module):
 
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path, codec=None, device: str | torch.device = "cpu") -> "MaskedTransformer":
-        """Load an official coarse/c2f `.pth` (needs the codec, whose codebooks embed the tokens) or our format."""
+    def load(cls, path, codec=None, device: str | torch.device = "cpu", check_codec: bool = True) -> "MaskedTransformer":
+        """Load an official coarse/c2f `.pth` (needs the codec, whose codebooks embed the tokens) or our format.
+        With a codec, the model must embed that codec's codebook vectors (unless `check_codec` is False: a
+        training run that re-embeds an init model for a fine-tuned codec checks for itself)."""
         ckpt = read_checkpoint(path)
         if not ckpt.official:
             if ckpt.kind != KIND:
@@ -409,7 +411,7 @@ class MaskedTransformer(nn.Module):
                 model = cls(config)
             state = convert_official_state(ckpt.state_dict, config, codec, source=path)
             load_state_strict(model, state, path, assign=True)
-        if codec is not None:
+        if codec is not None and check_codec:
             _check_compatible(model, codec, path)
         return model.to(device).eval()
 

@@ -52,7 +52,7 @@ def build_model(cfg: TrainConfig, codebooks: torch.Tensor, codec: Codec | None =
     """A fresh transformer for this run (or the `init` checkpoint), embedding tokens with the codec's codebook
     vectors `codebooks` (K, V, L) (codec_codebooks, or a token pack's). Only an official `.pth` init needs `codec`."""
     if cfg.init:
-        model = MaskedTransformer.load(cfg.init, codec)
+        model = MaskedTransformer.load(cfg.init, codec, check_codec=False)  # (checked below, init_new_codec known)
         wanted = cfg.model
         if (model.n_codebooks, model.n_conditioning_codebooks) != (wanted.n_codebooks, wanted.n_conditioning_codebooks):
             raise OptionError(f"--init model has {model.n_codebooks} codebooks ({model.n_conditioning_codebooks} conditioning), "
