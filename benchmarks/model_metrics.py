@@ -255,37 +255,45 @@ def rhythm_prompts(pipeline: Pipeline) -> dict[str, PromptConfig]:
             "vamp, periodic 7 / upper codebooks 3 (the schema's defaults)": PromptConfig()}
 
 
-def rhythm_metrics(pipeline: Pipeline, excerpts, opus_kbps: float = 8.0, seed: int = 0) -> dict:
+def rhythm_metrics(pipeline: Pipeline, excerpts, opus_kbps: float = 8.0, seed: int = 0, seeds: int = 1) -> dict:
     """Per condition, how many excerpts keep their tempo (octave-tolerant, 4 %), the mean chroma similarity to the
     input, the SI-SDR to it (new music stays below 10 dB) and the share of tokens generated: the codec round trip,
     Opus, vamps with rhythm_prompts and the schema's default prompt plus every tracked beat, and an unrelated
-    excerpt (the floor: what no relation to the input scores). Vamps sample with the model's defaults."""
+    excerpt (the floor: what no relation to the input scores). Vamps sample with the model's defaults, `seeds`
+    times each (seed + i, then + 1000, + 2000 ...: a vamp's tempo count moves by about ±3 of 24 from seed to seed),
+    so a vamp row counts len(excerpts) x seeds outputs and the deterministic rows len(excerpts)."""
     from vampnet import options
     from vampnet.eval import musical
     from vampnet.eval.opus import opus_roundtrip
 
     sr, n = pipeline.sample_rate, len(excerpts)
     made: dict[str, list] = {}
+    inputs: dict[str, list] = {}  # the input each output is scored against
     for i, x in enumerate(excerpts):
+        def add(name, output):
+            made.setdefault(name, []).append(output)
+            inputs.setdefault(name, []).append(x)
+
         with torch.inference_mode():
-            made.setdefault("codec round trip", []).append((pipeline.codec.decode(pipeline.codec.encode(x)), 0.0))
-        made.setdefault(f"Opus {opus_kbps:g} kbit/s", []).append((opus_roundtrip(x, sr, opus_kbps)[0], 0.0))
+            add("codec round trip", (pipeline.codec.decode(pipeline.codec.encode(x)), 0.0))
+        add(f"Opus {opus_kbps:g} kbit/s", (opus_roundtrip(x, sr, opus_kbps)[0], 0.0))
         if pipeline.coarse is not None:
             beats, _ = options.vamp_prompt(None, wav=x, sample_rate=sr, beats=True)
-            done: list[tuple[PromptConfig, tuple]] = []  # (a model whose default is periodic 1 vamps it once)
-            for name, prompt in {**rhythm_prompts(pipeline), "vamp, the schema's defaults + every tracked beat": beats}.items():
-                made_before = next((out for p, out in done if p == prompt), None)
-                if made_before is None:
-                    result = pipeline.vamp(x, sr, prompt=prompt, seed=seed + i)
-                    made_before = (result.audio, result.mask.float().mean().item())
-                    done.append((prompt, made_before))
-                made.setdefault(name, []).append(made_before)
+            for j in range(seeds):
+                done: list[tuple[PromptConfig, tuple]] = []  # (a model whose default is periodic 1 vamps it once)
+                for name, prompt in {**rhythm_prompts(pipeline), "vamp, the schema's defaults + every tracked beat": beats}.items():
+                    made_before = next((out for p, out in done if p == prompt), None)
+                    if made_before is None:
+                        result = pipeline.vamp(x, sr, prompt=prompt, seed=seed + i + 1000 * j)
+                        made_before = (result.audio, result.mask.float().mean().item())
+                        done.append((prompt, made_before))
+                    add(name, made_before)
         if n > 1:
-            made.setdefault("an unrelated excerpt", []).append((excerpts[(i + n // 2) % n], 1.0))
+            add("an unrelated excerpt", (excerpts[(i + n // 2) % n], 1.0))
     out = {}
     for name, outputs in made.items():
         scores = [musical.keeps_rhythm_and_key(x, y[..., : x.shape[-1]], sr) | {"si_sdr": si_sdr(x, y), "generated": g}
-                  for x, (y, g) in zip(excerpts, outputs)]
+                  for x, (y, g) in zip(inputs[name], outputs)]
         out[name] = {"tempo_kept": sum(s["tempo_kept"] for s in scores), "excerpts": len(scores),
                      "chroma_similarity": mean_std([s["chroma_similarity"] for s in scores]),
                      "onset_correlation": mean_std([s["onset_correlation"] for s in scores]),
@@ -584,6 +592,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="model folder, 'small' (default) or 'official'")
     ap.add_argument("--excerpts-per-file", type=int, default=6)
     ap.add_argument("--vamp-excerpts", type=int, default=12, help="excerpts vamped per periodic prompt")
+    ap.add_argument("--rhythm-seeds", type=int, default=1,
+                    help="vamps per excerpt and prompt in the rhythm-and-key table (pooled; 3 for issue 26's counts)")
     ap.add_argument("--windows", type=int, default=64, help="token windows for masked accuracy")
     ap.add_argument("--opus-kbps", type=float, default=None, help="default: our bitrate, at least 6")
     ap.add_argument("--no-timing", action="store_true")
@@ -597,6 +607,8 @@ def main(argv=None) -> int:
         return compare_main(args.compare, args.labels, args.curve_figure)
     if args.corpus is None:
         ap.error("give the corpus folder (or --compare JSON files)")
+    if args.rhythm_seeds < 1:
+        ap.error("--rhythm-seeds must be >= 1")
     torch.manual_seed(0)
 
     pipeline = Pipeline.from_pretrained(args.models)
@@ -617,12 +629,13 @@ def main(argv=None) -> int:
     results["accuracy"] = accuracy_metrics(pipeline, codes, 8 if args.quick else args.windows)
     vamp_set = spread(excerpts, 1 if args.quick else args.vamp_excerpts)
     results["periodic"] = periodic_metrics(pipeline, vamp_set) if pipeline.coarse is not None else {}
-    results["rhythm"] = rhythm_metrics(pipeline, vamp_set)
+    results["rhythm"] = rhythm_metrics(pipeline, vamp_set, seeds=args.rhythm_seeds)
     results["frechet"] = frechet_metrics(pipeline, excerpts, codes, 1 if args.quick else args.frechet_excerpts)
     if not (args.quick or args.no_timing):
         results["timing"] = vamp_timing(args.models)
     results["setup"] = {"models": args.models or "small", "defaults": pipeline.defaults.by_name(),
                         "training": card_training(pipeline), "excerpts": len(excerpts), "vamp_excerpts": len(vamp_set),
+                        "rhythm_seeds": args.rhythm_seeds,
                         "excerpt_s": excerpt_s, "sample_rate": pipeline.sample_rate, "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                         "seconds": round(time.time() - t0, 1)}

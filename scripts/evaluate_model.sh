@@ -7,7 +7,7 @@
 # `vampnet prepare-corpus` made; OUT: where results go (created; reruns resume the experiments); EXCERPTS: excerpts
 # per paper experiment (default 12). Writes OUT/metrics.json (benchmarks/model_metrics.py: codec vs Opus,
 # masked-token accuracy and its curve, the periodic-prompt ladder and the rhythm-and-key table on 24 vamped
-# excerpts (issue 26's count), Fréchet distances) and OUT/<experiment>/ for the
+# excerpts x RHYTHM_SEEDS seeds (default 3: issue 26's counts, pooled), Fréchet distances) and OUT/<experiment>/ for the
 # three experiments of `vampnet eval` (audio, results.md, CSVs, plots) and OUT/spectrograms.png (one validation excerpt:
 # input, codec round trip, Opus, vamps with P = 8 and 32). Compare two models afterwards with
 #   python benchmarks/model_metrics.py --compare A/metrics.json B/metrics.json --labels A B
@@ -34,7 +34,7 @@ for path, rel in find_audio([corpus]):
         link.symlink_to(Path(path).resolve())
 PYEOF
 "$PY" "$HERE/benchmarks/model_metrics.py" "$CORPUS" --models "$MODELS" --excerpts-per-file 3 --vamp-excerpts 24 --no-timing \
-  --json "$OUT/metrics.json" --figure "$OUT/spectrograms.png" > "$OUT/metrics.md"
+  --rhythm-seeds "${RHYTHM_SEEDS:-3}" --json "$OUT/metrics.json" --figure "$OUT/spectrograms.png" > "$OUT/metrics.md"
 for e in sampling-steps gen-compression musical-sampling; do
   vampnet eval run --data "$OUT/val" --experiment "$e" -o "$OUT/$e" --models "$MODELS" --max-excerpts "$EXCERPTS" -q
   vampnet eval score "$OUT/$e" > /dev/null

@@ -88,7 +88,7 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path, monke
         sf.write(corpus / n, sine_mix(10.5, sr=44100, seed=len(n)).astype(np.float32), 44100)
     out = tmp_path / "m.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_metrics.py"), str(corpus), "--quick",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+                           "--rhythm-seeds", "2", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["setup"]["excerpts"] == 1  # the validation file only
@@ -105,6 +105,8 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path, monke
     assert own["generated"] == pytest.approx(6 / 8)
     assert own["generated"] < p3["generated"] < schema["generated"] < 1
     assert "vamp, the schema's defaults + every tracked beat" in rhythm
+    # two seeds: each vamp row pools two vamps of the one excerpt, the deterministic rows score it once
+    assert own["excerpts"] == p3["excerpts"] == schema["excerpts"] == 2 and rhythm["codec round trip"]["excerpts"] == 1
     assert results["setup"]["training"]["parts"]["coarse"]["steps"] == 4000
     coarse = results["accuracy"]["coarse"]
     assert 0 <= coarse["val_acc1"] <= 1
