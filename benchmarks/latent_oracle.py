@@ -36,7 +36,7 @@ except ImportError:  # running from a checkout without the package installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_metrics import spread, validation_excerpts  # noqa: E402
-from prompt_rhythm import coarse_file  # noqa: E402
+from prompt_rhythm import coarse_specs  # noqa: E402
 from sweep_defaults import EXCERPTS_PER_FILE, cpu_name, portable, score  # noqa: E402
 
 from vampnet.checkpoints import find_model_files  # noqa: E402
@@ -137,12 +137,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.periodic < 2 or args.codebooks < 1:
         raise SystemExit("error: --periodic must be >= 2 (1 hides nothing) and --codebooks >= 1")
-    specs = []
-    for item in args.coarse:
-        label, sep, what = item.partition("=")
-        if not sep or not label or not what:
-            raise SystemExit(f"error: --coarse takes LABEL=FILE|MODEL, got {item!r}")
-        specs.append((label, coarse_file(what), what))
+    specs = coarse_specs(args.coarse)
     codec = Codec.load(args.codec or find_model_files(resolve(args.models).base)["codec"]).eval()
     sr = codec.sample_rate
     vocab = codec.config.codebook_size

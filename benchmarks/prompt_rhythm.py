@@ -45,6 +45,17 @@ def coarse_file(what: str) -> Path:
     return Path(source.coarse or find_model_files(source.base)["coarse"])
 
 
+def coarse_specs(items: list[str]) -> list[tuple[str, Path, str]]:
+    """`--coarse LABEL=FILE|MODEL` items as (label, coarse checkpoint, what was given)."""
+    specs = []
+    for item in items:
+        label, sep, what = item.partition("=")
+        if not sep or not label or not what:
+            raise SystemExit(f"error: --coarse takes LABEL=FILE|MODEL, got {item!r}")
+        specs.append((label, coarse_file(what), what))
+    return specs
+
+
 def parse_prompt(text: str) -> dict:
     try:
         periodic, upper = (int(v) for v in text.split(":"))
@@ -81,12 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="excerpt length")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    specs = []
-    for item in args.coarse:
-        label, sep, what = item.partition("=")
-        if not sep or not label or not what:
-            raise SystemExit(f"error: --coarse takes LABEL=FILE|MODEL, got {item!r}")
-        specs.append((label, coarse_file(what), what))
+    specs = coarse_specs(args.coarse)
     prompts = [parse_prompt(p) for p in args.prompts]
     codec_cache: dict = {}
     first = Pipeline.from_pretrained(args.models, codec_cache=codec_cache)
