@@ -43,14 +43,15 @@ from vampnet.checkpoints import find_model_files  # noqa: E402
 from vampnet.codec import Codec  # noqa: E402
 from vampnet.model import MaskedTransformer  # noqa: E402
 from vampnet.pretrained import resolve  # noqa: E402
+from vampnet.train.masked import codebook_cosines  # noqa: E402
 
 RANKS = (4, 32, 128)  # reported: share of hidden codes within this many nearest codes of the truth (itself included)
 
 
 def neighbour_ranks(codec, n_codebooks: int) -> torch.Tensor:
     """(K, V, V): [k, v, j] is code j's rank among code v's nearest in codebook k by cosine (v itself: 0)."""
-    books = torch.stack([F.normalize(q.codebook.weight.float(), dim=-1) for q in codec.quantizer.quantizers[:n_codebooks]])
-    return (books @ books.transpose(1, 2)).argsort(-1, descending=True).argsort(-1)
+    books = torch.stack([q.codebook.weight for q in codec.quantizer.quantizers[:n_codebooks]])
+    return codebook_cosines(books).argsort(-1, descending=True).argsort(-1)
 
 
 def hidden_frames(n_frames: int, periodic: int) -> torch.Tensor:

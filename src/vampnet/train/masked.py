@@ -99,17 +99,22 @@ def window_controls(names: tuple, data: TokenDataset, indices) -> torch.Tensor:
     return scale_features(torch.stack([data.loudness(indices)], -1), names)
 
 
+def codebook_cosines(codebooks: torch.Tensor) -> torch.Tensor:
+    """(K, V, L) codebook vectors -> (K, V, V) cosine similarity of every pair of tokens of each codebook (the
+    measure the codec picks codes by)."""
+    c = F.normalize(codebooks.float(), dim=-1)
+    return c @ c.transpose(1, 2)
+
+
 def neighbour_targets(codebooks: torch.Tensor, temperature: float) -> torch.Tensor:
     """(K, V, L) codebook vectors -> (K, V, V): row v of codebook k is a target spread around token v, the softmax
-    over tokens j of cosine(c_v, c_j) / temperature (the codec picks codes by cosine; v itself gets the most)."""
-    c = F.normalize(codebooks.float(), dim=-1)
-    return (c @ c.transpose(1, 2) / temperature).softmax(-1)
+    over tokens j of cosine(c_v, c_j) / temperature (v itself gets the most)."""
+    return (codebook_cosines(codebooks) / temperature).softmax(-1)
 
 
 def nearest_neighbours(codebooks: torch.Tensor, n: int) -> torch.Tensor:
     """(K, V, L) codebook vectors -> (K, V, n) indices of each token's n nearest tokens by cosine, itself first."""
-    c = F.normalize(codebooks.float(), dim=-1)
-    return (c @ c.transpose(1, 2)).topk(min(n, c.shape[1]), -1).indices
+    return codebook_cosines(codebooks).topk(min(n, codebooks.shape[1]), -1).indices
 
 
 def picked_codebooks(sel: torch.Tensor) -> torch.Tensor:
