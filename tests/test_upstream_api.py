@@ -1,5 +1,6 @@
 """Upstream VampNet's gradio API (vampnet.upstream_api): a script written for the upstream app calls `/vamp` and
-`/vamp_1` through gradio_client with upstream's 18 parameter names and gets two playable vamps; bad values are one
+`/vamp_1` through gradio_client with upstream's parameter names (the 18 unloop sends; the app's 19th, periodic_w,
+is optional) and gets two playable vamps; bad values are one
 line naming the parameter; each parameter lands on the option of the same meaning. The server is the studio page
 with the endpoints (`vampnet ui`'s app) on a tiny model, bound to 127.0.0.1."""
 from __future__ import annotations
@@ -56,6 +57,7 @@ def playable(path) -> np.ndarray:
 def test_an_upstream_script_gets_two_playable_vamps(client, clip, api_name):
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]
     assert [p["parameter_name"] for p in info["parameters"]] == list(NAMES)  # upstream's names, in its order
+    assert NAMES[3:6] == ("periodic_p", "periodic_w", "dropout")  # where upstream's app has its 19th
     first, second = client.predict(input_audio=client_mod.handle_file(str(clip)), **UPSTREAM_CALL, api_name=api_name)
     a, b = playable(first), playable(second)
     assert len(a) == len(b) == 22050  # the input's length
@@ -80,12 +82,13 @@ def test_a_bad_value_is_a_one_line_error_naming_it(client, clip, changes, messag
 
 
 def test_each_parameter_lands_on_the_option_of_the_same_meaning():
-    request = parse({**UPSTREAM_CALL, "sampletemp": 0.8, "top_p": 0, "periodic_p": 5, "dropout": 0.25,
+    request = parse({**UPSTREAM_CALL, "sampletemp": 0.8, "top_p": 0, "periodic_p": 5, "periodic_w": 2, "dropout": 0.25,
                      "stretch_factor": 2, "onset_mask_width": 4, "typical_filtering": False, "typical_mass": 0.2,
                      "typical_min_tokens": 8, "seed": 0, "model_choice": "mine", "n_mask_codebooks": 2,
                      "pitch_shift_amt": -5, "sample_cutoff": 0.5, "sampling_steps": 12, "beat_mask_ms": 50,
                      "num_feedback_steps": 3})
-    assert request.prompt == {"periodic_prompt": 5, "dropout": 0.25, "upper_codebook_mask": 2}
+    assert request.prompt == {"periodic_prompt": 5, "periodic_width": 2, "dropout": 0.25, "upper_codebook_mask": 2}
+    assert parse(UPSTREAM_CALL).prompt["periodic_width"] == 1  # left out (as unloop does): upstream's default
     assert request.sampling == {"temperature": 0.8, "top_p": None, "typical_filtering": False, "typical_mass": 0.2,
                                 "typical_min_tokens": 8, "sample_cutoff": 0.5, "steps": 12}
     assert request.job == {"stretch": 2.0, "onset_width": 4, "seed": None, "model": "mine", "pitch_shift": -5,

@@ -7,8 +7,10 @@
                         sample_cutoff=1.0, sampling_steps=36, beat_mask_ms=0, num_feedback_steps=1, api_name="/vamp")
 
 returns two vamps (audio files: the seeds SEED and SEED + 1, as unloop's two). Upstream binds `/vamp` to its page's
-button and `/vamp_1` to its API button, the same job; both take the 18 parameters below, in this order, with
-upstream's defaults and meanings. This module only translates: `PARAMS` maps each parameter onto our options (unloop
+button and `/vamp_1` to its API button, the same job; both take the 19 parameters below, in this order, with
+upstream's defaults and meanings. The 19th, `periodic_w` (the periodic prompt's width, 1 to 20 frames), sits after
+`periodic_p` as in upstream's app; unloop and most scripts leave it out, so it defaults to 1 and calls naming the
+other 18 run unchanged. This module only translates: `PARAMS` maps each parameter onto our options (unloop
 sends the same parameters under a few other names, so its table's entries are reused where the meaning is the
 same), and the job runs on the studio's models (`Studio.pipeline`) through `Pipeline.variations` / `modes.stretch`.
 A parameter left out takes upstream's default, not the model card's (vampnet.model_defaults): this API mirrors the
@@ -43,6 +45,7 @@ PARAMS = (
     (_as("sampletemp", "temperature"), 1.0),
     (_as("top_p", "top_p"), 0.0),                                       # 0: off
     (_as("periodic_p", "periodic"), 7),                                 # keep every P-th frame (0: none)
+    (Param("periodic_w", "prompt.periodic_width", int, 1), 1),          # frames in a row kept each time
     (_as("dropout", "dropout"), 0.0),
     (Param("stretch_factor", "job.stretch", float, *modes.STRETCH_RANGE), 1),
     (_as("onset_mask_width", "onset_mask_width"), 0),                  # frames kept each side of onsets (0: off)
