@@ -176,3 +176,26 @@ def test_an_interrupted_download_is_not_downloaded_anywhere(tiny_models, clip, t
         assert resolve("official").base == official
     finally:
         studio.close()
+
+
+def test_a_bundled_model_may_be_a_whole_model_of_its_own(models_home, tmp_path, monkeypatch):
+    """A bundled folder that holds codec, coarse and c2f (a fine-tune of an earlier shipped model keeps that model's
+    codec) is that model, not a fine-tune over today's shipped one; its card's defaults are its own."""
+    import shutil
+    package = pretrained.shipped_folder
+
+    def shipped(name=pretrained.SHIPPED):
+        return tmp_path / name if name != pretrained.SHIPPED else package(name)
+
+    monkeypatch.setattr(pretrained, "shipped_folder", shipped)
+    bundled = shutil.copytree(models_home["base"], tmp_path / "small-loudness")
+    (bundled / "card.json").write_text(json.dumps({"defaults": {"prompt": {"periodic": 5}}}))
+    source = resolve("small-loudness")
+    assert source.base == bundled and not source.finetuned
+    assert available_models() == ["small", "small-loudness", "mine"]
+    from vampnet.model_defaults import of_model
+    assert of_model("small-loudness").values["prompt"] == {"periodic": 5}
+    (bundled / "c2f.safetensors").unlink()  # neither a whole model nor a fine-tune: missing from the installation
+    with pytest.raises(CheckpointError, match="bundled model small-loudness is missing"):
+        resolve("small-loudness")
+    assert available_models() == ["small", "mine"]

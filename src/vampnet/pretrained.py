@@ -24,8 +24,10 @@ from .errors import CheckpointError, OptionError
 
 SHIPPED = "small"          # the name of the model inside the package (also the default)
 OFFICIAL = "official"
-# fine-tunes of the shipped model that travel inside the package as well (a folder of weights/ each, with a
-# manifest as `vampnet finetune` writes): "small-loudness" follows a loudness envelope (MODEL_CARD.md)
+# models that travel inside the package beside the shipped one (a folder of weights/ each): a fine-tune of the shipped
+# model (a manifest as `vampnet finetune` writes, and the parts it changes) or a whole model folder (codec, coarse,
+# c2f; a fine-tune of an earlier shipped model keeps that model's codec so): "small-loudness" follows a loudness
+# envelope (MODEL_CARD.md)
 BUNDLED = ("small-loudness",)
 RESERVED = (SHIPPED, OFFICIAL, "default", *BUNDLED)
 MANIFEST = "finetune.json"  # written by `vampnet finetune` beside its adapters: which base they go on
@@ -116,6 +118,8 @@ def resolve(name: str | os.PathLike | None = None) -> ModelSource:
         return ModelSource(OFFICIAL, folder)
     if text in BUNDLED:
         folder = shipped_folder(text)
+        if has_every_part(folder):  # a whole model of its own (one made with an earlier shipped codec keeps it)
+            return ModelSource(text, folder)
         if not (folder / MANIFEST).is_file():
             raise CheckpointError(f"the bundled model {text} is missing from this installation ({folder}); "
                                   "reinstall vampnet")
@@ -148,7 +152,7 @@ def finetuned_models() -> list[str]:
 def available_models() -> list[str]:
     """What a model menu offers: the shipped model and its bundled fine-tunes, the official one when downloaded,
     each of the user's fine-tuned models."""
-    bundled = [name for name in BUNDLED if (shipped_folder(name) / MANIFEST).is_file()]
+    bundled = [name for name in BUNDLED if _installed(shipped_folder(name))]
     return [SHIPPED, *bundled, *([OFFICIAL] if has_every_part(home() / OFFICIAL) else []), *finetuned_models()]
 
 
@@ -157,6 +161,11 @@ def manifest(base: str, kind: str, **details) -> dict:
     if kind not in ("lora", "full"):
         raise OptionError(f"a fine-tune is 'lora' or 'full', got {kind!r}")
     return {"format": MANIFEST_FORMAT, "version": 1, "base": base, "kind": kind, **details}
+
+
+def _installed(folder: Path) -> bool:
+    """Whether a bundled model's folder is there: a fine-tune's manifest, or a whole model."""
+    return (folder / MANIFEST).is_file() or has_every_part(folder)
 
 
 def _finetuned(name: str, folder: Path) -> ModelSource:
