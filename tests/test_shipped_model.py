@@ -107,7 +107,7 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path, monke
     assert "vamp, the schema's defaults + every tracked beat" in rhythm
     # two seeds: each vamp row pools two vamps of the one excerpt, the deterministic rows score it once
     assert own["excerpts"] == p3["excerpts"] == schema["excerpts"] == 2 and rhythm["codec round trip"]["excerpts"] == 1
-    assert results["setup"]["training"]["parts"]["coarse"]["steps"] == 4000
+    assert results["setup"]["training"]["parts"]["coarse"]["steps"] == 11500  # v3, from the shipped card
     coarse = results["accuracy"]["coarse"]
     assert 0 <= coarse["val_acc1"] <= 1
     # the accuracy curve covers the same masked tokens as the summary numbers
@@ -137,7 +137,8 @@ def test_model_card_metrics_script_runs_on_validation_files_only(tmp_path, monke
     assert f"| codec round trip keeps the tempo (share of excerpts, ≥ 0.90) | {share:.2f} {mark} | {share:.2f} {mark} |" in shown.stdout
     bins = sum(1 for b in coarse["curve"] if b["tokens"])
     assert f"mask-ratio bins | (baseline) | 0/{bins} ✗ |" in shown.stdout
-    assert "| coarse | 4000 steps (training split 16.3 h) | 4000 steps (training split 16.3 h) |" in shown.stdout
+    coarse_cell = "11500 steps, 256 h of audio seen (training split 25.5 h); from a pre-run of the same architecture on v2's tokens (7000 steps)"
+    assert f"| coarse | {coarse_cell} | {coarse_cell} |" in shown.stdout
     assert figure.stat().st_size > 0
 
 
@@ -182,17 +183,20 @@ def test_control_adherence_script_scores_each_guidance_on_validation_excerpts(tm
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
-def test_bundled_loudness_model_is_the_shipped_model_with_a_controlled_coarse_model():
+def test_bundled_loudness_model_is_v2_with_a_controlled_coarse_model():
+    """small-loudness was fine-tuned from vampnet-small v2, so it keeps v2's codec and coarse-to-fine model (whose
+    tokens its coarse model reads) now that the shipped model is v3."""
     from vampnet.model_defaults import of_model
     from vampnet.pretrained import BUNDLED, available_models, is_valid_name, resolve
 
     source = resolve("small-loudness")
-    assert source.base == shipped_folder() and source.coarse == shipped_folder("small-loudness") / "coarse.safetensors"
-    assert source.c2f is None and source.lora is None  # the shipped codec and coarse-to-fine model
+    folder = shipped_folder("small-loudness")
+    assert source.base == folder and not source.finetuned  # a whole model folder of its own
+    assert (folder / "codec.safetensors").read_bytes() != (shipped_folder() / "codec.safetensors").read_bytes()
     assert available_models()[:2] == ["small", "small-loudness"] and "small-loudness" in BUNDLED
     assert not is_valid_name("small-loudness")  # `vampnet finetune --name` cannot shadow it
     defaults = of_model("small-loudness").values
-    assert defaults["sampling"]["guidance"] == 1.0 and defaults["sampling"]["steps"] == 12  # steps from the base card
+    assert defaults["sampling"]["guidance"] == 1.0 and defaults["sampling"]["steps"] == 12
     card = json.loads((shipped_folder("small-loudness") / "card.json").read_text())
     assert card["parts"]["coarse"]["controls"] == ["loudness"]
 
