@@ -63,9 +63,9 @@ def test_a_card_without_defaults_leaves_the_schema_defaults(tmp_path, folders):
 
 
 def test_the_shipped_card_carries_the_swept_defaults_and_keeps_the_rest():
-    shipped = of_model(None)  # chosen by benchmarks/sweep_defaults.py (docs/evaluation.md)
+    shipped = of_model(None)  # chosen by benchmarks/sweep_defaults.py for v3 (docs/evaluation.md)
     assert shipped.prompt() == PromptConfig(periodic_prompt=1, upper_codebook_mask=2)
-    assert shipped.sampling() == SamplingConfig(temperature=0.6, steps=12)
+    assert shipped.sampling() == SamplingConfig(temperature=0.6, steps=24)
 
 
 def test_a_card_sets_its_options_and_leaves_the_others_at_the_schema_defaults(folders):
