@@ -8,7 +8,7 @@
 
 returns two vamps (audio files: the seeds SEED and SEED + 1, as unloop's two). Upstream binds `/vamp` to its page's
 button and `/vamp_1` to its API button, the same job; both take the 19 parameters below, in this order, with
-upstream's defaults and meanings. The 19th, `periodic_w` (the periodic prompt's width, 1 to 20 frames), sits after
+upstream's defaults and meanings. The 19th, `periodic_w` (the periodic prompt's width in frames, 1 or more), sits after
 `periodic_p` as in upstream's app; unloop and most scripts leave it out, so it defaults to 1 and calls naming the
 other 18 run unchanged. This module only translates: `PARAMS` maps each parameter onto our options (unloop
 sends the same parameters under a few other names, so its table's entries are reused where the meaning is the
